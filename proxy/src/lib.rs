@@ -1,0 +1,32 @@
+//! qproxy: a PostgreSQL wire-protocol proxy that forwards every byte
+//! unchanged and tells developers what is wrong with their queries.
+//!
+//! # Layout
+//! - [`protocol`]: framing and allocation-free decoding of the messages the
+//!   analysis reads; no I/O, shared with tests and fuzz targets.
+//! - [`tracker`]: per-connection protocol state (extended-protocol FIFO,
+//!   COPY, errors skipping to Sync) that turns traffic into query events.
+//! - [`relay`]: one direction of a session: read, let the tracker look,
+//!   forward the original bytes.
+//! - [`session`]: one client connection: negotiation (TLS, cancel), upstream
+//!   connect, then both relay directions.
+//! - [`server`]: the listener, connection cap and graceful drain.
+//! - [`upstream`], [`tls`], [`stream`], [`cancel`]: reaching the server,
+//!   TLS on both sides, and forwarding CancelRequests.
+//! - [`events`]: the bounded, never-blocking queue to the analyzer.
+//! - [`analysis`]: the task that consumes query events.
+//! - [`config`]: flags, env and TOML merged into one configuration.
+#![forbid(unsafe_code)]
+
+pub mod analysis;
+pub mod cancel;
+pub mod config;
+pub mod events;
+pub mod protocol;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod stream;
+pub mod tls;
+pub mod tracker;
+pub mod upstream;

@@ -1,0 +1,126 @@
+//! The `qproxy` command line.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use qproxy::config::{LogFormat, ServeArgs};
+use qproxy::server::Server;
+
+/// A PostgreSQL proxy that finds N+1 queries, unindexed filters and
+/// unbounded SELECTs.
+#[derive(Debug, Parser)]
+#[command(name = "qproxy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy in front of a PostgreSQL server.
+    Serve(ServeArgs),
+    /// Print the fingerprint of SQL statements, one JSON object per
+    /// statement (reads one statement per line from stdin when no SQL is given).
+    Fingerprint {
+        /// SQL strings; each may hold several statements.
+        sql: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Fingerprint { sql } => fingerprint(sql),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qproxy: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QPROXY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let mut server = Server::bind(config).await?;
+        let events = server.take_events().expect("events not taken yet");
+        let stats = Arc::new(qproxy::analysis::AnalysisStats::default());
+        let analysis = tokio::spawn(qproxy::analysis::run(events, stats));
+        server.run(shutdown_signal()).await;
+        // Every session has ended, so every event sender is gone once the
+        // server is dropped; the analysis task then finishes its queue.
+        let _ = analysis.await;
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT: both drain gracefully.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn fingerprint(sql: Vec<String>) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut print = |text: &str| -> anyhow::Result<()> {
+        for fp in [text] {
+            serde_json::to_writer(&mut out, &fp)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    };
+    if sql.is_empty() {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.context("reading stdin")?;
+            if !line.trim().is_empty() {
+                print(&line)?;
+            }
+        }
+    } else {
+        for text in &sql {
+            print(text)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The listener: accepts clients, runs one session task each, and drains on
+//! shutdown (stop accepting, let sessions finish within the grace period,
+//! then return).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use qproxy_analyzer::event::SessionEvent;
+
+use crate::cancel::CancelKeys;
+use crate::config::ServeConfig;
+use crate::events::EventSink;
+use crate::protocol::error_response::{fatal, ProxyError};
+use crate::tls;
+use crate::upstream::{Upstream, UpstreamError, UpstreamUrl};
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The upstream URL or its TLS settings are wrong.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The client TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Process-wide counters the admin endpoint and tests read.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Client connections open now.
+    pub client_connections: AtomicU64,
+    /// Client connections accepted since start.
+    pub connections_accepted: AtomicU64,
+    /// Failures to reach or keep the upstream.
+    pub upstream_errors: AtomicU64,
+}
+
+/// What every session shares.
+pub struct ServerContext {
+    /// Resolved configuration.
+    pub config: ServeConfig,
+    /// How to reach the upstream.
+    pub upstream: Upstream,
+    /// TLS toward clients, when configured.
+    pub tls: Option<TlsAcceptor>,
+    /// Where trackers send query events.
+    pub sink: EventSink,
+    /// Cancel keys of live sessions.
+    pub cancel_keys: Arc<CancelKeys>,
+    /// Becomes `true` when the proxy starts draining.
+    pub shutdown: watch::Receiver<bool>,
+    /// Counters.
+    pub stats: Arc<ServerStats>,
+    next_connection_id: AtomicU64,
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext")
+            .field("config", &self.config)
+            .field("upstream", &self.upstream)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerContext {
+    /// A new, process-unique connection id.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A bound, not yet running proxy.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    ctx: Arc<ServerContext>,
+    shutdown_tx: watch::Sender<bool>,
+    events: Option<mpsc::Receiver<SessionEvent>>,
+}
+
+impl Server {
+    /// Validates the configuration, prepares TLS and binds the listener.
+    pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
+        let url = UpstreamUrl::parse(&config.upstream)?;
+        let upstream = Upstream::new(url, config.connect_timeout)?;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
+            None => None,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let (sink, events) = EventSink::channel(config.event_queue);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let ctx = Arc::new(ServerContext {
+            config,
+            upstream,
+            tls,
+            sink,
+            cancel_keys: Arc::default(),
+            shutdown,
+            stats: Arc::default(),
+            next_connection_id: AtomicU64::new(0),
+        });
+        Ok(Server {
+            listener,
+            ctx,
+            shutdown_tx,
+            events: Some(events),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared context (counters, event stats).
+    pub fn context(&self) -> &Arc<ServerContext> {
+        &self.ctx
+    }
+
+    /// Takes the receiving end of the event queue, for the analyzer task.
+    /// If nobody takes it, events are dropped and counted.
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<SessionEvent>> {
+        self.events.take()
+    }
+
+    /// Accepts clients until `shutdown` resolves, then drains: no new
+    /// connections, sessions close when idle or at the end of the grace
+    /// period, and this returns once all are gone.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        // Without a consumer the queue would only fill up; drop it so
+        // emit() counts drops instead of holding events.
+        self.events.take();
+        let permits = Arc::new(Semaphore::new(self.ctx.config.max_connections));
+        tracing::info!(
+            listen = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            upstream = %self.ctx.upstream.url(),
+            tls = self.ctx.tls.is_some(),
+            "qproxy is accepting connections"
+        );
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                r = self.listener.accept() => r,
+            };
+            match accepted {
+                Ok((socket, _peer)) => self.spawn_session(socket, &permits),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(self.listener);
+        let open = self.ctx.stats.client_connections.load(Ordering::Relaxed);
+        tracing::info!(open_sessions = open, grace = ?self.ctx.config.shutdown_grace, "draining");
+        let _ = self.shutdown_tx.send(true);
+        let all = self.ctx.config.max_connections as u32;
+        let wait = self.ctx.config.shutdown_grace + Duration::from_secs(2);
+        if tokio::time::timeout(wait, permits.acquire_many(all)).await.is_err() {
+            tracing::warn!("sessions still open after the grace period; exiting anyway");
+        }
+        tracing::info!("drained");
+    }
+
+    fn spawn_session(&self, socket: TcpStream, permits: &Arc<Semaphore>) {
+        let ctx = self.ctx.clone();
+        ctx.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut socket = socket;
+                let msg = fatal(ProxyError::TooManyConnections, "too many client connections");
+                let _ = socket.write_all(&msg).await;
+            });
+            return;
+        };
+        tokio::spawn(async move {
+            ctx.stats.client_connections.fetch_add(1, Ordering::Relaxed);
+            crate::session::run(socket, ctx.clone()).await;
+            ctx.stats.client_connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}

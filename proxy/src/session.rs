@@ -1,0 +1,313 @@
+//! One client connection, from its first byte to its close.
+//!
+//! The phases, in order: negotiation (SSLRequest, GSSENCRequest, direct TLS,
+//! CancelRequest) until a StartupMessage arrives, time-boxed; connecting to
+//! the upstream and forwarding the StartupMessage unchanged; then the relay,
+//! in which authentication passes through like any other traffic until the
+//! first ReadyForQuery. Both directions of the relay run independently in
+//! one task; when either ends, the session ends.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::error_response::{fatal, ProxyError};
+use crate::protocol::startup::{self, StartupPacket};
+use crate::protocol::DecodeError;
+use crate::relay::{Backend, Frontend, Pump, RelayError};
+use crate::server::ServerContext;
+use crate::stream::MaybeTls;
+use crate::tracker::{SessionInfo, Tracker};
+
+/// A client connection, plain or with TLS terminated by the proxy.
+pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// Why a session ended abnormally (logged, never sent to the server).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Socket error during negotiation.
+    #[error("client I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client did not send a StartupMessage in time.
+    #[error("client did not complete startup within {0:?}")]
+    StartupTimeout(Duration),
+    /// The startup packet was malformed.
+    #[error("bad startup packet: {0}")]
+    BadStartup(#[from] DecodeError),
+    /// Direct TLS from a client while the proxy has no certificate.
+    #[error("client started TLS directly but no --tls-cert/--tls-key are configured")]
+    NoTls,
+    /// The TLS handshake with the client failed.
+    #[error("TLS handshake with client failed: {0}")]
+    Handshake(std::io::Error),
+    /// More negotiation packets than the protocol allows.
+    #[error("too many negotiation requests before the StartupMessage")]
+    TooManyRequests,
+}
+
+/// What negotiation produced.
+enum Negotiated {
+    /// A cancel request was handled; nothing more to do.
+    Cancelled,
+    /// A StartupMessage to forward.
+    Startup {
+        client: ClientStream,
+        packet: Vec<u8>,
+        info: SessionInfo,
+    },
+}
+
+/// Serves one accepted connection to completion.
+pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>) {
+    let connection_id = ctx.next_connection_id();
+    socket.set_nodelay(true).ok();
+    let peer = socket.peer_addr().ok();
+    let negotiated = tokio::time::timeout(ctx.config.startup_timeout, negotiate(socket, &ctx)).await;
+    let (client, packet, mut info) = match negotiated {
+        Err(_) => {
+            tracing::info!(connection_id, ?peer, "{}", SessionError::StartupTimeout(ctx.config.startup_timeout));
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::info!(connection_id, ?peer, error = %e, "connection closed during negotiation");
+            return;
+        }
+        Ok(Ok(Negotiated::Cancelled)) => return,
+        Ok(Ok(Negotiated::Startup {
+            client,
+            packet,
+            info,
+        })) => (client, packet, info),
+    };
+    info.connection_id = connection_id;
+    tracing::debug!(
+        connection_id,
+        ?peer,
+        user = info.user.as_deref(),
+        database = info.database.as_deref(),
+        tls = client.is_tls(),
+        "client connected"
+    );
+    connect_and_relay(client, packet, info, &ctx).await;
+}
+
+async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, SessionError> {
+    let mut client = ClientStream::Plain(tcp);
+    // SSLRequest, GSSENCRequest, then the StartupMessage: three is the most
+    // a well-behaved client sends; one more for direct TLS.
+    for _ in 0..4 {
+        if let MaybeTls::Plain(tcp) = &client {
+            let mut first = [0u8; 1];
+            if tcp.peek(&mut first).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            if first[0] == startup::TLS_HANDSHAKE_BYTE {
+                client = accept_tls(client, ctx).await?;
+                continue;
+            }
+        }
+        let packet = read_startup_packet(&mut client).await?;
+        match startup::parse(&packet)? {
+            StartupPacket::SslRequest => {
+                if ctx.tls.is_some() && !client.is_tls() {
+                    client.write_all(b"S").await?;
+                    client.flush().await?;
+                    client = accept_tls(client, ctx).await?;
+                } else {
+                    client.write_all(b"N").await?;
+                    client.flush().await?;
+                }
+            }
+            StartupPacket::GssEncRequest => {
+                client.write_all(b"N").await?;
+                client.flush().await?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                crate::cancel::forward(&ctx.upstream, &ctx.cancel_keys, &packet, pid, secret).await;
+                return Ok(Negotiated::Cancelled);
+            }
+            start @ StartupPacket::Startup { .. } => {
+                let user = start.param("user").map(Arc::from);
+                let database = start.param("database").map(Arc::from).or_else(|| user.clone());
+                let application_name = start
+                    .param("application_name")
+                    .filter(|s| !s.is_empty())
+                    .map(Arc::from);
+                let info = SessionInfo {
+                    connection_id: 0,
+                    database,
+                    user,
+                    application_name,
+                };
+                return Ok(Negotiated::Startup {
+                    client,
+                    packet,
+                    info,
+                });
+            }
+        }
+    }
+    Err(SessionError::TooManyRequests)
+}
+
+async fn accept_tls(client: ClientStream, ctx: &ServerContext) -> Result<ClientStream, SessionError> {
+    let (MaybeTls::Plain(tcp), Some(acceptor)) = (client, &ctx.tls) else {
+        return Err(SessionError::NoTls);
+    };
+    let tls = acceptor.accept(tcp).await.map_err(SessionError::Handshake)?;
+    Ok(MaybeTls::Tls(Box::new(tls)))
+}
+
+/// Reads exactly one startup packet: never more, so no bytes meant for a
+/// TLS handshake that follows are consumed by mistake.
+async fn read_startup_packet<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, SessionError> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await?;
+    let total = startup::peek_len(&len)?.unwrap_or(0);
+    let mut packet = vec![0u8; total];
+    packet[..4].copy_from_slice(&len);
+    s.read_exact(&mut packet[4..]).await?;
+    Ok(packet)
+}
+
+async fn connect_and_relay(mut client: ClientStream, packet: Vec<u8>, info: SessionInfo, ctx: &Arc<ServerContext>) {
+    let connection_id = info.connection_id;
+    let mut upstream = match ctx.upstream.connect().await {
+        Ok(u) => u,
+        Err(e) => {
+            ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(connection_id, error = %e, "upstream unreachable");
+            let _ = send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
+            return;
+        }
+    };
+    if let Err(e) = async {
+        upstream.write_all(&packet).await?;
+        upstream.flush().await
+    }
+    .await
+    {
+        ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        let _ = send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
+        return;
+    }
+    let strip = client.is_tls();
+    let tracker = Tracker::new(info, ctx.sink.clone(), ctx.config.tracker_limits, strip)
+        .with_cancel_keys(ctx.cancel_keys.clone());
+    relay(client, upstream, tracker, ctx).await;
+}
+
+async fn send_and_close<S: AsyncWrite + Unpin>(s: &mut S, kind: ProxyError, message: &str) -> std::io::Result<()> {
+    s.write_all(&fatal(kind, message)).await?;
+    s.flush().await?;
+    s.shutdown().await
+}
+
+/// How the relay ended.
+enum End {
+    Client(Result<(), RelayError>),
+    Server(Result<(), RelayError>),
+    Drain,
+    StartupTimeout,
+}
+
+async fn relay<C, U>(client: C, upstream: U, tracker: Tracker, ctx: &Arc<ServerContext>)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let connection_id = tracker_id(&tracker);
+    let tracker = Mutex::new(tracker);
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut server_rd, mut server_wr) = tokio::io::split(upstream);
+    let mut frontend = Pump::new(ctx.config.max_message_bytes);
+    let mut backend = Pump::new(ctx.config.max_message_bytes);
+    let end = {
+        let to_server = frontend.run::<Frontend, _, _>(&mut client_rd, &mut server_wr, &tracker);
+        let to_client = backend.run::<Backend, _, _>(&mut server_rd, &mut client_wr, &tracker);
+        tokio::pin!(to_server, to_client);
+        tokio::select! {
+            r = &mut to_server => End::Client(r),
+            r = &mut to_client => End::Server(r),
+            () = drained(ctx, &tracker) => End::Drain,
+            () = startup_deadline(ctx, &tracker) => End::StartupTimeout,
+        }
+    };
+    match end {
+        End::Client(Ok(())) => {
+            tracing::debug!(connection_id, "client closed the connection");
+        }
+        End::Client(Err(RelayError::Io(e))) => {
+            tracing::debug!(connection_id, error = %e, "client connection lost");
+        }
+        End::Client(Err(e)) => {
+            tracing::warn!(connection_id, error = %e, "closing connection: protocol violation by the client");
+            let _ = send_and_close(&mut client_wr, ProxyError::ProtocolViolation, &e.to_string()).await;
+        }
+        End::Server(Ok(())) => {
+            tracing::debug!(connection_id, "server closed the connection");
+        }
+        End::Server(Err(e)) => {
+            ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(connection_id, error = %e, "upstream connection lost");
+        }
+        End::Drain => {
+            tracing::debug!(connection_id, "closing session for shutdown");
+            let _ = send_and_close(&mut client_wr, ProxyError::ShuttingDown, "the proxy is shutting down").await;
+            // Terminate, so the server ends the session at once and cleanly.
+            let _ = server_wr.write_all(b"X\0\0\0\x04").await;
+        }
+        End::StartupTimeout => {
+            tracing::info!(connection_id, "client did not finish authentication in time");
+            let _ = send_and_close(
+                &mut client_wr,
+                ProxyError::ProtocolViolation,
+                "authentication did not complete in time",
+            )
+            .await;
+        }
+    }
+    let _ = client_wr.shutdown().await;
+    let _ = server_wr.shutdown().await;
+    tracker.lock().unwrap_or_else(|p| p.into_inner()).close();
+}
+
+fn tracker_id(t: &Tracker) -> u64 {
+    t.connection_id()
+}
+
+/// Resolves when the proxy is draining and this session can be closed: it
+/// is idle (no query, no transaction), or the grace period ran out.
+async fn drained(ctx: &ServerContext, tracker: &Mutex<Tracker>) {
+    let mut shutdown = ctx.shutdown.clone();
+    if shutdown.wait_for(|draining| *draining).await.is_err() {
+        // The sender is gone only when the server is dropped: never drain.
+        std::future::pending::<()>().await;
+    }
+    let deadline = tokio::time::Instant::now() + ctx.config.shutdown_grace;
+    loop {
+        let idle = {
+            let t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+            t.is_idle() || !t.is_started()
+        };
+        if idle || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Resolves if authentication has not finished by the startup timeout.
+async fn startup_deadline(ctx: &ServerContext, tracker: &Mutex<Tracker>) {
+    tokio::time::sleep(ctx.config.startup_timeout).await;
+    loop {
+        if !tracker.lock().unwrap_or_else(|p| p.into_inner()).is_started() {
+            return;
+        }
+        // Started: this branch never fires again.
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,254 @@
+//! The server → client half of the tracker.
+
+use std::sync::Arc;
+
+use qproxy_analyzer::event::{Outcome, TxStatus};
+
+use super::{Execution, Pending, Phase, TrackError, Tracker, Verdict};
+use crate::protocol::backend::{self as be, tag, ErrorFields};
+
+impl Tracker {
+    /// Observes one whole server message whose tag is in
+    /// [`be::is_inspected`]. Server messages are trusted: one that does not
+    /// decode is forwarded anyway and only ends analysis of the connection.
+    pub fn backend(&mut self, msg: &[u8]) -> Result<Verdict, TrackError> {
+        match self.on_backend(msg) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                tracing::debug!(connection_id = self.info.connection_id, error = %e, "undecodable server message");
+                if self.phase != Phase::Desynced {
+                    self.desync();
+                }
+                Ok(Verdict::Forward)
+            }
+        }
+    }
+
+    /// Counts a message the relay streams without buffering (DataRow,
+    /// CopyData): only its tag is known.
+    pub fn backend_streamed(&mut self, t: u8) {
+        if t == tag::DATA_ROW {
+            match self.pending.front_mut() {
+                Some(Pending::Execute(Some(exec))) => exec.rows += 1,
+                Some(Pending::Query { exec, .. }) => exec.rows += 1,
+                _ => {}
+            }
+        }
+    }
+
+    fn on_backend(&mut self, msg: &[u8]) -> Result<Verdict, TrackError> {
+        let Some(&t) = msg.first() else {
+            return Ok(Verdict::Forward);
+        };
+        match t {
+            tag::AUTHENTICATION => {
+                if self.strip_channel_binding {
+                    if let Some(rewritten) = be::strip_channel_binding(msg)? {
+                        return Ok(Verdict::Replace(rewritten));
+                    }
+                }
+            }
+            tag::BACKEND_KEY_DATA => {
+                let (pid, secret) = be::backend_key_data(msg)?;
+                if let Some(keys) = &self.cancel_keys {
+                    keys.insert(pid, secret);
+                }
+                self.backend_key = Some((pid, Box::from(secret)));
+            }
+            tag::PARAMETER_STATUS => {
+                let (name, value) = be::parameter_status(msg)?;
+                if name == "application_name" {
+                    let unchanged = self.info.application_name.as_deref() == Some(value.as_ref());
+                    if !unchanged {
+                        self.info.application_name =
+                            (!value.is_empty()).then(|| Arc::from(value.as_ref()));
+                    }
+                }
+            }
+            tag::READY_FOR_QUERY => self.on_ready(be::ready_status(msg)?),
+            tag::COMMAND_COMPLETE => {
+                let tag = be::command_tag(msg)?;
+                self.complete(Outcome::Complete {
+                    tag: Box::from(tag.as_ref()),
+                });
+            }
+            tag::EMPTY_QUERY_RESPONSE => self.complete(Outcome::Empty),
+            tag::PORTAL_SUSPENDED => self.complete(Outcome::Suspended),
+            tag::ERROR_RESPONSE => {
+                let fields = ErrorFields::decode(msg)?;
+                let sqlstate = fields.sqlstate().unwrap_or(*b"XX000");
+                self.on_error(sqlstate);
+            }
+            tag::PARSE_COMPLETE => self.pop_if(|p| matches!(p, Pending::Parse { .. })),
+            tag::BIND_COMPLETE => self.pop_if(|p| matches!(p, Pending::Bind)),
+            tag::CLOSE_COMPLETE => self.pop_if(|p| matches!(p, Pending::Close)),
+            // RowDescription answers a Describe; inside a simple query or an
+            // Execute it only announces rows.
+            tag::ROW_DESCRIPTION | tag::NO_DATA => {
+                self.pop_if(|p| matches!(p, Pending::Describe))
+            }
+            tag::COPY_IN_RESPONSE => {
+                self.copy_in = true;
+                // Syncs the client pipelined behind an extended-protocol COPY
+                // are ignored by the server while it reads copy data.
+                if matches!(self.pending.front(), Some(Pending::Execute(_))) {
+                    while matches!(self.pending.get(1), Some(Pending::Sync)) {
+                        self.pending.remove(1);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Verdict::Forward)
+    }
+
+    fn pop_if(&mut self, expected: impl Fn(&Pending) -> bool) {
+        if self.pending.front().is_some_and(expected) {
+            self.pending.pop_front();
+        }
+    }
+
+    /// A statement finished (CommandComplete, EmptyQuery, PortalSuspended).
+    fn complete(&mut self, outcome: Outcome) {
+        let tx_status = self.tx_status;
+        match self.pending.front_mut() {
+            Some(Pending::Execute(_)) => {
+                if let Some(Pending::Execute(Some(exec))) = self.pending.pop_front() {
+                    if outcome != Outcome::Empty {
+                        self.emit(*exec, outcome);
+                    }
+                }
+            }
+            Some(Pending::Query { exec, .. }) => {
+                let next = Execution::start(exec.sql.clone(), None, exec.protocol, tx_status);
+                let index = exec.statement_index;
+                let finished = std::mem::replace(exec, next);
+                if let Some(Pending::Query { exec, .. }) = self.pending.front_mut() {
+                    exec.statement_index = index.saturating_add(1);
+                    // Statements after a COMMIT in the same string run
+                    // outside the transaction; the next ReadyForQuery says.
+                    exec.tx_status = match &outcome {
+                        Outcome::Complete { tag } if ends_transaction(tag) => TxStatus::Idle,
+                        Outcome::Complete { tag } if starts_transaction(tag) => {
+                            TxStatus::InTransaction
+                        }
+                        _ => finished.tx_status,
+                    };
+                }
+                if outcome != Outcome::Empty {
+                    self.emit(*finished, outcome);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_error(&mut self, sqlstate: [u8; 5]) {
+        self.copy_in = false;
+        let tx_status = self.tx_status;
+        match self.pending.front_mut() {
+            None | Some(Pending::Sync) | Some(Pending::FunctionCall) => {}
+            Some(Pending::Query { exec, failed }) => {
+                if !*failed {
+                    *failed = true;
+                    let next = Execution::start(exec.sql.clone(), None, exec.protocol, tx_status);
+                    let finished = std::mem::replace(exec, next);
+                    self.emit(*finished, Outcome::Error { sqlstate });
+                }
+            }
+            Some(_) => {
+                // Extended protocol: the server now skips to the next Sync.
+                while let Some(front) = self.pending.front() {
+                    if matches!(front, Pending::Sync) {
+                        break;
+                    }
+                    match self.pending.pop_front() {
+                        Some(Pending::Execute(Some(exec))) => {
+                            self.emit(*exec, Outcome::Error { sqlstate });
+                            // Executions skipped after the failing one never
+                            // ran: they produce no event.
+                            self.drop_until_sync();
+                            return;
+                        }
+                        Some(Pending::Parse { name, generation }) => {
+                            self.forget_statement(name, generation)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_until_sync(&mut self) {
+        while let Some(front) = self.pending.front() {
+            if matches!(front, Pending::Sync) {
+                break;
+            }
+            if let Some(Pending::Parse { name, generation }) = self.pending.pop_front() {
+                self.forget_statement(name, generation);
+            }
+        }
+    }
+
+    /// A Parse that failed (or was skipped after an error) leaves no
+    /// statement behind.
+    fn forget_statement(&mut self, name: Option<Arc<str>>, generation: u64) {
+        match name {
+            None => {
+                if self
+                    .unnamed_statement
+                    .as_ref()
+                    .is_some_and(|s| s.generation == generation)
+                {
+                    self.unnamed_statement = None;
+                }
+            }
+            Some(name) => {
+                if self
+                    .statements
+                    .get(name.as_ref())
+                    .is_some_and(|s| s.generation == generation)
+                {
+                    self.statements.remove(name.as_ref());
+                }
+            }
+        }
+    }
+
+    fn on_ready(&mut self, status: u8) {
+        self.tx_status = TxStatus::from_byte(status);
+        self.copy_in = false;
+        if self.phase == Phase::Startup {
+            self.phase = Phase::Ready;
+            return;
+        }
+        // Pop through the request this ReadyForQuery answers. Anything
+        // before it that is still pending was skipped by the server.
+        while let Some(p) = self.pending.pop_front() {
+            match p {
+                Pending::Sync | Pending::FunctionCall => break,
+                Pending::Query { exec, failed } => {
+                    // A simple query whose last statement never completed
+                    // (e.g. an empty string) ends here without an event.
+                    let _ = (exec, failed);
+                    break;
+                }
+                Pending::Parse { name, generation } => self.forget_statement(name, generation),
+                _ => {}
+            }
+        }
+        if self.tx_status == TxStatus::Idle && self.pending.is_empty() {
+            // A transaction ended: the unnamed portal is gone server-side.
+            self.unnamed_portal = None;
+        }
+    }
+}
+
+fn ends_transaction(tag: &str) -> bool {
+    matches!(tag, "COMMIT" | "ROLLBACK" | "COMMIT PREPARED" | "ROLLBACK PREPARED" | "PREPARE TRANSACTION")
+}
+
+fn starts_transaction(tag: &str) -> bool {
+    matches!(tag, "BEGIN" | "START TRANSACTION")
+}

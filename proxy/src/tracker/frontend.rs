@@ -1,0 +1,203 @@
+//! The client → server half of the tracker.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use qproxy_analyzer::event::Protocol;
+use smallvec::SmallVec;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use super::{Pending, Phase, Portal, Statement, TrackError, Tracker};
+use crate::protocol::frontend::{self as fe, tag, Bind, Execute, Parse, Target, TargetRef};
+
+impl Tracker {
+    /// Observes one whole client message whose tag is in
+    /// [`fe::is_inspected`]. Malformed messages are errors: the session
+    /// answers 08P01 and closes.
+    pub fn frontend(&mut self, msg: &[u8]) -> Result<(), TrackError> {
+        let Some(&t) = msg.first() else {
+            return Ok(());
+        };
+        if self.phase == Phase::Startup {
+            // Before the first ReadyForQuery only authentication messages
+            // flow, and they are never decoded.
+            return Ok(());
+        }
+        match t {
+            tag::QUERY => {
+                let sql = fe::query(msg)?;
+                let sql = intern(None, sql);
+                let exec = self.new_execution(sql, None, Protocol::Simple);
+                self.push(Pending::Query {
+                    exec,
+                    failed: false,
+                });
+            }
+            tag::PARSE => self.on_parse(Parse::decode(msg)?),
+            tag::BIND => self.on_bind(Bind::decode(msg)?),
+            tag::EXECUTE => self.on_execute(Execute::decode(msg)?),
+            tag::DESCRIBE => {
+                TargetRef::decode(msg)?;
+                self.push(Pending::Describe);
+            }
+            tag::CLOSE => {
+                let target = TargetRef::decode(msg)?;
+                match (target.target, target.name.as_ref()) {
+                    (Target::Statement, "") => self.unnamed_statement = None,
+                    (Target::Statement, name) => {
+                        self.statements.remove(name);
+                    }
+                    (Target::Portal, "") => self.unnamed_portal = None,
+                    (Target::Portal, name) => {
+                        self.portals.remove(name);
+                    }
+                }
+                self.push(Pending::Close);
+            }
+            tag::SYNC => {
+                // During COPY FROM STDIN the server ignores Sync.
+                if !self.copy_in {
+                    self.push(Pending::Sync);
+                }
+            }
+            tag::FUNCTION_CALL => self.push(Pending::FunctionCall),
+            tag::COPY_DONE | tag::COPY_FAIL => self.copy_in = false,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_parse(&mut self, parse: Parse<'_>) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        if parse.name.is_empty() {
+            let sql = intern(self.unnamed_statement.as_ref(), parse.query);
+            self.unnamed_statement = Some(Statement {
+                sql,
+                name: None,
+                generation,
+            });
+            self.push(Pending::Parse {
+                name: None,
+                generation,
+            });
+            return;
+        }
+        let name: Arc<str> = Arc::from(parse.name.as_ref());
+        if self.statements.len() >= self.limits.max_statements
+            && !self.statements.contains_key(name.as_ref())
+        {
+            // Over the cap: the statement still reaches the server, but its
+            // executions are not analysed (counted as untracked).
+        } else {
+            let sql = intern(self.statements.get(name.as_ref()), parse.query);
+            self.statements.insert(
+                Box::from(name.as_ref()),
+                Statement {
+                    sql,
+                    name: Some(name.clone()),
+                    generation,
+                },
+            );
+        }
+        self.push(Pending::Parse {
+            name: Some(name),
+            generation,
+        });
+    }
+
+    fn on_bind(&mut self, bind: Bind<'_>) {
+        let statement = if bind.statement.is_empty() {
+            self.unnamed_statement.clone()
+        } else {
+            self.statements.get(bind.statement.as_ref()).cloned()
+        };
+        let portal = statement.map(|statement| {
+            let (params_hash, param_hashes) = hash_params(&bind, self.limits.max_param_hashes);
+            Portal {
+                statement,
+                params_hash,
+                param_hashes,
+            }
+        });
+        if bind.portal.is_empty() {
+            self.unnamed_portal = portal;
+        } else {
+            match portal {
+                Some(p) if self.portals.len() < self.limits.max_portals
+                    || self.portals.contains_key(bind.portal.as_ref()) =>
+                {
+                    self.portals.insert(Box::from(bind.portal.as_ref()), p);
+                }
+                _ => {
+                    self.portals.remove(bind.portal.as_ref());
+                }
+            }
+        }
+        self.push(Pending::Bind);
+    }
+
+    fn on_execute(&mut self, execute: Execute<'_>) {
+        let portal = if execute.portal.is_empty() {
+            self.unnamed_portal.as_ref()
+        } else {
+            self.portals.get(execute.portal.as_ref())
+        };
+        let exec = match portal {
+            Some(p) => {
+                let mut exec = self.new_execution(
+                    p.statement.sql.clone(),
+                    p.statement.name.clone(),
+                    Protocol::Extended,
+                );
+                exec.params_hash = Some(p.params_hash);
+                exec.param_hashes = p.param_hashes.clone();
+                Some(exec)
+            }
+            None => {
+                self.sink
+                    .stats()
+                    .untracked
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        };
+        self.push(Pending::Execute(exec));
+    }
+}
+
+/// Reuses the previous statement's text when the new one is identical, so an
+/// ORM that re-sends the same Parse for every query costs no allocation.
+fn intern(previous: Option<&Statement>, sql: Cow<'_, str>) -> Arc<str> {
+    match previous {
+        Some(p) if *p.sql == *sql => p.sql.clone(),
+        _ => Arc::from(sql.as_ref()),
+    }
+}
+
+/// Hashes the parameter tuple (formats and values, so equal tuples hash
+/// equal) and each value on its own. The values are never kept.
+fn hash_params(bind: &Bind<'_>, max_each: usize) -> (u64, SmallVec<[Option<u64>; 4]>) {
+    let mut tuple = Xxh3::new();
+    tuple.update(bind.formats);
+    let mut each = SmallVec::new();
+    for value in bind.params() {
+        match value {
+            Some(v) => {
+                tuple.update(&(v.len() as u32).to_le_bytes());
+                tuple.update(v);
+                if each.len() < max_each {
+                    each.push(Some(xxh3_64(v)));
+                }
+            }
+            None => {
+                tuple.update(&u32::MAX.to_le_bytes());
+                if each.len() < max_each {
+                    each.push(None);
+                }
+            }
+        }
+    }
+    (tuple.digest(), each)
+}

@@ -1,0 +1,339 @@
+//! The per-connection protocol tracker: follows both directions of one
+//! session and turns them into [`QueryEvent`]s.
+//!
+//! The relay hands it every message the analysis needs (whole) and the
+//! headers of the rest (DataRow, CopyData). It keeps a FIFO of the replies
+//! the server still owes, in the order the client's requests were sent, so
+//! that a pipelined client (many Parse/Bind/Execute before one Sync) is
+//! followed exactly. After an ErrorResponse in the extended protocol the
+//! server ignores everything up to the next Sync; the FIFO skips the same
+//! way. The tracker only observes: whatever it concludes, the bytes are
+//! forwarded untouched, and if it ever loses track it stops analysing the
+//! connection instead of guessing.
+//!
+//! Both relay directions share one tracker behind a mutex; each direction
+//! locks it once per read batch, never across an await.
+
+mod backend;
+mod frontend;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use qproxy_analyzer::event::{
+    Outcome, Protocol, QueryEvent, SessionEvent, TxStatus,
+};
+use smallvec::SmallVec;
+
+use crate::cancel::CancelKeys;
+use crate::events::EventSink;
+use crate::protocol::DecodeError;
+
+/// Caps on per-connection tracking state, so a client cannot make the proxy
+/// grow without bound.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerLimits {
+    /// Replies the server may owe before the tracker gives up on the
+    /// connection (a pipeline deeper than this is still forwarded).
+    pub max_pending: usize,
+    /// Named prepared statements remembered per connection.
+    pub max_statements: usize,
+    /// Named portals remembered per connection.
+    pub max_portals: usize,
+    /// Per-parameter hashes kept per execution (all parameters still count
+    /// toward the tuple hash).
+    pub max_param_hashes: usize,
+}
+
+impl Default for TrackerLimits {
+    fn default() -> Self {
+        TrackerLimits {
+            max_pending: 65_536,
+            max_statements: 10_000,
+            max_portals: 1_000,
+            max_param_hashes: 32,
+        }
+    }
+}
+
+/// Who the connection belongs to, from its StartupMessage.
+#[derive(Debug, Clone, Default)]
+pub struct SessionInfo {
+    /// Proxy-assigned connection id.
+    pub connection_id: u64,
+    /// Database named in the StartupMessage.
+    pub database: Option<Arc<str>>,
+    /// User named in the StartupMessage.
+    pub user: Option<Arc<str>>,
+    /// application_name from the StartupMessage, until the server reports it.
+    pub application_name: Option<Arc<str>>,
+}
+
+/// A tracked message that breaks the protocol; the session answers with
+/// 08P01 and closes.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed message from the client: {0}")]
+pub struct TrackError(#[from] pub DecodeError);
+
+/// What the relay must do with a backend message after the tracker saw it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward the original bytes.
+    Forward,
+    /// Forward these bytes instead (only the SCRAM `-PLUS` strip).
+    Replace(Vec<u8>),
+}
+
+/// The phases of a session as the tracker sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Authentication and startup parameters, before the first ReadyForQuery.
+    Startup,
+    /// Normal operation.
+    Ready,
+    /// The tracker lost track (its FIFO overflowed); forwarding continues,
+    /// analysis of this connection has stopped.
+    Desynced,
+}
+
+/// A prepared statement or the statement behind a portal.
+#[derive(Debug, Clone)]
+struct Statement {
+    sql: Arc<str>,
+    name: Option<Arc<str>>,
+    /// Distinguishes a statement from an older one of the same name, so a
+    /// failed Parse removes only what it created.
+    generation: u64,
+}
+
+/// A bound portal, ready to execute.
+#[derive(Debug, Clone)]
+struct Portal {
+    statement: Statement,
+    params_hash: u64,
+    param_hashes: SmallVec<[Option<u64>; 4]>,
+}
+
+/// One execution in flight.
+#[derive(Debug)]
+struct Execution {
+    sql: Arc<str>,
+    statement_name: Option<Arc<str>>,
+    protocol: Protocol,
+    params_hash: Option<u64>,
+    param_hashes: SmallVec<[Option<u64>; 4]>,
+    started_at: SystemTime,
+    started: Instant,
+    rows: u64,
+    statement_index: u16,
+    tx_status: TxStatus,
+}
+
+impl Execution {
+    fn start(
+        sql: Arc<str>,
+        statement_name: Option<Arc<str>>,
+        protocol: Protocol,
+        tx_status: TxStatus,
+    ) -> Box<Execution> {
+        Box::new(Execution {
+            sql,
+            statement_name,
+            protocol,
+            params_hash: None,
+            param_hashes: SmallVec::new(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            rows: 0,
+            statement_index: 0,
+            tx_status,
+        })
+    }
+}
+
+/// A reply the server owes, in request order.
+#[derive(Debug)]
+enum Pending {
+    /// ParseComplete (or an error) for this statement.
+    Parse { name: Option<Arc<str>>, generation: u64 },
+    /// BindComplete.
+    Bind,
+    /// RowDescription or NoData (after an optional ParameterDescription).
+    Describe,
+    /// CloseComplete.
+    Close,
+    /// DataRows, then CommandComplete, EmptyQueryResponse, PortalSuspended or
+    /// ErrorResponse. `None` when the statement is unknown to the tracker.
+    Execute(Option<Box<Execution>>),
+    /// ReadyForQuery.
+    Sync,
+    /// A simple query: results per statement, then ReadyForQuery.
+    Query { exec: Box<Execution>, failed: bool },
+    /// FunctionCallResponse, then ReadyForQuery.
+    FunctionCall,
+}
+
+/// Follows one session. See the module docs.
+#[derive(Debug)]
+pub struct Tracker {
+    info: SessionInfo,
+    sink: EventSink,
+    limits: TrackerLimits,
+    phase: Phase,
+    tx_status: TxStatus,
+    /// Rewrite AuthenticationSASL without `-PLUS` mechanisms (the proxy
+    /// terminated the client's TLS).
+    strip_channel_binding: bool,
+    /// The server is in COPY FROM STDIN: a Sync from the client gets no
+    /// reply until CopyDone/CopyFail.
+    copy_in: bool,
+    unnamed_statement: Option<Statement>,
+    statements: HashMap<Box<str>, Statement>,
+    unnamed_portal: Option<Portal>,
+    portals: HashMap<Box<str>, Portal>,
+    pending: VecDeque<Pending>,
+    next_generation: u64,
+    /// The backend's cancel key, once seen.
+    backend_key: Option<(i32, Box<[u8]>)>,
+    /// Where live sessions' cancel keys are registered.
+    cancel_keys: Option<Arc<CancelKeys>>,
+}
+
+impl Tracker {
+    /// A tracker for a session that has just sent its StartupMessage.
+    pub fn new(
+        info: SessionInfo,
+        sink: EventSink,
+        limits: TrackerLimits,
+        strip_channel_binding: bool,
+    ) -> Self {
+        Tracker {
+            info,
+            sink,
+            limits,
+            phase: Phase::Startup,
+            tx_status: TxStatus::Idle,
+            strip_channel_binding,
+            copy_in: false,
+            unnamed_statement: None,
+            statements: HashMap::new(),
+            unnamed_portal: None,
+            portals: HashMap::new(),
+            pending: VecDeque::new(),
+            next_generation: 0,
+            backend_key: None,
+            cancel_keys: None,
+        }
+    }
+
+    /// Registers the session's cancel key here when the server sends it,
+    /// and removes it when the session closes.
+    pub fn with_cancel_keys(mut self, keys: Arc<CancelKeys>) -> Self {
+        self.cancel_keys = Some(keys);
+        self
+    }
+
+    /// True when nothing is in flight and no transaction is open: the
+    /// moment a draining proxy may close the session without losing work.
+    pub fn is_idle(&self) -> bool {
+        self.phase != Phase::Startup
+            && self.pending.is_empty()
+            && self.tx_status == TxStatus::Idle
+            && !self.copy_in
+    }
+
+    /// The proxy-assigned id of the connection.
+    pub fn connection_id(&self) -> u64 {
+        self.info.connection_id
+    }
+
+    /// Whether authentication has finished (the first ReadyForQuery).
+    pub fn is_started(&self) -> bool {
+        self.phase != Phase::Startup
+    }
+
+    /// The backend's cancel key, once the server sent BackendKeyData.
+    pub fn backend_key(&self) -> Option<&(i32, Box<[u8]>)> {
+        self.backend_key.as_ref()
+    }
+
+    /// The session is over: executions still in flight end as aborted and
+    /// the analyzer is told the connection closed.
+    pub fn close(&mut self) {
+        if let (Some(keys), Some((pid, secret))) = (&self.cancel_keys, &self.backend_key) {
+            keys.remove(*pid, secret);
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            match p {
+                Pending::Execute(Some(exec)) => self.emit(*exec, Outcome::Aborted),
+                Pending::Query { exec, failed: false } => self.emit(*exec, Outcome::Aborted),
+                _ => {}
+            }
+        }
+        self.sink.emit(SessionEvent::Closed {
+            connection_id: self.info.connection_id,
+        });
+    }
+
+    fn push(&mut self, p: Pending) {
+        if self.phase == Phase::Desynced {
+            return;
+        }
+        if self.pending.len() >= self.limits.max_pending {
+            self.desync();
+            return;
+        }
+        self.pending.push_back(p);
+    }
+
+    fn desync(&mut self) {
+        self.phase = Phase::Desynced;
+        self.pending.clear();
+        self.sink
+            .stats()
+            .desynced_connections
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            connection_id = self.info.connection_id,
+            "protocol tracker lost sync; traffic is still forwarded but this connection is no longer analysed"
+        );
+    }
+
+    fn new_execution(
+        &self,
+        sql: Arc<str>,
+        statement_name: Option<Arc<str>>,
+        protocol: Protocol,
+    ) -> Box<Execution> {
+        Execution::start(sql, statement_name, protocol, self.tx_status)
+    }
+
+    fn emit(&self, exec: Execution, outcome: Outcome) {
+        if self.phase == Phase::Desynced {
+            return;
+        }
+        let event = QueryEvent {
+            connection_id: self.info.connection_id,
+            sql: exec.sql,
+            statement_index: exec.statement_index,
+            statement_name: exec.statement_name,
+            protocol: exec.protocol,
+            params_hash: exec.params_hash,
+            param_hashes: exec.param_hashes,
+            started_at: exec.started_at,
+            duration: exec.started.elapsed(),
+            rows: exec.rows,
+            outcome,
+            tx_status: exec.tx_status,
+            application_name: self.info.application_name.clone(),
+            database: self.info.database.clone(),
+            user: self.info.user.clone(),
+        };
+        self.sink.emit(SessionEvent::Query(event));
+    }
+}

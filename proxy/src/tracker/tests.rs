@@ -1,0 +1,398 @@
+//! The tracker fed with message sequences as real clients and servers
+//! produce them.
+
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend as fe;
+use qproxy_analyzer::event::{Outcome, Protocol, QueryEvent, SessionEvent, TxStatus};
+use tokio::sync::mpsc;
+
+use super::*;
+
+/// A tracker past authentication, and the events it emits.
+struct Harness {
+    t: Tracker,
+    rx: mpsc::Receiver<SessionEvent>,
+}
+
+fn harness() -> Harness {
+    harness_with(TrackerLimits::default(), false)
+}
+
+fn harness_with(limits: TrackerLimits, strip: bool) -> Harness {
+    let (sink, rx) = EventSink::channel(1024);
+    let info = SessionInfo {
+        connection_id: 7,
+        database: Some("shop".into()),
+        user: Some("app".into()),
+        application_name: None,
+    };
+    let mut h = Harness {
+        t: Tracker::new(info, sink, limits, strip),
+        rx,
+    };
+    h.server(&[b('R', &[0, 0, 0, 0]), b('Z', b"I")]);
+    assert!(h.t.is_idle());
+    h
+}
+
+impl Harness {
+    fn client(&mut self, msgs: &[Vec<u8>]) {
+        for m in msgs {
+            self.t.frontend(m).unwrap();
+        }
+    }
+    fn server(&mut self, msgs: &[Vec<u8>]) {
+        for m in msgs {
+            if backend_inspected(m[0]) {
+                self.t.backend(m).unwrap();
+            } else {
+                self.t.backend_streamed(m[0]);
+            }
+        }
+    }
+    fn events(&mut self) -> Vec<QueryEvent> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.rx.try_recv() {
+            if let SessionEvent::Query(q) = e {
+                out.push(q);
+            }
+        }
+        out
+    }
+}
+
+fn backend_inspected(tag: u8) -> bool {
+    crate::protocol::backend::is_inspected(tag)
+}
+
+/// A backend message.
+fn b(tag: char, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag as u8];
+    v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+fn cc(tag: &str) -> Vec<u8> {
+    b('C', format!("{tag}\0").as_bytes())
+}
+
+fn err(code: &str) -> Vec<u8> {
+    b('E', format!("SERROR\0VERROR\0C{code}\0Mboom\0\0").as_bytes())
+}
+
+fn row() -> Vec<u8> {
+    b('D', &[0, 1, 0, 0, 0, 1, b'1'])
+}
+
+fn enc(f: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    f(&mut buf);
+    buf.to_vec()
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    enc(|b| fe::query(sql, b).unwrap())
+}
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    enc(|b| fe::parse(name, sql, [], b).unwrap())
+}
+fn bind(portal: &str, stmt: &str, params: &[Option<&str>]) -> Vec<u8> {
+    enc(|b| {
+        fe::bind(
+            portal,
+            stmt,
+            [0i16],
+            params.iter(),
+            |p, buf| match p {
+                Some(s) => {
+                    buf.extend_from_slice(s.as_bytes());
+                    Ok(postgres_protocol::IsNull::No)
+                }
+                None => Ok(postgres_protocol::IsNull::Yes),
+            },
+            [0i16],
+            b,
+        )
+        .map_err(|_| ())
+        .unwrap()
+    })
+}
+fn execute(portal: &str) -> Vec<u8> {
+    enc(|b| fe::execute(portal, 0, b).unwrap())
+}
+fn sync() -> Vec<u8> {
+    enc(fe::sync)
+}
+fn describe_portal() -> Vec<u8> {
+    enc(|b| fe::describe(b'P', "", b).unwrap())
+}
+
+#[test]
+fn simple_query_with_several_statements() {
+    let mut h = harness();
+    h.client(&[query("select 1; select 2 from generate_series(1,2)")]);
+    h.server(&[
+        b('T', b"\0\0"),
+        row(),
+        cc("SELECT 1"),
+        b('T', b"\0\0"),
+        row(),
+        row(),
+        cc("SELECT 2"),
+        b('Z', b"I"),
+    ]);
+    let ev = h.events();
+    assert_eq!(ev.len(), 2);
+    assert_eq!((ev[0].statement_index, ev[0].rows), (0, 1));
+    assert_eq!((ev[1].statement_index, ev[1].rows), (1, 2));
+    assert_eq!(ev[1].protocol, Protocol::Simple);
+    assert_eq!(ev[0].database.as_deref(), Some("shop"));
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn error_ends_a_simple_query_string() {
+    let mut h = harness();
+    h.client(&[query("begin; select 1/0; select 3")]);
+    h.server(&[cc("BEGIN"), err("22012"), b('Z', b"E")]);
+    let ev = h.events();
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[1].outcome, Outcome::Error { sqlstate: *b"22012" });
+    assert_eq!(ev[1].tx_status, TxStatus::InTransaction);
+    assert!(!h.t.is_idle(), "failed transaction is not idle");
+    h.client(&[query("rollback")]);
+    h.server(&[cc("ROLLBACK"), b('Z', b"I")]);
+    assert_eq!(h.events()[0].tx_status, TxStatus::Failed);
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn pipelined_extended_queries_match_their_replies() {
+    let mut h = harness();
+    h.client(&[
+        parse("s1", "select * from users where id = $1"),
+        bind("", "s1", &[Some("1")]),
+        execute(""),
+        bind("", "s1", &[Some("2")]),
+        execute(""),
+        sync(),
+        parse("", "select now()"),
+        bind("", "", &[]),
+        execute(""),
+        sync(),
+    ]);
+    h.server(&[
+        b('1', b""),
+        b('2', b""),
+        row(),
+        cc("SELECT 1"),
+        b('2', b""),
+        cc("SELECT 0"),
+        b('Z', b"I"),
+        b('1', b""),
+        b('2', b""),
+        row(),
+        cc("SELECT 1"),
+        b('Z', b"I"),
+    ]);
+    let ev = h.events();
+    assert_eq!(ev.len(), 3);
+    assert_eq!(&*ev[0].sql, "select * from users where id = $1");
+    assert_eq!(ev[0].statement_name.as_deref(), Some("s1"));
+    assert_eq!((ev[0].rows, ev[1].rows), (1, 0));
+    assert_ne!(ev[0].params_hash, ev[1].params_hash);
+    assert_eq!(ev[0].param_hashes.len(), 1);
+    assert_eq!(&*ev[2].sql, "select now()");
+    assert_eq!(ev[2].statement_name, None);
+    assert_eq!(ev[2].protocol, Protocol::Extended);
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn equal_parameters_hash_equal() {
+    let mut h = harness();
+    for v in ["7", "7", "8"] {
+        h.client(&[parse("", "select $1"), bind("", "", &[Some(v)]), execute(""), sync()]);
+        h.server(&[b('1', b""), b('2', b""), row(), cc("SELECT 1"), b('Z', b"I")]);
+    }
+    let ev = h.events();
+    assert_eq!(ev[0].params_hash, ev[1].params_hash);
+    assert_ne!(ev[0].params_hash, ev[2].params_hash);
+    // The same text re-parsed shares one allocation.
+    assert!(Arc::ptr_eq(&ev[0].sql, &ev[2].sql));
+}
+
+#[test]
+fn error_in_pipeline_skips_to_sync() {
+    let mut h = harness();
+    h.client(&[
+        parse("", "select 1/0"),
+        bind("", "", &[]),
+        execute(""),
+        parse("", "select 2"),
+        bind("", "", &[]),
+        execute(""),
+        sync(),
+        parse("", "select 3"),
+        bind("", "", &[]),
+        execute(""),
+        sync(),
+    ]);
+    h.server(&[
+        b('1', b""),
+        b('2', b""),
+        err("22012"),
+        b('Z', b"I"),
+        b('1', b""),
+        b('2', b""),
+        row(),
+        cc("SELECT 1"),
+        b('Z', b"I"),
+    ]);
+    let ev = h.events();
+    assert_eq!(ev.len(), 2, "the skipped execution produces no event");
+    assert_eq!(ev[0].outcome, Outcome::Error { sqlstate: *b"22012" });
+    assert_eq!(&*ev[1].sql, "select 3");
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn failed_parse_leaves_no_statement() {
+    let mut h = harness();
+    h.client(&[parse("s1", "selec 1"), sync()]);
+    h.server(&[err("42601"), b('Z', b"I")]);
+    h.client(&[bind("", "s1", &[]), execute(""), sync()]);
+    h.server(&[err("26000"), b('Z', b"I")]);
+    assert!(h.events().is_empty());
+    assert_eq!(h.t.sink.stats().untracked.load(Ordering::Relaxed), 1);
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn flush_gets_replies_without_ready_for_query() {
+    let mut h = harness();
+    h.client(&[parse("", "select $1::int"), bind("", "", &[Some("1")]), describe_portal()]);
+    h.client(&[enc(fe::flush)]);
+    h.server(&[b('1', b""), b('2', b""), b('T', b"\0\0")]);
+    assert!(h.t.pending.is_empty());
+    h.client(&[execute(""), sync()]);
+    h.server(&[row(), cc("SELECT 1"), b('Z', b"I")]);
+    assert_eq!(h.events().len(), 1);
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn extended_copy_ignores_the_pipelined_sync() {
+    let mut h = harness();
+    // libpq: Parse/Bind/Describe/Execute/Sync, then after CopyInResponse the
+    // data, CopyDone and a second Sync; the server ignored the first.
+    h.client(&[
+        parse("", "copy t from stdin"),
+        bind("", "", &[]),
+        describe_portal(),
+        execute(""),
+        sync(),
+    ]);
+    h.server(&[b('1', b""), b('2', b""), b('n', b""), b('G', b"\0\0\0")]);
+    h.client(&[enc(|b| fe::sync(b)), b('d', b"1\n"), enc(fe::copy_done), sync()]);
+    h.server(&[cc("COPY 1"), b('Z', b"I")]);
+    let ev = h.events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].outcome, Outcome::Complete { tag: "COPY 1".into() });
+    assert!(h.t.is_idle(), "pending: {:?}", h.t.pending);
+    h.client(&[query("select 1")]);
+    h.server(&[b('T', b"\0\0"), row(), cc("SELECT 1"), b('Z', b"I")]);
+    assert_eq!(h.events().len(), 1);
+}
+
+#[test]
+fn copy_fail_and_simple_copy_out() {
+    let mut h = harness();
+    h.client(&[query("copy t from stdin")]);
+    h.server(&[b('G', b"\0\0\0")]);
+    h.client(&[enc(|b| fe::copy_fail("nope", b).unwrap())]);
+    h.server(&[err("57014"), b('Z', b"I")]);
+    h.client(&[query("copy t to stdout")]);
+    h.server(&[b('H', b"\0\0\0"), b('d', b"1\n"), b('c', b""), cc("COPY 1"), b('Z', b"I")]);
+    let ev = h.events();
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[0].outcome, Outcome::Error { sqlstate: *b"57014" });
+    assert_eq!(ev[1].outcome, Outcome::Complete { tag: "COPY 1".into() });
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn application_name_follows_parameter_status() {
+    let mut h = harness();
+    h.server(&[b('S', b"application_name\0checkout\0")]);
+    h.client(&[query("select 1")]);
+    h.server(&[cc("SELECT 1"), b('Z', b"I")]);
+    assert_eq!(h.events()[0].application_name.as_deref(), Some("checkout"));
+}
+
+#[test]
+fn scram_plus_is_stripped_only_when_asked() {
+    let sasl = b('R', b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+    let (sink, _rx) = EventSink::channel(4);
+    let mut keep = Tracker::new(SessionInfo::default(), sink.clone(), TrackerLimits::default(), false);
+    assert_eq!(keep.backend(&sasl).unwrap(), Verdict::Forward);
+    let mut strip = Tracker::new(SessionInfo::default(), sink, TrackerLimits::default(), true);
+    match strip.backend(&sasl).unwrap() {
+        Verdict::Replace(m) => assert_eq!(m, b('R', b"\0\0\0\x0aSCRAM-SHA-256\0\0")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn overflowing_the_fifo_stops_analysis_not_traffic() {
+    let limits = TrackerLimits {
+        max_pending: 8,
+        ..Default::default()
+    };
+    let mut h = harness_with(limits, false);
+    for _ in 0..20 {
+        h.client(&[sync()]);
+    }
+    assert_eq!(h.t.phase, Phase::Desynced);
+    h.client(&[query("select 1")]);
+    h.server(&[cc("SELECT 1"), b('Z', b"I")]);
+    assert!(h.events().is_empty());
+    assert_eq!(h.t.sink.stats().desynced_connections.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn close_aborts_what_is_in_flight_and_ends_the_session() {
+    let mut h = harness();
+    h.client(&[query("select pg_sleep(10)")]);
+    h.t.close();
+    let mut got = Vec::new();
+    while let Ok(e) = h.rx.try_recv() {
+        got.push(e);
+    }
+    assert!(matches!(&got[0], SessionEvent::Query(q) if q.outcome == Outcome::Aborted));
+    assert!(matches!(got[1], SessionEvent::Closed { connection_id: 7 }));
+}
+
+#[test]
+fn closed_statement_is_forgotten() {
+    let mut h = harness();
+    h.client(&[parse("s1", "select 1"), sync()]);
+    h.server(&[b('1', b""), b('Z', b"I")]);
+    h.client(&[enc(|b| fe::close(b'S', "s1", b).unwrap()), sync()]);
+    h.server(&[b('3', b""), b('Z', b"I")]);
+    assert!(h.t.statements.is_empty());
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn malformed_client_message_is_an_error() {
+    let mut h = harness();
+    let mut bad = parse("s1", "select 1");
+    bad.truncate(bad.len() - 3);
+    let len = (bad.len() - 1) as u32;
+    bad[1..5].copy_from_slice(&len.to_be_bytes());
+    assert!(h.t.frontend(&bad).is_err());
+}

@@ -1,0 +1,201 @@
+//! TLS toward the client (the proxy's own certificate) and toward the upstream (the upstream
+//! URL's `sslmode`), and SCRAM across both: a TLS-terminating proxy must strip
+//! SCRAM-SHA-256-PLUS, so a client that also talks TLS to it must not claim channel binding
+//! support when the upstream leg is TLS too (`channel_binding=disable`).
+
+use std::time::Duration;
+
+use qproxy_tests::certs::TlsFiles;
+use qproxy_tests::programs::{psql, run, run_ok};
+use qproxy_tests::{
+    connect, connect_tls, mode, sqlstate, Mode, ProxyOptions, TestEnv, SCRAM, SUPERUSER, TEST_DB,
+    TLS_ONLY,
+};
+use tokio_postgres::Client;
+
+fn env() -> &'static TestEnv {
+    TestEnv::shared()
+}
+
+/// Whether the session's *server-side* connection uses TLS.
+async fn server_side_ssl(client: &Client) -> bool {
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_straight_to_postgres_uses_channel_binding() {
+    // The baseline the proxy is compared with: rustls + SCRAM-SHA-256-PLUS directly.
+    let env = env();
+    let url = format!(
+        "{}&channel_binding=require",
+        env.direct_url(SCRAM, TEST_DB, "require")
+    );
+    let client = connect_tls(&url, env.cluster.ca_cert_path()).await.unwrap();
+    assert!(server_side_ssl(&client).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_toward_the_client() {
+    let env = env();
+    let options = ProxyOptions {
+        client_tls: true,
+        ..ProxyOptions::new(env.cluster.url(SUPERUSER, "postgres", "disable"))
+    };
+    // In direct mode the same client code runs against PostgreSQL's own TLS.
+    let proxy = env.extra_proxy("tls_toward_the_client (proxy part)", &options);
+    let ca = match &proxy {
+        Some(proxy) => proxy.tls().unwrap().ca_cert.clone(),
+        None => env.cluster.ca_cert_path().to_path_buf(),
+    };
+    let url = |login, sslmode| match &proxy {
+        Some(proxy) => proxy.url(login, TEST_DB, sslmode),
+        None => env.cluster.url(login, TEST_DB, sslmode),
+    };
+    let log = || proxy.as_ref().map(|p| p.log()).unwrap_or_default();
+
+    // rustls verifies the proxy's certificate against the proxy's CA; the upstream leg is plain,
+    // so the server offers only SCRAM-SHA-256 and the default channel_binding=prefer works.
+    let client = connect_tls(&url(SCRAM, "require"), &ca)
+        .await
+        .unwrap_or_else(|e| panic!("TLS to the proxy: {e}\n{}", log()));
+    assert_eq!(server_side_ssl(&client).await, proxy.is_none(), "upstream leg is plain");
+    let row = client.query_one("SELECT $1::text", &[&"over tls"]).await.unwrap();
+    assert_eq!(row.get::<_, &str>(0), "over tls");
+
+    // libpq with full verification, and TLS demanded by the client.
+    let verify_full = format!("{}&sslrootcert={}", url(SCRAM, "verify-full"), ca.display());
+    let out = run_ok(
+        psql(&verify_full).args(["-A", "-t", "-c", "SELECT 'psql over tls'"]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(out.stdout.trim(), "psql over tls");
+
+    // A certificate from another CA is refused by the client.
+    let dir = tempfile::tempdir().unwrap();
+    let other = TlsFiles::generate(dir.path(), "unrelated CA").unwrap();
+    assert!(connect_tls(&url(SCRAM, "require"), &other.ca_cert)
+        .await
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tls_toward_the_client_without_a_certificate() {
+    let env = env();
+    if mode() == Mode::Direct {
+        eprintln!("skipped in direct mode (PostgreSQL itself has TLS on)");
+        return;
+    }
+    // The shared proxy has no --tls-cert: it answers the SSLRequest with `N`.
+    let out = run(
+        psql(&env.url(SCRAM, TEST_DB, "require")).args(["-c", "SELECT 1"]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(!out.status.success(), "sslmode=require must fail: {out}");
+    assert!(out.stderr.contains("SSL"), "{out}");
+    // sslmode=prefer falls back to plain.
+    let out = run_ok(
+        psql(&env.url(SCRAM, TEST_DB, "prefer")).args(["-A", "-t", "-c", "SELECT 'plain'"]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(out.stdout.trim(), "plain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_toward_the_upstream_require() {
+    let env = env();
+    let options = ProxyOptions::new(env.cluster.url(SUPERUSER, "postgres", "require"));
+    let Some(proxy) = env.extra_proxy("tls_toward_the_upstream_require", &options) else {
+        return;
+    };
+    // The client leg is plain; the server sees TLS, so the hostssl-only role gets in.
+    let client = connect(&proxy.url(TLS_ONLY, TEST_DB, "disable"))
+        .await
+        .unwrap_or_else(|e| panic!("tls_user through a TLS upstream: {e}\n{}", proxy.log()));
+    assert!(server_side_ssl(&client).await);
+    let client = connect(&proxy.url(SCRAM, TEST_DB, "disable")).await.unwrap();
+    assert!(server_side_ssl(&client).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_toward_the_upstream_verify_full() {
+    let env = env();
+    let upstream = format!(
+        "{}&sslrootcert={}",
+        env.cluster.url(SUPERUSER, "postgres", "verify-full"),
+        env.cluster.ca_cert_path().display()
+    );
+    let Some(proxy) = env.extra_proxy("tls_toward_the_upstream_verify_full", &ProxyOptions::new(upstream))
+    else {
+        return;
+    };
+    let client = connect(&proxy.url(TLS_ONLY, TEST_DB, "disable"))
+        .await
+        .unwrap_or_else(|e| panic!("verify-full upstream: {e}\n{}", proxy.log()));
+    assert!(server_side_ssl(&client).await);
+    drop(proxy);
+
+    // The upstream's certificate does not chain to the given root: the client is told 08001.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = TlsFiles::generate(dir.path(), "not the server's CA").unwrap();
+    let upstream = format!(
+        "{}&sslrootcert={}",
+        env.cluster.url(SUPERUSER, "postgres", "verify-full"),
+        wrong.ca_cert.display()
+    );
+    let proxy = env
+        .extra_proxy("tls_toward_the_upstream_verify_full", &ProxyOptions::new(upstream))
+        .unwrap();
+    let err = connect(&proxy.url(SCRAM, TEST_DB, "disable"))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).unwrap(), "08001", "{err}\n{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_with_tls_on_both_legs_needs_channel_binding_disabled() {
+    let env = env();
+    let options = ProxyOptions {
+        client_tls: true,
+        ..ProxyOptions::new(env.cluster.url(SUPERUSER, "postgres", "require"))
+    };
+    // In direct mode: plain SCRAM-SHA-256 over TLS straight to PostgreSQL.
+    let proxy = env.extra_proxy("scram_with_tls_on_both_legs (proxy part)", &options);
+    let ca = match &proxy {
+        Some(proxy) => proxy.tls().unwrap().ca_cert.clone(),
+        None => env.cluster.ca_cert_path().to_path_buf(),
+    };
+    let url = |login, sslmode| match &proxy {
+        Some(proxy) => proxy.url(login, TEST_DB, sslmode),
+        None => env.cluster.url(login, TEST_DB, sslmode),
+    };
+    for login in [SCRAM, TLS_ONLY] {
+        let url = format!("{}&channel_binding=disable", url(login, "require"));
+        let client = connect_tls(&url, &ca).await.unwrap_or_else(|e| {
+            let log = proxy.as_ref().map(|p| p.log()).unwrap_or_default();
+            panic!("{}: {e}\n{log}", login.user)
+        });
+        assert!(server_side_ssl(&client).await);
+    }
+    let url = format!(
+        "{}&sslrootcert={}&channel_binding=disable",
+        url(SCRAM, "verify-full"),
+        ca.display()
+    );
+    let out = run_ok(
+        psql(&url).args(["-A", "-t", "-c", "SELECT current_user"]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(out.stdout.trim(), "scram_user");
+}
