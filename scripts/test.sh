@@ -14,4 +14,4 @@ fi
 
 ./scripts/install-deps.sh
 cargo build -p qproxy
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

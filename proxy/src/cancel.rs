@@ -41,9 +41,18 @@ impl CancelKeys {
 
 /// Sends a CancelRequest packet, unchanged, to the upstream. Errors are
 /// logged: the client of a cancel connection gets no answer either way.
-pub async fn forward(upstream: &Upstream, keys: &CancelKeys, packet: &[u8], pid: i32, secret: &[u8]) {
+pub async fn forward(
+    upstream: &Upstream,
+    keys: &CancelKeys,
+    packet: &[u8],
+    pid: i32,
+    secret: &[u8],
+) {
     if !keys.contains(pid, secret) {
-        tracing::info!(pid, "cancel request for a session this proxy does not relay; ignored");
+        tracing::info!(
+            pid,
+            "cancel request for a session this proxy does not relay; ignored"
+        );
         return;
     }
     let mut stream = match upstream.connect().await {

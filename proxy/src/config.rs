@@ -169,7 +169,10 @@ impl ServeArgs {
             };
         }
         let upstream = pick!(upstream).ok_or_else(|| {
-            ConfigError::Invalid("--upstream (or QPROXY_UPSTREAM, or `upstream` in the config file) is required".into())
+            ConfigError::Invalid(
+                "--upstream (or QPROXY_UPSTREAM, or `upstream` in the config file) is required"
+                    .into(),
+            )
         })?;
         let tls = match (pick!(tls_cert), pick!(tls_key)) {
             (Some(c), Some(k)) => Some((c, k)),
@@ -182,12 +185,15 @@ impl ServeArgs {
         };
         let seconds = |v: Option<f64>, default: f64, name: &str| -> Result<Duration, ConfigError> {
             let s = v.unwrap_or(default);
-            Duration::try_from_secs_f64(s)
-                .map_err(|_| ConfigError::Invalid(format!("{name} must be a non-negative number of seconds")))
+            Duration::try_from_secs_f64(s).map_err(|_| {
+                ConfigError::Invalid(format!("{name} must be a non-negative number of seconds"))
+            })
         };
         let max_message_bytes = pick!(max_message_bytes).unwrap_or(64 << 20);
         if max_message_bytes < 1024 {
-            return Err(ConfigError::Invalid("max_message_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "max_message_bytes must be at least 1024".into(),
+            ));
         }
         Ok(ServeConfig {
             listen: pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
@@ -221,7 +227,9 @@ mod tests {
 
     #[test]
     fn flags_win_over_file_and_file_over_defaults() {
-        let f = file("upstream = \"postgres://file\"\nlisten = \"127.0.0.1:7000\"\nshutdown_grace = 2.5\n");
+        let f = file(
+            "upstream = \"postgres://file\"\nlisten = \"127.0.0.1:7000\"\nshutdown_grace = 2.5\n",
+        );
         let args = ServeArgs {
             listen: Some("127.0.0.1:8000".parse().unwrap()),
             config: Some(f.path().to_owned()),
@@ -237,13 +245,21 @@ mod tests {
 
     #[test]
     fn clear_errors() {
-        assert!(ServeArgs::default().resolve().unwrap_err().to_string().contains("--upstream"));
+        assert!(ServeArgs::default()
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--upstream"));
         let half_tls = ServeArgs {
             upstream: Some("postgres://h".into()),
             tls_cert: Some("c.pem".into()),
             ..Default::default()
         };
-        assert!(half_tls.resolve().unwrap_err().to_string().contains("together"));
+        assert!(half_tls
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("together"));
         let f = file("upstreem = \"x\"\n");
         let typo = ServeArgs {
             config: Some(f.path().to_owned()),

@@ -168,18 +168,30 @@ impl Pump {
                 pos += n;
                 self.skip -= n;
                 if self.skip > 0 {
-                    return Ok(Scan { forward: pos, replace: None, need: 0 });
+                    return Ok(Scan {
+                        forward: pos,
+                        replace: None,
+                        need: 0,
+                    });
                 }
                 continue;
             }
             let Some(header) = framing::peek_header(&buf[pos..])? else {
-                return Ok(Scan { forward: pos, replace: None, need: 0 });
+                return Ok(Scan {
+                    forward: pos,
+                    replace: None,
+                    need: 0,
+                });
             };
             let available = buf.len() - pos;
             if D::inspected(header.tag) {
                 framing::check_cap(header, self.max_message)?;
                 if available < header.total {
-                    return Ok(Scan { forward: pos, replace: None, need: header.total });
+                    return Ok(Scan {
+                        forward: pos,
+                        replace: None,
+                        need: header.total,
+                    });
                 }
                 match D::observe(tracker, &buf[pos..pos + header.total])? {
                     Verdict::Forward => pos += header.total,
@@ -200,6 +212,31 @@ impl Pump {
                     pos = buf.len();
                 }
             }
+        }
+    }
+}
+
+/// Runs framing and the tracker over bytes already in memory, without I/O:
+/// the entry point for fuzz targets. Returns how many bytes would have been
+/// forwarded; a trailing partial message is left unforwarded.
+pub fn inspect_all<D: Direction>(
+    data: &[u8],
+    tracker: &mut Tracker,
+    max_message: usize,
+) -> Result<usize, RelayError> {
+    let mut pump = Pump::new(max_message);
+    pump.buf.extend_from_slice(data);
+    let mut forwarded = 0;
+    loop {
+        let scan = pump.scan::<D>(tracker)?;
+        pump.buf.advance(scan.forward);
+        forwarded += scan.forward;
+        match scan.replace {
+            Some((len, _)) => {
+                pump.buf.advance(len);
+                forwarded += len;
+            }
+            None => return Ok(forwarded),
         }
     }
 }
@@ -232,7 +269,12 @@ mod tests {
             _cx: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
-            let size = self.sizes.get(self.next).copied().unwrap_or(usize::MAX).max(1);
+            let size = self
+                .sizes
+                .get(self.next)
+                .copied()
+                .unwrap_or(usize::MAX)
+                .max(1);
             self.next += 1;
             let n = size.min(self.data.len() - self.pos).min(buf.remaining());
             let start = self.pos;
@@ -242,9 +284,17 @@ mod tests {
         }
     }
 
+    /// A tracker past authentication, so every decoder is exercised.
     fn tracker() -> Mutex<Tracker> {
         let (sink, _rx) = EventSink::channel(16);
-        Mutex::new(Tracker::new(SessionInfo::default(), sink, TrackerLimits::default(), false))
+        let mut t = Tracker::new(
+            SessionInfo::default(),
+            sink,
+            TrackerLimits::default(),
+            false,
+        );
+        t.backend(b"Z\0\0\0\x05I").unwrap();
+        Mutex::new(t)
     }
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -254,8 +304,14 @@ mod tests {
         v
     }
 
-    fn relay<D: Direction>(data: &[u8], sizes: Vec<usize>, cap: usize) -> Result<Vec<u8>, RelayError> {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    fn relay<D: Direction>(
+        data: &[u8],
+        sizes: Vec<usize>,
+        cap: usize,
+    ) -> Result<Vec<u8>, RelayError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut src = Chunked {
                 data: data.to_vec(),
@@ -265,7 +321,9 @@ mod tests {
             };
             let mut out = Vec::new();
             let t = tracker();
-            Pump::new(cap).run::<D, _, _>(&mut src, &mut out, &t).await?;
+            Pump::new(cap)
+                .run::<D, _, _>(&mut src, &mut out, &t)
+                .await?;
             Ok(out)
         })
     }
@@ -296,7 +354,10 @@ mod tests {
     fn streamed_messages_may_exceed_the_cap() {
         // DataRow is not held, so the cap on held messages does not apply.
         let data = backend_stream();
-        assert_eq!(relay::<Backend>(&data, vec![1000; 1000], 1024).unwrap(), data);
+        assert_eq!(
+            relay::<Backend>(&data, vec![1000; 1000], 1024).unwrap(),
+            data
+        );
     }
 
     #[test]
@@ -304,13 +365,19 @@ mod tests {
         let mut q = msg(b'Q', &vec![b'x'; 5000]);
         q.push(0);
         let err = relay::<Frontend>(&q, vec![], 1024).unwrap_err();
-        assert!(matches!(err, RelayError::Frame(FrameError::TooLarge { .. })), "{err}");
+        assert!(
+            matches!(err, RelayError::Frame(FrameError::TooLarge { .. })),
+            "{err}"
+        );
     }
 
     #[test]
     fn impossible_length_is_refused() {
         let err = relay::<Frontend>(&[b'Q', 0, 0, 0, 2, 0], vec![], 1024).unwrap_err();
-        assert!(matches!(err, RelayError::Frame(FrameError::BadLength { .. })), "{err}");
+        assert!(
+            matches!(err, RelayError::Frame(FrameError::BadLength { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -338,6 +405,22 @@ mod tests {
         ) {
             let _ = relay::<Frontend>(&data, sizes.clone(), 4096);
             let _ = relay::<Backend>(&data, sizes, 4096);
+        }
+
+        #[test]
+        fn arbitrary_interleavings_never_panic(
+            chunks in proptest::collection::vec(
+                (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64)), 0..40)
+        ) {
+            let t = tracker();
+            let mut t = t.lock().unwrap();
+            for (to_server, bytes) in chunks {
+                let _ = if to_server {
+                    inspect_all::<Frontend>(&bytes, &mut t, 4096)
+                } else {
+                    inspect_all::<Backend>(&bytes, &mut t, 4096)
+                };
+            }
         }
     }
 }

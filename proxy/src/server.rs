@@ -106,12 +106,13 @@ impl Server {
             Some((cert, key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
             None => None,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let (sink, events) = EventSink::channel(config.event_queue);
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Arc::new(ServerContext {
@@ -183,7 +184,10 @@ impl Server {
         let _ = self.shutdown_tx.send(true);
         let all = self.ctx.config.max_connections as u32;
         let wait = self.ctx.config.shutdown_grace + Duration::from_secs(2);
-        if tokio::time::timeout(wait, permits.acquire_many(all)).await.is_err() {
+        if tokio::time::timeout(wait, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
             tracing::warn!("sessions still open after the grace period; exiting anyway");
         }
         tracing::info!("drained");
@@ -191,11 +195,16 @@ impl Server {
 
     fn spawn_session(&self, socket: TcpStream, permits: &Arc<Semaphore>) {
         let ctx = self.ctx.clone();
-        ctx.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        ctx.stats
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tokio::spawn(async move {
                 let mut socket = socket;
-                let msg = fatal(ProxyError::TooManyConnections, "too many client connections");
+                let msg = fatal(
+                    ProxyError::TooManyConnections,
+                    "too many client connections",
+                );
                 let _ = socket.write_all(&msg).await;
             });
             return;

@@ -21,6 +21,7 @@ use crate::relay::{Backend, Frontend, Pump, RelayError};
 use crate::server::ServerContext;
 use crate::stream::MaybeTls;
 use crate::tracker::{SessionInfo, Tracker};
+use crate::upstream::UpstreamStream;
 
 /// A client connection, plain or with TLS terminated by the proxy.
 pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
@@ -65,10 +66,16 @@ pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>) {
     let connection_id = ctx.next_connection_id();
     socket.set_nodelay(true).ok();
     let peer = socket.peer_addr().ok();
-    let negotiated = tokio::time::timeout(ctx.config.startup_timeout, negotiate(socket, &ctx)).await;
+    let negotiated =
+        tokio::time::timeout(ctx.config.startup_timeout, negotiate(socket, &ctx)).await;
     let (client, packet, mut info) = match negotiated {
         Err(_) => {
-            tracing::info!(connection_id, ?peer, "{}", SessionError::StartupTimeout(ctx.config.startup_timeout));
+            tracing::info!(
+                connection_id,
+                ?peer,
+                "{}",
+                SessionError::StartupTimeout(ctx.config.startup_timeout)
+            );
             return;
         }
         Ok(Err(e)) => {
@@ -131,7 +138,10 @@ async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, Se
             }
             start @ StartupPacket::Startup { .. } => {
                 let user = start.param("user").map(Arc::from);
-                let database = start.param("database").map(Arc::from).or_else(|| user.clone());
+                let database = start
+                    .param("database")
+                    .map(Arc::from)
+                    .or_else(|| user.clone());
                 let application_name = start
                     .param("application_name")
                     .filter(|s| !s.is_empty())
@@ -153,11 +163,17 @@ async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, Se
     Err(SessionError::TooManyRequests)
 }
 
-async fn accept_tls(client: ClientStream, ctx: &ServerContext) -> Result<ClientStream, SessionError> {
+async fn accept_tls(
+    client: ClientStream,
+    ctx: &ServerContext,
+) -> Result<ClientStream, SessionError> {
     let (MaybeTls::Plain(tcp), Some(acceptor)) = (client, &ctx.tls) else {
         return Err(SessionError::NoTls);
     };
-    let tls = acceptor.accept(tcp).await.map_err(SessionError::Handshake)?;
+    let tls = acceptor
+        .accept(tcp)
+        .await
+        .map_err(SessionError::Handshake)?;
     Ok(MaybeTls::Tls(Box::new(tls)))
 }
 
@@ -173,14 +189,20 @@ async fn read_startup_packet<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>,
     Ok(packet)
 }
 
-async fn connect_and_relay(mut client: ClientStream, packet: Vec<u8>, info: SessionInfo, ctx: &Arc<ServerContext>) {
+async fn connect_and_relay(
+    mut client: ClientStream,
+    packet: Vec<u8>,
+    info: SessionInfo,
+    ctx: &Arc<ServerContext>,
+) {
     let connection_id = info.connection_id;
     let mut upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
         Err(e) => {
             ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(connection_id, error = %e, "upstream unreachable");
-            let _ = send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
+            let _ =
+                send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
             return;
         }
     };
@@ -194,13 +216,19 @@ async fn connect_and_relay(mut client: ClientStream, packet: Vec<u8>, info: Sess
         let _ = send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
         return;
     }
-    let strip = client.is_tls();
-    let tracker = Tracker::new(info, ctx.sink.clone(), ctx.config.tracker_limits, strip)
+    // The client never shares the upstream's TLS session (the proxy either
+    // terminates the client's TLS or the client has none), so channel
+    // binding can never succeed across the proxy: `-PLUS` is always removed.
+    let tracker = Tracker::new(info, ctx.sink.clone(), ctx.config.tracker_limits, true)
         .with_cancel_keys(ctx.cancel_keys.clone());
     relay(client, upstream, tracker, ctx).await;
 }
 
-async fn send_and_close<S: AsyncWrite + Unpin>(s: &mut S, kind: ProxyError, message: &str) -> std::io::Result<()> {
+async fn send_and_close<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    kind: ProxyError,
+    message: &str,
+) -> std::io::Result<()> {
     s.write_all(&fatal(kind, message)).await?;
     s.flush().await?;
     s.shutdown().await
@@ -214,15 +242,16 @@ enum End {
     StartupTimeout,
 }
 
-async fn relay<C, U>(client: C, upstream: U, tracker: Tracker, ctx: &Arc<ServerContext>)
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    let connection_id = tracker_id(&tracker);
+async fn relay(
+    client: ClientStream,
+    upstream: UpstreamStream,
+    tracker: Tracker,
+    ctx: &Arc<ServerContext>,
+) {
+    let connection_id = tracker.connection_id();
     let tracker = Mutex::new(tracker);
-    let (mut client_rd, mut client_wr) = tokio::io::split(client);
-    let (mut server_rd, mut server_wr) = tokio::io::split(upstream);
+    let (mut client_rd, mut client_wr) = client.into_split();
+    let (mut server_rd, mut server_wr) = upstream.into_split();
     let mut frontend = Pump::new(ctx.config.max_message_bytes);
     let mut backend = Pump::new(ctx.config.max_message_bytes);
     let end = {
@@ -245,7 +274,12 @@ where
         }
         End::Client(Err(e)) => {
             tracing::warn!(connection_id, error = %e, "closing connection: protocol violation by the client");
-            let _ = send_and_close(&mut client_wr, ProxyError::ProtocolViolation, &e.to_string()).await;
+            let _ = send_and_close(
+                &mut client_wr,
+                ProxyError::ProtocolViolation,
+                &e.to_string(),
+            )
+            .await;
         }
         End::Server(Ok(())) => {
             tracing::debug!(connection_id, "server closed the connection");
@@ -256,12 +290,20 @@ where
         }
         End::Drain => {
             tracing::debug!(connection_id, "closing session for shutdown");
-            let _ = send_and_close(&mut client_wr, ProxyError::ShuttingDown, "the proxy is shutting down").await;
+            let _ = send_and_close(
+                &mut client_wr,
+                ProxyError::ShuttingDown,
+                "the proxy is shutting down",
+            )
+            .await;
             // Terminate, so the server ends the session at once and cleanly.
             let _ = server_wr.write_all(b"X\0\0\0\x04").await;
         }
         End::StartupTimeout => {
-            tracing::info!(connection_id, "client did not finish authentication in time");
+            tracing::info!(
+                connection_id,
+                "client did not finish authentication in time"
+            );
             let _ = send_and_close(
                 &mut client_wr,
                 ProxyError::ProtocolViolation,
@@ -273,10 +315,6 @@ where
     let _ = client_wr.shutdown().await;
     let _ = server_wr.shutdown().await;
     tracker.lock().unwrap_or_else(|p| p.into_inner()).close();
-}
-
-fn tracker_id(t: &Tracker) -> u64 {
-    t.connection_id()
 }
 
 /// Resolves when the proxy is draining and this session can be closed: it
@@ -304,7 +342,11 @@ async fn drained(ctx: &ServerContext, tracker: &Mutex<Tracker>) {
 async fn startup_deadline(ctx: &ServerContext, tracker: &Mutex<Tracker>) {
     tokio::time::sleep(ctx.config.startup_timeout).await;
     loop {
-        if !tracker.lock().unwrap_or_else(|p| p.into_inner()).is_started() {
+        if !tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_started()
+        {
             return;
         }
         // Started: this branch never fires again.

@@ -83,3 +83,78 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         }
     }
 }
+
+/// The read half of a [`MaybeTls`].
+#[derive(Debug)]
+pub enum ReadHalf<T> {
+    /// Plain TCP: tokio's owned half, which needs no lock.
+    Plain(tokio::net::tcp::OwnedReadHalf),
+    /// TLS reads and writes share one session state, so they are split
+    /// with tokio's lock-based `split`.
+    Tls(tokio::io::ReadHalf<T>),
+}
+
+/// The write half of a [`MaybeTls`].
+#[derive(Debug)]
+pub enum WriteHalf<T> {
+    /// Plain TCP.
+    Plain(tokio::net::tcp::OwnedWriteHalf),
+    /// TLS.
+    Tls(tokio::io::WriteHalf<T>),
+}
+
+impl<T: AsyncRead + AsyncWrite> MaybeTls<T> {
+    /// Splits into halves that the two relay directions use independently.
+    pub fn into_split(self) -> (ReadHalf<T>, WriteHalf<T>) {
+        match self {
+            MaybeTls::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+            }
+            MaybeTls::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for ReadHalf<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for WriteHalf<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            WriteHalf::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(s) => Pin::new(s).poll_flush(cx),
+            WriteHalf::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            WriteHalf::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

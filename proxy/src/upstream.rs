@@ -301,16 +301,17 @@ impl Upstream {
             b'S' => {
                 let name = ServerName::try_from(self.url.host.clone())
                     .map_err(|e| UpstreamError::Url(format!("bad host name: {e}")))?;
-                let stream = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
-                    .await
-                    .map_err(|_| UpstreamError::Handshake {
-                        addr: addr.clone(),
-                        reason: "timed out".into(),
-                    })?
-                    .map_err(|e| UpstreamError::Handshake {
-                        addr: addr.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let stream =
+                    tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
+                        .await
+                        .map_err(|_| UpstreamError::Handshake {
+                            addr: addr.clone(),
+                            reason: "timed out".into(),
+                        })?
+                        .map_err(|e| UpstreamError::Handshake {
+                            addr: addr.clone(),
+                            reason: e.to_string(),
+                        })?;
                 Ok(MaybeTls::Tls(Box::new(stream)))
             }
             b'N' if self.url.sslmode == SslMode::Prefer => Ok(MaybeTls::Plain(tcp)),
@@ -342,14 +343,20 @@ mod tests {
         assert_eq!(u.database.as_deref(), Some("shop"));
         assert_eq!(u.sslmode, SslMode::VerifyFull);
         let shown = format!("{u} {u:?}");
-        assert!(!shown.contains("s:cret") && !shown.contains("s%3Acret"), "{shown}");
+        assert!(
+            !shown.contains("s:cret") && !shown.contains("s%3Acret"),
+            "{shown}"
+        );
         assert!(shown.contains("app@corp:***@db.internal:6543/shop"));
     }
 
     #[test]
     fn defaults_and_errors() {
         let u = UpstreamUrl::parse("postgresql://localhost").unwrap();
-        assert_eq!((u.port, u.sslmode, u.user.is_none()), (5432, SslMode::Prefer, true));
+        assert_eq!(
+            (u.port, u.sslmode, u.user.is_none()),
+            (5432, SslMode::Prefer, true)
+        );
         assert_eq!(
             UpstreamUrl::parse("postgres://h/db?sslmode=require&sslrootcert=ca.pem")
                 .unwrap()
@@ -359,7 +366,10 @@ mod tests {
         assert!(UpstreamUrl::parse("mysql://h").is_err());
         assert!(UpstreamUrl::parse("postgres://h?sslmode=bogus").is_err());
         assert!(UpstreamUrl::parse("postgres://%2Ftmp/db").is_err());
-        assert_eq!(UpstreamUrl::parse("postgres://[::1]:5/x").unwrap().addr(), "[::1]:5");
+        assert_eq!(
+            UpstreamUrl::parse("postgres://[::1]:5/x").unwrap().addr(),
+            "[::1]:5"
+        );
     }
 
     #[test]

@@ -28,17 +28,35 @@ pub struct Login {
 }
 
 /// The bootstrap superuser, `trust` over TCP and the socket.
-pub const SUPERUSER: Login = Login { user: "postgres", password: None };
+pub const SUPERUSER: Login = Login {
+    user: "postgres",
+    password: None,
+};
 /// A role whose `pg_hba.conf` line says `trust`.
-pub const TRUST: Login = Login { user: "trust_user", password: None };
+pub const TRUST: Login = Login {
+    user: "trust_user",
+    password: None,
+};
 /// A role with an MD5-hashed password and an `md5` line.
-pub const MD5: Login = Login { user: "md5_user", password: Some("md5-secret") };
+pub const MD5: Login = Login {
+    user: "md5_user",
+    password: Some("md5-secret"),
+};
 /// A role with a SCRAM verifier and a `scram-sha-256` line.
-pub const SCRAM: Login = Login { user: "scram_user", password: Some("scram-secret") };
+pub const SCRAM: Login = Login {
+    user: "scram_user",
+    password: Some("scram-secret"),
+};
 /// A role with a `password` (cleartext) line.
-pub const CLEARTEXT: Login = Login { user: "password_user", password: Some("clear-secret") };
+pub const CLEARTEXT: Login = Login {
+    user: "password_user",
+    password: Some("clear-secret"),
+};
 /// A SCRAM role that may connect only over TLS (`hostssl`, and `hostnossl ... reject`).
-pub const TLS_ONLY: Login = Login { user: "tls_user", password: Some("tls-secret") };
+pub const TLS_ONLY: Login = Login {
+    user: "tls_user",
+    password: Some("tls-secret"),
+};
 
 /// The database every role may create tables in; tests use it unless they need their own.
 pub const TEST_DB: &str = "qproxy_test";
@@ -143,13 +161,25 @@ impl PgCluster {
             .server_command("initdb")
             .arg("-D")
             .arg(&self.data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
             .output()
             .context("running initdb")?;
         check("initdb", &out)?;
         fs::copy(&self.tls.server_cert, self.data.join("server.crt"))?;
         fs::copy(&self.tls.server_key, self.data.join("server.key"))?;
-        fs::set_permissions(self.data.join("server.key"), fs::Permissions::from_mode(0o600))?;
+        fs::set_permissions(
+            self.data.join("server.key"),
+            fs::Permissions::from_mode(0o600),
+        )?;
         if self.as_postgres {
             chown_postgres(&self.data.join("server.crt"))?;
             chown_postgres(&self.data.join("server.key"))?;
@@ -302,7 +332,16 @@ impl PgCluster {
     /// Runs SQL as the superuser over the Unix socket, stopping at the first error.
     pub fn psql_superuser(&self, db: &str, sql: &str) -> Result<String> {
         let out = Command::new(self.bindir.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+            ])
             .arg("-h")
             .arg(&self.run)
             .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])

@@ -116,7 +116,9 @@ pub fn python(script: &Path, args: &[&str]) -> Command {
 
 /// A file of this crate's `python/` directory.
 pub fn python_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
 }
 
 /// The server's own copy of a client program, so the tests do not depend on Debian's wrapper.

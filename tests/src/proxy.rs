@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use crate::certs::TlsFiles;
 use crate::cluster::{conn_url, free_port, Login};
-use crate::watchdog::Watchdog;
+use crate::watchdog::{shell_quote, Watchdog};
 
 /// How to start a proxy; everything is passed as command-line flags.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +54,18 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy and waits until its listen port accepts TCP connections.
     pub fn start(options: &ProxyOptions) -> Result<Self> {
+        // The ports are free when picked, but something else may bind them first: try again
+        // then, and only then.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(options) {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("in use") => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(options: &ProxyOptions) -> Result<Self> {
         let bin = qproxy_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("qproxy-proxy-")
@@ -94,7 +106,11 @@ impl Proxy {
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
-        let watchdog = Watchdog::spawn(&format!("kill -KILL {}", child.id()))?;
+        let watchdog = Watchdog::spawn(&format!(
+            "kill -KILL {}\nrm -rf {}",
+            child.id(),
+            shell_quote(&dir.path().to_string_lossy())
+        ))?;
         let mut proxy = Self {
             watchdog,
             child,

@@ -104,9 +104,9 @@ impl TestEnv {
                 eprintln!("{test}: skipped in direct mode (needs its own qproxy)");
                 None
             }
-            Mode::Proxy => Some(
-                Proxy::start(options).unwrap_or_else(|e| panic!("starting qproxy: {e:#}")),
-            ),
+            Mode::Proxy => {
+                Some(Proxy::start(options).unwrap_or_else(|e| panic!("starting qproxy: {e:#}")))
+            }
         }
     }
 
@@ -136,7 +136,8 @@ pub async fn connect_tls(
 ) -> Result<Client, tokio_postgres::Error> {
     let config = crate::certs::client_config_trusting(ca_cert).expect("client TLS config");
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
-    let (client, connection) = within(30, "connect (TLS)", tokio_postgres::connect(url, tls)).await?;
+    let (client, connection) =
+        within(30, "connect (TLS)", tokio_postgres::connect(url, tls)).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

@@ -28,7 +28,10 @@ async fn trust_login() {
 fn assert_server_used(login: Login, method: &str) {
     let needle = format!("identity=\"{}\" method={method}", login.user);
     let log = env().cluster.log();
-    assert!(log.contains(&needle), "{needle:?} not in the server log:\n{log}");
+    assert!(
+        log.contains(&needle),
+        "{needle:?} not in the server log:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +74,14 @@ async fn wrong_password_gets_28p01() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_password_is_an_error() {
-    let url = env().url(Login { password: None, ..SCRAM }, TEST_DB, "disable");
+    let url = env().url(
+        Login {
+            password: None,
+            ..SCRAM
+        },
+        TEST_DB,
+        "disable",
+    );
     assert!(connect(&url).await.is_err());
 }
 

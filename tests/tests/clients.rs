@@ -32,7 +32,10 @@ fn run_psql_script(url: &str, port: u16) -> (String, String) {
 fn psql_output_is_identical_through_the_proxy() {
     let env = env();
     // Each run creates and drops the same table, so they must not overlap.
-    let direct = run_psql_script(&env.direct_url(SCRAM, TEST_DB, "disable"), env.cluster.port());
+    let direct = run_psql_script(
+        &env.direct_url(SCRAM, TEST_DB, "disable"),
+        env.cluster.port(),
+    );
     let (stdout, stderr) = &direct;
     // The script really ran: its results, notices, errors and COPY output are all there.
     for expected in [
@@ -46,7 +49,10 @@ fn psql_output_is_identical_through_the_proxy() {
         "items \n-------\n     4",
         "unaligned|42",
     ] {
-        assert!(stdout.contains(expected), "{expected:?} missing from stdout:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from stdout:\n{stdout}"
+        );
     }
     for expected in [
         "NOTICE:  notice number 1",
@@ -57,14 +63,27 @@ fn psql_output_is_identical_through_the_proxy() {
         "ERROR:  current transaction is aborted",
         "ERROR:  missing data for column \"price\"",
     ] {
-        assert!(stderr.contains(expected), "{expected:?} missing from stderr:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from stderr:\n{stderr}"
+        );
     }
     if mode() == Mode::Direct {
         return;
     }
     let proxied = run_psql_script(&env.url(SCRAM, TEST_DB, "disable"), env.port());
-    assert_eq!(proxied.0, direct.0, "psql stdout differs through the proxy{}", env.proxy_log());
-    assert_eq!(proxied.1, direct.1, "psql stderr differs through the proxy{}", env.proxy_log());
+    assert_eq!(
+        proxied.0,
+        direct.0,
+        "psql stdout differs through the proxy{}",
+        env.proxy_log()
+    );
+    assert_eq!(
+        proxied.1,
+        direct.1,
+        "psql stderr differs through the proxy{}",
+        env.proxy_log()
+    );
 }
 
 /// The value of a pgbench summary line such as `number of failed transactions: 0 (0.000%)`.
@@ -102,7 +121,10 @@ fn pgbench_simple_extended_and_prepared() {
         );
         let processed = summary_number(&out, "number of transactions actually processed: ");
         let failed = summary_number(&out, "number of failed transactions: ");
-        assert!(processed > 0, "pgbench -M {query_mode} processed nothing: {out}");
+        assert!(
+            processed > 0,
+            "pgbench -M {query_mode} processed nothing: {out}"
+        );
         assert_eq!(failed, 0, "pgbench -M {query_mode} had failures: {out}");
     }
 }

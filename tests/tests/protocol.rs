@@ -23,7 +23,10 @@ async fn prepared_statements_with_parameters() {
         .unwrap();
     for i in 0..50i32 {
         let row = client
-            .query_one(&stmt, &[&i, &format!("v{i}"), &(i % 2 == 0), &(f64::from(i) / 4.0)])
+            .query_one(
+                &stmt,
+                &[&i, &format!("v{i}"), &(i % 2 == 0), &(f64::from(i) / 4.0)],
+            )
             .await
             .unwrap();
         assert_eq!(row.get::<_, i32>(0), i * 2);
@@ -39,16 +42,25 @@ async fn prepared_statements_with_parameters() {
     let row = client.query_one(&typed, &[&None::<i64>]).await.unwrap();
     assert!(row.get::<_, bool>(0));
     // A statement that fails to prepare leaves the session usable.
-    let err = client.prepare("SELECT * FROM no_such_table").await.unwrap_err();
+    let err = client
+        .prepare("SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err).unwrap(), "42P01");
-    let row = client.query_one(&stmt, &[&1i32, &"a", &true, &0.5f64]).await.unwrap();
+    let row = client
+        .query_one(&stmt, &[&1i32, &"a", &true, &0.5f64])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i32>(0), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_queries_answer_in_order() {
     let client = env().connect(SCRAM).await;
-    let stmt = client.prepare("SELECT $1::int4, repeat('x', $1::int4)").await.unwrap();
+    let stmt = client
+        .prepare("SELECT $1::int4, repeat('x', $1::int4)")
+        .await
+        .unwrap();
     // tokio-postgres writes every request before reading replies when futures are polled
     // together: 200 Bind/Execute/Sync groups in flight at once.
     let queries = (0..200i32).map(|i| {
@@ -85,7 +97,9 @@ async fn error_in_a_pipeline_of_synced_queries_fails_only_that_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_in_a_pipeline_skips_to_sync() {
     let env = env();
-    let mut conn = WireConn::connect(env.port(), TRUST.user, TEST_DB).await.unwrap();
+    let mut conn = WireConn::connect(env.port(), TRUST.user, TEST_DB)
+        .await
+        .unwrap();
     // Three statements before one Sync, the second failing; then a second batch. All written
     // before any reply is read.
     conn.send(
@@ -156,21 +170,36 @@ async fn error_in_a_pipeline_skips_to_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_answers_without_sync() {
     let env = env();
-    let mut conn = WireConn::connect(env.port(), TRUST.user, TEST_DB).await.unwrap();
+    let mut conn = WireConn::connect(env.port(), TRUST.user, TEST_DB)
+        .await
+        .unwrap();
     conn.send(Batch::new().parse("s1", "SELECT $1::text AS v").flush())
         .await
         .unwrap();
     assert_eq!(conn.read_n(1).await.unwrap(), ["ParseComplete"]);
-    conn.send(Batch::new().bind("p1", "s1", &["hi"]).describe_portal("p1").execute("p1").flush())
-        .await
-        .unwrap();
+    conn.send(
+        Batch::new()
+            .bind("p1", "s1", &["hi"])
+            .describe_portal("p1")
+            .execute("p1")
+            .flush(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         conn.read_n(4).await.unwrap(),
-        ["BindComplete", "RowDescription(v)", "DataRow(hi)", "CommandComplete(SELECT 1)"]
+        [
+            "BindComplete",
+            "RowDescription(v)",
+            "DataRow(hi)",
+            "CommandComplete(SELECT 1)"
+        ]
     );
     // An error provoked by a Flush is answered at once, too (here in Bind, where the constant
     // 1/0 is folded); then the server ignores everything up to Sync.
-    conn.send(Batch::new().statement("SELECT 1/0").flush()).await.unwrap();
+    conn.send(Batch::new().statement("SELECT 1/0").flush())
+        .await
+        .unwrap();
     assert_eq!(
         conn.read_n(2).await.unwrap(),
         ["ParseComplete", "Error(22012)"]
@@ -184,7 +213,9 @@ async fn flush_answers_without_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_query_with_several_statements_and_notices() {
     let env = env();
-    let mut conn = WireConn::connect(env.port(), TRUST.user, TEST_DB).await.unwrap();
+    let mut conn = WireConn::connect(env.port(), TRUST.user, TEST_DB)
+        .await
+        .unwrap();
     // Two Query messages in one write; the first has several statements, a notice and an error.
     conn.send(
         Batch::new()
@@ -230,7 +261,10 @@ async fn error_inside_a_transaction_then_rollback() {
         .await
         .unwrap();
     client.batch_execute("BEGIN").await.unwrap();
-    client.execute("INSERT INTO tx_t VALUES (1)", &[]).await.unwrap();
+    client
+        .execute("INSERT INTO tx_t VALUES (1)", &[])
+        .await
+        .unwrap();
     let err = client.query("SELECT 1 / 0", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&err).unwrap(), "22012");
     let err = client.query("SELECT 1", &[]).await.unwrap_err();
@@ -306,7 +340,9 @@ async fn copy_from_stdin_and_to_stdout() {
             .await
             .unwrap();
         pin_mut!(sink);
-        sink.send(Bytes::from_static(b"99999\tnever\n")).await.unwrap();
+        sink.send(Bytes::from_static(b"99999\tnever\n"))
+            .await
+            .unwrap();
     }
     let n: i64 = client
         .query_one("SELECT count(*) FROM copy_t", &[])
@@ -351,26 +387,42 @@ async fn five_megabyte_values_round_trip() {
     let bytes: Vec<u8> = text.bytes().map(|b| b ^ 0x5a).collect();
 
     // Extended protocol, text and bytea, as parameters and results.
-    let row = within(60, "5 MB text (extended)", client.query_one("SELECT $1::text, length($1::text)", &[&text]))
-        .await
-        .unwrap();
+    let row = within(
+        60,
+        "5 MB text (extended)",
+        client.query_one("SELECT $1::text, length($1::text)", &[&text]),
+    )
+    .await
+    .unwrap();
     assert_eq!(row.get::<_, &str>(0), text);
     assert_eq!(row.get::<_, i32>(1), i32::try_from(LEN).unwrap());
-    let row = within(60, "5 MB bytea (extended)", client.query_one("SELECT $1::bytea", &[&bytes]))
-        .await
-        .unwrap();
+    let row = within(
+        60,
+        "5 MB bytea (extended)",
+        client.query_one("SELECT $1::bytea", &[&bytes]),
+    )
+    .await
+    .unwrap();
     assert_eq!(row.get::<_, &[u8]>(0), bytes.as_slice());
 
     // Simple protocol: the value is in the SQL text, and comes back as text.
-    let messages = within(60, "5 MB text (simple)", client.simple_query(&format!("SELECT '{text}'")))
-        .await
-        .unwrap();
+    let messages = within(
+        60,
+        "5 MB text (simple)",
+        client.simple_query(&format!("SELECT '{text}'")),
+    )
+    .await
+    .unwrap();
     let value = first_value(&messages);
     assert_eq!(value, text);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let messages = within(60, "5 MB bytea (simple)", client.simple_query(&format!("SELECT decode('{hex}', 'hex')")))
-        .await
-        .unwrap();
+    let messages = within(
+        60,
+        "5 MB bytea (simple)",
+        client.simple_query(&format!("SELECT decode('{hex}', 'hex')")),
+    )
+    .await
+    .unwrap();
     assert_eq!(first_value(&messages), format!("\\x{hex}"));
 
     // Stored and read back.
@@ -382,7 +434,10 @@ async fn five_megabyte_values_round_trip() {
         .execute("INSERT INTO big_t VALUES ($1, $2)", &[&text, &bytes])
         .await
         .unwrap();
-    let row = client.query_one("SELECT t, b FROM big_t", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT t, b FROM big_t", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, &str>(0), text);
     assert_eq!(row.get::<_, &[u8]>(1), bytes.as_slice());
 }
@@ -402,10 +457,15 @@ async fn listen_notify_and_notices_reach_the_client() {
     let env = env();
     let url = env.url(SCRAM, TEST_DB, "disable");
     let (listener, mut messages) = connect_with_messages(&url).await.unwrap();
-    listener.batch_execute("LISTEN qproxy_channel").await.unwrap();
+    listener
+        .batch_execute("LISTEN qproxy_channel")
+        .await
+        .unwrap();
     let notifier = env.connect(TRUST).await;
     notifier
-        .batch_execute("NOTIFY qproxy_channel, 'first'; SELECT pg_notify('qproxy_channel', 'second')")
+        .batch_execute(
+            "NOTIFY qproxy_channel, 'first'; SELECT pg_notify('qproxy_channel', 'second')",
+        )
         .await
         .unwrap();
     // The listener is idle: the notifications arrive on their own.
@@ -448,7 +508,9 @@ async fn cancel_request_stops_a_running_query() {
     let token = client.cancel_token();
     let started = Instant::now();
     let query = tokio::spawn(async move {
-        let result = client.simple_query("SELECT pg_sleep(10) /* cancel me */").await;
+        let result = client
+            .simple_query("SELECT pg_sleep(10) /* cancel me */")
+            .await;
         (result, client)
     });
     // Cancel only once the query runs; a cancel that arrives earlier is a no-op.
@@ -478,4 +540,101 @@ async fn cancel_request_stops_a_running_query() {
     // The session goes on.
     let row = client.query_one("SELECT 7::int4", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_passes_through() {
+    let env = env();
+    let mut conn = WireConn::connect(env.port(), TRUST.user, TEST_DB)
+        .await
+        .unwrap();
+    // FunctionCall (`F`) is what libpq's large-object functions use.
+    conn.send(Batch::new().query("SELECT 'int4pl'::regproc::oid, 'int4div'::regproc::oid"))
+        .await
+        .unwrap();
+    let replies = conn.read_until_ready(1).await.unwrap();
+    let oids: Vec<u32> = replies[1]
+        .trim_start_matches("DataRow(")
+        .trim_end_matches(')')
+        .split(',')
+        .map(|oid| oid.parse().unwrap())
+        .collect();
+    conn.send(
+        Batch::new()
+            .function_call(oids[0], &["40", "2"])
+            .function_call(oids[1], &["1", "0"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        conn.read_until_ready(2).await.unwrap(),
+        [
+            "FunctionCallResponse(42)",
+            "ReadyForQuery(I)",
+            "Error(22012)",
+            "ReadyForQuery(I)"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiate_protocol_version_is_relayed() {
+    let env = env();
+    // An unknown protocol option makes the server answer NegotiateProtocolVersion first.
+    let (mut conn, replies) = WireConn::start(
+        qproxy_tests::wire::plain(env.port()).await.unwrap(),
+        &[
+            ("user", TRUST.user),
+            ("database", TEST_DB),
+            ("_pq_.qproxy_unknown_option", "on"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        replies,
+        [
+            "NegotiateProtocolVersion(3.0;_pq_.qproxy_unknown_option)",
+            "AuthenticationOk",
+            "ReadyForQuery(I)"
+        ]
+    );
+    conn.send(Batch::new().query("SELECT 1")).await.unwrap();
+    assert_eq!(
+        conn.read_until_ready(1).await.unwrap(),
+        [
+            "RowDescription(?column?)",
+            "DataRow(1)",
+            "CommandComplete(SELECT 1)",
+            "ReadyForQuery(I)"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gssenc_request_is_declined_and_startup_goes_on() {
+    let env = env();
+    let (answer, stream) = qproxy_tests::wire::gssenc_request(env.port())
+        .await
+        .unwrap();
+    if qproxy_tests::mode() == qproxy_tests::Mode::Direct && answer == b'G' {
+        // PostgreSQL built with GSSAPI accepts; the proxy, which cannot, must decline.
+        return;
+    }
+    assert_eq!(answer as char, 'N');
+    let (mut conn, replies) = WireConn::start(
+        Box::new(stream),
+        &[("user", TRUST.user), ("database", TEST_DB)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(replies, ["AuthenticationOk", "ReadyForQuery(I)"]);
+    conn.send(Batch::new().query("SELECT 'after gss'"))
+        .await
+        .unwrap();
+    assert!(conn
+        .read_until_ready(1)
+        .await
+        .unwrap()
+        .contains(&"DataRow(after gss)".to_string()));
 }

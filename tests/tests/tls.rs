@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use qproxy_tests::certs::TlsFiles;
 use qproxy_tests::programs::{psql, run, run_ok};
+use qproxy_tests::wire::{self, Batch, WireConn};
 use qproxy_tests::{
-    connect, connect_tls, mode, sqlstate, Mode, ProxyOptions, TestEnv, SCRAM, SUPERUSER, TEST_DB,
-    TLS_ONLY,
+    connect, connect_tls, mode, sqlstate, within, Mode, ProxyOptions, TestEnv, SCRAM, SUPERUSER,
+    TEST_DB, TLS_ONLY, TRUST,
 };
 use tokio_postgres::Client;
 
@@ -65,8 +66,15 @@ async fn tls_toward_the_client() {
     let client = connect_tls(&url(SCRAM, "require"), &ca)
         .await
         .unwrap_or_else(|e| panic!("TLS to the proxy: {e}\n{}", log()));
-    assert_eq!(server_side_ssl(&client).await, proxy.is_none(), "upstream leg is plain");
-    let row = client.query_one("SELECT $1::text", &[&"over tls"]).await.unwrap();
+    assert_eq!(
+        server_side_ssl(&client).await,
+        proxy.is_none(),
+        "upstream leg is plain"
+    );
+    let row = client
+        .query_one("SELECT $1::text", &[&"over tls"])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, &str>(0), "over tls");
 
     // libpq with full verification, and TLS demanded by the client.
@@ -77,6 +85,40 @@ async fn tls_toward_the_client() {
     )
     .unwrap();
     assert_eq!(out.stdout.trim(), "psql over tls");
+
+    // A CancelRequest may come over TLS too (tokio-postgres negotiates TLS for it first).
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(10)").await });
+    let observer = connect(&env.direct_url(SCRAM, TEST_DB, "disable"))
+        .await
+        .unwrap();
+    within(20, "query to start", async {
+        loop {
+            let n: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE state = 'active' AND query = 'SELECT pg_sleep(10)'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+        qproxy_tests::certs::client_config_trusting(&ca).unwrap(),
+    );
+    token.cancel_query(tls).await.unwrap();
+    let err = within(8, "cancelled query", sleeper)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).unwrap(), "57014", "{}", log());
 
     // A certificate from another CA is refused by the client.
     let dir = tempfile::tempdir().unwrap();
@@ -122,7 +164,9 @@ async fn tls_toward_the_upstream_require() {
         .await
         .unwrap_or_else(|e| panic!("tls_user through a TLS upstream: {e}\n{}", proxy.log()));
     assert!(server_side_ssl(&client).await);
-    let client = connect(&proxy.url(SCRAM, TEST_DB, "disable")).await.unwrap();
+    let client = connect(&proxy.url(SCRAM, TEST_DB, "disable"))
+        .await
+        .unwrap();
     assert!(server_side_ssl(&client).await);
 }
 
@@ -134,8 +178,10 @@ async fn tls_toward_the_upstream_verify_full() {
         env.cluster.url(SUPERUSER, "postgres", "verify-full"),
         env.cluster.ca_cert_path().display()
     );
-    let Some(proxy) = env.extra_proxy("tls_toward_the_upstream_verify_full", &ProxyOptions::new(upstream))
-    else {
+    let Some(proxy) = env.extra_proxy(
+        "tls_toward_the_upstream_verify_full",
+        &ProxyOptions::new(upstream),
+    ) else {
         return;
     };
     let client = connect(&proxy.url(TLS_ONLY, TEST_DB, "disable"))
@@ -153,7 +199,10 @@ async fn tls_toward_the_upstream_verify_full() {
         wrong.ca_cert.display()
     );
     let proxy = env
-        .extra_proxy("tls_toward_the_upstream_verify_full", &ProxyOptions::new(upstream))
+        .extra_proxy(
+            "tls_toward_the_upstream_verify_full",
+            &ProxyOptions::new(upstream),
+        )
         .unwrap();
     let err = connect(&proxy.url(SCRAM, TEST_DB, "disable"))
         .await
@@ -198,4 +247,82 @@ async fn scram_with_tls_on_both_legs_needs_channel_binding_disabled() {
     )
     .unwrap();
     assert_eq!(out.stdout.trim(), "scram_user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_plus_is_never_offered_across_the_proxy() {
+    let env = env();
+    // Straight to PostgreSQL without TLS, only SCRAM-SHA-256 is offered.
+    let direct = WireConn::sasl_mechanisms(env.cluster.port(), SCRAM.user, TEST_DB)
+        .await
+        .unwrap();
+    assert_eq!(direct, ["SCRAM-SHA-256"]);
+    // Through a proxy whose upstream leg is TLS, the server offers SCRAM-SHA-256-PLUS bound to
+    // *its* TLS session, which the client does not share: the proxy must not pass it on.
+    let options = ProxyOptions::new(env.cluster.url(SUPERUSER, "postgres", "require"));
+    let Some(proxy) = env.extra_proxy("scram_plus_is_never_offered_across_the_proxy", &options)
+    else {
+        return;
+    };
+    let proxied = WireConn::sasl_mechanisms(proxy.port(), SCRAM.user, TEST_DB)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", proxy.log()));
+    assert_eq!(proxied, ["SCRAM-SHA-256"], "{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_plus_is_not_offered_over_a_tls_terminating_proxy() {
+    let env = env();
+    // Baseline: PostgreSQL itself offers SCRAM-SHA-256-PLUS over TLS.
+    let stream = wire::tls_after_ssl_request(env.cluster.port(), env.cluster.ca_cert_path())
+        .await
+        .unwrap();
+    let direct = WireConn::sasl_mechanisms_over(stream, SCRAM.user, TEST_DB)
+        .await
+        .unwrap();
+    assert_eq!(direct, ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]);
+
+    let options = ProxyOptions {
+        client_tls: true,
+        ..ProxyOptions::new(env.cluster.url(SUPERUSER, "postgres", "require"))
+    };
+    let Some(proxy) = env.extra_proxy("scram_plus_over_a_tls_terminating_proxy", &options) else {
+        return;
+    };
+    let stream = wire::tls_after_ssl_request(proxy.port(), &proxy.tls().unwrap().ca_cert)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", proxy.log()));
+    let proxied = WireConn::sasl_mechanisms_over(stream, SCRAM.user, TEST_DB)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", proxy.log()));
+    assert_eq!(proxied, ["SCRAM-SHA-256"], "{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_without_ssl_request() {
+    let env = env();
+    let options = ProxyOptions {
+        client_tls: true,
+        ..ProxyOptions::new(env.cluster.url(SUPERUSER, "postgres", "disable"))
+    };
+    // PostgreSQL 15 has no direct TLS (it came with 17), so there is nothing to compare with.
+    let Some(proxy) = env.extra_proxy("direct_tls_without_ssl_request", &options) else {
+        return;
+    };
+    let stream = wire::direct_tls(proxy.port(), &proxy.tls().unwrap().ca_cert)
+        .await
+        .unwrap_or_else(|e| panic!("direct TLS handshake: {e:#}\n{}", proxy.log()));
+    let (mut conn, replies) =
+        WireConn::start(stream, &[("user", TRUST.user), ("database", TEST_DB)])
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", proxy.log()));
+    assert_eq!(replies, ["AuthenticationOk", "ReadyForQuery(I)"]);
+    conn.send(Batch::new().query("SELECT 'direct tls'"))
+        .await
+        .unwrap();
+    assert!(conn
+        .read_until_ready(1)
+        .await
+        .unwrap()
+        .contains(&"DataRow(direct tls)".to_string()));
 }

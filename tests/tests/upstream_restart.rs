@@ -26,7 +26,12 @@ async fn upstream_restart_under_the_proxy() {
 
     // The server terminated the session (57P01); the client sees an error or a closed
     // connection, never a hang.
-    let result = within(30, "query on a session whose server stopped", session.simple_query("SELECT 1")).await;
+    let result = within(
+        30,
+        "query on a session whose server stopped",
+        session.simple_query("SELECT 1"),
+    )
+    .await;
     assert!(result.is_err(), "a query succeeded with the server down");
     wait_closed(&session).await;
 
@@ -60,7 +65,11 @@ async fn upstream_restart_under_the_proxy() {
     // A restart in one go, with a session open across it.
     let session = env.connect(SCRAM).await;
     tokio::task::block_in_place(|| env.cluster.restart()).unwrap();
-    assert!(within(30, "query after restart", session.simple_query("SELECT 1")).await.is_err());
+    assert!(
+        within(30, "query after restart", session.simple_query("SELECT 1"))
+            .await
+            .is_err()
+    );
     wait_closed(&session).await;
     let client = env.connect(SCRAM).await;
     client.batch_execute("SELECT 1").await.unwrap();

@@ -14,10 +14,12 @@ use crate::event::TxStatus;
 /// Connections remembered per context (for the report); a request fanned
 /// out over more is still one context.
 const MAX_CONNECTIONS_PER_CONTEXT: usize = 8;
-/// Named prepared statements whose tag freshness is tracked per connection;
-/// drivers' statement caches are typically 256–1024 entries, and forgetting
-/// one only makes its next execution count as fresh.
-const MAX_PREPARED_PER_CONNECTION: usize = 512;
+/// Tagged named statements whose freshness is tracked per connection. Only
+/// statements whose Parse text carries a request or trace id are tracked, and
+/// those are mostly used within their own request; forgetting one only makes
+/// its next execution count as fresh. 64 entries × 10 000 connections stays
+/// in the tens of megabytes at worst.
+const MAX_PREPARED_PER_CONNECTION: usize = 64;
 
 /// How an application-named context is found again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,12 +52,20 @@ pub(crate) struct Context<S> {
     last_active: Instant,
     touch: u64,
     statements: u64,
+    work_statements: u64,
 }
 
 impl<S> Context<S> {
     /// Records one statement.
-    pub(crate) fn record(&mut self, connection: u64, end: SystemTime, tags: Option<&RequestTags>) {
+    pub(crate) fn record(
+        &mut self,
+        connection: u64,
+        end: SystemTime,
+        work: bool,
+        tags: Option<&RequestTags>,
+    ) {
         self.statements += 1;
+        self.work_statements += u64::from(work);
         self.ended_at = self.ended_at.max(end);
         if !self.connections.contains(&connection)
             && self.connections.len() < MAX_CONNECTIONS_PER_CONTEXT
@@ -176,6 +186,7 @@ impl<S: Default> Registry<S> {
             last_active: now,
             touch: 0,
             statements: 0,
+            work_statements: 0,
         };
         self.contexts.insert(id, ctx);
         self.touch(id, now);
@@ -257,6 +268,7 @@ impl<S: Default> Registry<S> {
             started_at: ctx.started_at,
             ended_at: ctx.ended_at,
             statements: ctx.statements,
+            work_statements: ctx.work_statements,
             reason,
             state: ctx.state,
         });

@@ -110,53 +110,8 @@ impl<S: Default> Correlator<S> {
             });
         }
 
-        // Drop the Parse-time tags of a named statement reused in a later request.
-        let mut tags = tags.filter(|t| t.has_identity() || !t.labels.is_empty());
-        let mut remember = None;
-        if let (Some(t), Some(name)) = (tags, &ev.statement_name) {
-            if let Some(key) = primary_key(t) {
-                match conn.freshness(name, &key) {
-                    Freshness::Stale => {
-                        registry.stats.stale_tags_ignored += 1;
-                        tags = None;
-                    }
-                    Freshness::New | Freshness::Current => remember = Some((name.clone(), key)),
-                }
-            }
-        }
-
-        let app = per_request_app_name(conn, ev);
-        let route = tags.and_then(|t| t.route.as_ref());
-        let named = tags.and_then(|t| primary_key(t).map(|key| (t, key)));
-        let target = if let Some((t, key)) = named {
-            let alias = t
-                .request_id
-                .as_ref()
-                .and(t.trace_id.clone())
-                .map(Key::Trace);
-            let request_id = match &key {
-                Key::Request(id) | Key::Trace(id) => id.clone(),
-            };
-            Target::Named {
-                source: CorrelationSource::Comment,
-                key,
-                alias,
-                request_id,
-            }
-        } else if let Some(var) = &conn.set_var {
-            let key = Key::Request(var.id.clone());
-            Target::Named {
-                source: CorrelationSource::SetVariable,
-                key,
-                alias: None,
-                request_id: var.id.clone(),
-            }
-        } else if let Some(name) = app {
-            Target::App(name)
-        } else {
-            fallback(conn, registry, gap_exceeded, &class, route)
-        };
-
+        let (tags, remember) = fresh_tags(conn, registry, ev, tags);
+        let target = resolve(conn, registry, ev, &class, tags, gap_exceeded);
         match &target {
             Target::Named { key, .. } => conn.set_identity(Identity::Key(key.clone())),
             Target::App(name) => conn.set_identity(Identity::App(name.clone())),
@@ -165,48 +120,8 @@ impl<S: Default> Correlator<S> {
         if let Some((name, key)) = remember {
             conn.remember_prepared(name, key);
         }
-
         let current = conn.current;
-        let create = |registry: &mut Registry<S>, source, request_id| {
-            registry.create(source, request_id, ev.connection_id, ev.started_at, now)
-        };
-        let ctx_id = match target {
-            Target::Named {
-                source,
-                key,
-                alias,
-                request_id,
-            } => {
-                let found = registry
-                    .lookup(&key)
-                    .or_else(|| alias.as_ref().and_then(|a| registry.lookup(a)));
-                let id = match found {
-                    Some(id) => id,
-                    None => {
-                        // A trace id goes in `trace_id`, not `request_id`.
-                        let rid = matches!(key, Key::Request(_)).then_some(request_id);
-                        create(registry, source, rid)
-                    }
-                };
-                registry.bind_key(key, id);
-                if let Some(alias) = alias {
-                    registry.bind_key(alias, id);
-                }
-                id
-            }
-            Target::App(name) => match current.and_then(|c| registry.get(c).map(|ctx| (c, ctx))) {
-                Some((c, ctx))
-                    if ctx.info.source == CorrelationSource::ApplicationName
-                        && ctx.info.request_id.as_ref() == Some(&name) =>
-                {
-                    c
-                }
-                _ => create(registry, CorrelationSource::ApplicationName, Some(name)),
-            },
-            Target::Join(id) => id,
-            Target::NewTransaction => create(registry, CorrelationSource::Transaction, None),
-            Target::NewIdleGap => create(registry, CorrelationSource::IdleGap, None),
-        };
+        let ctx_id = context_for(registry, target, current, ev, now);
 
         if current != Some(ctx_id) {
             if let Some(old) = current {
@@ -236,7 +151,12 @@ impl<S: Default> Correlator<S> {
         // top, or just created (eviction runs before insertion), and every end
         // decided since is only queued until the next call.
         let ctx = registry.get_mut(ctx_id).expect("assigned context is live");
-        ctx.record(ev.connection_id, ev_end, tags);
+        ctx.record(
+            ev.connection_id,
+            ev_end,
+            class.role == StatementRole::Normal,
+            tags,
+        );
         Observed {
             request: &ctx.info,
             role: class.role,
@@ -310,6 +230,124 @@ fn primary_key(tags: &RequestTags) -> Option<Key> {
         (Some(id), _) => Some(Key::Request(id.clone())),
         (None, Some(trace)) => Some(Key::Trace(trace.clone())),
         (None, None) => None,
+    }
+}
+
+/// The tags that apply to `ev`: `None` when they are the Parse-time tags of
+/// a named statement reused after the connection moved to another request.
+/// Also returns the statement to remember as fresh.
+fn fresh_tags<'t, S: Default>(
+    conn: &Connection,
+    registry: &mut Registry<S>,
+    ev: &QueryEvent,
+    tags: Option<&'t RequestTags>,
+) -> (Option<&'t RequestTags>, Option<(Arc<str>, Key)>) {
+    let tags = tags.filter(|t| t.has_identity() || !t.labels.is_empty());
+    let (Some(t), Some(name)) = (tags, &ev.statement_name) else {
+        return (tags, None);
+    };
+    let Some(key) = primary_key(t) else {
+        return (tags, None);
+    };
+    match conn.freshness(name, &key) {
+        Freshness::Stale => {
+            registry.stats.stale_tags_ignored += 1;
+            (None, None)
+        }
+        Freshness::New | Freshness::Current => (tags, Some((name.clone(), key))),
+    }
+}
+
+/// Applies the precedence: comment id, SET id, application_name, fallback.
+fn resolve<S: Default>(
+    conn: &mut Connection,
+    registry: &Registry<S>,
+    ev: &QueryEvent,
+    class: &Classified,
+    tags: Option<&RequestTags>,
+    gap_exceeded: bool,
+) -> Target {
+    if let Some((t, key)) = tags.and_then(|t| primary_key(t).map(|key| (t, key))) {
+        // Both ids given: the trace id also finds this request.
+        let alias = t
+            .request_id
+            .as_ref()
+            .and(t.trace_id.clone())
+            .map(Key::Trace);
+        let request_id = match &key {
+            Key::Request(id) | Key::Trace(id) => id.clone(),
+        };
+        return Target::Named {
+            source: CorrelationSource::Comment,
+            key,
+            alias,
+            request_id,
+        };
+    }
+    if let Some(var) = &conn.set_var {
+        let key = Key::Request(var.id.clone());
+        let request_id = var.id.clone();
+        return Target::Named {
+            source: CorrelationSource::SetVariable,
+            key,
+            alias: None,
+            request_id,
+        };
+    }
+    if let Some(name) = per_request_app_name(conn, ev) {
+        return Target::App(name);
+    }
+    fallback(
+        conn,
+        registry,
+        gap_exceeded,
+        class,
+        tags.and_then(|t| t.route.as_ref()),
+    )
+}
+
+/// Finds or creates the context a target designates.
+fn context_for<S: Default>(
+    registry: &mut Registry<S>,
+    target: Target,
+    current: Option<ContextId>,
+    ev: &QueryEvent,
+    now: Instant,
+) -> ContextId {
+    let create = |registry: &mut Registry<S>, source, request_id| {
+        registry.create(source, request_id, ev.connection_id, ev.started_at, now)
+    };
+    match target {
+        Target::Named {
+            source,
+            key,
+            alias,
+            request_id,
+        } => {
+            let found = registry
+                .lookup(&key)
+                .or_else(|| alias.as_ref().and_then(|a| registry.lookup(a)));
+            // A trace id goes in `trace_id`, not `request_id`.
+            let rid = matches!(key, Key::Request(_)).then_some(request_id);
+            let id = found.unwrap_or_else(|| create(registry, source, rid));
+            registry.bind_key(key, id);
+            if let Some(alias) = alias {
+                registry.bind_key(alias, id);
+            }
+            id
+        }
+        Target::App(name) => {
+            let same = current.filter(|c| {
+                registry.get(*c).is_some_and(|ctx| {
+                    ctx.info.source == CorrelationSource::ApplicationName
+                        && ctx.info.request_id.as_ref() == Some(&name)
+                })
+            });
+            same.unwrap_or_else(|| create(registry, CorrelationSource::ApplicationName, Some(name)))
+        }
+        Target::Join(id) => id,
+        Target::NewTransaction => create(registry, CorrelationSource::Transaction, None),
+        Target::NewIdleGap => create(registry, CorrelationSource::IdleGap, None),
     }
 }
 

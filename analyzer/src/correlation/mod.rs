@@ -53,6 +53,19 @@
 //! statements, or when the [`max_contexts`](CorrelationConfig::max_contexts)
 //! cap evicts it. Ended contexts wait in a queue (capped at the same size)
 //! for [`Correlator::drain_ended`].
+//!
+//! # Limits
+//! - Tags are read only from comments at the very start or end of the text
+//!   (8 KiB windows, comments up to 4 KiB); a comment in the middle of a
+//!   statement is not a request tag.
+//! - Request-id statements are recognised only in literal forms. With the
+//!   extended protocol `set_config('qproxy.request_id', $1, ..)` carries the
+//!   id in a bind parameter the proxy only hashes; its hash stands in for the
+//!   id (`param:<16 hex>`), so grouping still works but the report shows the
+//!   hash. A value computed by an expression is not recognised.
+//! - Without tags, consecutive requests on one busy pooled connection with no
+//!   transaction and no idle gap between them cannot be told apart; such
+//!   contexts say [`CorrelationSource::IdleGap`] so findings can be weighed.
 
 use std::fmt;
 use std::sync::Arc;
@@ -64,12 +77,13 @@ mod comment;
 mod config;
 mod context;
 mod correlator;
+mod lexer;
 pub mod statement;
 pub mod tags;
 
 pub use config::CorrelationConfig;
 pub use correlator::Correlator;
-pub use statement::{statement_role, RequestIdSignal, SetScope, StatementRole};
+pub use statement::{request_id_signal, statement_role, RequestIdSignal, SetScope, StatementRole};
 pub use tags::{extract as extract_tags, LabelKey, Labels, RequestTags};
 
 /// How a context's statements were grouped, so a finding can say how much
@@ -193,6 +207,10 @@ pub struct EndedRequest<S> {
     pub ended_at: SystemTime,
     /// Statements assigned to it, bookkeeping ones included.
     pub statements: u64,
+    /// Of those, [`StatementRole::Normal`] ones. A context with none (the
+    /// lone BEGIN a driver sent before the request's first tagged statement)
+    /// is not worth counting as a request.
+    pub work_statements: u64,
     /// Why it ended.
     pub reason: EndReason,
     /// The detector's state.

@@ -9,12 +9,18 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::lexer::{contains_ci, find_ci, is_ident_byte, Lexer};
 use crate::event::{Outcome, QueryEvent};
+
+pub use super::lexer::nth_statement;
 
 /// Bytes of a SQL text scanned when locating a statement of a multi-statement
 /// query or looking for `qproxy.request_id`. Correlation statements are short;
 /// anything past this point is data.
 pub const MAX_SCAN: usize = 64 * 1024;
+
+/// Bytes of one statement examined for its role and a request-id change.
+const CLASSIFY_SCAN: usize = 4 * 1024;
 
 /// The setting applications use to name their request.
 const REQUEST_VAR: &str = "qproxy.request_id";
@@ -102,7 +108,12 @@ pub fn statement_role(ev: &QueryEvent) -> StatementRole {
 }
 
 pub(crate) fn classify(ev: &QueryEvent) -> Classified {
-    let stmt = nth_statement(&ev.sql, ev.statement_index);
+    // Only a statement's head decides its role, and correlation statements
+    // are short: capping here keeps a 1 MB bulk INSERT as cheap as `SELECT 1`.
+    let stmt = match ev.statement_index {
+        0 => nth_statement(head(&ev.sql, CLASSIFY_SCAN), 0),
+        n => nth_statement(&ev.sql, n).map(|s| head(s, CLASSIFY_SCAN)),
+    };
     let (mut role, mut tx, session) = match stmt {
         Some(s) => by_keyword(s),
         None => (StatementRole::Normal, TxEffect::None, SessionEffect::None),
@@ -246,7 +257,7 @@ pub fn request_id_signal(stmt: &str, param_hashes: &[Option<u64>]) -> Option<Req
             let _ = lx.keyword("session");
             SetScope::Session
         };
-        if !lx.request_var_name() || !(lx.punct(b'=') || lx.keyword("to")) {
+        if !lx.setting_name(REQUEST_VAR) || !(lx.punct(b'=') || lx.keyword("to")) {
             return None;
         }
         if lx.keyword("default") {
@@ -258,7 +269,9 @@ pub fn request_id_signal(stmt: &str, param_hashes: &[Option<u64>]) -> Option<Req
         return Some(set_signal(&value, scope));
     }
     if first.eq_ignore_ascii_case("reset") {
-        return lx.request_var_name().then_some(RequestIdSignal::Clear);
+        return lx
+            .setting_name(REQUEST_VAR)
+            .then_some(RequestIdSignal::Clear);
     }
     // set_config(...) may sit anywhere in a SELECT list; a few tries suffice.
     let mut from = 0;
@@ -330,296 +343,11 @@ fn set_signal(value: &str, scope: SetScope) -> RequestIdSignal {
     }
 }
 
-/// The `index`-th (0-based) non-empty statement of a possibly
-/// multi-statement text, as PostgreSQL splits it (quotes, dollar quotes and
-/// comments respected). `None` when there are fewer statements, or when the
-/// statement starts beyond [`MAX_SCAN`] bytes. A statement running past the
-/// scan limit is returned truncated.
-pub fn nth_statement(sql: &str, index: u16) -> Option<&str> {
-    let b = sql.as_bytes();
-    let mut limit = b.len().min(MAX_SCAN);
-    while !sql.is_char_boundary(limit) {
-        limit -= 1;
+/// The first `max` bytes of `s`, cut on a character boundary.
+fn head(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    let (mut n, mut start, mut i, mut content) = (0u16, 0usize, 0usize, false);
-    while i < limit {
-        let c = b[i];
-        let next = b.get(i + 1).copied();
-        i = match c {
-            b';' => {
-                if content {
-                    if n == index {
-                        return Some(&sql[start..i]);
-                    }
-                    n += 1;
-                }
-                content = false;
-                start = i + 1;
-                i + 1
-            }
-            _ if c.is_ascii_whitespace() => i + 1,
-            b'-' if next == Some(b'-') => b[i..limit]
-                .iter()
-                .position(|&c| c == b'\n')
-                .map_or(limit, |p| i + p + 1),
-            b'/' if next == Some(b'*') => skip_block_comment(b, i, limit),
-            _ => {
-                content = true;
-                skip_token(b, i, limit)
-            }
-        };
-    }
-    (content && n == index).then(|| &sql[start..limit])
-}
-
-fn skip_block_comment(b: &[u8], start: usize, limit: usize) -> usize {
-    let (mut depth, mut i) = (0usize, start);
-    while i + 1 < limit {
-        match (b[i], b[i + 1]) {
-            (b'/', b'*') => {
-                depth += 1;
-                i += 2;
-            }
-            (b'*', b'/') => {
-                depth -= 1;
-                i += 2;
-                if depth == 0 {
-                    return i;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    limit
-}
-
-/// Skips one lexical unit starting at `i` that is not whitespace or a
-/// comment: a quoted string or identifier, a dollar-quoted body, or a byte.
-fn skip_token(b: &[u8], i: usize, limit: usize) -> usize {
-    let prev_ident = i > 0 && is_ident_byte(b[i - 1]);
-    match b[i] {
-        b'\'' => {
-            let escapes =
-                i > 0 && matches!(b[i - 1], b'e' | b'E') && !(i > 1 && is_ident_byte(b[i - 2]));
-            skip_quoted(b, i, limit, b'\'', escapes).0
-        }
-        b'"' => skip_quoted(b, i, limit, b'"', false).0,
-        b'$' if !prev_ident => match dollar_tag(b, i, limit) {
-            Some(tag_end) => {
-                let tag = &b[i..tag_end];
-                b[tag_end..limit]
-                    .windows(tag.len())
-                    .position(|w| w == tag)
-                    .map_or(limit, |p| tag_end + p + tag.len())
-            }
-            None => i + 1,
-        },
-        _ => i + 1,
-    }
-}
-
-/// For a `$` at `i` that opens a dollar quote (`$$` or `$tag$`), the offset
-/// after the opening tag; `None` for a parameter like `$1`.
-fn dollar_tag(b: &[u8], i: usize, limit: usize) -> Option<usize> {
-    let mut j = i + 1;
-    if j < limit && b[j].is_ascii_digit() {
-        return None;
-    }
-    while j < limit && is_ident_byte(b[j]) && b[j] != b'$' {
-        j += 1;
-    }
-    (j < limit && b[j] == b'$').then_some(j + 1)
-}
-
-/// Skips a quoted string or identifier opened at `open`; returns the offset
-/// after it and whether it was closed before `limit`.
-fn skip_quoted(b: &[u8], open: usize, limit: usize, quote: u8, escapes: bool) -> (usize, bool) {
-    let mut i = open + 1;
-    while i < limit {
-        if escapes && b[i] == b'\\' {
-            i += 2;
-        } else if b[i] == quote {
-            // A doubled quote is an escaped quote: keep going.
-            if b.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return (i + 1, true);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    (limit, false)
-}
-
-fn is_ident_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
-}
-
-fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    let hay = &hay.as_bytes()[..hay.len().min(MAX_SCAN)];
-    hay.windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
-
-fn contains_ci(hay: &str, needle: &str) -> bool {
-    find_ci(hay, needle).is_some()
-}
-
-/// Token reader over one statement; every method skips leading whitespace
-/// and comments and consumes input only when it matches.
-struct Lexer<'a> {
-    s: &'a str,
-    i: usize,
-}
-
-impl<'a> Lexer<'a> {
-    fn new(s: &'a str) -> Self {
-        let limit = s.len().min(MAX_SCAN);
-        let mut end = limit;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        Lexer { s: &s[..end], i: 0 }
-    }
-
-    fn trivia(&mut self) {
-        let b = self.s.as_bytes();
-        while self.i < b.len() {
-            match (b[self.i], b.get(self.i + 1)) {
-                (c, _) if c.is_ascii_whitespace() => self.i += 1,
-                (b'-', Some(b'-')) => {
-                    self.i = b[self.i..]
-                        .iter()
-                        .position(|&c| c == b'\n')
-                        .map_or(b.len(), |p| self.i + p + 1)
-                }
-                (b'/', Some(b'*')) => self.i = skip_block_comment(b, self.i, b.len()),
-                _ => return,
-            }
-        }
-    }
-
-    fn word(&mut self) -> Option<&'a str> {
-        self.trivia();
-        let b = self.s.as_bytes();
-        let start = self.i;
-        if start >= b.len()
-            || !(b[start].is_ascii_alphabetic() || b[start] == b'_' || b[start] >= 0x80)
-        {
-            return None;
-        }
-        let mut end = start;
-        while end < b.len() && is_ident_byte(b[end]) {
-            end += 1;
-        }
-        self.i = end;
-        Some(&self.s[start..end])
-    }
-
-    fn word_or_number(&mut self) -> Option<&'a str> {
-        self.trivia();
-        let b = self.s.as_bytes();
-        let start = self.i;
-        let mut end = start;
-        while end < b.len() && (is_ident_byte(b[end]) || matches!(b[end], b'-' | b'.')) {
-            end += 1;
-        }
-        self.i = end;
-        (end > start).then(|| &self.s[start..end])
-    }
-
-    fn keyword(&mut self, kw: &str) -> bool {
-        let save = self.i;
-        match self.word() {
-            Some(w) if w.eq_ignore_ascii_case(kw) => true,
-            _ => {
-                self.i = save;
-                false
-            }
-        }
-    }
-
-    fn punct(&mut self, c: u8) -> bool {
-        self.trivia();
-        let hit = self.s.as_bytes().get(self.i) == Some(&c);
-        self.i += usize::from(hit);
-        hit
-    }
-
-    /// `$n`, returning `n`.
-    fn param(&mut self) -> Option<usize> {
-        self.trivia();
-        let b = self.s.as_bytes();
-        if b.get(self.i) != Some(&b'$') {
-            return None;
-        }
-        let digits = b[self.i + 1..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        let n = self.s[self.i + 1..self.i + 1 + digits].parse().ok()?;
-        self.i += 1 + digits;
-        Some(n)
-    }
-
-    /// `'...'` (with `''`) or `E'...'` (with backslash escapes), unescaped.
-    fn string(&mut self) -> Option<Cow<'a, str>> {
-        self.trivia();
-        let b = self.s.as_bytes();
-        let escapes =
-            matches!(b.get(self.i), Some(b'e' | b'E')) && b.get(self.i + 1) == Some(&b'\'');
-        let open = self.i + usize::from(escapes);
-        if b.get(open) != Some(&b'\'') {
-            return None;
-        }
-        let (end, closed) = skip_quoted(b, open, b.len(), b'\'', escapes);
-        if !closed {
-            return None;
-        }
-        self.i = end;
-        let raw = &self.s[open + 1..end - 1];
-        if !(raw.contains('\'') || escapes && raw.contains('\\')) {
-            return Some(Cow::Borrowed(raw));
-        }
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' if escapes => out.extend(chars.next()),
-                '\'' => out.extend(chars.next()),
-                c => out.push(c),
-            }
-        }
-        Some(Cow::Owned(out))
-    }
-
-    /// `qproxy.request_id`, bare or double-quoted as a whole.
-    fn request_var_name(&mut self) -> bool {
-        self.trivia();
-        let save = self.i;
-        let b = self.s.as_bytes();
-        if b.get(self.i) == Some(&b'"') {
-            let (end, closed) = skip_quoted(b, self.i, b.len(), b'"', false);
-            if closed && self.s.get(self.i + 1..end - 1) == Some(REQUEST_VAR) {
-                self.i = end;
-                return true;
-            }
-            return false;
-        }
-        let ok = self.keyword("qproxy") && self.punct(b'.') && self.keyword("request_id");
-        if !ok {
-            self.i = save;
-        }
-        ok
-    }
-
-    /// `::type` after a value.
-    fn skip_cast(&mut self) {
-        self.trivia();
-        if self.s.as_bytes()[self.i..].starts_with(b"::") {
-            self.i += 2;
-            let _ = self.word();
-        }
-    }
+    &s[..end]
 }

@@ -10,8 +10,8 @@
 //! - marginalia, `/*key:value,...*/`, from the marginalia gem and Rails'
 //!   `:legacy` QueryLogs format. Values are taken as written.
 //!
-//! Only comments at the start or end of the statement are read (see
-//! [`comment`](super::comment)), the first value of a key wins (the trailing
+//! Only comments at the start or end of the statement are read (the
+//! private `comment` module), the first value of a key wins (the trailing
 //! comment is read first, as sqlcommenter appends), unknown keys are ignored,
 //! and values are capped at [`MAX_VALUE_LEN`] bytes. Nothing here fails:
 //! text that is not a tag comment simply yields no tags.

@@ -23,8 +23,11 @@ pub(crate) enum Origin {
     Query,
     /// A `SELECT` inside a set operation.
     Select,
-    /// An `UPDATE` or `DELETE`.
+    /// An `UPDATE`, `DELETE` or `MERGE`.
     Statement,
+    /// A query that cannot see enclosing scopes: a CTE body or a
+    /// non-`LATERAL` subquery in `FROM`.
+    Barrier,
 }
 
 #[derive(Debug)]
@@ -44,6 +47,8 @@ pub(crate) struct Scopes {
     stack: Vec<Scope>,
     /// Per table key: how many aliases were renamed so far.
     renamed: Vec<(String, u32)>,
+    /// Addresses of queries that open a [`Origin::Barrier`] when visited.
+    barrier_queries: Vec<usize>,
 }
 
 /// How PostgreSQL folds an identifier: unquoted ones are lower-cased.
@@ -103,6 +108,34 @@ impl Scopes {
         self.stack.last().is_some_and(|s| s.owner == owner)
     }
 
+    /// Marks a query (by address) as one that must not see enclosing scopes.
+    pub fn add_barrier(&mut self, query: usize) {
+        self.barrier_queries.push(query);
+    }
+
+    /// Opens a barrier if `query` was marked by [`Scopes::add_barrier`].
+    pub fn enter_query(&mut self, query: usize) {
+        if let Some(i) = self.barrier_queries.iter().position(|&q| q == query) {
+            self.barrier_queries.swap_remove(i);
+            self.stack.push(Scope {
+                owner: query,
+                origin: Origin::Barrier,
+                aliases: Vec::new(),
+                names: Vec::new(),
+            });
+        }
+    }
+
+    /// The scopes a name lookup may consult, innermost first.
+    fn visible_scopes(&self) -> impl Iterator<Item = &Scope> {
+        let mut blocked = false;
+        self.stack.iter().rev().take_while(move |s| {
+            let take = !blocked;
+            blocked |= s.origin == Origin::Barrier;
+            take
+        })
+    }
+
     /// Opens a scope over `factors`, dropping or renaming their aliases.
     pub fn push(&mut self, owner: usize, origin: Origin, mut factors: Vec<&mut TableFactor>) {
         let keys: Vec<Option<String>> = factors
@@ -152,6 +185,14 @@ impl Scopes {
                     scope.aliases.push((alias_key, replacement));
                 }
                 (other, _) => {
+                    if let TableFactor::Derived {
+                        lateral: false,
+                        subquery,
+                        ..
+                    } = other
+                    {
+                        self.add_barrier(&**subquery as *const sqlparser::ast::Query as usize);
+                    }
                     if let Some(alias) = factor_alias(other) {
                         alias.explicit = true;
                         scope.names.push(ident_key(&alias.name).into_owned());
@@ -177,7 +218,7 @@ impl Scopes {
     /// a resolved alias; the innermost scope that knows the name decides.
     pub fn resolve(&self, qualifier: &mut Ident) {
         let key = ident_key(qualifier);
-        for scope in self.stack.iter().rev() {
+        for scope in self.visible_scopes() {
             if let Some((_, replacement)) = scope.aliases.iter().find(|(k, _)| *k == *key) {
                 *qualifier = replacement.clone();
                 return;
@@ -189,8 +230,7 @@ impl Scopes {
     }
 
     fn visible(&self, key: &str) -> bool {
-        self.stack
-            .iter()
+        self.visible_scopes()
             .any(|s| s.names.iter().any(|n| n == key) || s.aliases.iter().any(|(k, _)| k == key))
     }
 

@@ -165,7 +165,8 @@ fn classify_by_name(stmt: &Statement) -> StatementKind {
         len: 0,
     };
     let _ = std::fmt::Write::write_fmt(&mut writer, format_args!("{stmt:?}"));
-    let name = &name[..writer.len];
+    let len = writer.len;
+    let name = &name[..len];
     if name.starts_with(b"Create") || name.starts_with(b"Alter") || name.starts_with(b"Drop") {
         StatementKind::Ddl
     } else {

@@ -108,7 +108,10 @@ pub fn backend_key_data(msg: &[u8]) -> Result<(i32, &[u8]), DecodeError> {
     let pid = f.i32()?;
     let secret = f.remaining();
     if secret.is_empty() || secret.len() > 256 {
-        return Err(DecodeError::Invalid("BackendKeyData", "bad secret key length"));
+        return Err(DecodeError::Invalid(
+            "BackendKeyData",
+            "bad secret key length",
+        ));
     }
     Ok((pid, secret))
 }
@@ -246,7 +249,10 @@ mod tests {
 
     #[test]
     fn error_fields() {
-        let m = msg(b'E', b"SERROR\0VERROR\0C42P01\0Mrelation \"x\" does not exist\0\0");
+        let m = msg(
+            b'E',
+            b"SERROR\0VERROR\0C42P01\0Mrelation \"x\" does not exist\0\0",
+        );
         let e = ErrorFields::decode(&m).unwrap();
         assert_eq!(e.sqlstate(), Some(*b"42P01"));
         assert!(!e.is_fatal());
@@ -257,10 +263,7 @@ mod tests {
 
     #[test]
     fn strips_plus_mechanisms_only() {
-        let offered = msg(
-            b'R',
-            b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0",
-        );
+        let offered = msg(b'R', b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
         let rewritten = strip_channel_binding(&offered).unwrap().unwrap();
         assert_eq!(rewritten, msg(b'R', b"\0\0\0\x0aSCRAM-SHA-256\0\0"));
         let plain = msg(b'R', b"\0\0\0\x0aSCRAM-SHA-256\0\0");

@@ -36,11 +36,7 @@ impl ProxyError {
 /// message are replaced, since they would end the field early.
 pub fn fatal(kind: ProxyError, message: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(64 + message.len());
-    for (code, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', kind.sqlstate()),
-    ] {
+    for (code, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', kind.sqlstate())] {
         body.push(code);
         body.extend_from_slice(value.as_bytes());
         body.push(0);
@@ -64,7 +60,10 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_decoder() {
-        let msg = fatal(ProxyError::UpstreamUnreachable, "connect to 127.0.0.1:1: refused");
+        let msg = fatal(
+            ProxyError::UpstreamUnreachable,
+            "connect to 127.0.0.1:1: refused",
+        );
         let e = ErrorFields::decode(&msg).unwrap();
         assert_eq!(e.sqlstate(), Some(*b"08001"));
         assert_eq!(e.field(b'S'), Some(&b"FATAL"[..]));

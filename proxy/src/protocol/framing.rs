@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(peek_header(b"Q\0\0\0").unwrap(), None);
         assert_eq!(
             peek_header(b"Q\0\0\0\x09").unwrap(),
-            Some(Header { tag: b'Q', total: 10 })
+            Some(Header {
+                tag: b'Q',
+                total: 10
+            })
         );
     }
 
@@ -99,14 +102,22 @@ mod tests {
 
     #[test]
     fn cap_is_inclusive() {
-        let h = Header { tag: b'B', total: 100 };
+        let h = Header {
+            tag: b'B',
+            total: 100,
+        };
         assert!(check_cap(h, 100).is_ok());
-        assert!(matches!(check_cap(h, 99), Err(FrameError::TooLarge { size: 100, .. })));
+        assert!(matches!(
+            check_cap(h, 99),
+            Err(FrameError::TooLarge { size: 100, .. })
+        ));
     }
 
     #[test]
     fn huge_length_does_not_overflow() {
-        let h = peek_header(&[b'D', 0xff, 0xff, 0xff, 0xff]).unwrap().unwrap();
+        let h = peek_header(&[b'D', 0xff, 0xff, 0xff, 0xff])
+            .unwrap()
+            .unwrap();
         assert_eq!(h.total, u32::MAX as usize + 1);
     }
 }

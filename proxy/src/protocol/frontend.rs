@@ -81,7 +81,10 @@ impl<'a> Parse<'a> {
         let query = f.text()?;
         let n = f.i16()?;
         if n < 0 {
-            return Err(DecodeError::Invalid("Parse", "negative parameter type count"));
+            return Err(DecodeError::Invalid(
+                "Parse",
+                "negative parameter type count",
+            ));
         }
         f.bytes(n as usize * 4)?;
         Ok(Parse { name, query })
@@ -232,21 +235,36 @@ mod tests {
         let p = encoded(|b| enc::parse("s1", "select $1::int", [23u32], b).unwrap());
         assert_eq!(
             Parse::decode(&p).unwrap(),
-            Parse { name: "s1".into(), query: "select $1::int".into() }
+            Parse {
+                name: "s1".into(),
+                query: "select $1::int".into()
+            }
         );
 
         let e = encoded(|b| enc::execute("p1", 50, b).unwrap());
-        assert_eq!(Execute::decode(&e).unwrap(), Execute { portal: "p1".into(), max_rows: 50 });
+        assert_eq!(
+            Execute::decode(&e).unwrap(),
+            Execute {
+                portal: "p1".into(),
+                max_rows: 50
+            }
+        );
 
         let c = encoded(|b| enc::close(b'S', "s1", b).unwrap());
         assert_eq!(
             TargetRef::decode(&c).unwrap(),
-            TargetRef { target: Target::Statement, name: "s1".into() }
+            TargetRef {
+                target: Target::Statement,
+                name: "s1".into()
+            }
         );
         let d = encoded(|b| enc::describe(b'P', "", b).unwrap());
         assert_eq!(
             TargetRef::decode(&d).unwrap(),
-            TargetRef { target: Target::Portal, name: "".into() }
+            TargetRef {
+                target: Target::Portal,
+                name: "".into()
+            }
         );
     }
 

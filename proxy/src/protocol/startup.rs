@@ -49,12 +49,10 @@ impl StartupPacket<'_> {
     /// Looks up a startup parameter by name.
     pub fn param(&self, name: &str) -> Option<&str> {
         match self {
-            StartupPacket::Startup { params, .. } => {
-                params
+            StartupPacket::Startup { params, .. } => params
                 .iter()
                 .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_ref())
-            }
+                .map(|(_, v)| v.as_ref()),
             _ => None,
         }
     }
@@ -96,7 +94,10 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket<'_>, DecodeError> {
             let major = (code >> 16) as u16;
             let minor = (code & 0xffff) as u16;
             if major != 3 {
-                return Err(DecodeError::Invalid("startup", "unsupported protocol version"));
+                return Err(DecodeError::Invalid(
+                    "startup",
+                    "unsupported protocol version",
+                ));
             }
             let mut params = Vec::new();
             loop {
@@ -133,7 +134,10 @@ mod tests {
 
     #[test]
     fn decodes_requests() {
-        assert_eq!(parse(&packet(SSL_REQUEST_CODE, b"")).unwrap(), StartupPacket::SslRequest);
+        assert_eq!(
+            parse(&packet(SSL_REQUEST_CODE, b"")).unwrap(),
+            StartupPacket::SslRequest
+        );
         assert_eq!(
             parse(&packet(GSSENC_REQUEST_CODE, b"")).unwrap(),
             StartupPacket::GssEncRequest
@@ -141,7 +145,10 @@ mod tests {
         let c = packet(CANCEL_REQUEST_CODE, &[0, 0, 0, 42, 1, 2, 3, 4]);
         assert_eq!(
             parse(&c).unwrap(),
-            StartupPacket::Cancel { pid: 42, secret: &[1, 2, 3, 4] }
+            StartupPacket::Cancel {
+                pid: 42,
+                secret: &[1, 2, 3, 4]
+            }
         );
     }
 
@@ -155,7 +162,11 @@ mod tests {
         assert_eq!(s.param("user"), Some("alice"));
         assert_eq!(s.param("options"), Some("-c search_path=x"));
         match s {
-            StartupPacket::Startup { params, major: 3, minor: 0 } => assert_eq!(params.len(), 3),
+            StartupPacket::Startup {
+                params,
+                major: 3,
+                minor: 0,
+            } => assert_eq!(params.len(), 3),
             other => panic!("{other:?}"),
         }
     }

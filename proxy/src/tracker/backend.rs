@@ -84,9 +84,7 @@ impl Tracker {
             tag::CLOSE_COMPLETE => self.pop_if(|p| matches!(p, Pending::Close)),
             // RowDescription answers a Describe; inside a simple query or an
             // Execute it only announces rows.
-            tag::ROW_DESCRIPTION | tag::NO_DATA => {
-                self.pop_if(|p| matches!(p, Pending::Describe))
-            }
+            tag::ROW_DESCRIPTION | tag::NO_DATA => self.pop_if(|p| matches!(p, Pending::Describe)),
             tag::COPY_IN_RESPONSE => {
                 self.copy_in = true;
                 // Syncs the client pipelined behind an extended-protocol COPY
@@ -246,7 +244,10 @@ impl Tracker {
 }
 
 fn ends_transaction(tag: &str) -> bool {
-    matches!(tag, "COMMIT" | "ROLLBACK" | "COMMIT PREPARED" | "ROLLBACK PREPARED" | "PREPARE TRANSACTION")
+    matches!(
+        tag,
+        "COMMIT" | "ROLLBACK" | "COMMIT PREPARED" | "ROLLBACK PREPARED" | "PREPARE TRANSACTION"
+    )
 }
 
 fn starts_transaction(tag: &str) -> bool {

@@ -125,8 +125,9 @@ impl Tracker {
             self.unnamed_portal = portal;
         } else {
             match portal {
-                Some(p) if self.portals.len() < self.limits.max_portals
-                    || self.portals.contains_key(bind.portal.as_ref()) =>
+                Some(p)
+                    if self.portals.len() < self.limits.max_portals
+                        || self.portals.contains_key(bind.portal.as_ref()) =>
                 {
                     self.portals.insert(Box::from(bind.portal.as_ref()), p);
                 }
@@ -156,10 +157,7 @@ impl Tracker {
                 Some(exec)
             }
             None => {
-                self.sink
-                    .stats()
-                    .untracked
-                    .fetch_add(1, Ordering::Relaxed);
+                self.sink.stats().untracked.fetch_add(1, Ordering::Relaxed);
                 None
             }
         };

@@ -24,9 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use qproxy_analyzer::event::{
-    Outcome, Protocol, QueryEvent, SessionEvent, TxStatus,
-};
+use qproxy_analyzer::event::{Outcome, Protocol, QueryEvent, SessionEvent, TxStatus};
 use smallvec::SmallVec;
 
 use crate::cancel::CancelKeys;
@@ -159,7 +157,10 @@ impl Execution {
 #[derive(Debug)]
 enum Pending {
     /// ParseComplete (or an error) for this statement.
-    Parse { name: Option<Arc<str>>, generation: u64 },
+    Parse {
+        name: Option<Arc<str>>,
+        generation: u64,
+    },
     /// BindComplete.
     Bind,
     /// RowDescription or NoData (after an optional ParameterDescription).
@@ -271,7 +272,10 @@ impl Tracker {
         for p in pending {
             match p {
                 Pending::Execute(Some(exec)) => self.emit(*exec, Outcome::Aborted),
-                Pending::Query { exec, failed: false } => self.emit(*exec, Outcome::Aborted),
+                Pending::Query {
+                    exec,
+                    failed: false,
+                } => self.emit(*exec, Outcome::Aborted),
                 _ => {}
             }
         }

@@ -80,7 +80,10 @@ fn cc(tag: &str) -> Vec<u8> {
 }
 
 fn err(code: &str) -> Vec<u8> {
-    b('E', format!("SERROR\0VERROR\0C{code}\0Mboom\0\0").as_bytes())
+    b(
+        'E',
+        format!("SERROR\0VERROR\0C{code}\0Mboom\0\0").as_bytes(),
+    )
 }
 
 fn row() -> Vec<u8> {
@@ -160,7 +163,12 @@ fn error_ends_a_simple_query_string() {
     h.server(&[cc("BEGIN"), err("22012"), b('Z', b"E")]);
     let ev = h.events();
     assert_eq!(ev.len(), 2);
-    assert_eq!(ev[1].outcome, Outcome::Error { sqlstate: *b"22012" });
+    assert_eq!(
+        ev[1].outcome,
+        Outcome::Error {
+            sqlstate: *b"22012"
+        }
+    );
     assert_eq!(ev[1].tx_status, TxStatus::InTransaction);
     assert!(!h.t.is_idle(), "failed transaction is not idle");
     h.client(&[query("rollback")]);
@@ -215,8 +223,19 @@ fn pipelined_extended_queries_match_their_replies() {
 fn equal_parameters_hash_equal() {
     let mut h = harness();
     for v in ["7", "7", "8"] {
-        h.client(&[parse("", "select $1"), bind("", "", &[Some(v)]), execute(""), sync()]);
-        h.server(&[b('1', b""), b('2', b""), row(), cc("SELECT 1"), b('Z', b"I")]);
+        h.client(&[
+            parse("", "select $1"),
+            bind("", "", &[Some(v)]),
+            execute(""),
+            sync(),
+        ]);
+        h.server(&[
+            b('1', b""),
+            b('2', b""),
+            row(),
+            cc("SELECT 1"),
+            b('Z', b"I"),
+        ]);
     }
     let ev = h.events();
     assert_eq!(ev[0].params_hash, ev[1].params_hash);
@@ -254,7 +273,12 @@ fn error_in_pipeline_skips_to_sync() {
     ]);
     let ev = h.events();
     assert_eq!(ev.len(), 2, "the skipped execution produces no event");
-    assert_eq!(ev[0].outcome, Outcome::Error { sqlstate: *b"22012" });
+    assert_eq!(
+        ev[0].outcome,
+        Outcome::Error {
+            sqlstate: *b"22012"
+        }
+    );
     assert_eq!(&*ev[1].sql, "select 3");
     assert!(h.t.is_idle());
 }
@@ -274,7 +298,11 @@ fn failed_parse_leaves_no_statement() {
 #[test]
 fn flush_gets_replies_without_ready_for_query() {
     let mut h = harness();
-    h.client(&[parse("", "select $1::int"), bind("", "", &[Some("1")]), describe_portal()]);
+    h.client(&[
+        parse("", "select $1::int"),
+        bind("", "", &[Some("1")]),
+        describe_portal(),
+    ]);
     h.client(&[enc(fe::flush)]);
     h.server(&[b('1', b""), b('2', b""), b('T', b"\0\0")]);
     assert!(h.t.pending.is_empty());
@@ -297,11 +325,21 @@ fn extended_copy_ignores_the_pipelined_sync() {
         sync(),
     ]);
     h.server(&[b('1', b""), b('2', b""), b('n', b""), b('G', b"\0\0\0")]);
-    h.client(&[enc(|b| fe::sync(b)), b('d', b"1\n"), enc(fe::copy_done), sync()]);
+    h.client(&[
+        enc(|b| fe::sync(b)),
+        b('d', b"1\n"),
+        enc(fe::copy_done),
+        sync(),
+    ]);
     h.server(&[cc("COPY 1"), b('Z', b"I")]);
     let ev = h.events();
     assert_eq!(ev.len(), 1);
-    assert_eq!(ev[0].outcome, Outcome::Complete { tag: "COPY 1".into() });
+    assert_eq!(
+        ev[0].outcome,
+        Outcome::Complete {
+            tag: "COPY 1".into()
+        }
+    );
     assert!(h.t.is_idle(), "pending: {:?}", h.t.pending);
     h.client(&[query("select 1")]);
     h.server(&[b('T', b"\0\0"), row(), cc("SELECT 1"), b('Z', b"I")]);
@@ -316,11 +354,27 @@ fn copy_fail_and_simple_copy_out() {
     h.client(&[enc(|b| fe::copy_fail("nope", b).unwrap())]);
     h.server(&[err("57014"), b('Z', b"I")]);
     h.client(&[query("copy t to stdout")]);
-    h.server(&[b('H', b"\0\0\0"), b('d', b"1\n"), b('c', b""), cc("COPY 1"), b('Z', b"I")]);
+    h.server(&[
+        b('H', b"\0\0\0"),
+        b('d', b"1\n"),
+        b('c', b""),
+        cc("COPY 1"),
+        b('Z', b"I"),
+    ]);
     let ev = h.events();
     assert_eq!(ev.len(), 2);
-    assert_eq!(ev[0].outcome, Outcome::Error { sqlstate: *b"57014" });
-    assert_eq!(ev[1].outcome, Outcome::Complete { tag: "COPY 1".into() });
+    assert_eq!(
+        ev[0].outcome,
+        Outcome::Error {
+            sqlstate: *b"57014"
+        }
+    );
+    assert_eq!(
+        ev[1].outcome,
+        Outcome::Complete {
+            tag: "COPY 1".into()
+        }
+    );
     assert!(h.t.is_idle());
 }
 
@@ -337,7 +391,12 @@ fn application_name_follows_parameter_status() {
 fn scram_plus_is_stripped_only_when_asked() {
     let sasl = b('R', b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
     let (sink, _rx) = EventSink::channel(4);
-    let mut keep = Tracker::new(SessionInfo::default(), sink.clone(), TrackerLimits::default(), false);
+    let mut keep = Tracker::new(
+        SessionInfo::default(),
+        sink.clone(),
+        TrackerLimits::default(),
+        false,
+    );
     assert_eq!(keep.backend(&sasl).unwrap(), Verdict::Forward);
     let mut strip = Tracker::new(SessionInfo::default(), sink, TrackerLimits::default(), true);
     match strip.backend(&sasl).unwrap() {
@@ -360,7 +419,13 @@ fn overflowing_the_fifo_stops_analysis_not_traffic() {
     h.client(&[query("select 1")]);
     h.server(&[cc("SELECT 1"), b('Z', b"I")]);
     assert!(h.events().is_empty());
-    assert_eq!(h.t.sink.stats().desynced_connections.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        h.t.sink
+            .stats()
+            .desynced_connections
+            .load(Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]

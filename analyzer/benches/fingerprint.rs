@@ -1,0 +1,84 @@
+//! Fingerprinting cost: every corpus statement uncached (a miss) and the
+//! cache hit path.
+//!
+//! Run: `cargo bench -p qproxy-analyzer --bench fingerprint -- --warm-up-time 1 --measurement-time 3`
+//! Aim: median miss <= 10 µs, hit <= 300 ns.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use qproxy_analyzer::fingerprint::{fingerprint_sql, FingerprintCache};
+
+const CORPUS: &str = include_str!("../tests/corpus/statements.txt");
+
+/// The corpus statements (same format as the corpus test reads).
+fn statements() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in CORPUS.lines() {
+        if line.trim().is_empty() || line.starts_with('#') || line.starts_with("== ") {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.push('\n');
+                last.push_str(line);
+            }
+            continue;
+        }
+        out.push(line.trim_start_matches("!fallback ").to_owned());
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let statements = statements();
+
+    // One sample = fingerprint every corpus statement once; the median per
+    // statement is the reported time divided by the element count.
+    let mut group = c.benchmark_group("fingerprint");
+    group.throughput(Throughput::Elements(statements.len() as u64));
+    group.bench_function("miss/corpus", |b| {
+        b.iter(|| {
+            for s in &statements {
+                black_box(fingerprint_sql(black_box(s)));
+            }
+        })
+    });
+    let orm = r#"SELECT "auth_user"."id", "auth_user"."password", "auth_user"."last_login", "auth_user"."is_superuser", "auth_user"."username", "auth_user"."first_name", "auth_user"."last_name", "auth_user"."email", "auth_user"."is_staff", "auth_user"."is_active", "auth_user"."date_joined" FROM "auth_user" WHERE "auth_user"."id" = 1 LIMIT 21"#;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("miss/django-user", |b| {
+        b.iter(|| black_box(fingerprint_sql(black_box(orm))))
+    });
+    group.bench_function("miss/pgx-short", |b| {
+        b.iter(|| black_box(fingerprint_sql(black_box("select id, name, email from users where id = $1"))))
+    });
+
+    let mut cache = FingerprintCache::default();
+    for s in &statements {
+        cache.get(s);
+    }
+    group.throughput(Throughput::Elements(statements.len() as u64));
+    group.bench_function("hit/corpus", |b| {
+        b.iter(|| {
+            for s in &statements {
+                black_box(cache.get(black_box(s)));
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("hit/django-user", |b| {
+        cache.get(orm);
+        b.iter(|| black_box(cache.get(black_box(orm))))
+    });
+    group.bench_function("miss-via-cache/django-user", |b| {
+        b.iter_batched(
+            || FingerprintCache::new(16),
+            |mut cache| black_box(cache.get(orm)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

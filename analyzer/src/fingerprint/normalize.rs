@@ -1,0 +1,608 @@
+//! The AST rewrite behind a fingerprint.
+//!
+//! A [`VisitorMut`] walks one parsed statement and rewrites it in place so
+//! that statements differing only in data print the same way. The rules are
+//! listed in the [module documentation](super); this file implements them.
+//! Literal values are hashed as they are replaced (for telling parameter
+//! tuples apart later) and then dropped: nothing here keeps a value.
+
+use std::ops::ControlFlow;
+
+use smallvec::SmallVec;
+use sqlparser::ast::{
+    BinaryOperator, CloseCursor, CopySource, Expr, GroupByExpr, Ident, LimitClause, ObjectName,
+    ObjectNamePart, ObjectType, OrderByExpr, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, Set, SetExpr, SetSessionAuthorizationParamKind, Statement,
+    TableFactor, UnaryOperator, UpdateTableFromKind, Value, ValueWithSpan, VisitMut, VisitorMut,
+};
+use sqlparser::tokenizer::Span;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::alias::{collect_factors, ident_key, object_key, Origin, Scopes};
+
+/// How every placeholder (replaced literal or `$n`) looks in the tree until
+/// the final pass numbers them (`$1`, `$2`, ... in order of appearance).
+/// All look alike so that rows and tuples compare equal.
+const PLACEHOLDER: &str = "$0";
+
+/// Replacement for dropped names (savepoints, prepared statements, cursors,
+/// channels, roles): a valid identifier that reads as "don't care".
+const ANONYMOUS: &str = "_";
+
+/// What normalizing one statement yields besides the rewritten AST.
+#[derive(Debug, Default)]
+pub(crate) struct Normalized {
+    /// Hashes of the replaced literal values, in visiting order.
+    pub literal_hashes: SmallVec<[u64; 4]>,
+    /// Referenced tables, folded, in order of appearance, deduplicated.
+    pub tables: Vec<String>,
+}
+
+/// Rewrites `stmt` in place; see the module docs for the rules.
+pub(crate) fn normalize_statement(stmt: &mut Statement) -> Normalized {
+    let mut v = Normalizer::default();
+    let _ = stmt.visit(&mut v);
+    v.finish()
+}
+
+/// Whether the statement's outermost query bounds its row count.
+pub(crate) fn has_limit(stmt: &Statement) -> bool {
+    match stmt {
+        Statement::Query(q) => {
+            q.fetch.is_some()
+                || matches!(
+                    q.limit_clause,
+                    Some(LimitClause::LimitOffset { limit: Some(_), .. })
+                        | Some(LimitClause::OffsetCommaLimit { .. })
+                )
+        }
+        _ => false,
+    }
+}
+
+#[derive(Default)]
+struct Normalizer {
+    literal_hashes: SmallVec<[u64; 4]>,
+    /// (position in the text, folded name) of every relation seen.
+    tables: Vec<((u64, u64), String)>,
+    /// Names of CTEs, which look like relations but are not tables.
+    cte_names: Vec<String>,
+    /// Address of the placeholder that replaced the latest literal, so a
+    /// sign applied to it (`-5`) can be folded into that literal's hash.
+    last_literal: usize,
+    /// Set by a table factor that is a function call (`generate_series(..)`),
+    /// whose name is visited as a relation right after.
+    skip_next_relation: bool,
+    scopes: Scopes,
+}
+
+impl Normalizer {
+    fn finish(mut self) -> Normalized {
+        self.tables.sort_by_key(|(pos, _)| *pos);
+        let mut tables: Vec<String> = Vec::with_capacity(self.tables.len());
+        for (_, name) in self.tables {
+            let is_cte = !name.contains('.') && self.cte_names.contains(&name);
+            if !is_cte && !tables.contains(&name) {
+                tables.push(name);
+            }
+        }
+        Normalized {
+            literal_hashes: self.literal_hashes,
+            tables,
+        }
+    }
+
+    fn record_table(&mut self, name: &ObjectName) {
+        let key = object_key(name);
+        if key.is_empty() {
+            return;
+        }
+        let pos = match name.0.first() {
+            Some(ObjectNamePart::Identifier(ident)) => {
+                (ident.span.start.line, ident.span.start.column)
+            }
+            _ => (u64::MAX, u64::MAX),
+        };
+        self.tables.push((pos, key));
+    }
+
+    /// Replaces a literal with the placeholder mark, keeping only its hash.
+    fn replace_value(&mut self, value: &mut Value) {
+        if let Value::Placeholder(p) = value {
+            if p != PLACEHOLDER {
+                *p = PLACEHOLDER.to_owned();
+            }
+            return;
+        }
+        self.literal_hashes.push(literal_hash(value));
+        *value = Value::Placeholder(PLACEHOLDER.to_owned());
+    }
+
+    /// Whether `e` is the placeholder that replaced the latest literal.
+    fn holds_last_literal(&self, e: &Expr) -> bool {
+        self.last_literal != 0 && value_address(e) == self.last_literal
+    }
+}
+
+fn placeholder_expr() -> Expr {
+    Expr::Value(ValueWithSpan {
+        value: Value::Placeholder(PLACEHOLDER.to_owned()),
+        span: Span::empty(),
+    })
+}
+
+fn anonymous() -> Ident {
+    Ident::new(ANONYMOUS)
+}
+
+/// Address of the value inside `e` (0 if `e` is not a value); identifies a
+/// placeholder while the tree is rewritten around it.
+fn value_address(e: &Expr) -> usize {
+    match e {
+        Expr::Value(v) => v as *const ValueWithSpan as usize,
+        _ => 0,
+    }
+}
+
+fn is_placeholder(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::Value(ValueWithSpan {
+            value: Value::Placeholder(_),
+            ..
+        })
+    )
+}
+
+/// XXH3 of a literal's value, seeded by its type so `5` and `'5'` differ.
+fn literal_hash(v: &Value) -> u64 {
+    let (seed, bytes): (u64, &[u8]) = match v {
+        Value::Number(n, _) => (1, n.as_bytes()),
+        Value::SingleQuotedString(s)
+        | Value::EscapedStringLiteral(s)
+        | Value::UnicodeStringLiteral(s)
+        | Value::NationalStringLiteral(s)
+        | Value::TripleSingleQuotedString(s)
+        | Value::TripleDoubleQuotedString(s)
+        | Value::DoubleQuotedString(s) => (2, s.as_bytes()),
+        Value::DollarQuotedString(d) => (2, d.value.as_bytes()),
+        Value::Boolean(b) => (3, if *b { b"t" } else { b"f" }),
+        Value::Null => (4, b""),
+        Value::SingleQuotedByteStringLiteral(s) | Value::HexStringLiteral(s) => (5, s.as_bytes()),
+        other => return xxh3_64_with_seed(other.to_string().as_bytes(), 6),
+    };
+    xxh3_64_with_seed(bytes, seed)
+}
+
+/// Operators whose right-hand literal is a JSON key or path, part of the
+/// query's shape rather than data.
+fn is_json_key_operator(op: &BinaryOperator) -> bool {
+    matches!(
+        op,
+        BinaryOperator::Arrow
+            | BinaryOperator::LongArrow
+            | BinaryOperator::HashArrow
+            | BinaryOperator::HashLongArrow
+            | BinaryOperator::HashMinus
+            | BinaryOperator::Question
+            | BinaryOperator::QuestionAnd
+            | BinaryOperator::QuestionPipe
+    )
+}
+
+/// Protects a JSON key operand: a literal, or an `ARRAY[...]` of literals
+/// (`#>> ARRAY['a','b']::text[]` as Prisma writes paths, `?| ARRAY[...]`).
+fn protect_json_operand(e: &mut Expr) {
+    match e {
+        Expr::Cast { expr, .. } => {
+            if let Expr::Array(array) = expr.as_mut() {
+                array.elem.iter_mut().for_each(protect_literal);
+            }
+        }
+        Expr::Array(array) => array.elem.iter_mut().for_each(protect_literal),
+        other => protect_literal(other),
+    }
+}
+
+/// Turns a literal into an identifier that prints the same, so the literal
+/// pass leaves it alone (JSON keys, `ORDER BY 1`).
+fn protect_literal(e: &mut Expr) {
+    let Expr::Value(v) = e else { return };
+    let ident = match &v.value {
+        Value::SingleQuotedString(s)
+        | Value::EscapedStringLiteral(s)
+        | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: s, .. }) => {
+            Ident::with_quote('\'', s.clone())
+        }
+        Value::Number(n, _) => Ident::new(n.clone()),
+        _ => return,
+    };
+    *e = Expr::Identifier(ident);
+}
+
+/// Canonical spelling of an identifier: unquoted ones lower-cased; quoted
+/// ones that PostgreSQL would fold to the same name printed without quotes.
+fn canonicalize_ident(ident: &mut Ident) {
+    match ident.quote_style {
+        None => ident.value.make_ascii_lowercase(),
+        Some('"') => {
+            if super::reserved::is_plain_identifier(&ident.value) {
+                ident.quote_style = None;
+            }
+        }
+        Some('\'') => {}
+        // Other quote styles do not occur in PostgreSQL and would make
+        // sqlparser's Display panic.
+        Some(_) => ident.quote_style = Some('"'),
+    }
+}
+
+fn first_part(name: &mut ObjectName) -> Option<&mut Ident> {
+    match name.0.as_mut_slice() {
+        [ObjectNamePart::Identifier(ident)] => Some(ident),
+        _ => None,
+    }
+}
+
+impl VisitorMut for Normalizer {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, stmt: &mut Statement) -> ControlFlow<()> {
+        let owner = stmt as *const Statement as usize;
+        match stmt {
+            Statement::Update(update) => {
+                let mut factors = Vec::new();
+                collect_factors(std::slice::from_mut(&mut update.table), &mut factors);
+                if let Some(UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from)) =
+                    &mut update.from
+                {
+                    collect_factors(from, &mut factors);
+                }
+                self.scopes.push(owner, Origin::Statement, factors);
+            }
+            Statement::Delete(delete) => {
+                let mut factors = Vec::new();
+                let (sqlparser::ast::FromTable::WithFromKeyword(from)
+                | sqlparser::ast::FromTable::WithoutKeyword(from)) = &mut delete.from;
+                collect_factors(from, &mut factors);
+                if let Some(using) = &mut delete.using {
+                    collect_factors(using, &mut factors);
+                }
+                self.scopes.push(owner, Origin::Statement, factors);
+            }
+            Statement::Merge(merge) => {
+                let factors = vec![&mut merge.table, &mut merge.source];
+                self.scopes.push(owner, Origin::Statement, factors);
+            }
+            Statement::Set(set) => drop_set_values(set),
+            Statement::Savepoint { name } | Statement::ReleaseSavepoint { name } => {
+                *name = anonymous()
+            }
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => *name = anonymous(),
+            Statement::Prepare { name, .. } => *name = anonymous(),
+            Statement::Execute { name: Some(name), .. } => {
+                *name = ObjectName::from(vec![anonymous()])
+            }
+            Statement::Deallocate { name, .. } => {
+                if !(name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all")) {
+                    *name = anonymous();
+                }
+            }
+            Statement::Declare { stmts } => {
+                for d in stmts {
+                    d.names.iter_mut().for_each(|n| *n = anonymous());
+                }
+            }
+            Statement::Fetch { name, .. } => *name = anonymous(),
+            Statement::Close {
+                cursor: CloseCursor::Specific { name },
+            } => *name = anonymous(),
+            Statement::LISTEN { channel } => *channel = anonymous(),
+            Statement::UNLISTEN { channel } => {
+                if channel.value != "*" {
+                    *channel = anonymous();
+                }
+            }
+            Statement::NOTIFY { channel, payload } => {
+                *channel = anonymous();
+                if payload.is_some() {
+                    // Printed as '' and turned into a placeholder by the final pass.
+                    *payload = Some(String::new());
+                }
+            }
+            Statement::Copy {
+                source: CopySource::Table { table_name, .. },
+                ..
+            } => self.record_table(table_name),
+            Statement::Drop {
+                object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView,
+                names,
+                ..
+            } => {
+                for name in names.iter() {
+                    self.record_table(name);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_statement(&mut self, stmt: &mut Statement) -> ControlFlow<()> {
+        let owner = stmt as *const Statement as usize;
+        self.scopes.pop(owner, Origin::Statement);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        self.scopes.enter_query(query as *const Query as usize);
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.cte_names.push(ident_key(&cte.alias.name).into_owned());
+                self.scopes.add_barrier(&*cte.query as *const Query as usize);
+            }
+        }
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            let owner = &**select as *const Select as usize;
+            self.enter_select(select, owner, Origin::Query);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        match query.body.as_mut() {
+            SetExpr::Select(select) => {
+                let owner = &**select as *const Select as usize;
+                self.scopes.pop(owner, Origin::Query);
+            }
+            SetExpr::Values(values) => collapse_rows(&mut values.rows),
+            _ => {}
+        }
+        self.scopes.pop(query as *const Query as usize, Origin::Barrier);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        let owner = select as *const Select as usize;
+        if !self.scopes.is_top(owner) {
+            self.enter_select(select, owner, Origin::Select);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        let owner = select as *const Select as usize;
+        self.scopes.pop(owner, Origin::Select);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { args: Some(_), .. } = factor {
+            self.skip_next_relation = true;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
+        if std::mem::take(&mut self.skip_next_relation) {
+            return ControlFlow::Continue(());
+        }
+        self.record_table(relation);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_ident(&mut self, ident: &mut Ident) -> ControlFlow<()> {
+        canonicalize_ident(ident);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_value(&mut self, value: &mut ValueWithSpan) -> ControlFlow<()> {
+        if !matches!(value.value, Value::Placeholder(_)) {
+            self.last_literal = value as *const ValueWithSpan as usize;
+        }
+        self.replace_value(&mut value.value);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_order_by_expr(&mut self, order_by: &mut OrderByExpr) -> ControlFlow<()> {
+        // `ORDER BY 2` names a column, it is not data.
+        if let Expr::Value(ValueWithSpan {
+            value: Value::Number(..),
+            ..
+        }) = order_by.expr
+        {
+            protect_literal(&mut order_by.expr);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_group_by(&mut self, group_by: &mut GroupByExpr) -> ControlFlow<()> {
+        if let GroupByExpr::Expressions(exprs, _) = group_by {
+            for e in exprs {
+                if let Expr::Value(ValueWithSpan {
+                    value: Value::Number(..),
+                    ..
+                }) = e
+                {
+                    protect_literal(e);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::BinaryOp { op, right, .. } if is_json_key_operator(op) => {
+                protect_json_operand(right);
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                self.scopes.resolve(&mut parts[0]);
+            }
+            Expr::QualifiedWildcard(name, _) => {
+                if let Some(q) = first_part(name) {
+                    self.scopes.resolve(q);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let hoisted: Option<Expr> = match expr {
+            Expr::Cast { expr: inner, .. } | Expr::Nested(inner) if is_placeholder(inner) => {
+                Some(take_expr(inner))
+            }
+            Expr::Interval(iv) if is_placeholder(&iv.value) => Some(take_expr(&mut iv.value)),
+            Expr::UnaryOp {
+                op: op @ (UnaryOperator::Minus | UnaryOperator::Plus),
+                expr: inner,
+            } if is_placeholder(inner) => {
+                if *op == UnaryOperator::Minus && self.holds_last_literal(inner) {
+                    // `-5` and `5` are different values.
+                    if let Some(h) = self.literal_hashes.last_mut() {
+                        *h = xxh3_64_with_seed(&h.to_le_bytes(), 7);
+                    }
+                }
+                Some(take_expr(inner))
+            }
+            Expr::TypedString(_) => Some(placeholder_expr()),
+            Expr::Array(array) if !array.elem.is_empty() && array.elem.iter().all(is_placeholder) => {
+                Some(placeholder_expr())
+            }
+            Expr::InList { .. } => {
+                collapse_in_list(expr);
+                None
+            }
+            _ => None,
+        };
+        if let Some(new) = hoisted {
+            let was_last = self.holds_last_literal(&new);
+            *expr = new;
+            if was_last {
+                self.last_literal = value_address(expr);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Moves `e` out, leaving a cheap dummy that is overwritten right after.
+fn take_expr(e: &mut Expr) -> Expr {
+    std::mem::replace(e, Expr::Value(Value::Null.into()))
+}
+
+impl Normalizer {
+    fn enter_select(&mut self, select: &mut Select, owner: usize, origin: Origin) {
+        let mut factors = Vec::new();
+        collect_factors(&mut select.from, &mut factors);
+        self.scopes.push(owner, origin, factors);
+        for item in &mut select.projection {
+            if let SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) =
+                item
+            {
+                if let Some(q) = first_part(name) {
+                    self.scopes.resolve(q);
+                }
+            }
+        }
+    }
+}
+
+/// `x IN ($1, $2, ...)` → `x = ANY($1)`, `x NOT IN (...)` → `x <> ALL($1)`,
+/// `(a, b) IN (($1, $2), ($3, $4))` → `(a, b) IN (($1, $2))`.
+fn collapse_in_list(expr: &mut Expr) {
+    let Expr::InList {
+        expr: left,
+        list,
+        negated,
+    } = expr
+    else {
+        return;
+    };
+    if list.is_empty() {
+        return;
+    }
+    if list.iter().all(is_placeholder) {
+        let left = std::mem::replace(left, Box::new(placeholder_expr()));
+        let right = Box::new(list.swap_remove(0));
+        *expr = if *negated {
+            Expr::AllOp {
+                left,
+                compare_op: BinaryOperator::NotEq,
+                right,
+            }
+        } else {
+            Expr::AnyOp {
+                left,
+                compare_op: BinaryOperator::Eq,
+                right,
+                is_some: false,
+            }
+        };
+        return;
+    }
+    let arity = match &list[0] {
+        Expr::Tuple(items) => items.len(),
+        _ => return,
+    };
+    let all_placeholder_tuples = list.iter().all(|e| {
+        matches!(e, Expr::Tuple(items) if items.len() == arity && items.iter().all(is_placeholder))
+    });
+    if all_placeholder_tuples {
+        list.truncate(1);
+    }
+}
+
+/// Multi-row `VALUES`: rows that print the same after normalization are
+/// kept once (only the first few distinct rows are compared, so a huge
+/// insert of all-different rows stays linear).
+fn collapse_rows(rows: &mut Vec<sqlparser::ast::Parens<Vec<Expr>>>) {
+    const MAX_DISTINCT: usize = 16;
+    if rows.len() < 2 {
+        return;
+    }
+    let mut kept: Vec<sqlparser::ast::Parens<Vec<Expr>>> = Vec::new();
+    for row in rows.drain(..) {
+        if kept.len() >= MAX_DISTINCT || !kept.iter().any(|k| k.content == row.content) {
+            kept.push(row);
+        }
+    }
+    *rows = kept;
+}
+
+/// `SET x = <anything>` keeps the variable and drops the value.
+fn drop_set_values(set: &mut Set) {
+    match set {
+        Set::SingleAssignment { values, .. } => {
+            *values = vec![placeholder_expr()];
+        }
+        Set::ParenthesizedAssignments { values, .. } => {
+            values
+                .iter_mut()
+                .for_each(|v| *v = placeholder_expr());
+        }
+        Set::MultipleAssignments { assignments } => {
+            for a in assignments {
+                a.value = placeholder_expr();
+            }
+        }
+        Set::SetTimeZone { value, .. } => *value = placeholder_expr(),
+        Set::SetRole { role_name, .. } => {
+            if role_name.is_some() {
+                *role_name = Some(anonymous());
+            }
+        }
+        Set::SetSessionAuthorization(param) => {
+            if let SetSessionAuthorizationParamKind::User(user) = &mut param.kind {
+                *user = anonymous();
+            }
+        }
+        Set::SetNames { charset_name, .. } => *charset_name = anonymous(),
+        _ => {}
+    }
+}

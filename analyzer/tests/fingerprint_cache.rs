@@ -1,0 +1,78 @@
+//! The bounded fingerprint cache.
+
+use std::sync::Arc;
+
+use qproxy_analyzer::fingerprint::{fingerprint_sql, FingerprintCache};
+
+#[test]
+fn a_hit_returns_the_cached_fingerprints() {
+    let mut cache = FingerprintCache::default();
+    let sql = "SELECT a FROM t WHERE b = 1; SELECT 2";
+    let first = cache.get(sql);
+    let second = cache.get(sql);
+    assert!(Arc::ptr_eq(&first, &second));
+    assert_eq!(&*first, fingerprint_sql(sql).as_slice());
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 1));
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.capacity(), 10_000);
+}
+
+#[test]
+fn keys_are_the_exact_text() {
+    let mut cache = FingerprintCache::new(8);
+    let a = cache.get("SELECT 1");
+    let b = cache.get("SELECT  1");
+    assert!(!Arc::ptr_eq(&a, &b));
+    assert_eq!(a[0].id, b[0].id);
+    assert_eq!(cache.stats().misses, 2);
+}
+
+#[test]
+fn entry_count_is_bounded() {
+    let mut cache = FingerprintCache::new(16);
+    for i in 0..100 {
+        cache.get(&format!("SELECT {i}"));
+        assert!(cache.len() <= 16);
+    }
+    assert_eq!(cache.stats().evictions, 100 - 16);
+}
+
+#[test]
+fn recently_used_entries_get_a_second_chance() {
+    let mut cache = FingerprintCache::new(4);
+    for sql in ["SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4"] {
+        cache.get(sql);
+    }
+    cache.get("SELECT 1"); // referenced
+    cache.get("SELECT 5"); // evicts SELECT 2, the oldest unreferenced entry
+    let before = cache.stats();
+    cache.get("SELECT 1");
+    assert_eq!(cache.stats().hits, before.hits + 1);
+    cache.get("SELECT 2");
+    assert_eq!(cache.stats().misses, before.misses + 1);
+}
+
+#[test]
+fn bytes_are_bounded() {
+    let mut cache = FingerprintCache::with_limits(1_000, 64 << 10);
+    for i in 0..500 {
+        cache.get(&format!("SELECT {} FROM t{i}", "a, ".repeat(20) + "b"));
+    }
+    assert!(cache.len() < 500, "{} entries", cache.len());
+    assert!(cache.stats().evictions > 0);
+    // A text whose fingerprints are too large for the budget is computed but not kept.
+    let huge = format!("SELECT {}", "col_x, ".repeat(2_000) + "y");
+    let before = cache.len();
+    let fps = cache.get(&huge);
+    assert!(!fps[0].fallback);
+    assert!(cache.len() <= before);
+}
+
+#[test]
+fn fallbacks_are_counted_per_lookup() {
+    let mut cache = FingerprintCache::new(8);
+    cache.get("VACUUM ANALYZE t; SELECT 1");
+    cache.get("VACUUM ANALYZE t; SELECT 1");
+    assert_eq!(cache.stats().fallbacks, 2);
+}
