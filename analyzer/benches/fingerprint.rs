@@ -81,4 +81,49 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+
+fn parts(c: &mut Criterion) {
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+    let q = "select id, name, email from users where id = $1";
+    let orm = r#"SELECT "auth_user"."id", "auth_user"."password", "auth_user"."last_login", "auth_user"."is_superuser", "auth_user"."username", "auth_user"."first_name", "auth_user"."last_name", "auth_user"."email", "auth_user"."is_staff", "auth_user"."is_active", "auth_user"."date_joined" FROM "auth_user" WHERE "auth_user"."id" = 1 LIMIT 21"#;
+    if std::env::var("PER_STATEMENT").is_ok() {
+        let mut times: Vec<(f64, String)> = statements()
+            .iter()
+            .map(|s| {
+                let n = 200;
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    black_box(fingerprint_sql(black_box(s)));
+                }
+                let ours = t.elapsed().as_secs_f64() / n as f64 * 1e6;
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    black_box(Parser::parse_sql(&PostgreSqlDialect {}, black_box(s)).ok());
+                }
+                let parse = t.elapsed().as_secs_f64() / n as f64 * 1e6;
+                (ours, format!("{ours:8.2} {parse:8.2} {:5} {}", s.len(), &s[..s.len().min(60)]))
+            })
+            .collect();
+        times.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        for (_, line) in &times {
+            eprintln!("{line}");
+        }
+        eprintln!("MEDIAN {}", times[times.len() / 2].1);
+    }
+    let mut g = c.benchmark_group("parts");
+    for (name, sql) in [("short", q), ("orm", orm)] {
+        g.bench_function(format!("tokenize/{name}"), |b| {
+            b.iter(|| black_box(sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, black_box(sql)).tokenize_with_location().unwrap()))
+        });
+        g.bench_function(format!("parse/{name}"), |b| {
+            b.iter(|| black_box(Parser::parse_sql(&PostgreSqlDialect {}, black_box(sql)).unwrap()))
+        });
+        let st = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        g.bench_function(format!("display/{name}"), |b| b.iter(|| black_box(st[0].to_string())));
+    }
+    g.finish();
+}
+criterion_group!(parts_group, parts);
+criterion_main!(benches, parts_group);

@@ -89,9 +89,14 @@ pub struct QueryEvent {
     /// Hash of all bound parameter values and their format codes (extended
     /// protocol only); equal tuples give equal hashes.
     pub params_hash: Option<u64>,
-    /// Per-parameter value hashes, in order (`None` entries are SQL NULL).
-    /// Used to match a child's parameters against a parent's result values.
+    /// Per-parameter value hashes ([`crate::values::value_hash`]), in
+    /// order (`None` entries are SQL NULL). Used to match a child's
+    /// parameters against a parent's result values.
     pub param_hashes: SmallVec<[Option<u64>; 4]>,
+    /// Hashes ([`crate::values::value_hash`]) of small values in the first
+    /// rows returned (bounded: a few rows and columns), so a later query
+    /// whose parameters came from this result can name it as its parent.
+    pub result_hashes: Vec<u64>,
     /// Wall-clock time the statement's execution was sent to the server.
     pub started_at: SystemTime,
     /// Time from sending to the statement's completion message.

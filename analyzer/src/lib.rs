@@ -7,9 +7,24 @@
 //! - [`event`]: the events the proxy's protocol tracker emits.
 //! - [`fingerprint`]: normalization and stable 64-bit fingerprints of SQL.
 //! - [`correlation`]: which executions belong to one request.
+//! - [`values`]: format-independent hashes of parameter and result values.
+//! - [`catalog`]: tables, sizes and indexes of the upstream database, read
+//!   over a short-lived connection.
+//! - [`detect`]: the detectors (N+1, unbounded SELECT, unindexed filters/sorts).
+//! - [`pipeline`]: fingerprint → correlate → detect, per event; findings for the store.
+//! - [`finding`]: findings and the report summary, as DESIGN's JSON schema.
+//! - [`store`]: the SQLite findings store and its background writer.
+//! - [`report`]: report data and its output formats (text, JSON).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod catalog;
 pub mod correlation;
+pub mod detect;
 pub mod event;
+pub mod finding;
+pub mod pipeline;
+pub mod values;
 pub mod fingerprint;
+pub mod report;
+pub mod store;

@@ -21,11 +21,42 @@ fn a_hit_returns_the_cached_fingerprints() {
 #[test]
 fn keys_are_the_exact_text() {
     let mut cache = FingerprintCache::new(8);
-    let a = cache.get("SELECT 1");
-    let b = cache.get("SELECT  1");
+    let a = cache.get("SELECT a FROM t");
+    let b = cache.get("SELECT  a FROM t");
     assert!(!Arc::ptr_eq(&a, &b));
     assert_eq!(a[0].id, b[0].id);
-    assert_eq!(cache.stats().misses, 2);
+    assert_eq!(cache.len(), 2);
+}
+
+#[test]
+fn a_known_shape_with_new_values_is_not_parsed_again() {
+    let mut cache = FingerprintCache::new(8);
+    let first = cache.get("SELECT * FROM posts WHERE author_id = 1 AND title = 'a' LIMIT 21");
+    let sql = "SELECT * FROM posts WHERE author_id = 2 AND title = 'b' LIMIT 21";
+    let second = cache.get(sql);
+    let stats = cache.stats();
+    assert_eq!((stats.misses, stats.shape_hits, stats.hits), (1, 1, 0));
+    assert_eq!(first[0].id, second[0].id);
+    assert_ne!(first[0].literal_hashes, second[0].literal_hashes);
+    assert_eq!(&*second, fingerprint_sql(sql).as_slice());
+}
+
+#[test]
+fn shapes_never_merge_different_fingerprints() {
+    let mut cache = FingerprintCache::new(64);
+    for pair in [
+        ["SELECT a, b FROM t ORDER BY 1", "SELECT a, b FROM t ORDER BY 2"],
+        ["SELECT a::varchar(10) FROM t", "SELECT a::varchar(20) FROM t"],
+        ["SELECT a FROM t WHERE b = 1 GROUP BY 1", "SELECT a FROM t WHERE b = 1 GROUP BY 2"],
+        ["SELECT data->>'a' FROM t", "SELECT data->>'b' FROM t"],
+        ["SELECT a FROM t WHERE b = true", "SELECT a FROM t WHERE b IS TRUE"],
+        ["SELECT a FROM t LIMIT 1", "SELECT a FROM t LIMIT ALL"],
+    ] {
+        let a = cache.get(pair[0]);
+        let b = cache.get(pair[1]);
+        assert_ne!(a[0].id, b[0].id, "{pair:?}");
+        assert_eq!(&*b, fingerprint_sql(pair[1]).as_slice());
+    }
 }
 
 #[test]
@@ -41,15 +72,15 @@ fn entry_count_is_bounded() {
 #[test]
 fn recently_used_entries_get_a_second_chance() {
     let mut cache = FingerprintCache::new(4);
-    for sql in ["SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4"] {
+    for sql in ["SHOW a", "SHOW b", "SHOW c", "SHOW d"] {
         cache.get(sql);
     }
-    cache.get("SELECT 1"); // referenced
-    cache.get("SELECT 5"); // evicts SELECT 2, the oldest unreferenced entry
+    cache.get("SHOW a"); // referenced
+    cache.get("SHOW e"); // evicts SHOW b, the oldest unreferenced entry
     let before = cache.stats();
-    cache.get("SELECT 1");
+    cache.get("SHOW a");
     assert_eq!(cache.stats().hits, before.hits + 1);
-    cache.get("SELECT 2");
+    cache.get("SHOW b");
     assert_eq!(cache.stats().misses, before.misses + 1);
 }
 

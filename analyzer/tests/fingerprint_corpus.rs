@@ -121,3 +121,70 @@ fn normalized_text_is_a_fixpoint() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Every corpus statement through one warm cache (so shape hits happen
+/// across classes) gives exactly what parsing it alone gives.
+#[test]
+fn cache_answers_equal_parsed_answers() {
+    let mut cache = qproxy_analyzer::fingerprint::FingerprintCache::new(1_000);
+    for e in entries() {
+        let cached = cache.get(&e.sql);
+        assert_eq!(&*cached, fingerprint_sql(&e.sql).as_slice(), "{}", e.sql);
+    }
+    assert!(cache.stats().shape_hits > 10, "{:?}", cache.stats());
+}
+
+/// Replaces the digits and quoted-string contents of `sql` using `seed`;
+/// a crude mutation that needs no lexer and sometimes breaks the SQL
+/// (which must not matter either).
+fn mutate_literals(sql: &str, mut seed: u64) -> String {
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut out = String::new();
+    let mut chars = sql.chars().peekable();
+    let mut prev = ' ';
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            out.push('\'');
+            while let Some(&d) = chars.peek() {
+                chars.next();
+                if d == '\'' {
+                    break;
+                }
+            }
+            for _ in 0..next() % 6 {
+                out.push(char::from(b'a' + (next() % 26) as u8));
+            }
+            out.push('\'');
+            prev = '\'';
+        } else if c.is_ascii_digit() && !(prev.is_alphanumeric() || prev == '_' || prev == '$') {
+            while chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                chars.next();
+            }
+            out.push_str(&(next() % 1000).to_string());
+            prev = '0';
+        } else {
+            out.push(c);
+            prev = c;
+        }
+    }
+    out
+}
+
+proptest::proptest! {
+    #[test]
+    fn cache_equals_parsing_for_mutated_corpus(index in 0usize..10_000, seed in 1u64..u64::MAX) {
+        let entries = entries();
+        let original = &entries[index % entries.len()].sql;
+        let mutated = mutate_literals(original, seed);
+        let mut cache = qproxy_analyzer::fingerprint::FingerprintCache::new(8);
+        cache.get(original);
+        let cached = cache.get(&mutated);
+        let parsed = fingerprint_sql(&mutated);
+        proptest::prop_assert_eq!(&*cached, parsed.as_slice(), "{}", mutated);
+    }
+}

@@ -2,7 +2,9 @@
 //! do, and no input makes fingerprinting panic.
 
 use proptest::prelude::*;
-use qproxy_analyzer::fingerprint::{fingerprint_sql, Fingerprint, MAX_NORMALIZED_BYTES};
+use qproxy_analyzer::fingerprint::{
+    fingerprint_sql, Fingerprint, FingerprintCache, MAX_NORMALIZED_BYTES,
+};
 
 /// Statements with `{}` where a value goes.
 const TEMPLATES: &[&str] = &[
@@ -69,6 +71,21 @@ proptest! {
         prop_assert!(!fa.fallback, "fallback: {}", sa);
         prop_assert!(!fb.fallback, "fallback: {}", sb);
         prop_assert_eq!(fa.id, fb.id, "\n{}\n{}\n{}\n{}", sa, sb, fa.normalized, fb.normalized);
+    }
+
+    /// The cache's shape tier answers exactly what parsing would.
+    #[test]
+    fn cached_answers_equal_parsed_answers(
+        template in prop::sample::select(TEMPLATES),
+        a in prop::collection::vec(literal(), 8),
+        b in prop::collection::vec(literal(), 8),
+    ) {
+        let mut cache = FingerprintCache::new(16);
+        let (sa, sb) = (fill(template, &a), fill(template, &b));
+        cache.get(&sa);
+        let cached = cache.get(&sb);
+        let parsed = fingerprint_sql(&sb);
+        prop_assert_eq!(&*cached, parsed.as_slice());
     }
 
     #[test]

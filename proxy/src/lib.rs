@@ -15,15 +15,18 @@
 //!   TLS on both sides, and forwarding CancelRequests.
 //! - [`events`]: the bounded, never-blocking queue to the analyzer.
 //! - [`analysis`]: the task that consumes query events.
+//! - [`demo`]: `qproxy demo`, a throwaway PostgreSQL and a workload with real problems.
 //! - [`config`]: flags, env and TOML merged into one configuration.
 #![forbid(unsafe_code)]
 
 pub mod analysis;
 pub mod cancel;
 pub mod config;
+pub mod demo;
 pub mod events;
 pub mod protocol;
 pub mod relay;
+pub mod report_cmd;
 pub mod server;
 pub mod session;
 pub mod stream;

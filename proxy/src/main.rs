@@ -29,6 +29,9 @@ enum Command {
         /// SQL strings; each may hold several statements.
         sql: Vec<String>,
     },
+    /// Start a throwaway PostgreSQL, run a workload with real problems
+    /// through qproxy, and print the report.
+    Demo(qproxy::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Fingerprint { sql } => fingerprint(sql),
+        Command::Demo(args) => demo(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,14 +78,42 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut server = Server::bind(config).await?;
         let events = server.take_events().expect("events not taken yet");
-        let stats = Arc::new(qproxy::analysis::AnalysisStats::default());
-        let analysis = tokio::spawn(qproxy::analysis::run(events, stats));
+        let (analysis_stop, analysis_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let event_stats = server.context().sink.stats().clone();
+        let analysis = tokio::spawn(qproxy::analysis::run(
+            events,
+            qproxy::analysis::AnalysisSettings::default(),
+            event_stats,
+            Arc::new(NoCatalog),
+            Box::new(qproxy::analysis::LogSink::default()),
+            async move {
+                let _ = analysis_stop_rx.await;
+            },
+        ));
         server.run(shutdown_signal()).await;
-        // Every session has ended, so every event sender is gone once the
-        // server is dropped; the analysis task then finishes its queue.
+        // Sessions are drained (or past their grace period): analyse what is
+        // queued, end every open request and flush.
+        let _ = analysis_stop.send(());
         let _ = analysis.await;
         anyhow::Ok(())
     })
+}
+
+struct NoCatalog;
+
+impl qproxy::analysis::CatalogState for NoCatalog {
+    fn available(&self) -> bool {
+        false
+    }
+}
+
+fn demo(args: qproxy::demo::DemoArgs) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(qproxy::demo::run(args))
 }
 
 /// Resolves on SIGTERM or SIGINT: both drain gracefully.
@@ -104,7 +136,7 @@ fn fingerprint(sql: Vec<String>) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut print = |text: &str| -> anyhow::Result<()> {
-        for fp in [text] {
+        for fp in qproxy_analyzer::fingerprint::fingerprint_sql(text) {
             serde_json::to_writer(&mut out, &fp)?;
             out.write_all(b"\n")?;
         }

@@ -45,8 +45,9 @@ pub trait Direction {
     fn inspected(tag: u8) -> bool;
     /// Shows a whole message to the tracker.
     fn observe(tracker: &mut Tracker, msg: &[u8]) -> Result<Verdict, TrackError>;
-    /// Shows the tag of a message that streams through.
-    fn streamed(tracker: &mut Tracker, tag: u8);
+    /// Shows a message that streams through: its tag, and its bytes when
+    /// the whole message is already in the buffer.
+    fn streamed(tracker: &mut Tracker, tag: u8, whole: Option<&[u8]>);
 }
 
 /// Client → server.
@@ -60,7 +61,7 @@ impl Direction for Frontend {
     fn observe(tracker: &mut Tracker, msg: &[u8]) -> Result<Verdict, TrackError> {
         tracker.frontend(msg).map(|()| Verdict::Forward)
     }
-    fn streamed(_tracker: &mut Tracker, _tag: u8) {}
+    fn streamed(_tracker: &mut Tracker, _tag: u8, _whole: Option<&[u8]>) {}
 }
 
 /// Server → client.
@@ -74,8 +75,8 @@ impl Direction for Backend {
     fn observe(tracker: &mut Tracker, msg: &[u8]) -> Result<Verdict, TrackError> {
         tracker.backend(msg)
     }
-    fn streamed(tracker: &mut Tracker, tag: u8) {
-        tracker.backend_streamed(tag)
+    fn streamed(tracker: &mut Tracker, tag: u8, whole: Option<&[u8]>) {
+        tracker.backend_streamed(tag, whole)
     }
 }
 
@@ -204,10 +205,11 @@ impl Pump {
                     }
                 }
             } else {
-                D::streamed(tracker, header.tag);
                 if available >= header.total {
+                    D::streamed(tracker, header.tag, Some(&buf[pos..pos + header.total]));
                     pos += header.total;
                 } else {
+                    D::streamed(tracker, header.tag, None);
                     self.skip = header.total - available;
                     pos = buf.len();
                 }

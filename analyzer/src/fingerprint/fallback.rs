@@ -24,7 +24,6 @@
 use std::iter::Peekable;
 
 use smallvec::SmallVec;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::kind::{classify_words, StatementKind};
 use super::lexer::{Lexer, Token, TokenKind};
@@ -49,7 +48,7 @@ enum Emitted {
 }
 
 /// Words after which a `-` or `+` is a sign, not a subtraction.
-fn expects_operand(word: &str) -> bool {
+pub(crate) fn expects_operand(word: &str) -> bool {
     const WORDS: [&str; 22] = [
         "and", "between", "by", "case", "else", "having", "in", "is", "like", "limit", "not",
         "offset", "on", "or", "return", "returning", "select", "set", "then", "values", "when",
@@ -92,7 +91,6 @@ struct Digester<'a> {
     out: String,
     emitted: Emitted,
     placeholders: u32,
-    literal_hashes: SmallVec<[u64; 4]>,
     /// One entry per open bracket: whether its contents are a value list
     /// whose placeholders collapse.
     brackets: Vec<bool>,
@@ -117,7 +115,6 @@ impl<'a> Digester<'a> {
             out: String::with_capacity(src.len().min(1 << 16)),
             emitted: Emitted::Nothing,
             placeholders: 0,
-            literal_hashes: SmallVec::new(),
             brackets: Vec::new(),
             table_state: TableState::Idle,
             from_list_depth: None,
@@ -152,10 +149,7 @@ impl<'a> Digester<'a> {
         self.brackets.len()
     }
 
-    fn placeholder(&mut self, hash: Option<u64>) {
-        if let Some(h) = hash {
-            self.literal_hashes.push(h);
-        }
+    fn placeholder(&mut self) {
         if let Emitted::CommaAfterPlaceholder(len) = self.emitted {
             self.out.truncate(len);
             self.emitted = Emitted::Placeholder;
@@ -274,18 +268,15 @@ impl<'a> Digester<'a> {
                         self.out.push_str(text);
                         self.emitted = Emitted::Other;
                     } else {
-                        self.placeholder(Some(xxh3_64_with_seed(text.as_bytes(), 9)));
+                        self.placeholder();
                     }
                 }
-                TokenKind::Number => self.placeholder(Some(xxh3_64_with_seed(text.as_bytes(), 9))),
-                TokenKind::Param => self.placeholder(None),
+                TokenKind::Number | TokenKind::Param => self.placeholder(),
                 TokenKind::Operator => {
                     let signed = (text == "-" || text == "+") && self.expects_operand();
                     if signed && tokens.peek().is_some_and(|t| t.kind == TokenKind::Number) {
-                        if let Some(num) = tokens.next() {
-                            let seed = if text == "-" { 10 } else { 9 };
-                            self.placeholder(Some(xxh3_64_with_seed(num.text(src).as_bytes(), seed)));
-                        }
+                        tokens.next();
+                        self.placeholder();
                         continue;
                     }
                     if text == "::" {
@@ -384,7 +375,7 @@ impl<'a> Digester<'a> {
             text: self.out,
             kind,
             tables,
-            literal_hashes: self.literal_hashes,
+            literal_hashes: SmallVec::new(),
             has_limit: self.has_limit && kind == StatementKind::Select,
         }
     }

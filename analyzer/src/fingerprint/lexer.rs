@@ -11,10 +11,10 @@
 //! appear inside words, strings, identifiers and comments), so slicing the
 //! source with a token's range cannot panic.
 //!
-//! It is used for four things: splitting a text into statements, estimating
-//! how deep a statement's syntax tree can get (the stack guard), the fallback
-//! digest when sqlparser fails, and the final pass over sqlparser's printed
-//! output (placeholder numbering).
+//! It is used for three things: the scan of the input (statement
+//! boundaries, depth estimate, literal hashes, shape key; see `scan.rs`),
+//! the fallback digest when sqlparser fails, and the final pass over
+//! sqlparser's printed output (placeholder numbering).
 
 /// What a token is; only the distinctions the fingerprint needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,89 +340,6 @@ fn find_subslice(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One statement of a multi-statement text, as found by [`split_statements`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StatementSpan {
-    /// Byte range of the statement (without its terminating `;`).
-    pub start: usize,
-    pub end: usize,
-    /// An upper bound on how deep sqlparser's tree for this statement can
-    /// get without the parser's own recursion limit noticing: left-assoc
-    /// operator chains (`a OR b OR c ...`, `1 + 1 + ...`, `UNION` chains,
-    /// `::` casts) are built by loops in the parser, but printing, visiting
-    /// and dropping them recurses once per link.
-    pub depth_score: usize,
-}
-
-/// Splits a text into statements at top-level `;` (outside strings, quoted
-/// identifiers, comments and parentheses). Statements holding nothing but
-/// whitespace and comments are skipped, as PostgreSQL skips them.
-pub(crate) fn split_statements(src: &str) -> Vec<StatementSpan> {
-    let mut out = Vec::new();
-    let mut start = 0usize;
-    let mut depth = 0usize;
-    let mut max_depth = 0usize;
-    let mut chain_tokens = 0usize;
-    let mut has_content = false;
-    let mut finish = |start: usize, end: usize, score: usize, has_content: bool| {
-        if has_content {
-            out.push(StatementSpan {
-                start,
-                end,
-                depth_score: score,
-            });
-        }
-    };
-    for tok in Lexer::new(src) {
-        match tok.kind {
-            TokenKind::Semicolon if depth == 0 => {
-                finish(start, tok.start, max_depth + chain_tokens, has_content);
-                start = tok.end;
-                max_depth = 0;
-                chain_tokens = 0;
-                has_content = false;
-                continue;
-            }
-            TokenKind::Whitespace | TokenKind::Comment => continue,
-            TokenKind::Open => {
-                depth += 1;
-                max_depth = max_depth.max(depth);
-            }
-            TokenKind::Close => depth = depth.saturating_sub(1),
-            TokenKind::Operator => chain_tokens += 1,
-            TokenKind::Word if is_chain_keyword(tok.text(src)) => chain_tokens += 1,
-            _ => {}
-        }
-        has_content = true;
-    }
-    finish(start, src.len(), max_depth + chain_tokens, has_content);
-    out
-}
-
-/// Keywords that continue a left-associative chain in sqlparser's
-/// expression or set-operation loops.
-fn is_chain_keyword(word: &str) -> bool {
-    const KEYWORDS: [&str; 16] = [
-        "and",
-        "at",
-        "between",
-        "collate",
-        "except",
-        "ilike",
-        "in",
-        "intersect",
-        "is",
-        "isnull",
-        "like",
-        "not",
-        "notnull",
-        "or",
-        "similar",
-        "union",
-    ];
-    word.len() <= 9 && KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,15 +400,5 @@ mod tests {
             let toks: Vec<_> = Lexer::new(src).collect();
             assert_eq!(toks.last().map(|t| t.end), Some(src.len()), "{src}");
         }
-    }
-
-    #[test]
-    fn splits_on_top_level_semicolons_only() {
-        let src = "select ';'; select $$;$$ ; /* ; */ ;; select (1;2)";
-        let parts: Vec<_> = split_statements(src)
-            .iter()
-            .map(|s| src[s.start..s.end].trim())
-            .collect();
-        assert_eq!(parts, vec!["select ';'", "select $$;$$", "select (1;2)"]);
     }
 }

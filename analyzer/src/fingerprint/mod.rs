@@ -82,12 +82,15 @@ mod cache;
 mod fallback;
 mod kind;
 mod lexer;
+mod literal;
 mod normalize;
 mod render;
 mod reserved;
+mod scan;
 
 pub use cache::{CacheStats, FingerprintCache};
 pub use kind::StatementKind;
+pub use literal::NULL_LITERAL_HASH;
 
 /// Statements longer than this are not given to sqlparser: its tree for a
 /// megabyte of SQL costs far more memory and time than analysis is worth,
@@ -100,7 +103,7 @@ pub const MAX_PARSE_BYTES: usize = 1 << 20;
 pub const MAX_NORMALIZED_BYTES: usize = 64 << 10;
 
 /// Above this depth score (bracket depth plus operator count, see
-/// `lexer::StatementSpan`) a statement is parsed on a helper thread with a
+/// `scan.rs`) a statement is parsed on a helper thread with a
 /// [`DEEP_STACK_BYTES`] stack instead of the caller's. Measured: a debug
 /// build needs under 1 KiB of stack per chain link.
 const INLINE_DEPTH_SCORE: usize = 500;
@@ -181,9 +184,13 @@ pub struct Fingerprint {
     /// digest produced `normalized`; such statements are counted as parse
     /// failures in coverage.
     pub fallback: bool,
-    /// XXH3 hashes of the literal values that were replaced, in a fixed
-    /// order per fingerprint. Lets the N+1 detector tell distinct
-    /// simple-protocol parameter tuples apart without storing values.
+    /// Hashes of the statement's literal values in order of appearance:
+    /// XXH3-64 of each value as PostgreSQL text (see [`NULL_LITERAL_HASH`]
+    /// and `literal.rs`), so inline values compare with bind parameter
+    /// values. Lets the N+1 detector tell distinct simple-protocol
+    /// parameter tuples apart without storing values. Literals that stay in
+    /// the normalized text (JSON keys, `ORDER BY 1`, `varchar(255)`) are
+    /// included; they are the same for every statement of a fingerprint.
     #[serde(skip)]
     pub literal_hashes: SmallVec<[u64; 4]>,
     /// Whether the outermost query has a LIMIT or FETCH (unbounded-SELECT
@@ -205,10 +212,15 @@ fn serialize_arc_str<S: serde::Serializer>(s: &Arc<str>, serializer: S) -> Resul
 /// fingerprint, and empty statements (whitespace, comments, stray `;`) get
 /// none, as PostgreSQL sends no reply for them.
 pub fn fingerprint_sql(sql: &str) -> Vec<Fingerprint> {
-    let spans = lexer::split_statements(sql);
+    fingerprint_scanned(sql, scan::scan(sql, false))
+}
+
+/// [`fingerprint_sql`] after the scan (the cache scans first to look for
+/// a known shape).
+pub(crate) fn fingerprint_scanned(sql: &str, scans: Vec<scan::StatementScan>) -> Vec<Fingerprint> {
     let too_long = sql.len() > MAX_PARSE_BYTES;
-    spans
-        .iter()
+    scans
+        .into_iter()
         .take(usize::from(u16::MAX) + 1)
         .enumerate()
         .map(|(index, span)| {
@@ -223,10 +235,12 @@ pub fn fingerprint_sql(sql: &str) -> Vec<Fingerprint> {
                 None
             };
             let index = u16::try_from(index).unwrap_or(u16::MAX);
-            match parsed {
-                Some(p) => build(p, false, index),
-                None => build(fallback::digest(text), true, index),
-            }
+            let (mut shape, fallback) = match parsed {
+                Some(p) => (p, false),
+                None => (fallback::digest(text), true),
+            };
+            shape.literal_hashes = span.literal_hashes;
+            build(shape, fallback, index)
         })
         .collect()
 }
@@ -262,15 +276,14 @@ fn parse_statement(text: &str) -> Option<Shape> {
     let mut stmt = statements.pop()?;
     let kind = kind::classify(&stmt);
     let has_limit = normalize::has_limit(&stmt);
-    let mut normalized = normalize::normalize_statement(&mut stmt);
+    let tables = normalize::normalize_statement(&mut stmt);
     let printed = stmt.to_string();
     drop(stmt);
-    let text = render::render(&printed, &mut normalized.literal_hashes);
     Some(Shape {
-        text,
+        text: render::render(&printed),
         kind,
-        tables: normalized.tables,
-        literal_hashes: normalized.literal_hashes,
+        tables,
+        literal_hashes: SmallVec::new(),
         has_limit,
     })
 }

@@ -3,12 +3,11 @@
 //! A [`VisitorMut`] walks one parsed statement and rewrites it in place so
 //! that statements differing only in data print the same way. The rules are
 //! listed in the [module documentation](super); this file implements them.
-//! Literal values are hashed as they are replaced (for telling parameter
-//! tuples apart later) and then dropped: nothing here keeps a value.
+//! Literal values are dropped as they are replaced: nothing here keeps a
+//! value (their hashes come from the scan, see `scan.rs`).
 
 use std::ops::ControlFlow;
 
-use smallvec::SmallVec;
 use sqlparser::ast::{
     BinaryOperator, CloseCursor, CopySource, Expr, GroupByExpr, Ident, LimitClause, ObjectName,
     ObjectNamePart, ObjectType, OrderByExpr, Query, Select, SelectItem,
@@ -16,7 +15,6 @@ use sqlparser::ast::{
     TableFactor, UnaryOperator, UpdateTableFromKind, Value, ValueWithSpan, VisitMut, VisitorMut,
 };
 use sqlparser::tokenizer::Span;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::alias::{collect_factors, ident_key, object_key, Origin, Scopes};
 
@@ -29,17 +27,9 @@ const PLACEHOLDER: &str = "$0";
 /// channels, roles): a valid identifier that reads as "don't care".
 const ANONYMOUS: &str = "_";
 
-/// What normalizing one statement yields besides the rewritten AST.
-#[derive(Debug, Default)]
-pub(crate) struct Normalized {
-    /// Hashes of the replaced literal values, in visiting order.
-    pub literal_hashes: SmallVec<[u64; 4]>,
-    /// Referenced tables, folded, in order of appearance, deduplicated.
-    pub tables: Vec<String>,
-}
-
-/// Rewrites `stmt` in place; see the module docs for the rules.
-pub(crate) fn normalize_statement(stmt: &mut Statement) -> Normalized {
+/// Rewrites `stmt` in place (see the module docs for the rules) and returns
+/// the referenced tables, folded, in order of appearance, deduplicated.
+pub(crate) fn normalize_statement(stmt: &mut Statement) -> Vec<String> {
     let mut v = Normalizer::default();
     let _ = stmt.visit(&mut v);
     v.finish()
@@ -62,14 +52,10 @@ pub(crate) fn has_limit(stmt: &Statement) -> bool {
 
 #[derive(Default)]
 struct Normalizer {
-    literal_hashes: SmallVec<[u64; 4]>,
     /// (position in the text, folded name) of every relation seen.
     tables: Vec<((u64, u64), String)>,
     /// Names of CTEs, which look like relations but are not tables.
     cte_names: Vec<String>,
-    /// Address of the placeholder that replaced the latest literal, so a
-    /// sign applied to it (`-5`) can be folded into that literal's hash.
-    last_literal: usize,
     /// Set by a table factor that is a function call (`generate_series(..)`),
     /// whose name is visited as a relation right after.
     skip_next_relation: bool,
@@ -77,7 +63,7 @@ struct Normalizer {
 }
 
 impl Normalizer {
-    fn finish(mut self) -> Normalized {
+    fn finish(mut self) -> Vec<String> {
         self.tables.sort_by_key(|(pos, _)| *pos);
         let mut tables: Vec<String> = Vec::with_capacity(self.tables.len());
         for (_, name) in self.tables {
@@ -86,10 +72,7 @@ impl Normalizer {
                 tables.push(name);
             }
         }
-        Normalized {
-            literal_hashes: self.literal_hashes,
-            tables,
-        }
+        tables
     }
 
     fn record_table(&mut self, name: &ObjectName) {
@@ -106,22 +89,7 @@ impl Normalizer {
         self.tables.push((pos, key));
     }
 
-    /// Replaces a literal with the placeholder mark, keeping only its hash.
-    fn replace_value(&mut self, value: &mut Value) {
-        if let Value::Placeholder(p) = value {
-            if p != PLACEHOLDER {
-                *p = PLACEHOLDER.to_owned();
-            }
-            return;
-        }
-        self.literal_hashes.push(literal_hash(value));
-        *value = Value::Placeholder(PLACEHOLDER.to_owned());
-    }
 
-    /// Whether `e` is the placeholder that replaced the latest literal.
-    fn holds_last_literal(&self, e: &Expr) -> bool {
-        self.last_literal != 0 && value_address(e) == self.last_literal
-    }
 }
 
 fn placeholder_expr() -> Expr {
@@ -135,15 +103,6 @@ fn anonymous() -> Ident {
     Ident::new(ANONYMOUS)
 }
 
-/// Address of the value inside `e` (0 if `e` is not a value); identifies a
-/// placeholder while the tree is rewritten around it.
-fn value_address(e: &Expr) -> usize {
-    match e {
-        Expr::Value(v) => v as *const ValueWithSpan as usize,
-        _ => 0,
-    }
-}
-
 fn is_placeholder(e: &Expr) -> bool {
     matches!(
         e,
@@ -152,26 +111,6 @@ fn is_placeholder(e: &Expr) -> bool {
             ..
         })
     )
-}
-
-/// XXH3 of a literal's value, seeded by its type so `5` and `'5'` differ.
-fn literal_hash(v: &Value) -> u64 {
-    let (seed, bytes): (u64, &[u8]) = match v {
-        Value::Number(n, _) => (1, n.as_bytes()),
-        Value::SingleQuotedString(s)
-        | Value::EscapedStringLiteral(s)
-        | Value::UnicodeStringLiteral(s)
-        | Value::NationalStringLiteral(s)
-        | Value::TripleSingleQuotedString(s)
-        | Value::TripleDoubleQuotedString(s)
-        | Value::DoubleQuotedString(s) => (2, s.as_bytes()),
-        Value::DollarQuotedString(d) => (2, d.value.as_bytes()),
-        Value::Boolean(b) => (3, if *b { b"t" } else { b"f" }),
-        Value::Null => (4, b""),
-        Value::SingleQuotedByteStringLiteral(s) | Value::HexStringLiteral(s) => (5, s.as_bytes()),
-        other => return xxh3_64_with_seed(other.to_string().as_bytes(), 6),
-    };
-    xxh3_64_with_seed(bytes, seed)
 }
 
 /// Operators whose right-hand literal is a JSON key or path, part of the
@@ -400,10 +339,12 @@ impl VisitorMut for Normalizer {
     }
 
     fn pre_visit_value(&mut self, value: &mut ValueWithSpan) -> ControlFlow<()> {
-        if !matches!(value.value, Value::Placeholder(_)) {
-            self.last_literal = value as *const ValueWithSpan as usize;
+        // Literals and `$n` alike become the one placeholder.
+        match &mut value.value {
+            Value::Placeholder(p) if p == PLACEHOLDER => {}
+            Value::Placeholder(p) => PLACEHOLDER.clone_into(p),
+            other => *other = Value::Placeholder(PLACEHOLDER.to_owned()),
         }
-        self.replace_value(&mut value.value);
         ControlFlow::Continue(())
     }
 
@@ -459,17 +400,9 @@ impl VisitorMut for Normalizer {
             }
             Expr::Interval(iv) if is_placeholder(&iv.value) => Some(take_expr(&mut iv.value)),
             Expr::UnaryOp {
-                op: op @ (UnaryOperator::Minus | UnaryOperator::Plus),
+                op: UnaryOperator::Minus | UnaryOperator::Plus,
                 expr: inner,
-            } if is_placeholder(inner) => {
-                if *op == UnaryOperator::Minus && self.holds_last_literal(inner) {
-                    // `-5` and `5` are different values.
-                    if let Some(h) = self.literal_hashes.last_mut() {
-                        *h = xxh3_64_with_seed(&h.to_le_bytes(), 7);
-                    }
-                }
-                Some(take_expr(inner))
-            }
+            } if is_placeholder(inner) => Some(take_expr(inner)),
             Expr::TypedString(_) => Some(placeholder_expr()),
             Expr::Array(array) if !array.elem.is_empty() && array.elem.iter().all(is_placeholder) => {
                 Some(placeholder_expr())
@@ -481,11 +414,7 @@ impl VisitorMut for Normalizer {
             _ => None,
         };
         if let Some(new) = hoisted {
-            let was_last = self.holds_last_literal(&new);
             *expr = new;
-            if was_last {
-                self.last_literal = value_address(expr);
-            }
         }
         ControlFlow::Continue(())
     }

@@ -10,9 +10,6 @@
 
 use std::fmt::Write as _;
 
-use smallvec::SmallVec;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
-
 use super::lexer::{Lexer, TokenKind};
 
 /// Whether `op` takes a JSON key or path as its right operand.
@@ -33,9 +30,8 @@ enum JsonKeys {
     InArray(u32),
 }
 
-/// Rewrites `printed` as described in the module docs; hashes of strings it
-/// replaces are appended to `literal_hashes`.
-pub(crate) fn render(printed: &str, literal_hashes: &mut SmallVec<[u64; 4]>) -> String {
+/// Rewrites `printed` as described in the module docs.
+pub(crate) fn render(printed: &str) -> String {
     let mut out = String::with_capacity(printed.len());
     let mut copied = 0usize;
     let mut placeholders = 0u32;
@@ -63,10 +59,7 @@ pub(crate) fn render(printed: &str, literal_hashes: &mut SmallVec<[u64; 4]>) -> 
         };
         let replace = match tok.kind {
             TokenKind::Param => true,
-            TokenKind::String if !is_key => {
-                literal_hashes.push(xxh3_64_with_seed(tok.text(printed).as_bytes(), 8));
-                true
-            }
+            TokenKind::String => !is_key,
             _ => false,
         };
         if replace {
@@ -86,24 +79,17 @@ mod tests {
 
     #[test]
     fn numbers_placeholders_and_scrubs_strings() {
-        let mut hashes = SmallVec::new();
-        let out = render(
-            "SELECT a ->> 'k', b FROM t WHERE c = $0 AND d = $00 AND e = 'left over'",
-            &mut hashes,
-        );
+        let out = render("SELECT a ->> 'k', b FROM t WHERE c = $0 AND d = $00 AND e = 'left over'");
         assert_eq!(
             out,
             "SELECT a ->> 'k', b FROM t WHERE c = $1 AND d = $2 AND e = $3"
         );
-        assert_eq!(hashes.len(), 1);
     }
 
     #[test]
     fn keeps_json_paths_in_arrays() {
-        let mut hashes = SmallVec::new();
         let out = render(
             "SELECT a #>> ARRAY['x', 'y']::TEXT[], b ?| ARRAY['k'] FROM t WHERE c = ARRAY['v']",
-            &mut hashes,
         );
         assert_eq!(
             out,

@@ -100,6 +100,8 @@ pub struct Bind<'a> {
     pub statement: Cow<'a, str>,
     /// Raw parameter format codes (2 bytes each).
     pub formats: &'a [u8],
+    /// Raw result column format codes (2 bytes each).
+    pub result_formats: &'a [u8],
     param_count: u16,
     params: &'a [u8],
 }
@@ -134,14 +136,21 @@ impl<'a> Bind<'a> {
         if nres < 0 {
             return Err(DecodeError::Invalid("Bind", "negative result format count"));
         }
-        f.bytes(nres as usize * 2)?;
+        let result_formats = f.bytes(nres as usize * 2)?;
         Ok(Bind {
             portal,
             statement,
             formats,
+            result_formats,
             param_count: nparams as u16,
             params,
         })
+    }
+
+    /// Whether parameter `i` is sent in binary (format codes: none means
+    /// all text, one applies to all, else one per parameter).
+    pub fn param_is_binary(&self, i: usize) -> bool {
+        format_is_binary(self.formats, i)
     }
 
     /// Number of parameter values.
@@ -162,6 +171,20 @@ impl<'a> Bind<'a> {
             }
         })
     }
+}
+
+/// Reads a list of format codes as Bind carries them: none means all text,
+/// one applies to every column, otherwise one per column.
+pub fn format_is_binary(codes: &[u8], i: usize) -> bool {
+    let code = match codes.len() / 2 {
+        0 => return false,
+        1 => &codes[..2],
+        _ => match codes.get(i * 2..i * 2 + 2) {
+            Some(c) => c,
+            None => return false,
+        },
+    };
+    code == [0, 1]
 }
 
 /// An Execute message.

@@ -38,25 +38,25 @@ pub enum DecodeError {
 
 /// A cursor over a message body that reads protocol fields without copying.
 #[derive(Debug, Clone)]
-pub(crate) struct Fields<'a> {
+pub struct Fields<'a> {
     buf: &'a [u8],
     what: &'static str,
 }
 
 impl<'a> Fields<'a> {
-    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
         Fields { buf, what }
     }
 
-    pub(crate) fn remaining(&self) -> &'a [u8] {
+    pub fn remaining(&self) -> &'a [u8] {
         self.buf
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
         let (&b, rest) = self
             .buf
             .split_first()
@@ -65,17 +65,17 @@ impl<'a> Fields<'a> {
         Ok(b)
     }
 
-    pub(crate) fn i16(&mut self) -> Result<i16, DecodeError> {
+    pub fn i16(&mut self) -> Result<i16, DecodeError> {
         let b = self.bytes(2)?;
         Ok(i16::from_be_bytes([b[0], b[1]]))
     }
 
-    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
+    pub fn i32(&mut self) -> Result<i32, DecodeError> {
         let b = self.bytes(4)?;
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::Truncated(self.what));
         }
@@ -85,7 +85,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A NUL-terminated string, without its terminator.
-    pub(crate) fn cstr(&mut self) -> Result<&'a [u8], DecodeError> {
+    pub fn cstr(&mut self) -> Result<&'a [u8], DecodeError> {
         let end = self
             .buf
             .iter()
@@ -99,12 +99,12 @@ impl<'a> Fields<'a> {
     /// A NUL-terminated string as text. SQL may legitimately arrive in a
     /// non-UTF-8 client_encoding (LATIN1, SQL_ASCII), so invalid bytes are
     /// replaced rather than rejected; valid UTF-8 is borrowed, not copied.
-    pub(crate) fn text(&mut self) -> Result<Cow<'a, str>, DecodeError> {
+    pub fn text(&mut self) -> Result<Cow<'a, str>, DecodeError> {
         Ok(String::from_utf8_lossy(self.cstr()?))
     }
 }
 
 /// The body of a whole tagged message (after the 5-byte header).
-pub(crate) fn body(msg: &[u8]) -> &[u8] {
+pub fn body(msg: &[u8]) -> &[u8] {
     msg.get(5..).unwrap_or(&[])
 }

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use qproxy_analyzer::event::{Outcome, TxStatus};
+use qproxy_analyzer::values::value_hash;
 
 use super::{Execution, Pending, Phase, TrackError, Tracker, Verdict};
 use crate::protocol::backend::{self as be, tag, ErrorFields};
+use crate::protocol::frontend::format_is_binary;
 
 impl Tracker {
     /// Observes one whole server message whose tag is in
@@ -25,13 +27,23 @@ impl Tracker {
     }
 
     /// Counts a message the relay streams without buffering (DataRow,
-    /// CopyData): only its tag is known.
-    pub fn backend_streamed(&mut self, t: u8) {
-        if t == tag::DATA_ROW {
-            match self.pending.front_mut() {
-                Some(Pending::Execute(Some(exec))) => exec.rows += 1,
-                Some(Pending::Query { exec, .. }) => exec.rows += 1,
-                _ => {}
+    /// CopyData). `whole` is the message when it happens to be complete in
+    /// the relay's buffer: then the first rows' small values are hashed for
+    /// N+1 parent matching; a row split across reads is only counted.
+    pub fn backend_streamed(&mut self, t: u8, whole: Option<&[u8]>) {
+        if t != tag::DATA_ROW {
+            return;
+        }
+        let limits = self.limits;
+        let exec = match self.pending.front_mut() {
+            Some(Pending::Execute(Some(exec))) => exec,
+            Some(Pending::Query { exec, .. }) => exec,
+            _ => return,
+        };
+        exec.rows += 1;
+        if exec.rows <= limits.result_rows_hashed {
+            if let Some(msg) = whole {
+                hash_row(exec, msg, &limits);
             }
         }
     }
@@ -239,6 +251,25 @@ impl Tracker {
         if self.tx_status == TxStatus::Idle && self.pending.is_empty() {
             // A transaction ended: the unnamed portal is gone server-side.
             self.unnamed_portal = None;
+        }
+    }
+}
+
+/// Adds the hashes of a DataRow's small values to the execution. A row
+/// that does not decode is skipped: rows are the server's and are
+/// forwarded regardless.
+fn hash_row(exec: &mut Execution, msg: &[u8], limits: &crate::tracker::TrackerLimits) {
+    let mut f = crate::protocol::Fields::new(crate::protocol::body(msg), "DataRow");
+    let Ok(columns) = f.i16() else { return };
+    for i in 0..(columns.max(0) as usize).min(limits.result_columns_hashed) {
+        let Ok(len) = f.i32() else { return };
+        if len < 0 {
+            continue;
+        }
+        let Ok(value) = f.bytes(len as usize) else { return };
+        if value.len() <= limits.result_value_max_len {
+            let binary = format_is_binary(&exec.result_formats, i);
+            exec.result_hashes.push(value_hash(value, binary));
         }
     }
 }

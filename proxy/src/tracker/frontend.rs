@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use qproxy_analyzer::event::Protocol;
 use smallvec::SmallVec;
-use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+use qproxy_analyzer::values::value_hash;
+use xxhash_rust::xxh3::Xxh3;
 
 use super::{Pending, Phase, Portal, Statement, TrackError, Tracker};
 use crate::protocol::frontend::{self as fe, tag, Bind, Execute, Parse, Target, TargetRef};
@@ -119,6 +120,7 @@ impl Tracker {
                 statement,
                 params_hash,
                 param_hashes,
+                result_formats: SmallVec::from_slice(bind.result_formats),
             }
         });
         if bind.portal.is_empty() {
@@ -154,6 +156,7 @@ impl Tracker {
                 );
                 exec.params_hash = Some(p.params_hash);
                 exec.param_hashes = p.param_hashes.clone();
+                exec.result_formats = p.result_formats.clone();
                 Some(exec)
             }
             None => {
@@ -180,13 +183,13 @@ fn hash_params(bind: &Bind<'_>, max_each: usize) -> (u64, SmallVec<[Option<u64>;
     let mut tuple = Xxh3::new();
     tuple.update(bind.formats);
     let mut each = SmallVec::new();
-    for value in bind.params() {
+    for (i, value) in bind.params().enumerate() {
         match value {
             Some(v) => {
                 tuple.update(&(v.len() as u32).to_le_bytes());
                 tuple.update(v);
                 if each.len() < max_each {
-                    each.push(Some(xxh3_64(v)));
+                    each.push(Some(value_hash(v, bind.param_is_binary(i))));
                 }
             }
             None => {

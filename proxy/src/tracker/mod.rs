@@ -45,6 +45,12 @@ pub struct TrackerLimits {
     /// Per-parameter hashes kept per execution (all parameters still count
     /// toward the tuple hash).
     pub max_param_hashes: usize,
+    /// Rows per execution whose values are hashed for parent matching.
+    pub result_rows_hashed: u64,
+    /// Columns per row whose values are hashed.
+    pub result_columns_hashed: usize,
+    /// Values longer than this are not hashed (ids and keys are short).
+    pub result_value_max_len: usize,
 }
 
 impl Default for TrackerLimits {
@@ -54,6 +60,9 @@ impl Default for TrackerLimits {
             max_statements: 10_000,
             max_portals: 1_000,
             max_param_hashes: 32,
+            result_rows_hashed: 32,
+            result_columns_hashed: 8,
+            result_value_max_len: 64,
         }
     }
 }
@@ -114,6 +123,8 @@ struct Portal {
     statement: Statement,
     params_hash: u64,
     param_hashes: SmallVec<[Option<u64>; 4]>,
+    /// Result format codes from the Bind (see `format_is_binary`).
+    result_formats: SmallVec<[u8; 4]>,
 }
 
 /// One execution in flight.
@@ -129,6 +140,10 @@ struct Execution {
     rows: u64,
     statement_index: u16,
     tx_status: TxStatus,
+    /// Result format codes (empty: all text, as in the simple protocol).
+    result_formats: SmallVec<[u8; 4]>,
+    /// Value hashes from the first rows, for N+1 parent matching.
+    result_hashes: Vec<u64>,
 }
 
 impl Execution {
@@ -149,6 +164,8 @@ impl Execution {
             rows: 0,
             statement_index: 0,
             tx_status,
+            result_formats: SmallVec::new(),
+            result_hashes: Vec::new(),
         })
     }
 }
@@ -329,6 +346,7 @@ impl Tracker {
             protocol: exec.protocol,
             params_hash: exec.params_hash,
             param_hashes: exec.param_hashes,
+            result_hashes: exec.result_hashes,
             started_at: exec.started_at,
             duration: exec.started.elapsed(),
             rows: exec.rows,

@@ -48,7 +48,7 @@ impl Harness {
             if backend_inspected(m[0]) {
                 self.t.backend(m).unwrap();
             } else {
-                self.t.backend_streamed(m[0]);
+                self.t.backend_streamed(m[0], Some(m));
             }
         }
     }

@@ -1,0 +1,437 @@
+//! N+1 and repeated queries within one request.
+//!
+//! While a request runs, [`RequestWork::record`] keeps, per SELECT
+//! fingerprint, how often it ran and with which parameter tuples (hashes
+//! only), and for earlier queries the hashes of values they returned. When
+//! the request ends, [`RequestWork::evaluate`] decides:
+//! - `n_plus_one`: one SELECT shape ran at least
+//!   [`threshold`](NPlusOneConfig::threshold) times with *distinct*
+//!   parameter tuples;
+//! - `repeated_query`: one shape ran with the *same* tuple at least
+//!   [`repeated_threshold`](NPlusOneConfig::repeated_threshold) times (a
+//!   cache or hoist candidate).
+//!
+//! The parent of an N+1 is the earlier query in the same request whose
+//! returned values contain the children's parameter values. It is named
+//! only when at least half of the children (and at least two) match; when
+//! nothing matches that well, the finding says no parent could be shown
+//! rather than guessing from query order.
+//!
+//! Every structure here is capped per request, and the work per execution
+//! is a hash-map update and a few small-vector pushes.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use smallvec::SmallVec;
+
+use crate::finding::FindingKind;
+use crate::fingerprint::FingerprintId;
+
+/// Thresholds and caps of the N+1 detector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NPlusOneConfig {
+    /// Distinct parameter tuples of one SELECT shape in one request that
+    /// make an N+1. Default 5: two or three lookups in a request are often
+    /// deliberate (current user, tenant, feature flag), while a loop over a
+    /// page of results produces tens; 5 catches a page of five items and
+    /// stays quiet about a handful of distinct lookups.
+    pub threshold: u32,
+    /// Executions of one shape with one identical tuple that make a
+    /// repeated query. Default 3: the same lookup twice can be a retry;
+    /// three times is a missing cache or hoist.
+    pub repeated_threshold: u32,
+    /// SELECT shapes tracked per request; executions of further shapes are
+    /// not analysed (counted as truncated).
+    pub max_shapes: usize,
+    /// Parameter tuples remembered per shape (beyond: still counted as
+    /// distinct executions, without identity).
+    pub max_tuples: usize,
+    /// Earlier queries whose results are remembered for parent matching.
+    pub max_result_sets: usize,
+    /// Result value hashes remembered per earlier query.
+    pub max_result_values: usize,
+    /// Child executions whose parameters are matched against results.
+    pub max_matched_children: usize,
+}
+
+impl Default for NPlusOneConfig {
+    fn default() -> Self {
+        NPlusOneConfig {
+            threshold: 5,
+            repeated_threshold: 3,
+            max_shapes: 256,
+            max_tuples: 64,
+            max_result_sets: 32,
+            max_result_values: 512,
+            max_matched_children: 64,
+        }
+    }
+}
+
+/// Fingerprint ids are already uniform hashes: hashing them again is waste.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdMap<V> = HashMap<FingerprintId, V, BuildHasherDefault<IdHasher>>;
+
+/// One execution, as the pipeline hands it to the detector.
+#[derive(Debug, Clone, Copy)]
+pub struct Execution<'a> {
+    /// The statement's fingerprint.
+    pub fingerprint: FingerprintId,
+    /// Its normalized SQL (shared, never copied).
+    pub normalized: &'a Arc<str>,
+    /// Whether the statement is a SELECT (only SELECTs are N+1 children).
+    pub is_select: bool,
+    /// Hash of the whole parameter tuple (bind parameters, or the literal
+    /// values of a simple query).
+    pub tuple_hash: u64,
+    /// Hashes of each parameter value (see [`crate::values::value_hash`]).
+    pub param_hashes: &'a [u64],
+    /// Hashes of values the execution returned.
+    pub result_hashes: &'a [u64],
+    /// Rows returned.
+    pub rows: u64,
+    /// Time it took.
+    pub duration: Duration,
+    /// When it started.
+    pub at: SystemTime,
+}
+
+#[derive(Debug)]
+struct Shape {
+    normalized: Arc<str>,
+    first_seq: u32,
+    executions: u32,
+    tuples: SmallVec<[(u64, u32); 8]>,
+    /// Executions whose tuple was not remembered (over the cap).
+    untracked_tuples: u32,
+    /// (child execution ordinal, parameter value hash).
+    child_values: SmallVec<[(u16, u64); 16]>,
+    rows_max: u64,
+    total: Duration,
+    first_at: SystemTime,
+    last_at: SystemTime,
+}
+
+#[derive(Debug)]
+struct ResultSet {
+    fingerprint: FingerprintId,
+    normalized: Arc<str>,
+    first_seq: u32,
+    values: Vec<u64>,
+}
+
+/// Per-request N+1 state: the `S` of the request correlator.
+#[derive(Debug, Default)]
+pub struct RequestWork {
+    seq: u32,
+    shapes: IdMap<Shape>,
+    results: Vec<ResultSet>,
+    /// Executions not analysed because a cap was hit.
+    pub truncated: u32,
+}
+
+/// A verdict for one shape in one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// `NPlusOne` or `RepeatedQuery`.
+    pub kind: FindingKind,
+    /// The repeated shape.
+    pub fingerprint: FingerprintId,
+    /// Its normalized SQL.
+    pub normalized: Arc<str>,
+    /// Executions in the request (N+1) or of the most repeated tuple
+    /// (repeated query).
+    pub count: u64,
+    /// Distinct parameter tuples seen (at least; capped tuples count as
+    /// distinct).
+    pub distinct: u64,
+    /// Time all executions of the shape took in this request.
+    pub total_duration: Duration,
+    /// Most rows one execution returned.
+    pub rows_max: u64,
+    /// The parent query, when its results provably fed the children.
+    pub parent: Option<Parent>,
+    /// First execution of the shape in the request.
+    pub first_seen: SystemTime,
+    /// Last execution.
+    pub last_seen: SystemTime,
+}
+
+/// The query whose results fed an N+1's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parent {
+    /// Its fingerprint.
+    pub fingerprint: FingerprintId,
+    /// Its normalized SQL.
+    pub normalized: Arc<str>,
+    /// Children whose parameters were found among its results.
+    pub matched: u32,
+    /// Children checked.
+    pub checked: u32,
+}
+
+impl RequestWork {
+    /// Records one execution in the request.
+    pub fn record(&mut self, e: &Execution<'_>, cfg: &NPlusOneConfig) {
+        self.seq = self.seq.saturating_add(1);
+        let seq = self.seq;
+        if e.is_select {
+            self.record_child(e, seq, cfg);
+        }
+        if !e.result_hashes.is_empty() {
+            self.record_results(e, seq, cfg);
+        }
+    }
+
+    fn record_child(&mut self, e: &Execution<'_>, seq: u32, cfg: &NPlusOneConfig) {
+        if !self.shapes.contains_key(&e.fingerprint) && self.shapes.len() >= cfg.max_shapes {
+            self.truncated = self.truncated.saturating_add(1);
+            return;
+        }
+        let shape = self.shapes.entry(e.fingerprint).or_insert_with(|| Shape {
+            normalized: e.normalized.clone(),
+            first_seq: seq,
+            executions: 0,
+            tuples: SmallVec::new(),
+            untracked_tuples: 0,
+            child_values: SmallVec::new(),
+            rows_max: 0,
+            total: Duration::ZERO,
+            first_at: e.at,
+            last_at: e.at,
+        });
+        let ordinal = shape.executions;
+        shape.executions = shape.executions.saturating_add(1);
+        shape.rows_max = shape.rows_max.max(e.rows);
+        shape.total += e.duration;
+        shape.last_at = shape.last_at.max(e.at);
+        match shape.tuples.iter().position(|(h, _)| *h == e.tuple_hash) {
+            Some(i) => shape.tuples[i].1 = shape.tuples[i].1.saturating_add(1),
+            None if shape.tuples.len() < cfg.max_tuples => shape.tuples.push((e.tuple_hash, 1)),
+            None => shape.untracked_tuples = shape.untracked_tuples.saturating_add(1),
+        }
+        if (ordinal as usize) < cfg.max_matched_children {
+            for &h in e.param_hashes.iter().take(4) {
+                shape.child_values.push((ordinal as u16, h));
+            }
+        }
+    }
+
+    fn record_results(&mut self, e: &Execution<'_>, seq: u32, cfg: &NPlusOneConfig) {
+        let set = match self.results.iter_mut().position(|r| r.fingerprint == e.fingerprint) {
+            Some(i) => &mut self.results[i],
+            None => {
+                if self.results.len() >= cfg.max_result_sets {
+                    return;
+                }
+                self.results.push(ResultSet {
+                    fingerprint: e.fingerprint,
+                    normalized: e.normalized.clone(),
+                    first_seq: seq,
+                    values: Vec::new(),
+                });
+                self.results.last_mut().expect("just pushed")
+            }
+        };
+        for &h in e.result_hashes {
+            if set.values.len() >= cfg.max_result_values {
+                break;
+            }
+            set.values.push(h);
+        }
+    }
+
+    /// Decides, at the end of the request, which shapes were N+1s or
+    /// repeated queries.
+    pub fn evaluate(&self, cfg: &NPlusOneConfig) -> Vec<Detection> {
+        let mut out = Vec::new();
+        for (&fingerprint, shape) in &self.shapes {
+            let distinct = shape.tuples.len() as u64 + u64::from(shape.untracked_tuples);
+            let most_repeated = shape.tuples.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            let (kind, count) = if distinct >= u64::from(cfg.threshold) {
+                (FindingKind::NPlusOne, u64::from(shape.executions))
+            } else if most_repeated >= cfg.repeated_threshold {
+                (FindingKind::RepeatedQuery, u64::from(most_repeated))
+            } else {
+                continue;
+            };
+            let parent = if kind == FindingKind::NPlusOne {
+                self.find_parent(fingerprint, shape)
+            } else {
+                None
+            };
+            out.push(Detection {
+                kind,
+                fingerprint,
+                normalized: shape.normalized.clone(),
+                count,
+                distinct,
+                total_duration: shape.total,
+                rows_max: shape.rows_max,
+                parent,
+                first_seen: shape.first_at,
+                last_seen: shape.last_at,
+            });
+        }
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.fingerprint.0.cmp(&b.fingerprint.0)));
+        out
+    }
+
+    fn find_parent(&self, child: FingerprintId, shape: &Shape) -> Option<Parent> {
+        let checked = shape
+            .child_values
+            .iter()
+            .map(|(ordinal, _)| *ordinal)
+            .max()
+            .map_or(0, |m| u32::from(m) + 1);
+        if checked < 2 {
+            return None;
+        }
+        let mut best: Option<Parent> = None;
+        for set in &self.results {
+            if set.fingerprint == child || set.first_seq >= shape.first_seq {
+                continue;
+            }
+            let mut matched = 0u32;
+            let mut last = None;
+            for &(ordinal, h) in &shape.child_values {
+                if last == Some(ordinal) {
+                    continue;
+                }
+                if set.values.contains(&h) {
+                    matched += 1;
+                    last = Some(ordinal);
+                }
+            }
+            if matched >= 2 && matched * 2 >= checked && best.as_ref().is_none_or(|b| matched > b.matched) {
+                best = Some(Parent {
+                    fingerprint: set.fingerprint,
+                    normalized: set.normalized.clone(),
+                    matched,
+                    checked,
+                });
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::values::value_hash;
+
+    struct Req {
+        work: RequestWork,
+        cfg: NPlusOneConfig,
+        sql: Vec<Arc<str>>,
+    }
+
+    fn req() -> Req {
+        Req {
+            work: RequestWork::default(),
+            cfg: NPlusOneConfig::default(),
+            sql: vec![Arc::from("select * from posts"), Arc::from("select * from users where id = ?")],
+        }
+    }
+
+    impl Req {
+        /// Runs shape `fp` with integer parameter `param`, returning `results`.
+        fn run(&mut self, fp: u64, param: Option<i64>, results: &[i64]) {
+            let params: Vec<u64> = param.map(|p| value_hash(p.to_string().as_bytes(), false)).into_iter().collect();
+            let res: Vec<u64> = results.iter().map(|r| value_hash(r.to_string().as_bytes(), false)).collect();
+            let e = Execution {
+                fingerprint: FingerprintId(fp),
+                normalized: &self.sql[(fp as usize) % 2],
+                is_select: true,
+                tuple_hash: params.first().copied().unwrap_or(0),
+                param_hashes: &params,
+                result_hashes: &res,
+                rows: results.len() as u64,
+                duration: Duration::from_millis(1),
+                at: SystemTime::UNIX_EPOCH,
+            };
+            self.work.record(&e, &self.cfg);
+        }
+    }
+
+    #[test]
+    fn loop_over_parent_rows_is_an_n_plus_one_with_its_parent() {
+        let mut r = req();
+        r.run(10, None, &[11, 12, 13, 14, 15, 16]);
+        for author in 11..=16 {
+            r.run(21, Some(author), &[author]);
+        }
+        let d = r.work.evaluate(&r.cfg);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].kind, d[0].count, d[0].distinct), (FindingKind::NPlusOne, 6, 6));
+        let p = d[0].parent.as_ref().expect("parent found");
+        assert_eq!(p.fingerprint, FingerprintId(10));
+        assert_eq!((p.matched, p.checked), (6, 6));
+    }
+
+    #[test]
+    fn no_parent_is_named_without_evidence() {
+        let mut r = req();
+        r.run(10, None, &[1, 2, 3]);
+        for id in 100..110 {
+            r.run(21, Some(id), &[id]);
+        }
+        let d = r.work.evaluate(&r.cfg);
+        assert_eq!(d[0].kind, FindingKind::NPlusOne);
+        assert!(d[0].parent.is_none());
+    }
+
+    #[test]
+    fn below_threshold_and_batched_queries_are_clean() {
+        let mut r = req();
+        for id in 0..4 {
+            r.run(21, Some(id), &[id]);
+        }
+        r.run(22, Some(99), &[1, 2, 3, 4, 5, 6, 7]);
+        assert!(r.work.evaluate(&r.cfg).is_empty());
+    }
+
+    #[test]
+    fn identical_tuples_are_a_repeated_query() {
+        let mut r = req();
+        for _ in 0..4 {
+            r.run(21, Some(7), &[7]);
+        }
+        let d = r.work.evaluate(&r.cfg);
+        assert_eq!((d[0].kind, d[0].count, d[0].distinct), (FindingKind::RepeatedQuery, 4, 1));
+    }
+
+    #[test]
+    fn caps_bound_memory() {
+        let mut r = req();
+        r.cfg.max_shapes = 2;
+        for fp in 0..100 {
+            r.run(fp, Some(fp as i64), &[1]);
+        }
+        assert_eq!(r.work.shapes.len(), 2);
+        assert_eq!(r.work.truncated, 98);
+        assert!(r.work.results.len() <= r.cfg.max_result_sets);
+    }
+}

@@ -1,0 +1,1 @@
+//! Unindexed filters and sorts (work in progress).

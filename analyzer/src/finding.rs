@@ -1,0 +1,270 @@
+//! Findings: what qproxy tells developers, in the shape of DESIGN's JSON
+//! report. Every detector produces [`Finding`]s; the store and every report
+//! format consume them.
+//!
+//! A finding's [`Finding::id`] is stable across runs and machines: it hashes
+//! what makes the problem *the same problem* (kind, fingerprint, table and
+//! columns, route, parent), never counts or times, so baselines and SARIF
+//! `partialFingerprints` can match it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use xxhash_rust::xxh3::Xxh3;
+
+/// The kinds of finding. New kinds are added, never renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// One SELECT shape run many times in one request with distinct
+    /// parameters.
+    NPlusOne,
+    /// The same query with identical parameters run repeatedly in one request.
+    RepeatedQuery,
+    /// A WHERE/JOIN predicate on a large table that no index serves.
+    UnindexedFilter,
+    /// An ORDER BY on a large table that no index serves.
+    UnindexedSort,
+    /// A SELECT with no LIMIT that returns many rows.
+    UnboundedSelect,
+}
+
+impl FindingKind {
+    /// Every kind, in report order.
+    pub const ALL: [FindingKind; 5] = [
+        FindingKind::NPlusOne,
+        FindingKind::RepeatedQuery,
+        FindingKind::UnindexedFilter,
+        FindingKind::UnindexedSort,
+        FindingKind::UnboundedSelect,
+    ];
+
+    /// The name used in JSON, metrics labels and `--fail-on`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::NPlusOne => "n_plus_one",
+            FindingKind::RepeatedQuery => "repeated_query",
+            FindingKind::UnindexedFilter => "unindexed_filter",
+            FindingKind::UnindexedSort => "unindexed_sort",
+            FindingKind::UnboundedSelect => "unbounded_select",
+        }
+    }
+
+    /// Parses a kind name as [`FindingKind::as_str`] writes it.
+    pub fn parse(s: &str) -> Option<FindingKind> {
+        FindingKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Should be fixed.
+    Warning,
+    /// Hurts now.
+    Error,
+}
+
+impl Severity {
+    /// The name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// The request a finding was seen in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RequestRef {
+    /// Request id (from a tag or `SET qproxy.request_id`), or a synthetic
+    /// context id for fallback grouping.
+    pub id: Option<String>,
+    /// Route label (`route`, or `controller#action`).
+    pub route: Option<String>,
+    /// How executions were grouped into this request: `comment`,
+    /// `set_variable`, `application_name`, `transaction` or `idle_gap`.
+    pub correlation: Option<String>,
+}
+
+/// The parent query of an N+1: the query whose results fed the children.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    /// Parent fingerprint (16 hex digits).
+    pub fingerprint: String,
+    /// Parent's normalized SQL.
+    pub query: String,
+}
+
+/// Rows returned per execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RowStats {
+    /// Most rows one execution returned.
+    pub max: u64,
+}
+
+/// One finding, as the JSON report shows it. Fields that do not apply to a
+/// kind are `None` (serialized as `null`) or empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable id (16 hex digits); see [`finding_id`].
+    pub id: String,
+    /// What kind of problem.
+    pub kind: FindingKind,
+    /// How bad.
+    pub severity: Severity,
+    /// Fingerprint of the offending statement (16 hex digits).
+    pub fingerprint: String,
+    /// The statement's normalized SQL (placeholders only, never values).
+    pub query: String,
+    /// `schema.table` the finding is about, when one table is.
+    pub table: Option<String>,
+    /// Columns involved (filter/sort columns, or N+1 parameter columns).
+    pub columns: Vec<String>,
+    /// Worst per-request execution count (N+1, repeated query).
+    pub count: Option<u64>,
+    /// How often the finding was seen (requests, or executions for
+    /// per-statement kinds).
+    pub occurrences: u64,
+    /// The request it was seen in (the worst one).
+    pub request: Option<RequestRef>,
+    /// The N+1 parent, when one could be shown.
+    pub parent: Option<ParentRef>,
+    /// Rows returned per execution.
+    pub rows: Option<RowStats>,
+    /// What to do about it: prose, DDL, or both.
+    pub suggestion: Option<String>,
+    /// Database the statement ran in.
+    pub database: Option<String>,
+    /// Kind-specific evidence (e.g. hypopg cost before/after, why no parent
+    /// was named). Additive; consumers must ignore keys they do not know.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+    /// First time seen.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    /// Last time seen.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+}
+
+/// The stable finding id: XXH3-64 over the identifying parts, each
+/// length-prefixed so no two different tuples hash the same input.
+pub fn finding_id(
+    kind: FindingKind,
+    fingerprint: &str,
+    table: Option<&str>,
+    columns: &[String],
+    route: Option<&str>,
+    parent_fingerprint: Option<&str>,
+) -> String {
+    let mut h = Xxh3::new();
+    let mut part = |s: &str| {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    part(kind.as_str());
+    part(fingerprint);
+    part(table.unwrap_or(""));
+    part(&columns.join(","));
+    part(route.unwrap_or(""));
+    part(parent_fingerprint.unwrap_or(""));
+    format!("{:016x}", h.digest())
+}
+
+impl Finding {
+    /// Recomputes [`Finding::id`] from the identifying fields.
+    pub fn compute_id(&self) -> String {
+        finding_id(
+            self.kind,
+            &self.fingerprint,
+            self.table.as_deref(),
+            &self.columns,
+            self.request.as_ref().and_then(|r| r.route.as_deref()),
+            self.parent.as_ref().map(|p| p.fingerprint.as_str()),
+        )
+    }
+
+    /// Folds a later sighting of the same finding into this one: counts
+    /// add up, maxima are kept, the worst request and severity win.
+    pub fn merge(&mut self, later: &Finding) {
+        debug_assert_eq!(self.id, later.id);
+        self.occurrences += later.occurrences;
+        if later.count > self.count {
+            self.count = later.count;
+            self.request = later.request.clone();
+        }
+        self.severity = self.severity.max(later.severity);
+        match (&mut self.rows, later.rows) {
+            (Some(a), Some(b)) => a.max = a.max.max(b.max),
+            (None, Some(b)) => self.rows = Some(b),
+            _ => {}
+        }
+        self.first_seen = self.first_seen.min(later.first_seen);
+        self.last_seen = self.last_seen.max(later.last_seen);
+        if self.suggestion.is_none() {
+            self.suggestion = later.suggestion.clone();
+        }
+        for (k, v) in &later.details {
+            self.details.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// The coverage summary every report starts with, so a blind run cannot
+/// look clean (DESIGN non-negotiable 7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Summary {
+    /// Query events analysed.
+    pub queries: u64,
+    /// Distinct fingerprints seen.
+    pub fingerprints: u64,
+    /// Request contexts ended.
+    pub requests: u64,
+    /// Share of queries correlated to a request by a tag, SET or
+    /// application_name (not by a fallback).
+    pub correlated_fraction: f64,
+    /// Statements sqlparser could not parse (fingerprinted by token digest).
+    pub parse_failures: u64,
+    /// Events dropped because the analyzer queue was full.
+    pub dropped_events: u64,
+    /// `available` or `unavailable`.
+    pub catalog: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_is_stable_and_separates_fields() {
+        let a = finding_id(FindingKind::NPlusOne, "00ff", Some("public.users"), &["id".into()], Some("users#show"), None);
+        // Pinned: a change here breaks every user's baseline.
+        assert_eq!(a, finding_id(FindingKind::NPlusOne, "00ff", Some("public.users"), &["id".into()], Some("users#show"), None));
+        assert_eq!(a.len(), 16);
+        let b = finding_id(FindingKind::NPlusOne, "00ff", Some("public.user"), &["sid".into()], Some("users#show"), None);
+        assert_ne!(a, b);
+        let c = finding_id(FindingKind::RepeatedQuery, "00ff", Some("public.users"), &["id".into()], Some("users#show"), None);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in FindingKind::ALL {
+            assert_eq!(FindingKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The analysis pipeline: each [`QueryEvent`] is fingerprinted (cached by
+//! text), assigned to a request, and fed to the detectors; ended requests
+//! are judged for N+1s; findings gather in a book the caller flushes to
+//! the store.
+//!
+//! The pipeline is synchronous and single-threaded: the proxy runs it on
+//! its analysis task, fed by the bounded event queue, so nothing here is
+//! ever on the forwarding path.
+
+mod book;
+pub mod facts;
+pub mod suggest;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde::Deserialize;
+use smallvec::SmallVec;
+use time::OffsetDateTime;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::correlation::{
+    extract_tags, CorrelationConfig, CorrelationSource, Correlator, EndedRequest, LabelKey, RequestInfo,
+    StatementRole,
+};
+use crate::detect::n_plus_one::{Detection, Execution, NPlusOneConfig, RequestWork};
+use crate::detect::unbounded::{self, UnboundedConfig};
+use crate::event::{QueryEvent, SessionEvent};
+use crate::finding::{finding_id, Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary};
+use crate::fingerprint::{Fingerprint, FingerprintCache, FingerprintId, StatementKind};
+
+pub use book::FindingsBook;
+use facts::{statement_facts, StatementFacts};
+
+/// Settings of the whole pipeline (the `[analyzer]` part of the config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyzerConfig {
+    /// Request correlation.
+    pub correlation: CorrelationConfig,
+    /// N+1 and repeated-query detection.
+    pub n_plus_one: NPlusOneConfig,
+    /// Unbounded-SELECT detection.
+    pub unbounded: UnboundedConfig,
+    /// Distinct SQL texts whose fingerprints are cached.
+    pub fingerprint_cache: usize,
+    /// Distinct findings held between two flushes.
+    pub max_pending_findings: usize,
+    /// Fingerprints whose statement facts are cached.
+    pub max_statement_facts: usize,
+}
+
+impl Default for AnalyzerConfig {
+    fn default() -> Self {
+        AnalyzerConfig {
+            correlation: CorrelationConfig::default(),
+            n_plus_one: NPlusOneConfig::default(),
+            unbounded: UnboundedConfig::default(),
+            fingerprint_cache: 10_000,
+            max_pending_findings: 10_000,
+            max_statement_facts: 10_000,
+        }
+    }
+}
+
+/// Counters for the coverage summary.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineStats {
+    /// Query events analysed.
+    pub queries: u64,
+    /// Query events whose statement did not parse (fallback fingerprint).
+    pub parse_failures: u64,
+    /// Requests ended that ran at least one statement of real work.
+    pub requests: u64,
+    /// Distinct fingerprints seen (capped at [`MAX_COUNTED_FINGERPRINTS`];
+    /// beyond, the count stops growing).
+    pub fingerprints: u64,
+    /// Query events whose statement index did not match the text (the
+    /// text held fewer statements than the server answered for).
+    pub unmatched_statements: u64,
+}
+
+/// Distinct fingerprints counted for the summary.
+pub const MAX_COUNTED_FINGERPRINTS: usize = 1_000_000;
+
+/// The analysis state of one proxy process.
+pub struct Analyzer {
+    config: AnalyzerConfig,
+    fingerprints: FingerprintCache,
+    correlator: Correlator<RequestWork>,
+    facts: HashMap<FingerprintId, Arc<StatementFacts>>,
+    seen: HashSet<FingerprintId>,
+    book: FindingsBook,
+    stats: PipelineStats,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer")
+            .field("stats", &self.stats)
+            .field("pending_findings", &self.book.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Analyzer {
+    /// A pipeline with the given settings.
+    pub fn new(config: AnalyzerConfig) -> Self {
+        Analyzer {
+            fingerprints: FingerprintCache::new(config.fingerprint_cache),
+            correlator: Correlator::new(config.correlation.clone()),
+            facts: HashMap::new(),
+            seen: HashSet::new(),
+            book: FindingsBook::new(config.max_pending_findings),
+            stats: PipelineStats::default(),
+            config,
+        }
+    }
+
+    /// Processes one event from the proxy.
+    pub fn process(&mut self, event: &SessionEvent, now: Instant) {
+        match event {
+            SessionEvent::Query(q) => self.query(q, now),
+            SessionEvent::Closed { connection_id } => self.correlator.connection_closed(*connection_id),
+        }
+        self.judge_ended();
+    }
+
+    /// Ends requests that went idle; call periodically.
+    pub fn tick(&mut self, now: Instant) {
+        self.correlator.expire_idle(now);
+        self.judge_ended();
+    }
+
+    /// Ends every open request (shutdown) and judges them.
+    pub fn finish(&mut self) {
+        self.correlator.finish_all();
+        self.judge_ended();
+    }
+
+    /// Findings gathered since the last call (deltas for the store).
+    pub fn take_findings(&mut self) -> Vec<Finding> {
+        self.book.take()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// The coverage summary; the caller supplies what only it knows.
+    pub fn summary(&self, dropped_events: u64, catalog_available: bool) -> Summary {
+        Summary {
+            queries: self.stats.queries,
+            fingerprints: self.stats.fingerprints,
+            requests: self.stats.requests,
+            correlated_fraction: self.correlator.stats().correlated_fraction(),
+            parse_failures: self.stats.parse_failures,
+            dropped_events,
+            catalog: if catalog_available { "available" } else { "unavailable" }.to_string(),
+        }
+    }
+
+    fn query(&mut self, q: &QueryEvent, now: Instant) {
+        self.stats.queries += 1;
+        let all = self.fingerprints.get(&q.sql);
+        let Some(fp) = all
+            .iter()
+            .find(|f| f.statement_index == q.statement_index)
+            .or_else(|| all.last())
+        else {
+            self.stats.unmatched_statements += 1;
+            return;
+        };
+        if fp.statement_index != q.statement_index {
+            self.stats.unmatched_statements += 1;
+        }
+        if fp.fallback {
+            self.stats.parse_failures += 1;
+        }
+        if self.seen.len() < MAX_COUNTED_FINGERPRINTS && self.seen.insert(fp.id) {
+            self.stats.fingerprints += 1;
+        }
+        let facts = self.facts_for(fp, q);
+        let tags = extract_tags(&q.sql);
+        let observed = self.correlator.observe(q, tags.as_ref(), now);
+        if observed.role == StatementRole::Normal {
+            let mut params: SmallVec<[u64; 4]> = SmallVec::new();
+            let tuple_hash = match q.params_hash {
+                Some(h) => {
+                    params.extend(q.param_hashes.iter().flatten().copied());
+                    h
+                }
+                None => {
+                    params.extend(fp.literal_hashes.iter().copied());
+                    let mut h = Xxh3::new();
+                    for l in &fp.literal_hashes {
+                        h.update(&l.to_le_bytes());
+                    }
+                    h.digest()
+                }
+            };
+            let execution = Execution {
+                fingerprint: fp.id,
+                normalized: &fp.normalized,
+                is_select: fp.kind == StatementKind::Select,
+                tuple_hash,
+                param_hashes: &params,
+                result_hashes: &q.result_hashes,
+                rows: q.rows,
+                duration: q.duration,
+                at: q.started_at,
+            };
+            observed.state.record(&execution, &self.config.n_plus_one);
+        }
+        self.check_unbounded(fp, &facts, q);
+    }
+
+    fn facts_for(&mut self, fp: &Fingerprint, q: &QueryEvent) -> Arc<StatementFacts> {
+        if let Some(f) = self.facts.get(&fp.id) {
+            return f.clone();
+        }
+        let text = crate::correlation::statement::nth_statement(&q.sql, q.statement_index).unwrap_or(&q.sql);
+        let mut facts = if fp.kind == StatementKind::Select && !fp.fallback {
+            statement_facts(text)
+        } else {
+            StatementFacts::default()
+        };
+        facts.table = fp.tables.first().cloned();
+        let facts = Arc::new(facts);
+        if self.facts.len() >= self.config.max_statement_facts {
+            // Crude but bounded: start over rather than track recency.
+            self.facts.clear();
+        }
+        self.facts.insert(fp.id, facts.clone());
+        facts
+    }
+
+    fn check_unbounded(&mut self, fp: &Fingerprint, facts: &StatementFacts, q: &QueryEvent) {
+        if !facts.parsed
+            || !unbounded::is_candidate(
+                fp.kind == StatementKind::Select,
+                fp.has_limit,
+                facts.aggregate_only,
+                facts.exists_only,
+                &fp.tables,
+            )
+        {
+            return;
+        }
+        let Some(severity) = self.config.unbounded.severity(q.rows) else {
+            return;
+        };
+        let table = fp.tables.first().cloned();
+        let fingerprint = fp.id.to_string();
+        let at = to_offset(q.started_at);
+        let mut finding = Finding {
+            id: finding_id(FindingKind::UnboundedSelect, &fingerprint, table.as_deref(), &[], None, None),
+            kind: FindingKind::UnboundedSelect,
+            severity,
+            fingerprint,
+            query: fp.normalized.to_string(),
+            table,
+            columns: Vec::new(),
+            count: None,
+            occurrences: 1,
+            request: None,
+            parent: None,
+            rows: Some(RowStats { max: q.rows }),
+            suggestion: Some(format!(
+                "This SELECT has no LIMIT and returned {} rows in one execution: paginate it (LIMIT with keyset pagination on an indexed column), or aggregate in the database if only a summary is needed.",
+                q.rows
+            )),
+            database: q.database.as_deref().map(str::to_string),
+            details: serde_json::Map::new(),
+            first_seen: at,
+            last_seen: at,
+        };
+        finding.details.insert("rows_threshold".into(), self.config.unbounded.info_rows.into());
+        self.book.add(finding);
+    }
+
+    fn judge_ended(&mut self) {
+        let ended: Vec<EndedRequest<RequestWork>> = self.correlator.drain_ended().collect();
+        for request in ended {
+            if request.work_statements > 0 {
+                self.stats.requests += 1;
+            }
+            for detection in request.state.evaluate(&self.config.n_plus_one) {
+                let finding = self.detection_finding(&detection, &request.request);
+                self.book.add(finding);
+            }
+        }
+    }
+
+    fn detection_finding(&self, d: &Detection, request: &RequestInfo) -> Finding {
+        let facts = self.facts.get(&d.fingerprint);
+        let columns: Vec<String> = facts.map(|f| f.equality_columns.clone()).unwrap_or_default();
+        let framework = request
+            .labels
+            .iter()
+            .find(|(k, _)| matches!(k, LabelKey::Framework | LabelKey::DbDriver))
+            .map(|(_, v)| v.as_ref())
+            .or_else(|| request.route.as_deref().filter(|r| r.contains('#')).map(|_| "rails"));
+        let suggestion = suggest::for_detection(d, &columns, framework);
+        let route = request.route.as_deref().map(str::to_string);
+        let fingerprint = d.fingerprint.to_string();
+        let parent = d.parent.as_ref().map(|p| ParentRef {
+            fingerprint: p.fingerprint.to_string(),
+            query: p.normalized.to_string(),
+        });
+        let table = self.table_of(d.fingerprint);
+        let id = finding_id(
+            d.kind,
+            &fingerprint,
+            table.as_deref(),
+            &columns,
+            route.as_deref(),
+            parent.as_ref().map(|p| p.fingerprint.as_str()),
+        );
+        let severity = match (d.kind, d.count) {
+            (FindingKind::NPlusOne, n) if n >= 25 => Severity::Error,
+            (FindingKind::NPlusOne, _) => Severity::Warning,
+            (_, n) if n >= 10 => Severity::Warning,
+            _ => Severity::Info,
+        };
+        let mut details = serde_json::Map::new();
+        details.insert("distinct_parameters".into(), d.distinct.into());
+        details.insert(
+            "total_duration_ms".into(),
+            serde_json::Value::from((d.total_duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0),
+        );
+        match &d.parent {
+            Some(p) => {
+                details.insert(
+                    "parent_evidence".into(),
+                    format!("{} of {} checked executions used values this query returned", p.matched, p.checked).into(),
+                );
+            }
+            None if d.kind == FindingKind::NPlusOne => {
+                details.insert(
+                    "parent_evidence".into(),
+                    "no earlier query in the request returned the parameter values these executions used".into(),
+                );
+            }
+            None => {}
+        }
+        if !request.source.is_correlated() {
+            details.insert(
+                "grouping".into(),
+                match request.source {
+                    CorrelationSource::Transaction => "untagged: grouped by transaction",
+                    _ => "untagged: grouped by connection activity between idle gaps",
+                }
+                .into(),
+            );
+        }
+        Finding {
+            id,
+            kind: d.kind,
+            severity,
+            fingerprint,
+            query: d.normalized.to_string(),
+            table,
+            columns,
+            count: Some(d.count),
+            occurrences: 1,
+            request: Some(RequestRef {
+                id: Some(
+                    request
+                        .request_id
+                        .as_deref()
+                        .or(request.trace_id.as_deref())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| request.id.to_string()),
+                ),
+                route,
+                correlation: Some(request.source.as_str().to_string()),
+            }),
+            parent,
+            rows: Some(RowStats { max: d.rows_max }),
+            suggestion: Some(suggestion),
+            database: None,
+            details,
+            first_seen: to_offset(d.first_seen),
+            last_seen: to_offset(d.last_seen),
+        }
+    }
+
+    fn table_of(&self, fp: FingerprintId) -> Option<String> {
+        self.facts.get(&fp).and_then(|f| f.table.clone())
+    }
+}
+
+fn to_offset(t: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(t)
+}

@@ -1,0 +1,87 @@
+//! `qproxy demo`: the whole product in one command. Starts a throwaway
+//! PostgreSQL, loads a small blog schema with enough rows to matter, runs
+//! qproxy in this process in front of it, drives an app-like workload with
+//! one of every finding kind plus clean controls, then stops the proxy
+//! (which flushes its findings) and prints the report.
+
+mod postgres;
+mod workload;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio_postgres::NoTls;
+
+use crate::analysis::{AnalysisSettings, CatalogState, LogSink};
+use crate::config::ServeArgs;
+use crate::server::Server;
+
+pub use postgres::Postgres;
+
+/// Options of `qproxy demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the findings store here instead of in the throwaway directory.
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<std::path::PathBuf>,
+}
+
+struct NoCatalog;
+
+impl CatalogState for NoCatalog {
+    fn available(&self) -> bool {
+        false
+    }
+}
+
+/// Runs the demo end to end and prints the report to stdout.
+pub async fn run(_args: DemoArgs) -> Result<()> {
+    eprintln!("demo: starting a throwaway PostgreSQL ...");
+    let pg = Postgres::start()?;
+    eprintln!("demo: loading the schema (50,000 posts, 100,000 comments, 100,000 events) ...");
+    let (setup, conn) = tokio_postgres::connect(&pg.url("postgres"), NoTls).await?;
+    tokio::spawn(conn);
+    setup.batch_execute("CREATE DATABASE blog").await?;
+    drop(setup);
+    let (setup, conn) = tokio_postgres::connect(&pg.url("blog"), NoTls).await?;
+    tokio::spawn(conn);
+    setup.batch_execute(workload::SCHEMA).await.context("loading the demo schema")?;
+    drop(setup);
+
+    let args = ServeArgs {
+        listen: Some("127.0.0.1:0".parse()?),
+        upstream: Some(pg.url("blog")),
+        shutdown_grace: Some(5.0),
+        ..Default::default()
+    };
+    let mut server = Server::bind(args.resolve()?).await?;
+    let port = server.local_addr()?.port();
+    let events = server.take_events().expect("events not taken");
+    let event_stats = server.context().sink.stats().clone();
+    let (stop_analysis, analysis_stopped) = tokio::sync::oneshot::channel::<()>();
+    let analysis = tokio::spawn(crate::analysis::run(
+        events,
+        AnalysisSettings::default(),
+        event_stats,
+        Arc::new(NoCatalog),
+        Box::new(LogSink::default()),
+        async move {
+            let _ = analysis_stopped.await;
+        },
+    ));
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async move {
+        let _ = server_stopped.await;
+    }));
+    eprintln!("demo: qproxy listening on 127.0.0.1:{port}; running the workload through it ...");
+    let url = format!("postgres://postgres@127.0.0.1:{port}/blog?sslmode=disable");
+    let requests = workload::run(&url).await?;
+    eprintln!("demo: {requests} requests done; stopping the proxy ...");
+    let _ = stop_server.send(());
+    let _ = serving.await;
+    let _ = stop_analysis.send(());
+    let mut analyzer = analysis.await?;
+    let findings = analyzer.take_findings();
+    println!("{}", serde_json::to_string_pretty(&findings)?);
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The demo's schema and its app-like workload: requests tagged the way
+//! sqlcommenter and Rails tag them, with one of every finding kind and
+//! clean controls next to each, so the report shows both what qproxy flags
+//! and what it leaves alone.
+
+use anyhow::{Context, Result};
+use tokio_postgres::{Client, NoTls};
+
+/// Schema and data, loaded straight into PostgreSQL (not through the
+/// proxy: setup is not the application's traffic).
+pub const SCHEMA: &str = "
+CREATE TABLE authors (id serial PRIMARY KEY, name text NOT NULL, email text NOT NULL UNIQUE);
+CREATE TABLE posts (
+    id serial PRIMARY KEY,
+    author_id int NOT NULL REFERENCES authors(id),  -- no index: the classic missing FK index
+    title text NOT NULL,
+    published boolean NOT NULL,
+    created_at timestamptz NOT NULL
+);
+CREATE TABLE comments (
+    id serial PRIMARY KEY,
+    post_id int NOT NULL REFERENCES posts(id),
+    body text NOT NULL,
+    created_at timestamptz NOT NULL
+);
+CREATE INDEX comments_post_id_idx ON comments (post_id);
+CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE events (id bigserial PRIMARY KEY, kind text NOT NULL, created_at timestamptz NOT NULL, payload text);
+INSERT INTO authors (name, email) SELECT 'author ' || g, 'author' || g || '@example.com' FROM generate_series(1, 2000) g;
+INSERT INTO posts (author_id, title, published, created_at)
+    SELECT 1 + (g::bigint * 7919) % 2000, 'post ' || g, g % 2 = 0, now() - g * interval '1 minute' FROM generate_series(1, 50000) g;
+INSERT INTO comments (post_id, body, created_at)
+    SELECT 1 + (g::bigint * 104729) % 50000, 'comment ' || g, now() - g * interval '1 second' FROM generate_series(1, 100000) g;
+INSERT INTO settings SELECT 'key' || g, 'value' || g FROM generate_series(1, 10) g;
+INSERT INTO settings VALUES ('theme', 'dark');
+INSERT INTO events (kind, created_at, payload)
+    SELECT 'kind' || (g % 10), now() - g * interval '1 second', 'payload' FROM generate_series(1, 100000) g;
+ANALYZE;
+";
+
+/// A sqlcommenter comment as Django's middleware appends it.
+fn django(route: &str, request: &str) -> String {
+    format!("/*controller='{route}',framework='django%3A4.2',request_id='{request}'*/")
+}
+
+/// A Rails 7.1 QueryLogs comment in the legacy marginalia format.
+fn rails(controller: &str, action: &str, request: &str) -> String {
+    format!("/*application:Blog,controller:{controller},action:{action},request_id:{request}*/")
+}
+
+/// Connects to the proxy and runs the workload; returns how many requests it made.
+pub async fn run(proxy_url: &str) -> Result<u32> {
+    let (client, connection) = tokio_postgres::connect(proxy_url, NoTls)
+        .await
+        .context("connecting through the proxy")?;
+    let driver = tokio::spawn(connection);
+    let (second, connection2) = tokio_postgres::connect(proxy_url, NoTls).await?;
+    let driver2 = tokio::spawn(connection2);
+    // A worker that never tags its queries (a background job, raw SQL).
+    let (untagged, connection3) = tokio_postgres::connect(proxy_url, NoTls).await?;
+    let driver3 = tokio::spawn(connection3);
+    let mut requests = 0;
+    for round in 0..5u32 {
+        requests += posts_index_with_n_plus_one(&client, round).await?;
+        requests += posts_index_batched(&second, round).await?;
+        requests += settings_repeated(&client, round).await?;
+        requests += author_page(&second, round).await?;
+        requests += recent_events(&client, round).await?;
+        requests += untagged_transaction(&untagged, round).await?;
+    }
+    requests += export_published(&client).await?;
+    drop(client);
+    drop(second);
+    drop(untagged);
+    let _ = driver.await;
+    let _ = driver2.await;
+    let _ = driver3.await;
+    Ok(requests)
+}
+
+/// N+1: one author lookup per post, each a separate prepared execution.
+async fn posts_index_with_n_plus_one(c: &Client, round: u32) -> Result<u32> {
+    let tag = django("posts.index", &format!("req-n1-{round}"));
+    let posts = c
+        .query(
+            &format!("SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT 20 {tag}"),
+            &[],
+        )
+        .await?;
+    let author = c.prepare(&format!("SELECT id, name FROM authors WHERE id = $1 {tag}")).await?;
+    for p in &posts {
+        let author_id: i32 = p.get(1);
+        c.query_one(&author, &[&author_id]).await?;
+    }
+    Ok(1)
+}
+
+/// Control: the same page with the authors fetched in one batched query.
+async fn posts_index_batched(c: &Client, round: u32) -> Result<u32> {
+    let tag = django("posts.index_batched", &format!("req-batch-{round}"));
+    let posts = c
+        .query(
+            &format!("SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT 20 {tag}"),
+            &[],
+        )
+        .await?;
+    let ids: Vec<i32> = posts.iter().map(|p| p.get(1)).collect();
+    c.query(&format!("SELECT id, name FROM authors WHERE id = ANY($1) {tag}"), &[&ids])
+        .await?;
+    // Control: a primary-key lookup once per request is not an N+1.
+    c.query_one(&format!("SELECT id, name, email FROM authors WHERE id = $1 {tag}"), &[&(round as i32 + 1)])
+        .await?;
+    Ok(1)
+}
+
+/// Repeated query: the same setting read four times in one request.
+async fn settings_repeated(c: &Client, round: u32) -> Result<u32> {
+    let tag = rails("settings", "show", &format!("req-settings-{round}"));
+    for _ in 0..4 {
+        c.query_one(&format!("SELECT value FROM settings WHERE key = $1 {tag}"), &[&"theme"])
+            .await?;
+    }
+    // Control: a small table read whole is fine.
+    c.query(&format!("SELECT key, value FROM settings {tag}"), &[]).await?;
+    Ok(1)
+}
+
+/// Unindexed filter: posts by author has no index on author_id.
+async fn author_page(c: &Client, round: u32) -> Result<u32> {
+    let tag = rails("authors", "show", &format!("req-author-{round}"));
+    let author = (round as i32) * 13 + 1;
+    c.query(
+        &format!("SELECT id, title FROM posts WHERE author_id = $1 ORDER BY id LIMIT 10 {tag}"),
+        &[&author],
+    )
+    .await?;
+    // Controls: an indexed filter with an aggregate, and an indexed sort.
+    c.query_one(&format!("SELECT count(*) FROM comments WHERE post_id = $1 {tag}"), &[&author])
+        .await?;
+    c.query(&format!("SELECT id FROM posts ORDER BY id DESC LIMIT 10 {tag}"), &[])
+        .await?;
+    Ok(1)
+}
+
+/// Unindexed sort: newest events, but no index on created_at.
+async fn recent_events(c: &Client, round: u32) -> Result<u32> {
+    let tag = rails("events", "index", &format!("req-events-{round}"));
+    c.query(
+        &format!("SELECT id, kind, created_at FROM events ORDER BY created_at DESC LIMIT 50 {tag}"),
+        &[],
+    )
+    .await?;
+    Ok(1)
+}
+
+/// Untagged, simple protocol, in a transaction: comment counts per post,
+/// one query each (grouped by transaction).
+async fn untagged_transaction(c: &Client, round: u32) -> Result<u32> {
+    let offset = round * 10;
+    c.batch_execute("BEGIN").await?;
+    let rows = c
+        .simple_query(&format!("SELECT id FROM posts ORDER BY id LIMIT 10 OFFSET {offset}"))
+        .await?;
+    for msg in rows {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = msg {
+            let id = row.get(0).unwrap_or("0");
+            c.simple_query(&format!("SELECT body FROM comments WHERE post_id = {id}"))
+                .await?;
+        }
+    }
+    c.batch_execute("COMMIT").await?;
+    Ok(1)
+}
+
+/// Unbounded select: every published post, no LIMIT.
+async fn export_published(c: &Client) -> Result<u32> {
+    let tag = rails("exports", "create", "req-export-1");
+    c.query(&format!("SELECT id, title FROM posts WHERE published {tag}"), &[])
+        .await?;
+    Ok(1)
+}

@@ -1,0 +1,309 @@
+//! `qproxy report`: reads the findings store, prints a report, and sets
+//! the exit code CI gates on (0 nothing gating, 1 gating findings, 2 usage
+//! or I/O error), as DESIGN's command-line contract says.
+//!
+//! Arguments that need checking beyond clap's (`--fail-on`, `--run`) are
+//! parsed here rather than by clap so every failure, usage or I/O, exits 2
+//! with one `qproxy report: ...` line on stderr.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::builder::PossibleValuesParser;
+use qproxy_analyzer::finding::FindingKind;
+use qproxy_analyzer::report::{self, Format, RenderOptions, Report};
+use qproxy_analyzer::store::{RunSelection, Store};
+
+use crate::config::DEFAULT_STORE;
+
+/// Options of `qproxy report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Findings store (SQLite) written by `qproxy serve`.
+    #[arg(long, env = "QPROXY_STORE", default_value = DEFAULT_STORE, value_name = "PATH")]
+    pub store: PathBuf,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = PossibleValuesParser::new(Format::NAMES))]
+    pub format: String,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Exit 1 when a finding of one of these kinds is present
+    /// (comma-separated kind names, or `all`).
+    #[arg(long, value_name = "KIND[,KIND..]|all")]
+    pub fail_on: Option<String>,
+    /// Which runs to report: the latest, all of them, or one by id.
+    #[arg(long, default_value = "latest", value_name = "latest|all|ID")]
+    pub run: String,
+}
+
+/// Exit code: nothing gating.
+const OK: u8 = 0;
+/// Exit code: at least one finding of a `--fail-on` kind.
+const GATING: u8 = 1;
+/// Exit code: usage or I/O error.
+const ERROR: u8 = 2;
+
+/// Runs `qproxy report` against the real stdout/stderr.
+pub fn run(args: ReportArgs) -> ExitCode {
+    let stdout = std::io::stdout();
+    let color = stdout.is_terminal() && !no_color();
+    let code = run_with(&args, &mut stdout.lock(), &mut std::io::stderr().lock(), color);
+    ExitCode::from(code)
+}
+
+/// `NO_COLOR` set to anything non-empty turns colour off (no-color.org).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// Parses `--fail-on`: comma-separated kind names, or `all`.
+pub fn parse_fail_on(s: &str) -> Result<Vec<FindingKind>, String> {
+    if s.trim() == "all" {
+        return Ok(FindingKind::ALL.to_vec());
+    }
+    let mut kinds = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        let kind = FindingKind::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = FindingKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown finding kind `{name}` in --fail-on (expected {} or all)", known.join(", "))
+        })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Ok(kinds)
+}
+
+/// The command with its output streams and colour decided by the caller,
+/// so tests can run it whole. Returns the exit code.
+fn run_with(args: &ReportArgs, out: &mut dyn Write, err: &mut dyn Write, color: bool) -> u8 {
+    match report(args, out, color) {
+        Ok((report, gate)) => {
+            let gating = report.gating(&gate).count();
+            if gating == 0 {
+                return OK;
+            }
+            let _ = writeln!(err, "qproxy report: {}", gating_line(&report, &gate, gating));
+            GATING
+        }
+        Err(message) => {
+            let _ = writeln!(err, "qproxy report: {message}");
+            ERROR
+        }
+    }
+}
+
+/// Loads, renders and writes the report; returns it with the gating kinds.
+fn report(args: &ReportArgs, out: &mut dyn Write, color: bool) -> Result<(Report, Vec<FindingKind>), String> {
+    let format: Format = args.format.parse().map_err(|e| format!("{e}"))?;
+    let gate = match &args.fail_on {
+        Some(s) => parse_fail_on(s)?,
+        None => Vec::new(),
+    };
+    let selection: RunSelection = args.run.parse().map_err(|e| format!("{e}"))?;
+    let store = Store::open_read_only(&args.store).map_err(|e| e.to_string())?;
+    let report = store.load_report(&selection).map_err(|e| e.to_string())?;
+    let options = RenderOptions {
+        color: color && args.output.is_none(),
+    };
+    let rendered = report::render(&report, format, options);
+    match &args.output {
+        Some(path) => std::fs::write(path, rendered)
+            .map_err(|e| format!("cannot write report to {}: {e}", path.display()))?,
+        None => match out.write_all(rendered.as_bytes()).and_then(|()| out.flush()) {
+            // `qproxy report | head` closing the pipe is not a failure of the report.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(format!("cannot write report: {e}"));
+            }
+            _ => {}
+        },
+    }
+    Ok((report, gate))
+}
+
+/// `3 gating findings (--fail-on): n_plus_one 2, unbounded_select 1`.
+fn gating_line(report: &Report, gate: &[FindingKind], total: usize) -> String {
+    let mut line = format!("{total} gating finding{} (--fail-on):", if total == 1 { "" } else { "s" });
+    let mut first = true;
+    for kind in FindingKind::ALL.into_iter().filter(|k| gate.contains(k)) {
+        let n = report.findings.iter().filter(|f| f.kind == kind).count();
+        if n > 0 {
+            let _ = write!(line, "{} {kind} {n}", if first { "" } else { "," });
+            first = false;
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qproxy_analyzer::finding::{Finding, Severity, Summary};
+    use qproxy_analyzer::store::RunInfo;
+    use time::OffsetDateTime;
+
+    fn args(store: &std::path::Path) -> ReportArgs {
+        ReportArgs {
+            store: store.to_path_buf(),
+            format: "text".into(),
+            output: None,
+            fail_on: None,
+            run: "latest".into(),
+        }
+    }
+
+    fn finding(kind: FindingKind) -> Finding {
+        let now = OffsetDateTime::now_utc();
+        let mut f = Finding {
+            id: String::new(),
+            kind,
+            severity: Severity::Warning,
+            fingerprint: "0123456789abcdef".into(),
+            query: "SELECT * FROM users WHERE id = $1".into(),
+            table: Some("public.users".into()),
+            columns: vec!["id".into()],
+            count: Some(20),
+            occurrences: 1,
+            request: None,
+            parent: None,
+            rows: None,
+            suggestion: None,
+            database: None,
+            details: Default::default(),
+            first_seen: now,
+            last_seen: now,
+        };
+        f.id = f.compute_id();
+        f
+    }
+
+    /// A store whose latest run has one n_plus_one finding.
+    fn store_with_n_plus_one(dir: &tempfile::TempDir) -> PathBuf {
+        let path = dir.path().join("findings.db");
+        let mut store = Store::open(&path).unwrap();
+        let run = store.begin_run(&RunInfo::current("test")).unwrap();
+        store.record(run, &[finding(FindingKind::NPlusOne)]).unwrap();
+        store.update_summary(run, &Summary { queries: 20, ..Summary::default() }).unwrap();
+        path
+    }
+
+    fn exec(args: &ReportArgs) -> (u8, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run_with(args, &mut out, &mut err, false);
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    #[test]
+    fn exit_0_without_fail_on_or_without_gating_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(&store_with_n_plus_one(&dir));
+        let (code, out, err) = exec(&a);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("n_plus_one"), "{out}");
+        a.fail_on = Some("unbounded_select,unindexed_sort".into());
+        assert_eq!(exec(&a).0, 0);
+    }
+
+    #[test]
+    fn exit_0_on_an_empty_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/findings.db");
+        drop(Store::open(&path).unwrap());
+        let mut a = args(&path);
+        a.fail_on = Some("all".into());
+        let (code, out, _) = exec(&a);
+        assert_eq!(code, 0);
+        assert!(out.contains("no runs recorded yet"), "{out}");
+    }
+
+    #[test]
+    fn exit_1_when_a_gating_kind_is_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(&store_with_n_plus_one(&dir));
+        for gate in ["n_plus_one", "all", "repeated_query, n_plus_one"] {
+            a.fail_on = Some(gate.into());
+            let (code, _, err) = exec(&a);
+            assert_eq!(code, 1, "--fail-on {gate}");
+            assert_eq!(err, "qproxy report: 1 gating finding (--fail-on): n_plus_one 1\n");
+        }
+        // Written to --output, the gate still applies, and JSON is parseable.
+        a.format = "json".into();
+        a.output = Some(dir.path().join("report.json"));
+        let (code, out, _) = exec(&a);
+        assert_eq!((code, out.as_str()), (1, ""));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+        assert_eq!(json["findings"][0]["kind"], "n_plus_one");
+    }
+
+    #[test]
+    fn exit_2_on_usage_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = args(&store_with_n_plus_one(&dir));
+        let cases: [(&str, fn(&mut ReportArgs)); 4] = [
+            ("unknown finding kind `n_plus_two`", |a| a.fail_on = Some("n_plus_two".into())),
+            ("unknown report format `yaml`", |a| a.format = "yaml".into()),
+            ("invalid run selection `newest`", |a| a.run = "newest".into()),
+            ("no run 99", |a| a.run = "99".into()),
+        ];
+        for (expected, change) in cases {
+            let mut a = base.clone();
+            change(&mut a);
+            let (code, out, err) = exec(&a);
+            assert_eq!(code, 2, "{expected}");
+            assert!(out.is_empty());
+            assert!(err.starts_with("qproxy report: ") && err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn exit_2_on_io_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, _, err) = exec(&args(&dir.path().join("missing.db")));
+        assert_eq!(code, 2);
+        assert!(err.contains("no findings store at") && err.contains("missing.db"), "{err}");
+
+        let not_a_db = dir.path().join("notes.txt");
+        std::fs::write(&not_a_db, "this is not SQLite, just some text long enough to look like a header").unwrap();
+        let (code, _, err) = exec(&args(&not_a_db));
+        assert_eq!(code, 2);
+        assert!(err.contains("cannot open findings store"), "{err}");
+
+        let mut a = args(&store_with_n_plus_one(&dir));
+        a.output = Some(dir.path().join("no/such/dir/report.txt"));
+        let (code, _, err) = exec(&a);
+        assert_eq!(code, 2);
+        assert!(err.contains("cannot write report to"), "{err}");
+    }
+
+    #[test]
+    fn parses_fail_on_lists() {
+        assert_eq!(parse_fail_on("all").unwrap().len(), FindingKind::ALL.len());
+        assert_eq!(
+            parse_fail_on("n_plus_one,n_plus_one,unbounded_select").unwrap(),
+            [FindingKind::NPlusOne, FindingKind::UnboundedSelect]
+        );
+        assert!(parse_fail_on("").is_err());
+        assert!(parse_fail_on("n_plus_one,").is_err());
+    }
+
+    #[test]
+    fn clap_defaults_match_the_contract() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            report: ReportArgs,
+        }
+        let cli = Cli::try_parse_from(["report"]).unwrap();
+        assert_eq!(cli.report.format, "text");
+        assert_eq!(cli.report.run, "latest");
+        if std::env::var_os("QPROXY_STORE").is_none() {
+            assert_eq!(cli.report.store, PathBuf::from(".qproxy/findings.db"));
+        }
+        assert!(Cli::try_parse_from(["report", "--format", "yaml"]).is_err());
+    }
+}
