@@ -50,7 +50,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(fingerprint_sql(black_box(orm))))
     });
     group.bench_function("miss/pgx-short", |b| {
-        b.iter(|| black_box(fingerprint_sql(black_box("select id, name, email from users where id = $1"))))
+        b.iter(|| {
+            black_box(fingerprint_sql(black_box(
+                "select id, name, email from users where id = $1",
+            )))
+        })
     });
 
     let mut cache = FingerprintCache::default();
@@ -77,18 +81,45 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // A new text of a known shape: what an N+1 loop from a client that
+    // inlines values (psycopg2, Sequelize) costs per query.
+    let mut n = 0u64;
+    group.bench_function("shape-hit/django-user", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                orm.replace("= 1 LIMIT", &format!("= {n} LIMIT"))
+            },
+            |sql| black_box(cache.get(&sql)),
+            BatchSize::SmallInput,
+        )
+    });
+    let short = "SELECT id, name, email FROM users WHERE id = 1";
+    cache.get(short);
+    group.bench_function("shape-hit/pgx-short", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                short.replace("= 1", &format!("= {n}"))
+            },
+            |sql| black_box(cache.get(&sql)),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 
 criterion_group!(benches, bench);
 
-
+/// sqlparser's own cost, the floor under a miss.
 fn parts(c: &mut Criterion) {
     use sqlparser::dialect::PostgreSqlDialect;
     use sqlparser::parser::Parser;
     let q = "select id, name, email from users where id = $1";
     let orm = r#"SELECT "auth_user"."id", "auth_user"."password", "auth_user"."last_login", "auth_user"."is_superuser", "auth_user"."username", "auth_user"."first_name", "auth_user"."last_name", "auth_user"."email", "auth_user"."is_staff", "auth_user"."is_active", "auth_user"."date_joined" FROM "auth_user" WHERE "auth_user"."id" = 1 LIMIT 21"#;
-    if std::env::var("PER_STATEMENT").is_ok() {
+    // QPROXY_BENCH_PER_STATEMENT=1 prints each corpus statement's miss time
+    // (ours, then sqlparser's parse alone) and the median statement.
+    if std::env::var("QPROXY_BENCH_PER_STATEMENT").is_ok() {
         let mut times: Vec<(f64, String)> = statements()
             .iter()
             .map(|s| {
@@ -103,7 +134,14 @@ fn parts(c: &mut Criterion) {
                     black_box(Parser::parse_sql(&PostgreSqlDialect {}, black_box(s)).ok());
                 }
                 let parse = t.elapsed().as_secs_f64() / n as f64 * 1e6;
-                (ours, format!("{ours:8.2} {parse:8.2} {:5} {}", s.len(), &s[..s.len().min(60)]))
+                (
+                    ours,
+                    format!(
+                        "{ours:8.2} {parse:8.2} {:5} {}",
+                        s.len(),
+                        &s[..s.len().min(60)]
+                    ),
+                )
             })
             .collect();
         times.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
@@ -115,13 +153,21 @@ fn parts(c: &mut Criterion) {
     let mut g = c.benchmark_group("parts");
     for (name, sql) in [("short", q), ("orm", orm)] {
         g.bench_function(format!("tokenize/{name}"), |b| {
-            b.iter(|| black_box(sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, black_box(sql)).tokenize_with_location().unwrap()))
+            b.iter(|| {
+                black_box(
+                    sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, black_box(sql))
+                        .tokenize_with_location()
+                        .unwrap(),
+                )
+            })
         });
         g.bench_function(format!("parse/{name}"), |b| {
             b.iter(|| black_box(Parser::parse_sql(&PostgreSqlDialect {}, black_box(sql)).unwrap()))
         });
         let st = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
-        g.bench_function(format!("display/{name}"), |b| b.iter(|| black_box(st[0].to_string())));
+        g.bench_function(format!("display/{name}"), |b| {
+            b.iter(|| black_box(st[0].to_string()))
+        });
     }
     g.finish();
 }

@@ -250,13 +250,44 @@ mod tests {
 
     #[test]
     fn id_is_stable_and_separates_fields() {
-        let a = finding_id(FindingKind::NPlusOne, "00ff", Some("public.users"), &["id".into()], Some("users#show"), None);
+        let a = finding_id(
+            FindingKind::NPlusOne,
+            "00ff",
+            Some("public.users"),
+            &["id".into()],
+            Some("users#show"),
+            None,
+        );
         // Pinned: a change here breaks every user's baseline.
-        assert_eq!(a, finding_id(FindingKind::NPlusOne, "00ff", Some("public.users"), &["id".into()], Some("users#show"), None));
+        assert_eq!(
+            a,
+            finding_id(
+                FindingKind::NPlusOne,
+                "00ff",
+                Some("public.users"),
+                &["id".into()],
+                Some("users#show"),
+                None
+            )
+        );
         assert_eq!(a.len(), 16);
-        let b = finding_id(FindingKind::NPlusOne, "00ff", Some("public.user"), &["sid".into()], Some("users#show"), None);
+        let b = finding_id(
+            FindingKind::NPlusOne,
+            "00ff",
+            Some("public.user"),
+            &["sid".into()],
+            Some("users#show"),
+            None,
+        );
         assert_ne!(a, b);
-        let c = finding_id(FindingKind::RepeatedQuery, "00ff", Some("public.users"), &["id".into()], Some("users#show"), None);
+        let c = finding_id(
+            FindingKind::RepeatedQuery,
+            "00ff",
+            Some("public.users"),
+            &["id".into()],
+            Some("users#show"),
+            None,
+        );
         assert_ne!(a, c);
     }
 

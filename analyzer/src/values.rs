@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(t, value_hash(&42i32.to_be_bytes(), true));
         assert_eq!(t, value_hash(&42i64.to_be_bytes(), true));
         assert_eq!(t, value_hash(&42i16.to_be_bytes(), true));
-        assert_eq!(value_hash(b"-7", false), value_hash(&(-7i32).to_be_bytes(), true));
+        assert_eq!(
+            value_hash(b"-7", false),
+            value_hash(&(-7i32).to_be_bytes(), true)
+        );
         assert_ne!(t, value_hash(b"43", false));
         assert_ne!(value_hash(b"007", false), value_hash(b"7", false));
     }
@@ -102,10 +105,14 @@ mod tests {
     fn uuids_match_across_formats() {
         let text = b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
         let bin = [
-            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11,
+            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+            0x0a, 0x11,
         ];
         assert_eq!(value_hash(text, false), value_hash(&bin, true));
-        assert_ne!(value_hash(b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1x", false), value_hash(&bin, true));
+        assert_ne!(
+            value_hash(b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1x", false),
+            value_hash(&bin, true)
+        );
     }
 
     #[test]

@@ -45,11 +45,23 @@ fn a_known_shape_with_new_values_is_not_parsed_again() {
 fn shapes_never_merge_different_fingerprints() {
     let mut cache = FingerprintCache::new(64);
     for pair in [
-        ["SELECT a, b FROM t ORDER BY 1", "SELECT a, b FROM t ORDER BY 2"],
-        ["SELECT a::varchar(10) FROM t", "SELECT a::varchar(20) FROM t"],
-        ["SELECT a FROM t WHERE b = 1 GROUP BY 1", "SELECT a FROM t WHERE b = 1 GROUP BY 2"],
+        [
+            "SELECT a, b FROM t ORDER BY 1",
+            "SELECT a, b FROM t ORDER BY 2",
+        ],
+        [
+            "SELECT a::varchar(10) FROM t",
+            "SELECT a::varchar(20) FROM t",
+        ],
+        [
+            "SELECT a FROM t WHERE b = 1 GROUP BY 1",
+            "SELECT a FROM t WHERE b = 1 GROUP BY 2",
+        ],
         ["SELECT data->>'a' FROM t", "SELECT data->>'b' FROM t"],
-        ["SELECT a FROM t WHERE b = true", "SELECT a FROM t WHERE b IS TRUE"],
+        [
+            "SELECT a FROM t WHERE b = true",
+            "SELECT a FROM t WHERE b IS TRUE",
+        ],
         ["SELECT a FROM t LIMIT 1", "SELECT a FROM t LIMIT ALL"],
     ] {
         let a = cache.get(pair[0]);

@@ -24,7 +24,9 @@ fn entries() -> Vec<Entry> {
         if let Some(name) = line.strip_prefix("== ") {
             class = name.trim().to_owned();
         } else if line.starts_with([' ', '\t']) {
-            let last = out.last_mut().expect("continuation line without a statement");
+            let last = out
+                .last_mut()
+                .expect("continuation line without a statement");
             last.sql.push('\n');
             last.sql.push_str(line);
         } else {
@@ -32,7 +34,10 @@ fn entries() -> Vec<Entry> {
                 Some(rest) => (rest, true),
                 None => (line, false),
             };
-            assert!(!class.is_empty(), "statement before the first class: {line}");
+            assert!(
+                !class.is_empty(),
+                "statement before the first class: {line}"
+            );
             out.push(Entry {
                 class: class.clone(),
                 sql: sql.to_owned(),
@@ -45,7 +50,11 @@ fn entries() -> Vec<Entry> {
 
 fn single(sql: &str) -> Fingerprint {
     let mut fps = fingerprint_sql(sql);
-    assert_eq!(fps.len(), 1, "expected one statement in {sql:?}, got {fps:#?}");
+    assert_eq!(
+        fps.len(),
+        1,
+        "expected one statement in {sql:?}, got {fps:#?}"
+    );
     fps.remove(0)
 }
 
@@ -116,7 +125,10 @@ fn normalized_text_is_a_fixpoint() {
         }
         let again = single(&fp.normalized);
         if again.fallback || again.normalized != fp.normalized {
-            problems.push(format!("[{}]\n  {}\n  {}", e.class, fp.normalized, again.normalized));
+            problems.push(format!(
+                "[{}]\n  {}\n  {}",
+                e.class, fp.normalized, again.normalized
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -55,7 +55,10 @@ fn placeholder_lists_collapse() {
         "select * from t where a in (4) and b = any(array[5]) and c = 'still open",
     );
     // Function arguments are not a list to collapse.
-    assert_different_fallback("select f(1, 2) where x = 'open", "select f(1) where x = 'open");
+    assert_different_fallback(
+        "select f(1, 2) where x = 'open",
+        "select f(1) where x = 'open",
+    );
 }
 
 #[test]
@@ -148,5 +151,8 @@ fn long_operator_chains_are_parsed_on_a_large_stack() {
 #[test]
 fn fallback_ids_are_hashes_of_the_normalized_text() {
     let fp = fallback("VACUUM ANALYZE t");
-    assert_eq!(fp.id.0, xxhash_rust::xxh3::xxh3_64(fp.normalized.as_bytes()));
+    assert_eq!(
+        fp.id.0,
+        xxhash_rust::xxh3::xxh3_64(fp.normalized.as_bytes())
+    );
 }

@@ -73,7 +73,11 @@ fn pinned_fingerprints_do_not_change() {
             ));
         }
     }
-    assert!(changed.is_empty(), "fingerprints changed:\n{}", changed.join("\n"));
+    assert!(
+        changed.is_empty(),
+        "fingerprints changed:\n{}",
+        changed.join("\n")
+    );
 }
 
 /// The id is XXH3-64 with seed 0 over the normalized text: checked against

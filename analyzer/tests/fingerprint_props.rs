@@ -38,7 +38,8 @@ fn literal() -> impl Strategy<Value = String> {
         (any::<u32>(), 0u32..1000).prop_map(|(a, b)| format!("{a}.{b}")),
         (1u32..1000, -20i32..20).prop_map(|(a, e)| format!("{a}e{e}")),
         "[^\u{0}]{0,20}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
-        "[^\u{0}]{0,20}".prop_map(|s| format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))),
+        "[^\u{0}]{0,20}"
+            .prop_map(|s| format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))),
         "[^\u{0}$]{0,20}".prop_map(|s| format!("$q${s}$q$")),
         "[0-9]{4}-[0-9]{2}-[0-9]{2}".prop_map(|d| format!("DATE '{d}'")),
         "[0-9]{4}-[0-9]{2}-[0-9]{2}".prop_map(|d| format!("'{d}'::timestamptz")),
@@ -150,7 +151,10 @@ fn check_invariants(sql: &str) {
     for (i, fp) in fps.iter().enumerate() {
         assert_eq!(usize::from(fp.statement_index), i);
         if fp.normalized.len() <= MAX_NORMALIZED_BYTES {
-            assert_eq!(fp.id.0, xxhash_rust::xxh3::xxh3_64(fp.normalized.as_bytes()));
+            assert_eq!(
+                fp.id.0,
+                xxhash_rust::xxh3::xxh3_64(fp.normalized.as_bytes())
+            );
         }
     }
 }

@@ -43,7 +43,10 @@ fn assert_normalized(sql: &str, expected: &str) {
 
 #[test]
 fn numbers_become_placeholders() {
-    assert_same("SELECT * FROM t WHERE a = 1", "SELECT * FROM t WHERE a = 2.5e10");
+    assert_same(
+        "SELECT * FROM t WHERE a = 1",
+        "SELECT * FROM t WHERE a = 2.5e10",
+    );
 }
 
 #[test]
@@ -62,20 +65,38 @@ fn strings_of_every_flavour_become_placeholders() {
 
 #[test]
 fn booleans_and_null_are_literals() {
-    assert_same("SELECT * FROM t WHERE a = true", "SELECT * FROM t WHERE a = $1");
-    assert_same("INSERT INTO t (a) VALUES (NULL)", "INSERT INTO t (a) VALUES ($1)");
+    assert_same(
+        "SELECT * FROM t WHERE a = true",
+        "SELECT * FROM t WHERE a = $1",
+    );
+    assert_same(
+        "INSERT INTO t (a) VALUES (NULL)",
+        "INSERT INTO t (a) VALUES ($1)",
+    );
 }
 
 #[test]
 fn is_null_is_syntax_not_a_literal() {
-    assert_differs("SELECT * FROM t WHERE a IS NULL", "SELECT * FROM t WHERE a = $1");
-    assert_differs("SELECT * FROM t WHERE a IS NULL", "SELECT * FROM t WHERE a IS NOT NULL");
+    assert_differs(
+        "SELECT * FROM t WHERE a IS NULL",
+        "SELECT * FROM t WHERE a = $1",
+    );
+    assert_differs(
+        "SELECT * FROM t WHERE a IS NULL",
+        "SELECT * FROM t WHERE a IS NOT NULL",
+    );
 }
 
 #[test]
 fn parameters_and_literals_are_the_same_placeholder() {
-    assert_same("SELECT * FROM t WHERE a = $1", "SELECT * FROM t WHERE a = 'v'");
-    assert_same("SELECT * FROM t WHERE a = $7", "SELECT * FROM t WHERE a = $1");
+    assert_same(
+        "SELECT * FROM t WHERE a = $1",
+        "SELECT * FROM t WHERE a = 'v'",
+    );
+    assert_same(
+        "SELECT * FROM t WHERE a = $7",
+        "SELECT * FROM t WHERE a = $1",
+    );
 }
 
 #[test]
@@ -84,7 +105,10 @@ fn casts_of_placeholders_collapse() {
     assert_same(base, "SELECT * FROM t WHERE a = $1::int");
     assert_same(base, "SELECT * FROM t WHERE a = CAST($1 AS int)");
     assert_same(base, "SELECT * FROM t WHERE a = 'x'::text");
-    assert_same(base, "SELECT * FROM t WHERE a = '2024-01-01'::date::timestamptz");
+    assert_same(
+        base,
+        "SELECT * FROM t WHERE a = '2024-01-01'::date::timestamptz",
+    );
     assert_same(base, "SELECT * FROM t WHERE a = DATE '2024-01-01'");
     assert_same(base, "SELECT * FROM t WHERE a = -5");
     assert_same(base, "SELECT * FROM t WHERE a = (5)");
@@ -92,7 +116,10 @@ fn casts_of_placeholders_collapse() {
 
 #[test]
 fn casts_of_columns_stay() {
-    assert_differs("SELECT * FROM t WHERE a::text = $1", "SELECT * FROM t WHERE a = $1");
+    assert_differs(
+        "SELECT * FROM t WHERE a::text = $1",
+        "SELECT * FROM t WHERE a = $1",
+    );
 }
 
 #[test]
@@ -114,7 +141,9 @@ fn literal_hashes_tell_values_apart_without_keeping_them() {
     assert_ne!(a.literal_hashes, b.literal_hashes);
     assert_eq!(a.literal_hashes, c.literal_hashes);
     assert_ne!(a.literal_hashes, neg.literal_hashes);
-    assert!(one("SELECT * FROM t WHERE a = $1").literal_hashes.is_empty());
+    assert!(one("SELECT * FROM t WHERE a = $1")
+        .literal_hashes
+        .is_empty());
 }
 
 #[test]
@@ -127,8 +156,16 @@ fn no_string_value_survives() {
         "SELECT 'secret' AS x",
     ] {
         let fp = one(sql);
-        assert!(!fp.normalized.contains("secret"), "{sql} → {}", fp.normalized);
-        assert!(!fp.normalized.contains("hunter2"), "{sql} → {}", fp.normalized);
+        assert!(
+            !fp.normalized.contains("secret"),
+            "{sql} → {}",
+            fp.normalized
+        );
+        assert!(
+            !fp.normalized.contains("hunter2"),
+            "{sql} → {}",
+            fp.normalized
+        );
     }
 }
 
@@ -160,7 +197,10 @@ fn not_in_equals_all() {
 
 #[test]
 fn in_list_is_not_equality() {
-    assert_differs("SELECT * FROM t WHERE a IN (1, 2)", "SELECT * FROM t WHERE a = 1");
+    assert_differs(
+        "SELECT * FROM t WHERE a IN (1, 2)",
+        "SELECT * FROM t WHERE a = 1",
+    );
 }
 
 #[test]
@@ -189,16 +229,16 @@ fn arrays_of_placeholders_collapse() {
         "SELECT * FROM t WHERE tags && ARRAY['a', 'b', 'c']",
         "SELECT * FROM t WHERE tags && $1",
     );
-    assert_same(
-        "SELECT ARRAY[[1, 2], [3, 4]]",
-        "SELECT ARRAY[1]",
-    );
+    assert_same("SELECT ARRAY[[1, 2], [3, 4]]", "SELECT ARRAY[1]");
 }
 
 #[test]
 fn multi_row_values_collapse() {
     let base = "INSERT INTO t (a, b) VALUES (1, 'x')";
-    assert_same(base, "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y'), (3, 'z')");
+    assert_same(
+        base,
+        "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y'), (3, 'z')",
+    );
     assert_same(base, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)");
     assert_differs(
         "INSERT INTO t (a, b) VALUES (1, DEFAULT), (2, 'y')",
@@ -256,22 +296,40 @@ fn argument_order_is_kept() {
 
 #[test]
 fn order_by_direction_is_kept() {
-    assert_differs("SELECT a FROM t ORDER BY a ASC", "SELECT a FROM t ORDER BY a DESC");
-    assert_differs("SELECT a FROM t ORDER BY a", "SELECT a FROM t ORDER BY a DESC");
+    assert_differs(
+        "SELECT a FROM t ORDER BY a ASC",
+        "SELECT a FROM t ORDER BY a DESC",
+    );
+    assert_differs(
+        "SELECT a FROM t ORDER BY a",
+        "SELECT a FROM t ORDER BY a DESC",
+    );
 }
 
 #[test]
 fn order_by_ordinals_are_kept() {
-    assert_differs("SELECT a, b FROM t ORDER BY 1", "SELECT a, b FROM t ORDER BY 2");
-    assert_differs("SELECT a, count(*) FROM t GROUP BY 1", "SELECT a, count(*) FROM t GROUP BY 2");
+    assert_differs(
+        "SELECT a, b FROM t ORDER BY 1",
+        "SELECT a, b FROM t ORDER BY 2",
+    );
+    assert_differs(
+        "SELECT a, count(*) FROM t GROUP BY 1",
+        "SELECT a, count(*) FROM t GROUP BY 2",
+    );
 }
 
 #[test]
 fn limit_presence_is_kept_but_not_its_value() {
     assert_same("SELECT a FROM t LIMIT 10", "SELECT a FROM t LIMIT 20");
-    assert_same("SELECT a FROM t LIMIT 10 OFFSET 5", "SELECT a FROM t LIMIT $1 OFFSET $2");
+    assert_same(
+        "SELECT a FROM t LIMIT 10 OFFSET 5",
+        "SELECT a FROM t LIMIT $1 OFFSET $2",
+    );
     assert_differs("SELECT a FROM t LIMIT 10", "SELECT a FROM t");
-    assert_differs("SELECT a FROM t LIMIT 10", "SELECT a FROM t LIMIT 10 OFFSET 5");
+    assert_differs(
+        "SELECT a FROM t LIMIT 10",
+        "SELECT a FROM t LIMIT 10 OFFSET 5",
+    );
     assert!(one("SELECT a FROM t LIMIT 10").has_limit);
     assert!(one("SELECT a FROM t FETCH FIRST 3 ROWS ONLY").has_limit);
     assert!(!one("SELECT a FROM t").has_limit);
@@ -289,8 +347,14 @@ fn json_keys_are_kept() {
         "SELECT * FROM t WHERE data ->> 'name' = $1",
     );
     assert_differs("SELECT data->'a' FROM t", "SELECT data->'b' FROM t");
-    assert_differs("SELECT data#>>'{a,b}' FROM t", "SELECT data#>>'{a,c}' FROM t");
-    assert_differs("SELECT * FROM t WHERE data ? 'a'", "SELECT * FROM t WHERE data ? 'b'");
+    assert_differs(
+        "SELECT data#>>'{a,b}' FROM t",
+        "SELECT data#>>'{a,c}' FROM t",
+    );
+    assert_differs(
+        "SELECT * FROM t WHERE data ? 'a'",
+        "SELECT * FROM t WHERE data ? 'b'",
+    );
     assert_differs("SELECT data->0 FROM t", "SELECT data->1 FROM t");
 }
 
@@ -404,10 +468,16 @@ fn channel_names_are_dropped() {
 #[test]
 fn set_values_are_dropped_but_names_kept() {
     assert_same("SET search_path TO public", "SET search_path = app, public");
-    assert_same("SET LOCAL statement_timeout = 0", "SET LOCAL statement_timeout TO '5s'");
+    assert_same(
+        "SET LOCAL statement_timeout = 0",
+        "SET LOCAL statement_timeout TO '5s'",
+    );
     assert_same("SET TIME ZONE 'UTC'", "SET TIME ZONE 'Europe/Paris'");
     assert_differs("SET search_path TO public", "SET statement_timeout TO 0");
-    assert_differs("SET statement_timeout = 0", "SET LOCAL statement_timeout = 0");
+    assert_differs(
+        "SET statement_timeout = 0",
+        "SET LOCAL statement_timeout = 0",
+    );
 }
 
 // ------------------------------------------------------------ statements, kinds, tables
@@ -444,7 +514,10 @@ fn kinds() {
     for (sql, kind) in [
         ("SELECT 1", K::Select),
         ("WITH x AS (SELECT 1) SELECT * FROM x", K::Select),
-        ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", K::Insert),
+        (
+            "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
+            K::Insert,
+        ),
         ("INSERT INTO t VALUES (1)", K::Insert),
         ("UPDATE t SET a = 1", K::Update),
         ("DELETE FROM t", K::Delete),
@@ -484,14 +557,22 @@ fn kinds() {
 #[test]
 fn tables_in_order_of_appearance_without_ctes() {
     assert_eq!(
-        one("WITH recent AS (SELECT * FROM orders) SELECT (SELECT count(*) FROM audit), r.id \
+        one(
+            "WITH recent AS (SELECT * FROM orders) SELECT (SELECT count(*) FROM audit), r.id \
              FROM public.users u JOIN recent r ON r.uid = u.id \
-             WHERE u.id IN (SELECT user_id FROM \"Admins\") AND EXISTS (SELECT 1 FROM users)")
+             WHERE u.id IN (SELECT user_id FROM \"Admins\") AND EXISTS (SELECT 1 FROM users)"
+        )
         .tables,
         vec!["orders", "audit", "public.users", "Admins", "users"]
     );
-    assert_eq!(one("INSERT INTO t (a) SELECT a FROM u").tables, vec!["t", "u"]);
-    assert_eq!(one("SELECT * FROM generate_series(1, 3) g").tables, Vec::<String>::new());
+    assert_eq!(
+        one("INSERT INTO t (a) SELECT a FROM u").tables,
+        vec!["t", "u"]
+    );
+    assert_eq!(
+        one("SELECT * FROM generate_series(1, 3) g").tables,
+        Vec::<String>::new()
+    );
     assert_eq!(one("COPY s.t (a) FROM STDIN").tables, vec!["s.t"]);
     assert_eq!(one("DROP TABLE a, b").tables, vec!["a", "b"]);
 }
@@ -514,9 +595,16 @@ fn fingerprint_id_round_trips() {
     let fp = one("SELECT 1");
     let text = fp.id.to_string();
     assert_eq!(text.len(), 16);
-    assert!(text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-    assert_eq!(text.parse::<qproxy_analyzer::fingerprint::FingerprintId>(), Ok(fp.id));
-    assert!("xyz".parse::<qproxy_analyzer::fingerprint::FingerprintId>().is_err());
+    assert!(text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert_eq!(
+        text.parse::<qproxy_analyzer::fingerprint::FingerprintId>(),
+        Ok(fp.id)
+    );
+    assert!("xyz"
+        .parse::<qproxy_analyzer::fingerprint::FingerprintId>()
+        .is_err());
     let back: qproxy_analyzer::fingerprint::FingerprintId =
         serde_json::from_value(serde_json::to_value(fp.id).expect("serializes")).expect("parses");
     assert_eq!(back, fp.id);

@@ -24,16 +24,38 @@ fn empty_text_report() {
 
 #[test]
 fn json_has_every_design_field_with_nulls_where_not_applicable() {
-    let json: serde_json::Value = serde_json::from_str(&report::render_json(&fixed_report())).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&report::render_json(&fixed_report())).unwrap();
     assert_eq!(json["version"], 1);
     let summary = json["summary"].as_object().unwrap();
     let keys: Vec<&str> = summary.keys().map(String::as_str).collect();
-    for key in ["queries", "fingerprints", "requests", "correlated_fraction", "parse_failures", "dropped_events", "catalog"] {
+    for key in [
+        "queries",
+        "fingerprints",
+        "requests",
+        "correlated_fraction",
+        "parse_failures",
+        "dropped_events",
+        "catalog",
+    ] {
         assert!(keys.contains(&key), "summary.{key} missing");
     }
     let design = [
-        "id", "kind", "severity", "fingerprint", "query", "table", "columns", "count", "occurrences",
-        "request", "parent", "rows", "suggestion", "first_seen", "last_seen",
+        "id",
+        "kind",
+        "severity",
+        "fingerprint",
+        "query",
+        "table",
+        "columns",
+        "count",
+        "occurrences",
+        "request",
+        "parent",
+        "rows",
+        "suggestion",
+        "first_seen",
+        "last_seen",
     ];
     let findings = json["findings"].as_array().unwrap();
     assert_eq!(findings.len(), 5);
@@ -43,8 +65,16 @@ fn json_has_every_design_field_with_nulls_where_not_applicable() {
         }
         assert!(f["columns"].is_array() && f["details"].is_object());
     }
-    let sort = findings.iter().find(|f| f["kind"] == "unindexed_sort").unwrap();
-    assert!(sort["count"].is_null() && sort["request"].is_null() && sort["parent"].is_null() && sort["rows"].is_null());
+    let sort = findings
+        .iter()
+        .find(|f| f["kind"] == "unindexed_sort")
+        .unwrap();
+    assert!(
+        sort["count"].is_null()
+            && sort["request"].is_null()
+            && sort["parent"].is_null()
+            && sort["rows"].is_null()
+    );
     let n1 = &findings[0];
     assert_eq!(n1["kind"], "n_plus_one", "worst first");
     assert_eq!(n1["request"]["route"], "GET /posts");
@@ -78,18 +108,33 @@ fn good_coverage_prints_no_warning() {
 #[test]
 fn render_dispatches_by_format() {
     let r = fixed_report();
-    assert_eq!(report::render(&r, Format::Json, RenderOptions::default()), report::render_json(&r));
-    assert_eq!(report::render(&r, Format::Text, RenderOptions { color: false }), report::render_text(&r, false));
+    assert_eq!(
+        report::render(&r, Format::Json, RenderOptions::default()),
+        report::render_json(&r)
+    );
+    assert_eq!(
+        report::render(&r, Format::Text, RenderOptions { color: false }),
+        report::render_text(&r, false)
+    );
 }
 
 #[test]
 fn long_sql_is_truncated_in_text_only() {
     let mut report = fixed_report();
-    let long = format!("SELECT {} FROM public.wide", (0..400).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", "));
+    let long = format!(
+        "SELECT {} FROM public.wide",
+        (0..400)
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     report.findings[0].query = long.clone();
     let text = report::render_text(&report, false);
     assert!(text.contains("more characters; --format json has the whole statement"));
-    assert!(text.lines().all(|l| l.chars().count() <= 100), "a line exceeds 100 columns");
+    assert!(
+        text.lines().all(|l| l.chars().count() <= 100),
+        "a line exceeds 100 columns"
+    );
     assert!(report::render_json(&report).contains(&long));
 }
 

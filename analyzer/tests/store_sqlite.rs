@@ -24,7 +24,12 @@ fn delta(f: &Finding, occurrences: u64, count: Option<u64>, first: i64, last: i6
 }
 
 fn only(report: &qproxy_analyzer::report::Report, id: &str) -> Finding {
-    report.findings.iter().find(|f| f.id == id).cloned().expect("finding in report")
+    report
+        .findings
+        .iter()
+        .find(|f| f.id == id)
+        .cloned()
+        .expect("finding in report")
 }
 
 #[test]
@@ -43,7 +48,10 @@ fn round_trip_keeps_every_field() {
     assert_eq!(report.findings, expected);
     assert_eq!(report.summary, poor_summary());
     let meta = &report.runs[0];
-    assert_eq!((meta.id, meta.host.as_str(), meta.pid, meta.version.as_str()), (run.0, "host-a", 4242, "0.1.0"));
+    assert_eq!(
+        (meta.id, meta.host.as_str(), meta.pid, meta.version.as_str()),
+        (run.0, "host-a", 4242, "0.1.0")
+    );
     assert_eq!((meta.started_at, meta.ended_at), (at(0), Some(at(900))));
 }
 
@@ -71,7 +79,11 @@ fn deltas_from_two_flushes_merge() {
     assert_eq!(got.request, first.request, "the worst request stays");
     assert_eq!(got.severity, Severity::Error, "severity keeps the max");
     assert_eq!(got.rows.unwrap().max, 5, "rows keep the max");
-    assert_eq!((got.first_seen, got.last_seen), (at(5), at(20)), "min first_seen, max last_seen");
+    assert_eq!(
+        (got.first_seen, got.last_seen),
+        (at(5), at(20)),
+        "min first_seen, max last_seen"
+    );
     assert_eq!(store.finding(&f.id).unwrap().unwrap().occurrences, 5);
 }
 
@@ -92,7 +104,10 @@ fn two_writers_sharing_a_file_lose_nothing() {
                 own.request = request(host, host);
                 own.id = own.compute_id();
                 for i in 0..FLUSHES {
-                    let batch = [delta(&shared, 1, None, 0, i as i64), delta(&own, 1, Some(i), 0, 0)];
+                    let batch = [
+                        delta(&shared, 1, None, 0, i as i64),
+                        delta(&own, 1, Some(i), 0, 0),
+                    ];
                     store.record(run, &batch).unwrap();
                 }
                 (run, own.id)
@@ -123,7 +138,12 @@ fn a_reader_sees_consistent_snapshots_while_a_writer_writes() {
     let writer = std::thread::spawn(move || {
         for _ in 0..FLUSHES {
             // Both in one transaction: a reader must never see one without the other.
-            store.record(run, &[delta(&a, 1, Some(3), 0, 0), delta(&b, 1, None, 0, 0)]).unwrap();
+            store
+                .record(
+                    run,
+                    &[delta(&a, 1, Some(3), 0, 0), delta(&b, 1, None, 0, 0)],
+                )
+                .unwrap();
         }
     });
     let reader = Store::open_read_only(&path).unwrap();
@@ -159,7 +179,9 @@ fn reopening_keeps_data_and_starts_a_new_run() {
     };
     let mut store = Store::open(&path).unwrap();
     let second_run = store.begin_run(&run_info("h", 100)).unwrap();
-    store.record(second_run, &[delta(&f, 1, Some(20), 100, 110)]).unwrap();
+    store
+        .record(second_run, &[delta(&f, 1, Some(20), 100, 110)])
+        .unwrap();
 
     let latest = store.load_report(&RunSelection::Latest).unwrap();
     assert_eq!(latest.runs[0].id, second_run.0);
@@ -186,24 +208,61 @@ fn run_selection() {
     let earlier = store.begin_run(&run_info("earlier", 100)).unwrap();
     store.record(later, &[unbounded_select()]).unwrap();
     store.record(earlier, &[unindexed_sort()]).unwrap();
-    store.update_summary(later, &Summary { queries: 300, correlated_fraction: 0.4, fingerprints: 20, catalog: "available".into(), ..Summary::default() }).unwrap();
-    store.update_summary(earlier, &Summary { queries: 100, correlated_fraction: 0.8, fingerprints: 30, catalog: "unavailable".into(), ..Summary::default() }).unwrap();
+    store
+        .update_summary(
+            later,
+            &Summary {
+                queries: 300,
+                correlated_fraction: 0.4,
+                fingerprints: 20,
+                catalog: "available".into(),
+                ..Summary::default()
+            },
+        )
+        .unwrap();
+    store
+        .update_summary(
+            earlier,
+            &Summary {
+                queries: 100,
+                correlated_fraction: 0.8,
+                fingerprints: 30,
+                catalog: "unavailable".into(),
+                ..Summary::default()
+            },
+        )
+        .unwrap();
 
     let latest = store.load_report(&RunSelection::Latest).unwrap();
-    assert_eq!(latest.runs.iter().map(|r| r.id).collect::<Vec<_>>(), [later.0]);
+    assert_eq!(
+        latest.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [later.0]
+    );
     assert_eq!(latest.findings, [unbounded_select()]);
 
     let all = store.load_report(&RunSelection::All).unwrap();
-    assert_eq!(all.runs.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(), ["earlier", "later"]);
+    assert_eq!(
+        all.runs.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(),
+        ["earlier", "later"]
+    );
     assert_eq!(all.findings.len(), 2);
     assert_eq!(all.summary.queries, 400);
-    assert!((all.summary.correlated_fraction - 0.5).abs() < 1e-9, "weighted by queries");
+    assert!(
+        (all.summary.correlated_fraction - 0.5).abs() < 1e-9,
+        "weighted by queries"
+    );
     assert_eq!(all.summary.catalog, "available");
-    assert_eq!(all.summary.fingerprints, 30, "largest run's distinct fingerprints");
+    assert_eq!(
+        all.summary.fingerprints, 30,
+        "largest run's distinct fingerprints"
+    );
 
     let by_id = store.load_report(&RunSelection::Id(earlier.0)).unwrap();
     assert_eq!(by_id.findings, [unindexed_sort()]);
-    assert!(matches!(store.load_report(&RunSelection::Id(999)), Err(StoreError::NoSuchRun(999))));
+    assert!(matches!(
+        store.load_report(&RunSelection::Id(999)),
+        Err(StoreError::NoSuchRun(999))
+    ));
 
     assert_eq!("latest".parse(), Ok(RunSelection::Latest));
     assert_eq!("all".parse(), Ok(RunSelection::All));
@@ -218,22 +277,38 @@ fn migrates_an_empty_file_and_refuses_a_newer_schema() {
     std::fs::write(&path, b"").unwrap();
     drop(Store::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let version: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(version, schema::SCHEMA_VERSION);
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
     // Opening again is a no-op migration.
     drop(Store::open(&path).unwrap());
 
     conn.execute_batch("PRAGMA user_version = 99").unwrap();
     let err = Store::open(&path).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
-    assert!(matches!(Store::open_read_only(&path), Err(StoreError::SchemaTooNew { .. })));
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
+    assert!(matches!(
+        Store::open_read_only(&path),
+        Err(StoreError::SchemaTooNew { .. })
+    ));
 
     let foreign = dir.path().join("other.db");
-    rusqlite::Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
     let err = Store::open_read_only(&foreign).unwrap_err();
-    assert!(err.to_string().contains("is not a qproxy findings store"), "{err}");
+    assert!(
+        err.to_string().contains("is not a qproxy findings store"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -242,12 +317,18 @@ fn read_only_open_of_a_missing_file_is_a_clear_error() {
     let err = Store::open_read_only(&path).unwrap_err();
     assert!(matches!(err, StoreError::Missing { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("no findings store at") && msg.contains("findings.db"), "{msg}");
+    assert!(
+        msg.contains("no findings store at") && msg.contains("findings.db"),
+        "{msg}"
+    );
     assert!(!path.exists(), "a read must not create the file");
 
     drop(Store::open(&path).unwrap());
     let mut reader = Store::open_read_only(&path).unwrap();
-    assert!(reader.begin_run(&run_info("h", 0)).is_err(), "read-only handles cannot write");
+    assert!(
+        reader.begin_run(&run_info("h", 0)).is_err(),
+        "read-only handles cannot write"
+    );
 }
 
 /// Literal values cannot reach the store: its only input is [`Finding`],
@@ -259,14 +340,22 @@ fn query_is_stored_as_given_and_details_are_json() {
     let mut store = Store::open(&path).unwrap();
     let run = store.begin_run(&run_info("h", 0)).unwrap();
     let f = unindexed_filter();
-    store.record(run, &[f.clone()]).unwrap();
+    store.record(run, std::slice::from_ref(&f)).unwrap();
 
     let conn = rusqlite::Connection::open(&path).unwrap();
     let (query, details, columns): (String, String, String) = conn
-        .query_row("SELECT query, details, columns FROM findings", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row("SELECT query, details, columns FROM findings", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .unwrap();
     assert_eq!(query, f.query);
     let details: serde_json::Value = serde_json::from_str(&details).unwrap();
-    assert_eq!(details, serde_json::json!({"table_rows": 1_250_000, "verified": false}));
-    assert_eq!(serde_json::from_str::<Vec<String>>(&columns).unwrap(), f.columns);
+    assert_eq!(
+        details,
+        serde_json::json!({"table_rows": 1_250_000, "verified": false})
+    );
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(&columns).unwrap(),
+        f.columns
+    );
 }

@@ -1,19 +1,24 @@
 //! The task at the other end of the event queue: runs the analyzer
 //! pipeline apart from the relay, so however slow analysis gets, traffic is
 //! not held up (the queue fills and further events are dropped and
-//! counted). Every flush interval it hands new findings and the coverage
-//! summary to the store; at shutdown it ends every open request and flushes
-//! once more.
+//! counted). It also runs the catalog loads and hypopg checks the pipeline
+//! asks for, each on its own short-lived connection. Every flush interval
+//! it hands new findings and the coverage summary to the store; at
+//! shutdown it ends every open request and flushes once more.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use qproxy_analyzer::catalog::Catalog;
+use qproxy_analyzer::detect::unindexed::Verification;
 use qproxy_analyzer::event::SessionEvent;
 use qproxy_analyzer::finding::{Finding, Summary};
+use qproxy_analyzer::pipeline::indexes::VerifyRequest;
 use qproxy_analyzer::pipeline::{Analyzer, AnalyzerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
+use crate::catalog::CatalogConnector;
 use crate::events::EventStats;
 
 /// Where flushed findings go (the findings store in production).
@@ -33,6 +38,8 @@ pub struct AnalysisSettings {
     pub flush_interval: Duration,
     /// How often idle requests are ended.
     pub tick_interval: Duration,
+    /// Catalog loads and hypopg checks running at once.
+    pub max_catalog_jobs: usize,
 }
 
 impl Default for AnalysisSettings {
@@ -41,14 +48,15 @@ impl Default for AnalysisSettings {
             analyzer: AnalyzerConfig::default(),
             flush_interval: Duration::from_secs(1),
             tick_interval: Duration::from_millis(250),
+            max_catalog_jobs: 2,
         }
     }
 }
 
-/// Whether the catalog is loaded, as the summary reports it.
-pub trait CatalogState: Send + Sync {
-    /// True when at least one database's catalog is loaded.
-    fn available(&self) -> bool;
+/// What comes back from a catalog job.
+enum CatalogReply {
+    Loaded(String, Option<(Arc<Catalog>, bool)>),
+    Verified(Box<VerifyRequest>, Verification),
 }
 
 /// Consumes events until every sender is gone or `stop` resolves (then the
@@ -57,15 +65,17 @@ pub async fn run(
     mut events: mpsc::Receiver<SessionEvent>,
     settings: AnalysisSettings,
     event_stats: Arc<EventStats>,
-    catalog: Arc<dyn CatalogState>,
+    catalog: Option<CatalogConnector>,
     mut sink: Box<dyn FindingSink>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Analyzer {
-    tokio::pin!(stop);
-    let mut stopping = false;
     let mut analyzer = Analyzer::new(settings.analyzer.clone());
     let mut tick = tokio::time::interval(settings.tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (reply_tx, mut replies) = mpsc::channel::<CatalogReply>(64);
+    let jobs = Arc::new(Semaphore::new(settings.max_catalog_jobs.max(1)));
+    tokio::pin!(stop);
+    let mut stopping = false;
     let mut last_flush = Instant::now();
     let mut batch = Vec::with_capacity(256);
     loop {
@@ -79,6 +89,12 @@ pub async fn run(
                     analyzer.process(&event, now);
                 }
             }
+            Some(reply) = replies.recv() => match reply {
+                CatalogReply::Loaded(db, loaded) => analyzer.indexes().install_catalog(&db, loaded),
+                CatalogReply::Verified(request, verdict) => {
+                    analyzer.indexes().install_verification(&request, verdict)
+                }
+            },
             () = &mut stop, if !stopping => {
                 stopping = true;
                 events.close();
@@ -87,23 +103,68 @@ pub async fn run(
                 analyzer.tick(Instant::now());
                 if last_flush.elapsed() >= settings.flush_interval {
                     last_flush = Instant::now();
-                    let summary = summary(&analyzer, &event_stats, catalog.as_ref());
+                    let summary = analyzer.summary(event_stats.dropped.load(Ordering::Relaxed));
                     sink.submit(analyzer.take_findings(), summary);
                 }
             }
         }
+        start_catalog_jobs(&mut analyzer, catalog.as_ref(), &reply_tx, &jobs);
     }
     analyzer.finish();
-    let summary = summary(&analyzer, &event_stats, catalog.as_ref());
+    let summary = analyzer.summary(event_stats.dropped.load(Ordering::Relaxed));
     sink.finish(analyzer.take_findings(), summary);
     analyzer
 }
 
-fn summary(analyzer: &Analyzer, events: &EventStats, catalog: &dyn CatalogState) -> Summary {
-    analyzer.summary(events.dropped.load(Ordering::Relaxed), catalog.available())
+fn start_catalog_jobs(
+    analyzer: &mut Analyzer,
+    connector: Option<&CatalogConnector>,
+    replies: &mpsc::Sender<CatalogReply>,
+    jobs: &Arc<Semaphore>,
+) {
+    let indexes = analyzer.indexes();
+    let loads = indexes.catalog_requests();
+    let checks = indexes.verification_requests();
+    let Some(connector) = connector else {
+        for db in loads {
+            indexes.install_catalog(&db, None);
+        }
+        return;
+    };
+    for db in loads {
+        let (c, tx, jobs) = (connector.clone(), replies.clone(), jobs.clone());
+        tokio::spawn(async move {
+            let _permit = jobs.acquire_owned().await;
+            let loaded = match c.load(&db).await {
+                Ok((catalog, hypopg)) => {
+                    tracing::info!(database = %db, tables = catalog.table_count(), hypopg, "catalog loaded");
+                    Some((Arc::new(catalog), hypopg))
+                }
+                Err(e) => {
+                    tracing::warn!(database = %db, error = %e, "catalog unavailable; unindexed filter/sort detection is off for this database");
+                    None
+                }
+            };
+            let _ = tx.send(CatalogReply::Loaded(db, loaded)).await;
+        });
+    }
+    for request in checks {
+        let (c, tx, jobs) = (connector.clone(), replies.clone(), jobs.clone());
+        tokio::spawn(async move {
+            let _permit = jobs.acquire_owned().await;
+            let verdict = match c.verify(&request.database, &request.sql, &request.ddl).await {
+                Ok(v) => v,
+                Err(e) => Verification::Unverified {
+                    reason: format!("hypopg check failed: {e}"),
+                },
+            };
+            let _ = tx.send(CatalogReply::Verified(Box::new(request), verdict)).await;
+        });
+    }
 }
 
-/// A sink that only logs (used when no store is configured, and in tests).
+/// A sink that only logs and keeps what it was given (no store
+/// configured, and tests).
 #[derive(Debug, Default)]
 pub struct LogSink {
     /// Findings received so far.

@@ -13,6 +13,7 @@
 //! - [`server`]: the listener, connection cap and graceful drain.
 //! - [`upstream`], [`tls`], [`stream`], [`cancel`]: reaching the server,
 //!   TLS on both sides, and forwarding CancelRequests.
+//! - [`catalog`]: the proxy's own short-lived catalog and hypopg connections.
 //! - [`events`]: the bounded, never-blocking queue to the analyzer.
 //! - [`analysis`]: the task that consumes query events.
 //! - [`demo`]: `qproxy demo`, a throwaway PostgreSQL and a workload with real problems.
@@ -21,6 +22,7 @@
 
 pub mod analysis;
 pub mod cancel;
+pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod events;

@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -84,7 +83,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             events,
             qproxy::analysis::AnalysisSettings::default(),
             event_stats,
-            Arc::new(NoCatalog),
+            Some(qproxy::catalog::CatalogConnector::new(server.context().upstream.clone())),
             Box::new(qproxy::analysis::LogSink::default()),
             async move {
                 let _ = analysis_stop_rx.await;
@@ -97,14 +96,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = analysis.await;
         anyhow::Ok(())
     })
-}
-
-struct NoCatalog;
-
-impl qproxy::analysis::CatalogState for NoCatalog {
-    fn available(&self) -> bool {
-        false
-    }
 }
 
 fn demo(args: qproxy::demo::DemoArgs) -> anyhow::Result<()> {

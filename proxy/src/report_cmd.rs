@@ -50,7 +50,12 @@ const ERROR: u8 = 2;
 pub fn run(args: ReportArgs) -> ExitCode {
     let stdout = std::io::stdout();
     let color = stdout.is_terminal() && !no_color();
-    let code = run_with(&args, &mut stdout.lock(), &mut std::io::stderr().lock(), color);
+    let code = run_with(
+        &args,
+        &mut stdout.lock(),
+        &mut std::io::stderr().lock(),
+        color,
+    );
     ExitCode::from(code)
 }
 
@@ -68,7 +73,10 @@ pub fn parse_fail_on(s: &str) -> Result<Vec<FindingKind>, String> {
     for name in s.split(',').map(str::trim) {
         let kind = FindingKind::parse(name).ok_or_else(|| {
             let known: Vec<&str> = FindingKind::ALL.iter().map(|k| k.as_str()).collect();
-            format!("unknown finding kind `{name}` in --fail-on (expected {} or all)", known.join(", "))
+            format!(
+                "unknown finding kind `{name}` in --fail-on (expected {} or all)",
+                known.join(", ")
+            )
         })?;
         if !kinds.contains(&kind) {
             kinds.push(kind);
@@ -86,7 +94,11 @@ fn run_with(args: &ReportArgs, out: &mut dyn Write, err: &mut dyn Write, color: 
             if gating == 0 {
                 return OK;
             }
-            let _ = writeln!(err, "qproxy report: {}", gating_line(&report, &gate, gating));
+            let _ = writeln!(
+                err,
+                "qproxy report: {}",
+                gating_line(&report, &gate, gating)
+            );
             GATING
         }
         Err(message) => {
@@ -97,7 +109,11 @@ fn run_with(args: &ReportArgs, out: &mut dyn Write, err: &mut dyn Write, color: 
 }
 
 /// Loads, renders and writes the report; returns it with the gating kinds.
-fn report(args: &ReportArgs, out: &mut dyn Write, color: bool) -> Result<(Report, Vec<FindingKind>), String> {
+fn report(
+    args: &ReportArgs,
+    out: &mut dyn Write,
+    color: bool,
+) -> Result<(Report, Vec<FindingKind>), String> {
     let format: Format = args.format.parse().map_err(|e| format!("{e}"))?;
     let gate = match &args.fail_on {
         Some(s) => parse_fail_on(s)?,
@@ -113,7 +129,10 @@ fn report(args: &ReportArgs, out: &mut dyn Write, color: bool) -> Result<(Report
     match &args.output {
         Some(path) => std::fs::write(path, rendered)
             .map_err(|e| format!("cannot write report to {}: {e}", path.display()))?,
-        None => match out.write_all(rendered.as_bytes()).and_then(|()| out.flush()) {
+        None => match out
+            .write_all(rendered.as_bytes())
+            .and_then(|()| out.flush())
+        {
             // `qproxy report | head` closing the pipe is not a failure of the report.
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 return Err(format!("cannot write report: {e}"));
@@ -126,7 +145,10 @@ fn report(args: &ReportArgs, out: &mut dyn Write, color: bool) -> Result<(Report
 
 /// `3 gating findings (--fail-on): n_plus_one 2, unbounded_select 1`.
 fn gating_line(report: &Report, gate: &[FindingKind], total: usize) -> String {
-    let mut line = format!("{total} gating finding{} (--fail-on):", if total == 1 { "" } else { "s" });
+    let mut line = format!(
+        "{total} gating finding{} (--fail-on):",
+        if total == 1 { "" } else { "s" }
+    );
     let mut first = true;
     for kind in FindingKind::ALL.into_iter().filter(|k| gate.contains(k)) {
         let n = report.findings.iter().filter(|f| f.kind == kind).count();
@@ -185,15 +207,29 @@ mod tests {
         let path = dir.path().join("findings.db");
         let mut store = Store::open(&path).unwrap();
         let run = store.begin_run(&RunInfo::current("test")).unwrap();
-        store.record(run, &[finding(FindingKind::NPlusOne)]).unwrap();
-        store.update_summary(run, &Summary { queries: 20, ..Summary::default() }).unwrap();
+        store
+            .record(run, &[finding(FindingKind::NPlusOne)])
+            .unwrap();
+        store
+            .update_summary(
+                run,
+                &Summary {
+                    queries: 20,
+                    ..Summary::default()
+                },
+            )
+            .unwrap();
         path
     }
 
     fn exec(args: &ReportArgs) -> (u8, String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run_with(args, &mut out, &mut err, false);
-        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
     }
 
     #[test]
@@ -227,7 +263,10 @@ mod tests {
             a.fail_on = Some(gate.into());
             let (code, _, err) = exec(&a);
             assert_eq!(code, 1, "--fail-on {gate}");
-            assert_eq!(err, "qproxy report: 1 gating finding (--fail-on): n_plus_one 1\n");
+            assert_eq!(
+                err,
+                "qproxy report: 1 gating finding (--fail-on): n_plus_one 1\n"
+            );
         }
         // Written to --output, the gate still applies, and JSON is parseable.
         a.format = "json".into();
@@ -235,7 +274,8 @@ mod tests {
         let (code, out, _) = exec(&a);
         assert_eq!((code, out.as_str()), (1, ""));
         let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
         assert_eq!(json["findings"][0]["kind"], "n_plus_one");
     }
 
@@ -244,9 +284,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = args(&store_with_n_plus_one(&dir));
         let cases: [(&str, fn(&mut ReportArgs)); 4] = [
-            ("unknown finding kind `n_plus_two`", |a| a.fail_on = Some("n_plus_two".into())),
+            ("unknown finding kind `n_plus_two`", |a| {
+                a.fail_on = Some("n_plus_two".into())
+            }),
             ("unknown report format `yaml`", |a| a.format = "yaml".into()),
-            ("invalid run selection `newest`", |a| a.run = "newest".into()),
+            ("invalid run selection `newest`", |a| {
+                a.run = "newest".into()
+            }),
             ("no run 99", |a| a.run = "99".into()),
         ];
         for (expected, change) in cases {
@@ -255,7 +299,10 @@ mod tests {
             let (code, out, err) = exec(&a);
             assert_eq!(code, 2, "{expected}");
             assert!(out.is_empty());
-            assert!(err.starts_with("qproxy report: ") && err.contains(expected), "{err}");
+            assert!(
+                err.starts_with("qproxy report: ") && err.contains(expected),
+                "{err}"
+            );
         }
     }
 
@@ -264,10 +311,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (code, _, err) = exec(&args(&dir.path().join("missing.db")));
         assert_eq!(code, 2);
-        assert!(err.contains("no findings store at") && err.contains("missing.db"), "{err}");
+        assert!(
+            err.contains("no findings store at") && err.contains("missing.db"),
+            "{err}"
+        );
 
         let not_a_db = dir.path().join("notes.txt");
-        std::fs::write(&not_a_db, "this is not SQLite, just some text long enough to look like a header").unwrap();
+        std::fs::write(
+            &not_a_db,
+            "this is not SQLite, just some text long enough to look like a header",
+        )
+        .unwrap();
         let (code, _, err) = exec(&args(&not_a_db));
         assert_eq!(code, 2);
         assert!(err.contains("cannot open findings store"), "{err}");

@@ -57,7 +57,7 @@ pub struct ServerContext {
     /// Resolved configuration.
     pub config: ServeConfig,
     /// How to reach the upstream.
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     /// TLS toward clients, when configured.
     pub tls: Option<TlsAcceptor>,
     /// Where trackers send query events.
@@ -101,7 +101,7 @@ impl Server {
     /// Validates the configuration, prepares TLS and binds the listener.
     pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
         let url = UpstreamUrl::parse(&config.upstream)?;
-        let upstream = Upstream::new(url, config.connect_timeout)?;
+        let upstream = Arc::new(Upstream::new(url, config.connect_timeout)?);
         let tls = match &config.tls {
             Some((cert, key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
             None => None,

@@ -231,6 +231,7 @@ fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
 pub struct Upstream {
     url: UpstreamUrl,
     tls: Option<TlsConnector>,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
 }
 
@@ -252,13 +253,14 @@ impl Upstream {
             SslMode::VerifyCa => Some(Verification::Chain),
             SslMode::VerifyFull => Some(Verification::Full),
         };
-        let tls = verification
+        let tls_config = verification
             .map(|v| tls::client_config(v, url.sslrootcert.as_deref()))
-            .transpose()?
-            .map(TlsConnector::from);
+            .transpose()?;
+        let tls = tls_config.clone().map(TlsConnector::from);
         Ok(Upstream {
             url,
             tls,
+            tls_config,
             connect_timeout,
         })
     }
@@ -266,6 +268,11 @@ impl Upstream {
     /// The URL (credentials inside are for the catalog connection only).
     pub fn url(&self) -> &UpstreamUrl {
         &self.url
+    }
+
+    /// The rustls configuration toward the upstream, when `sslmode` uses TLS.
+    pub fn tls_config(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.tls_config.as_ref()
     }
 
     /// Connects and negotiates TLS per `sslmode`. The returned stream is

@@ -135,7 +135,12 @@ impl Table {
     }
 
     /// Adds a foreign key from `columns` to `referenced` (`schema.table`).
-    pub fn foreign_key(mut self, columns: &[&str], referenced: &str, referenced_columns: &[&str]) -> Table {
+    pub fn foreign_key(
+        mut self,
+        columns: &[&str],
+        referenced: &str,
+        referenced_columns: &[&str],
+    ) -> Table {
         let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         self.foreign_keys.push(ForeignKey {
             name: format!("{}_{}_fkey", self.name, columns.join("_")),

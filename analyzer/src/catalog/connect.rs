@@ -93,7 +93,10 @@ where
 /// behind a migration's lock gives up instead of queueing the analyzer.
 /// `SET LOCAL` rather than `SET`: behind a transaction-mode pooler a
 /// session setting would leak into someone else's connection.
-pub(crate) async fn begin_read_only(client: &Client, statement_timeout: Duration) -> Result<(), CatalogError> {
+pub(crate) async fn begin_read_only(
+    client: &Client,
+    statement_timeout: Duration,
+) -> Result<(), CatalogError> {
     let ms = statement_timeout.as_millis().clamp(1, i32::MAX as u128);
     client
         .batch_execute(&format!(

@@ -59,16 +59,26 @@ where
 }
 
 /// Loads the catalog with explicit limits, then disconnects.
-pub async fn load_with<T>(config: &Config, tls: T, options: &LoadOptions) -> Result<Catalog, CatalogError>
+pub async fn load_with<T>(
+    config: &Config,
+    tls: T,
+    options: &LoadOptions,
+) -> Result<Catalog, CatalogError>
 where
     T: MakeTlsConnect<Socket>,
 {
-    with_connection(config, tls, APPLICATION_NAME, options.timeout, async |client| {
-        begin_read_only(client, options.statement_timeout).await?;
-        let catalog = read_catalog(client, options.max_tables).await?;
-        client.batch_execute("COMMIT").await?;
-        Ok(catalog)
-    })
+    with_connection(
+        config,
+        tls,
+        APPLICATION_NAME,
+        options.timeout,
+        async |client| {
+            begin_read_only(client, options.statement_timeout).await?;
+            let catalog = read_catalog(client, options.max_tables).await?;
+            client.batch_execute("COMMIT").await?;
+            Ok(catalog)
+        },
+    )
     .await
 }
 
@@ -78,14 +88,21 @@ pub async fn has_hypopg<T>(config: &Config, tls: T) -> Result<bool, CatalogError
 where
     T: MakeTlsConnect<Socket>,
 {
-    with_connection(config, tls, APPLICATION_NAME, Duration::from_secs(15), async |client| {
-        let row = client.query_one(HYPOPG_QUERY, &[]).await?;
-        Ok(row.get(0))
-    })
+    with_connection(
+        config,
+        tls,
+        APPLICATION_NAME,
+        Duration::from_secs(15),
+        async |client| {
+            let row = client.query_one(HYPOPG_QUERY, &[]).await?;
+            Ok(row.get(0))
+        },
+    )
     .await
 }
 
-pub(crate) const HYPOPG_QUERY: &str = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hypopg')";
+pub(crate) const HYPOPG_QUERY: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hypopg')";
 
 const SETTINGS_QUERY: &str = "\
 SELECT current_schemas(false)::text[],
@@ -154,7 +171,9 @@ async fn read_catalog(client: &Client, max_tables: usize) -> Result<Catalog, Cat
     let collation: Option<String> = settings.get(1);
     let hypopg: bool = settings.get(2);
 
-    let limit = i64::try_from(max_tables).unwrap_or(i64::MAX).saturating_add(1);
+    let limit = i64::try_from(max_tables)
+        .unwrap_or(i64::MAX)
+        .saturating_add(1);
     let rows = client.query(TABLES_QUERY, &[&limit]).await?;
     let truncated = rows.len() > max_tables;
     let mut tables: HashMap<u32, Table> = HashMap::with_capacity(rows.len().min(max_tables));

@@ -239,7 +239,11 @@ impl RequestWork {
     }
 
     fn record_results(&mut self, e: &Execution<'_>, seq: u32, cfg: &NPlusOneConfig) {
-        let set = match self.results.iter_mut().position(|r| r.fingerprint == e.fingerprint) {
+        let set = match self
+            .results
+            .iter_mut()
+            .position(|r| r.fingerprint == e.fingerprint)
+        {
             Some(i) => &mut self.results[i],
             None => {
                 if self.results.len() >= cfg.max_result_sets {
@@ -294,7 +298,11 @@ impl RequestWork {
                 last_seen: shape.last_at,
             });
         }
-        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.fingerprint.0.cmp(&b.fingerprint.0)));
+        out.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.fingerprint.0.cmp(&b.fingerprint.0))
+        });
         out
     }
 
@@ -324,7 +332,10 @@ impl RequestWork {
                     last = Some(ordinal);
                 }
             }
-            if matched >= 2 && matched * 2 >= checked && best.as_ref().is_none_or(|b| matched > b.matched) {
+            if matched >= 2
+                && matched * 2 >= checked
+                && best.as_ref().is_none_or(|b| matched > b.matched)
+            {
                 best = Some(Parent {
                     fingerprint: set.fingerprint,
                     normalized: set.normalized.clone(),
@@ -352,15 +363,24 @@ mod tests {
         Req {
             work: RequestWork::default(),
             cfg: NPlusOneConfig::default(),
-            sql: vec![Arc::from("select * from posts"), Arc::from("select * from users where id = ?")],
+            sql: vec![
+                Arc::from("select * from posts"),
+                Arc::from("select * from users where id = ?"),
+            ],
         }
     }
 
     impl Req {
         /// Runs shape `fp` with integer parameter `param`, returning `results`.
         fn run(&mut self, fp: u64, param: Option<i64>, results: &[i64]) {
-            let params: Vec<u64> = param.map(|p| value_hash(p.to_string().as_bytes(), false)).into_iter().collect();
-            let res: Vec<u64> = results.iter().map(|r| value_hash(r.to_string().as_bytes(), false)).collect();
+            let params: Vec<u64> = param
+                .map(|p| value_hash(p.to_string().as_bytes(), false))
+                .into_iter()
+                .collect();
+            let res: Vec<u64> = results
+                .iter()
+                .map(|r| value_hash(r.to_string().as_bytes(), false))
+                .collect();
             let e = Execution {
                 fingerprint: FingerprintId(fp),
                 normalized: &self.sql[(fp as usize) % 2],
@@ -385,7 +405,10 @@ mod tests {
         }
         let d = r.work.evaluate(&r.cfg);
         assert_eq!(d.len(), 1);
-        assert_eq!((d[0].kind, d[0].count, d[0].distinct), (FindingKind::NPlusOne, 6, 6));
+        assert_eq!(
+            (d[0].kind, d[0].count, d[0].distinct),
+            (FindingKind::NPlusOne, 6, 6)
+        );
         let p = d[0].parent.as_ref().expect("parent found");
         assert_eq!(p.fingerprint, FingerprintId(10));
         assert_eq!((p.matched, p.checked), (6, 6));
@@ -420,7 +443,10 @@ mod tests {
             r.run(21, Some(7), &[7]);
         }
         let d = r.work.evaluate(&r.cfg);
-        assert_eq!((d[0].kind, d[0].count, d[0].distinct), (FindingKind::RepeatedQuery, 4, 1));
+        assert_eq!(
+            (d[0].kind, d[0].count, d[0].distinct),
+            (FindingKind::RepeatedQuery, 4, 1)
+        );
     }
 
     #[test]

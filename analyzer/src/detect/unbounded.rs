@@ -53,7 +53,13 @@ impl UnboundedConfig {
 }
 
 /// Whether a statement can be an unbounded SELECT at all.
-pub fn is_candidate(is_select: bool, has_limit: bool, aggregate_only: bool, exists_only: bool, tables: &[String]) -> bool {
+pub fn is_candidate(
+    is_select: bool,
+    has_limit: bool,
+    aggregate_only: bool,
+    exists_only: bool,
+    tables: &[String],
+) -> bool {
     is_select
         && !has_limit
         && !aggregate_only
@@ -89,7 +95,13 @@ mod tests {
         assert!(!is_candidate(true, false, true, false, &users));
         assert!(!is_candidate(true, false, false, true, &users));
         assert!(!is_candidate(false, false, false, false, &users));
-        assert!(!is_candidate(true, false, false, false, &["pg_catalog.pg_class".into()]));
+        assert!(!is_candidate(
+            true,
+            false,
+            false,
+            false,
+            &["pg_catalog.pg_class".into()]
+        ));
         assert!(!is_candidate(true, false, false, false, &[]));
     }
 }

@@ -82,7 +82,10 @@ fn last_ident(name: &ObjectName) -> Option<&Ident> {
 }
 
 /// Every table factor of a `FROM` list, joins and nested joins included.
-pub(crate) fn collect_factors<'a>(from: &'a mut [TableWithJoins], out: &mut Vec<&'a mut TableFactor>) {
+pub(crate) fn collect_factors<'a>(
+    from: &'a mut [TableWithJoins],
+    out: &mut Vec<&'a mut TableFactor>,
+) {
     for twj in from {
         push_factor(&mut twj.relation, out);
         for join in &mut twj.joins {

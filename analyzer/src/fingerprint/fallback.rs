@@ -50,8 +50,27 @@ enum Emitted {
 /// Words after which a `-` or `+` is a sign, not a subtraction.
 pub(crate) fn expects_operand(word: &str) -> bool {
     const WORDS: [&str; 22] = [
-        "and", "between", "by", "case", "else", "having", "in", "is", "like", "limit", "not",
-        "offset", "on", "or", "return", "returning", "select", "set", "then", "values", "when",
+        "and",
+        "between",
+        "by",
+        "case",
+        "else",
+        "having",
+        "in",
+        "is",
+        "like",
+        "limit",
+        "not",
+        "offset",
+        "on",
+        "or",
+        "return",
+        "returning",
+        "select",
+        "set",
+        "then",
+        "values",
+        "when",
         "where",
     ];
     WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
@@ -83,7 +102,10 @@ enum TableState {
     /// After `FROM`, `JOIN`, `INTO`, ... (or a comma in a `FROM` list).
     Expecting,
     /// Inside a possibly qualified name.
-    InName { name: String, after_dot: bool },
+    InName {
+        name: String,
+        after_dot: bool,
+    },
 }
 
 struct Digester<'a> {
@@ -262,7 +284,11 @@ impl<'a> Digester<'a> {
                 TokenKind::Whitespace | TokenKind::Comment => {}
                 TokenKind::String => {
                     let keep = self.emitted == Emitted::Other
-                        && self.out.rsplit(' ').next().is_some_and(is_json_key_operator);
+                        && self
+                            .out
+                            .rsplit(' ')
+                            .next()
+                            .is_some_and(is_json_key_operator);
                     if keep {
                         self.space_before(tok.kind);
                         self.out.push_str(text);
@@ -292,7 +318,8 @@ impl<'a> Digester<'a> {
                     self.space_before(tok.kind);
                     let start = self.out.len();
                     if tok.kind == TokenKind::Word {
-                        self.out.extend(text.chars().map(|c| c.to_ascii_lowercase()));
+                        self.out
+                            .extend(text.chars().map(|c| c.to_ascii_lowercase()));
                         let lower = self.out[start..].to_owned();
                         self.note_word(&lower);
                     } else {
@@ -306,9 +333,7 @@ impl<'a> Digester<'a> {
                 TokenKind::Open => {
                     let previous_word = self.out.rsplit([' ', '(', '[', ',']).next().unwrap_or("");
                     let collapsible = self.emitted == Emitted::Word
-                        && ["in", "any", "array", "all"]
-                            .iter()
-                            .any(|w| *w == previous_word);
+                        && ["in", "any", "array", "all"].contains(&previous_word);
                     self.space_before(tok.kind);
                     self.out.push_str(text);
                     self.brackets.push(collapsible);

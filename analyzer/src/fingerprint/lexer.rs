@@ -218,8 +218,10 @@ impl Iterator for Lexer<'_> {
         let b = *self.bytes.get(start)?;
         let kind = match b {
             b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => {
-                while matches!(self.peek(0), Some(b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c'))
-                {
+                while matches!(
+                    self.peek(0),
+                    Some(b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
+                ) {
                     self.pos += 1;
                 }
                 TokenKind::Whitespace
@@ -396,7 +398,15 @@ mod tests {
 
     #[test]
     fn unterminated_constructs_run_to_the_end() {
-        for src in ["'abc", "\"abc", "/* /* */", "$tag$ body", "E'\\", "U&'", "--"] {
+        for src in [
+            "'abc",
+            "\"abc",
+            "/* /* */",
+            "$tag$ body",
+            "E'\\",
+            "U&'",
+            "--",
+        ] {
             let toks: Vec<_> = Lexer::new(src).collect();
             assert_eq!(toks.last().map(|t| t.end), Some(src.len()), "{src}");
         }

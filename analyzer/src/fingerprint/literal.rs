@@ -46,7 +46,10 @@ pub(crate) fn string_hash(token: &str) -> u64 {
     match bytes.first() {
         Some(b'$') => {
             // $tag$body$tag$: the body.
-            let tag_len = bytes[1..].iter().position(|&b| b == b'$').map_or(1, |p| p + 2);
+            let tag_len = bytes[1..]
+                .iter()
+                .position(|&b| b == b'$')
+                .map_or(1, |p| p + 2);
             let end = bytes.len().saturating_sub(tag_len).max(tag_len);
             xxh3_64(&bytes[tag_len.min(bytes.len())..end])
         }
@@ -78,7 +81,11 @@ fn hash_doubled_quotes(body: &[u8]) -> u64 {
     let mut i = 0;
     while i < body.len() {
         value.push(body[i]);
-        i += if body[i] == b'\'' && body.get(i + 1) == Some(&b'\'') { 2 } else { 1 };
+        i += if body[i] == b'\'' && body.get(i + 1) == Some(&b'\'') {
+            2
+        } else {
+            1
+        };
     }
     xxh3_64(&value)
 }
@@ -178,7 +185,10 @@ mod tests {
         assert_eq!(string_hash("E'it\\'s'"), h);
         assert_eq!(string_hash("$$it's$$"), h);
         assert_eq!(string_hash("$q$it's$q$"), h);
-        assert_eq!(string_hash("E'a\\nb\\x41\\101\\u00e9'"), xxh3_64("a\nbAAé".as_bytes()));
+        assert_eq!(
+            string_hash("E'a\\nb\\x41\\101\\u00e9'"),
+            xxh3_64("a\nbAAé".as_bytes())
+        );
         assert_eq!(string_hash("'unterminated"), xxh3_64(b"unterminated"));
         assert_eq!(string_hash("N'x'"), xxh3_64(b"x"));
     }

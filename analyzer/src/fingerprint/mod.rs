@@ -61,7 +61,10 @@
 //!
 //! # Layout
 //! - `lexer.rs`: a PostgreSQL lexer that accepts any input.
-//! - `normalize.rs`, `alias.rs`, `reserved.rs`: the tree rewrite.
+//! - `scan.rs`, `literal.rs`: the first pass (statements, stack guard,
+//!   literal hashes, shape keys).
+//! - `normalize.rs` (with `alias.rs`, `collapse.rs`, `dropped.rs`,
+//!   `reserved.rs`): the tree rewrite.
 //! - `render.rs`: placeholder numbering on the printed text.
 //! - `fallback.rs`: the token digest.
 //! - `kind.rs`: [`StatementKind`].
@@ -79,6 +82,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 mod alias;
 mod cache;
+mod collapse;
+mod dropped;
 mod fallback;
 mod kind;
 mod lexer;
@@ -248,7 +253,9 @@ pub(crate) fn fingerprint_scanned(sql: &str, scans: Vec<scan::StatementScan>) ->
 /// Parses, normalizes and prints one statement; `None` if sqlparser
 /// rejects it (or, defensively, panics on it).
 fn parse_guarded(text: &str) -> Option<Shape> {
-    catch_unwind(AssertUnwindSafe(|| parse_statement(text))).ok().flatten()
+    catch_unwind(AssertUnwindSafe(|| parse_statement(text)))
+        .ok()
+        .flatten()
 }
 
 fn parse_on_large_stack(text: &str) -> Option<Shape> {

@@ -9,23 +9,21 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, CloseCursor, CopySource, Expr, GroupByExpr, Ident, LimitClause, ObjectName,
-    ObjectNamePart, ObjectType, OrderByExpr, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, Set, SetExpr, SetSessionAuthorizationParamKind, Statement,
-    TableFactor, UnaryOperator, UpdateTableFromKind, Value, ValueWithSpan, VisitMut, VisitorMut,
+    BinaryOperator, CopySource, Expr, GroupByExpr, Ident, LimitClause, ObjectName, ObjectNamePart,
+    ObjectType, OrderByExpr, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    Statement, TableFactor, UnaryOperator, UpdateTableFromKind, Value, ValueWithSpan, VisitMut,
+    VisitorMut,
 };
 use sqlparser::tokenizer::Span;
 
 use super::alias::{collect_factors, ident_key, object_key, Origin, Scopes};
+use super::collapse::{collapse_in_list, collapse_rows};
+use super::dropped;
 
 /// How every placeholder (replaced literal or `$n`) looks in the tree until
 /// the final pass numbers them (`$1`, `$2`, ... in order of appearance).
 /// All look alike so that rows and tuples compare equal.
-const PLACEHOLDER: &str = "$0";
-
-/// Replacement for dropped names (savepoints, prepared statements, cursors,
-/// channels, roles): a valid identifier that reads as "don't care".
-const ANONYMOUS: &str = "_";
+pub(crate) const PLACEHOLDER: &str = "$0";
 
 /// Rewrites `stmt` in place (see the module docs for the rules) and returns
 /// the referenced tables, folded, in order of appearance, deduplicated.
@@ -88,22 +86,16 @@ impl Normalizer {
         };
         self.tables.push((pos, key));
     }
-
-
 }
 
-fn placeholder_expr() -> Expr {
+pub(crate) fn placeholder_expr() -> Expr {
     Expr::Value(ValueWithSpan {
         value: Value::Placeholder(PLACEHOLDER.to_owned()),
         span: Span::empty(),
     })
 }
 
-fn anonymous() -> Ident {
-    Ident::new(ANONYMOUS)
-}
-
-fn is_placeholder(e: &Expr) -> bool {
+pub(crate) fn is_placeholder(e: &Expr) -> bool {
     matches!(
         e,
         Expr::Value(ValueWithSpan {
@@ -192,8 +184,9 @@ impl VisitorMut for Normalizer {
             Statement::Update(update) => {
                 let mut factors = Vec::new();
                 collect_factors(std::slice::from_mut(&mut update.table), &mut factors);
-                if let Some(UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from)) =
-                    &mut update.from
+                if let Some(
+                    UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from),
+                ) = &mut update.from
                 {
                     collect_factors(from, &mut factors);
                 }
@@ -213,45 +206,6 @@ impl VisitorMut for Normalizer {
                 let factors = vec![&mut merge.table, &mut merge.source];
                 self.scopes.push(owner, Origin::Statement, factors);
             }
-            Statement::Set(set) => drop_set_values(set),
-            Statement::Savepoint { name } | Statement::ReleaseSavepoint { name } => {
-                *name = anonymous()
-            }
-            Statement::Rollback {
-                savepoint: Some(name),
-                ..
-            } => *name = anonymous(),
-            Statement::Prepare { name, .. } => *name = anonymous(),
-            Statement::Execute { name: Some(name), .. } => {
-                *name = ObjectName::from(vec![anonymous()])
-            }
-            Statement::Deallocate { name, .. } => {
-                if !(name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all")) {
-                    *name = anonymous();
-                }
-            }
-            Statement::Declare { stmts } => {
-                for d in stmts {
-                    d.names.iter_mut().for_each(|n| *n = anonymous());
-                }
-            }
-            Statement::Fetch { name, .. } => *name = anonymous(),
-            Statement::Close {
-                cursor: CloseCursor::Specific { name },
-            } => *name = anonymous(),
-            Statement::LISTEN { channel } => *channel = anonymous(),
-            Statement::UNLISTEN { channel } => {
-                if channel.value != "*" {
-                    *channel = anonymous();
-                }
-            }
-            Statement::NOTIFY { channel, payload } => {
-                *channel = anonymous();
-                if payload.is_some() {
-                    // Printed as '' and turned into a placeholder by the final pass.
-                    *payload = Some(String::new());
-                }
-            }
             Statement::Copy {
                 source: CopySource::Table { table_name, .. },
                 ..
@@ -265,7 +219,7 @@ impl VisitorMut for Normalizer {
                     self.record_table(name);
                 }
             }
-            _ => {}
+            other => dropped::drop_names(other),
         }
         ControlFlow::Continue(())
     }
@@ -281,7 +235,8 @@ impl VisitorMut for Normalizer {
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
                 self.cte_names.push(ident_key(&cte.alias.name).into_owned());
-                self.scopes.add_barrier(&*cte.query as *const Query as usize);
+                self.scopes
+                    .add_barrier(&*cte.query as *const Query as usize);
             }
         }
         if let SetExpr::Select(select) = query.body.as_mut() {
@@ -300,7 +255,8 @@ impl VisitorMut for Normalizer {
             SetExpr::Values(values) => collapse_rows(&mut values.rows),
             _ => {}
         }
-        self.scopes.pop(query as *const Query as usize, Origin::Barrier);
+        self.scopes
+            .pop(query as *const Query as usize, Origin::Barrier);
         ControlFlow::Continue(())
     }
 
@@ -404,7 +360,9 @@ impl VisitorMut for Normalizer {
                 expr: inner,
             } if is_placeholder(inner) => Some(take_expr(inner)),
             Expr::TypedString(_) => Some(placeholder_expr()),
-            Expr::Array(array) if !array.elem.is_empty() && array.elem.iter().all(is_placeholder) => {
+            Expr::Array(array)
+                if !array.elem.is_empty() && array.elem.iter().all(is_placeholder) =>
+            {
                 Some(placeholder_expr())
             }
             Expr::InList { .. } => {
@@ -431,107 +389,15 @@ impl Normalizer {
         collect_factors(&mut select.from, &mut factors);
         self.scopes.push(owner, origin, factors);
         for item in &mut select.projection {
-            if let SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) =
-                item
+            if let SelectItem::QualifiedWildcard(
+                SelectItemQualifiedWildcardKind::ObjectName(name),
+                _,
+            ) = item
             {
                 if let Some(q) = first_part(name) {
                     self.scopes.resolve(q);
                 }
             }
         }
-    }
-}
-
-/// `x IN ($1, $2, ...)` → `x = ANY($1)`, `x NOT IN (...)` → `x <> ALL($1)`,
-/// `(a, b) IN (($1, $2), ($3, $4))` → `(a, b) IN (($1, $2))`.
-fn collapse_in_list(expr: &mut Expr) {
-    let Expr::InList {
-        expr: left,
-        list,
-        negated,
-    } = expr
-    else {
-        return;
-    };
-    if list.is_empty() {
-        return;
-    }
-    if list.iter().all(is_placeholder) {
-        let left = std::mem::replace(left, Box::new(placeholder_expr()));
-        let right = Box::new(list.swap_remove(0));
-        *expr = if *negated {
-            Expr::AllOp {
-                left,
-                compare_op: BinaryOperator::NotEq,
-                right,
-            }
-        } else {
-            Expr::AnyOp {
-                left,
-                compare_op: BinaryOperator::Eq,
-                right,
-                is_some: false,
-            }
-        };
-        return;
-    }
-    let arity = match &list[0] {
-        Expr::Tuple(items) => items.len(),
-        _ => return,
-    };
-    let all_placeholder_tuples = list.iter().all(|e| {
-        matches!(e, Expr::Tuple(items) if items.len() == arity && items.iter().all(is_placeholder))
-    });
-    if all_placeholder_tuples {
-        list.truncate(1);
-    }
-}
-
-/// Multi-row `VALUES`: rows that print the same after normalization are
-/// kept once (only the first few distinct rows are compared, so a huge
-/// insert of all-different rows stays linear).
-fn collapse_rows(rows: &mut Vec<sqlparser::ast::Parens<Vec<Expr>>>) {
-    const MAX_DISTINCT: usize = 16;
-    if rows.len() < 2 {
-        return;
-    }
-    let mut kept: Vec<sqlparser::ast::Parens<Vec<Expr>>> = Vec::new();
-    for row in rows.drain(..) {
-        if kept.len() >= MAX_DISTINCT || !kept.iter().any(|k| k.content == row.content) {
-            kept.push(row);
-        }
-    }
-    *rows = kept;
-}
-
-/// `SET x = <anything>` keeps the variable and drops the value.
-fn drop_set_values(set: &mut Set) {
-    match set {
-        Set::SingleAssignment { values, .. } => {
-            *values = vec![placeholder_expr()];
-        }
-        Set::ParenthesizedAssignments { values, .. } => {
-            values
-                .iter_mut()
-                .for_each(|v| *v = placeholder_expr());
-        }
-        Set::MultipleAssignments { assignments } => {
-            for a in assignments {
-                a.value = placeholder_expr();
-            }
-        }
-        Set::SetTimeZone { value, .. } => *value = placeholder_expr(),
-        Set::SetRole { role_name, .. } => {
-            if role_name.is_some() {
-                *role_name = Some(anonymous());
-            }
-        }
-        Set::SetSessionAuthorization(param) => {
-            if let SetSessionAuthorizationParamKind::User(user) = &mut param.kind {
-                *user = anonymous();
-            }
-        }
-        Set::SetNames { charset_name, .. } => *charset_name = anonymous(),
-        _ => {}
     }
 }

@@ -95,7 +95,11 @@ impl StatementState {
             separated: false,
             previous: [None, None],
             values_depth: None,
-            shape: if want_shape { ShapeState::Start } else { ShapeState::Off },
+            shape: if want_shape {
+                ShapeState::Start
+            } else {
+                ShapeState::Off
+            },
         }
     }
 }
@@ -135,7 +139,8 @@ fn step(src: &str, st: &mut StatementState, tok: Token, buf: &mut Vec<u8>) {
     let text = tok.text(src);
     if !tok.is_significant() {
         st.separated = true;
-        let hint = tok.kind == TokenKind::Comment && (text.starts_with("/*+") || text.starts_with("--+"));
+        let hint =
+            tok.kind == TokenKind::Comment && (text.starts_with("/*+") || text.starts_with("--+"));
         if hint {
             record(st, buf, tok.kind, Some(text));
         }
@@ -146,13 +151,21 @@ fn step(src: &str, st: &mut StatementState, tok: Token, buf: &mut Vec<u8>) {
             && ["select", "insert", "update", "delete", "with"]
                 .iter()
                 .any(|w| w.eq_ignore_ascii_case(text));
-        st.shape = if dml { ShapeState::On } else { ShapeState::Rejected };
+        st.shape = if dml {
+            ShapeState::On
+        } else {
+            ShapeState::Rejected
+        };
     }
     st.has_content = true;
     let depth = st.brackets.len();
     match tok.kind {
         TokenKind::Open => {
-            let kind = if opens_value_list(src, st, text) { Bracket::ValueList } else { Bracket::Other };
+            let kind = if opens_value_list(src, st, text) {
+                Bracket::ValueList
+            } else {
+                Bracket::Other
+            };
             st.brackets.push(kind);
             st.max_depth = st.max_depth.max(st.brackets.len());
             record(st, buf, tok.kind, Some(text));
@@ -252,9 +265,12 @@ fn in_value_position(src: &str, st: &StatementState) -> bool {
     let text = prev.text(src);
     match prev.kind {
         TokenKind::Operator => text != "::",
-        TokenKind::Word => ["limit", "offset", "first", "next", "then", "else", "when", "between", "and", "or", "select"]
-            .iter()
-            .any(|w| w.eq_ignore_ascii_case(text)),
+        TokenKind::Word => [
+            "limit", "offset", "first", "next", "then", "else", "when", "between", "and", "or",
+            "select",
+        ]
+        .iter()
+        .any(|w| w.eq_ignore_ascii_case(text)),
         TokenKind::Open | TokenKind::Comma => st.brackets.last() == Some(&Bracket::ValueList),
         _ => false,
     }
@@ -271,7 +287,11 @@ fn is_unary_minus(src: &str, st: &StatementState) -> bool {
     match st.previous[1] {
         None => true,
         Some(p) => match p.kind {
-            TokenKind::Number | TokenKind::String | TokenKind::Param | TokenKind::QuotedIdent | TokenKind::Close => false,
+            TokenKind::Number
+            | TokenKind::String
+            | TokenKind::Param
+            | TokenKind::QuotedIdent
+            | TokenKind::Close => false,
             TokenKind::Word => super::fallback::expects_operand(p.text(src)),
             _ => true,
         },
@@ -313,8 +333,13 @@ fn is_terminated(text: &str) -> bool {
             }
         }
         Some(b'$') => {
-            let tag_len = bytes[1..].iter().position(|&b| b == b'$').map_or(0, |p| p + 2);
-            tag_len > 0 && bytes.len() >= 2 * tag_len && bytes[bytes.len() - tag_len..] == bytes[..tag_len]
+            let tag_len = bytes[1..]
+                .iter()
+                .position(|&b| b == b'$')
+                .map_or(0, |p| p + 2);
+            tag_len > 0
+                && bytes.len() >= 2 * tag_len
+                && bytes[bytes.len() - tag_len..] == bytes[..tag_len]
         }
         _ => false,
     }
@@ -324,8 +349,22 @@ fn is_terminated(text: &str) -> bool {
 /// expression or set-operation loops.
 fn is_chain_keyword(word: &str) -> bool {
     const KEYWORDS: [&str; 16] = [
-        "and", "at", "between", "collate", "except", "ilike", "in", "intersect", "is", "isnull",
-        "like", "not", "notnull", "or", "similar", "union",
+        "and",
+        "at",
+        "between",
+        "collate",
+        "except",
+        "ilike",
+        "in",
+        "intersect",
+        "is",
+        "isnull",
+        "like",
+        "not",
+        "notnull",
+        "or",
+        "similar",
+        "union",
     ];
     word.len() <= 9 && KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
 }
@@ -354,7 +393,10 @@ mod tests {
     fn data_values_do_not_change_the_shape() {
         let base = shape("SELECT a FROM t WHERE b = 1 AND c IN (1, 2) AND d = 'x' LIMIT 10");
         assert!(base.is_some());
-        assert_eq!(base, shape("select a from t where b = 22 and c in (3, 4) and d = 'yy' limit 5"));
+        assert_eq!(
+            base,
+            shape("select a from t where b = 22 and c in (3, 4) and d = 'yy' limit 5")
+        );
         assert_eq!(
             shape("INSERT INTO t VALUES (1, 'a'), (2, 'b')"),
             shape("INSERT INTO t VALUES (3, 'c'), (4, 'd')")
@@ -363,10 +405,19 @@ mod tests {
 
     #[test]
     fn structural_numbers_change_the_shape() {
-        assert_ne!(shape("SELECT a FROM t ORDER BY 1"), shape("SELECT a FROM t ORDER BY 2"));
-        assert_ne!(shape("SELECT a::varchar(10) FROM t"), shape("SELECT a::varchar(20) FROM t"));
+        assert_ne!(
+            shape("SELECT a FROM t ORDER BY 1"),
+            shape("SELECT a FROM t ORDER BY 2")
+        );
+        assert_ne!(
+            shape("SELECT a::varchar(10) FROM t"),
+            shape("SELECT a::varchar(20) FROM t")
+        );
         assert_ne!(shape("SELECT f(1) FROM t"), shape("SELECT f(2) FROM t"));
-        assert_ne!(shape("SELECT a FROM t WHERE b = 1"), shape("SELECT a FROM t WHERE b = 1e"));
+        assert_ne!(
+            shape("SELECT a FROM t WHERE b = 1"),
+            shape("SELECT a FROM t WHERE b = 1e")
+        );
     }
 
     #[test]

@@ -26,9 +26,27 @@ pub struct StatementFacts {
 }
 
 const AGGREGATES: &[&str] = &[
-    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every", "array_agg", "string_agg",
-    "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "bit_and", "bit_or",
-    "stddev", "variance", "percentile_cont", "percentile_disc", "mode",
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "bool_and",
+    "bool_or",
+    "every",
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "bit_and",
+    "bit_or",
+    "stddev",
+    "variance",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
 ];
 
 /// Reads the facts from one statement's SQL; an unparsable statement gets
@@ -59,7 +77,10 @@ pub fn statement_facts(sql: &str) -> StatementFacts {
             && matches!(
                 &select.projection[0],
                 SelectItem::UnnamedExpr(Expr::Exists { .. })
-                    | SelectItem::ExprWithAlias { expr: Expr::Exists { .. }, .. }
+                    | SelectItem::ExprWithAlias {
+                        expr: Expr::Exists { .. },
+                        ..
+                    }
             );
         if let Some(selection) = &select.selection {
             collect_equalities(selection, &mut facts.equality_columns);
@@ -154,7 +175,11 @@ fn collect_equalities(e: &Expr, out: &mut Vec<String>) {
                 push_unique(out, c);
             }
         }
-        Expr::InList { expr, list, negated: false } if list.iter().all(is_parameter) => {
+        Expr::InList {
+            expr,
+            list,
+            negated: false,
+        } if list.iter().all(is_parameter) => {
             if let Some(c) = column_name(expr) {
                 push_unique(out, c);
             }
@@ -176,7 +201,10 @@ mod tests {
     fn aggregates_and_exists() {
         assert!(statement_facts("select count(*) from orders where user_id = $1").aggregate_only);
         assert!(statement_facts("select count(*), max(created_at) from orders").aggregate_only);
-        assert!(!statement_facts("select user_id, count(*) from orders group by user_id").aggregate_only);
+        assert!(
+            !statement_facts("select user_id, count(*) from orders group by user_id")
+                .aggregate_only
+        );
         assert!(!statement_facts("select id, count(*) over () from orders").aggregate_only);
         assert!(!statement_facts("select * from orders").aggregate_only);
         assert!(statement_facts("select exists(select 1 from orders where id = 1)").exists_only);
@@ -189,7 +217,10 @@ mod tests {
         );
         assert_eq!(f.equality_columns, ["author_id", "state"]);
         let f = statement_facts("select * from t where t.id = any($1) or x = 1");
-        assert!(f.equality_columns.is_empty(), "OR is not an equality filter: {f:?}");
+        assert!(
+            f.equality_columns.is_empty(),
+            "OR is not an equality filter: {f:?}"
+        );
         assert!(!statement_facts("selec nonsense").parsed);
     }
 }

@@ -9,6 +9,7 @@
 
 mod book;
 pub mod facts;
+pub mod indexes;
 pub mod suggest;
 
 use std::collections::{HashMap, HashSet};
@@ -21,16 +22,20 @@ use time::OffsetDateTime;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::correlation::{
-    extract_tags, CorrelationConfig, CorrelationSource, Correlator, EndedRequest, LabelKey, RequestInfo,
-    StatementRole,
+    extract_tags, CorrelationConfig, CorrelationSource, Correlator, EndedRequest, LabelKey,
+    RequestInfo, StatementRole,
 };
 use crate::detect::n_plus_one::{Detection, Execution, NPlusOneConfig, RequestWork};
 use crate::detect::unbounded::{self, UnboundedConfig};
+use crate::detect::unindexed::UnindexedConfig;
 use crate::event::{QueryEvent, SessionEvent};
-use crate::finding::{finding_id, Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary};
+use crate::finding::{
+    finding_id, Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary,
+};
 use crate::fingerprint::{Fingerprint, FingerprintCache, FingerprintId, StatementKind};
 
 pub use book::FindingsBook;
+use indexes::IndexAdvisor;
 use facts::{statement_facts, StatementFacts};
 
 /// Settings of the whole pipeline (the `[analyzer]` part of the config).
@@ -43,6 +48,9 @@ pub struct AnalyzerConfig {
     pub n_plus_one: NPlusOneConfig,
     /// Unbounded-SELECT detection.
     pub unbounded: UnboundedConfig,
+    /// Unindexed filter and sort detection.
+    #[serde(skip)]
+    pub unindexed: UnindexedConfig,
     /// Distinct SQL texts whose fingerprints are cached.
     pub fingerprint_cache: usize,
     /// Distinct findings held between two flushes.
@@ -57,6 +65,7 @@ impl Default for AnalyzerConfig {
             correlation: CorrelationConfig::default(),
             n_plus_one: NPlusOneConfig::default(),
             unbounded: UnboundedConfig::default(),
+            unindexed: UnindexedConfig::default(),
             fingerprint_cache: 10_000,
             max_pending_findings: 10_000,
             max_statement_facts: 10_000,
@@ -93,6 +102,7 @@ pub struct Analyzer {
     seen: HashSet<FingerprintId>,
     book: FindingsBook,
     stats: PipelineStats,
+    indexes: IndexAdvisor,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -114,6 +124,7 @@ impl Analyzer {
             seen: HashSet::new(),
             book: FindingsBook::new(config.max_pending_findings),
             stats: PipelineStats::default(),
+            indexes: IndexAdvisor::new(config.unindexed.clone()),
             config,
         }
     }
@@ -122,15 +133,25 @@ impl Analyzer {
     pub fn process(&mut self, event: &SessionEvent, now: Instant) {
         match event {
             SessionEvent::Query(q) => self.query(q, now),
-            SessionEvent::Closed { connection_id } => self.correlator.connection_closed(*connection_id),
+            SessionEvent::Closed { connection_id } => {
+                self.correlator.connection_closed(*connection_id)
+            }
         }
         self.judge_ended();
     }
 
-    /// Ends requests that went idle; call periodically.
+    /// Ends requests that went idle and refreshes old catalogs; call
+    /// periodically.
     pub fn tick(&mut self, now: Instant) {
         self.correlator.expire_idle(now);
         self.judge_ended();
+        self.indexes.tick(now);
+    }
+
+    /// The unindexed-filter/sort part: catalog and hypopg requests and
+    /// results go through it.
+    pub fn indexes(&mut self) -> &mut IndexAdvisor {
+        &mut self.indexes
     }
 
     /// Ends every open request (shutdown) and judges them.
@@ -141,7 +162,12 @@ impl Analyzer {
 
     /// Findings gathered since the last call (deltas for the store).
     pub fn take_findings(&mut self) -> Vec<Finding> {
-        self.book.take()
+        let mut out = self.book.take();
+        for f in self.indexes.take_findings() {
+            self.book.add(f);
+        }
+        out.extend(self.book.take());
+        out
     }
 
     /// Counters so far.
@@ -150,7 +176,8 @@ impl Analyzer {
     }
 
     /// The coverage summary; the caller supplies what only it knows.
-    pub fn summary(&self, dropped_events: u64, catalog_available: bool) -> Summary {
+    pub fn summary(&self, dropped_events: u64) -> Summary {
+        let catalog_available = self.indexes.catalog_available();
         Summary {
             queries: self.stats.queries,
             fingerprints: self.stats.fingerprints,
@@ -158,7 +185,12 @@ impl Analyzer {
             correlated_fraction: self.correlator.stats().correlated_fraction(),
             parse_failures: self.stats.parse_failures,
             dropped_events,
-            catalog: if catalog_available { "available" } else { "unavailable" }.to_string(),
+            catalog: if catalog_available {
+                "available"
+            } else {
+                "unavailable"
+            }
+            .to_string(),
         }
     }
 
@@ -215,13 +247,29 @@ impl Analyzer {
             observed.state.record(&execution, &self.config.n_plus_one);
         }
         self.check_unbounded(fp, &facts, q);
+        if let Some(db) = &q.database {
+            if fp.kind == StatementKind::Ddl {
+                self.indexes.schema_changed(db);
+            } else if !fp.fallback
+                && matches!(
+                    fp.kind,
+                    StatementKind::Select | StatementKind::Update | StatementKind::Delete | StatementKind::Insert
+                )
+                && !fp.tables.is_empty()
+            {
+                let text = crate::correlation::statement::nth_statement(&q.sql, q.statement_index).unwrap_or(&q.sql);
+                self.indexes
+                    .executed(db, fp.id, &fp.normalized, text, to_offset(q.started_at));
+            }
+        }
     }
 
     fn facts_for(&mut self, fp: &Fingerprint, q: &QueryEvent) -> Arc<StatementFacts> {
         if let Some(f) = self.facts.get(&fp.id) {
             return f.clone();
         }
-        let text = crate::correlation::statement::nth_statement(&q.sql, q.statement_index).unwrap_or(&q.sql);
+        let text = crate::correlation::statement::nth_statement(&q.sql, q.statement_index)
+            .unwrap_or(&q.sql);
         let mut facts = if fp.kind == StatementKind::Select && !fp.fallback {
             statement_facts(text)
         } else {
@@ -277,7 +325,10 @@ impl Analyzer {
             first_seen: at,
             last_seen: at,
         };
-        finding.details.insert("rows_threshold".into(), self.config.unbounded.info_rows.into());
+        finding.details.insert(
+            "rows_threshold".into(),
+            self.config.unbounded.info_rows.into(),
+        );
         self.book.add(finding);
     }
 
@@ -296,13 +347,21 @@ impl Analyzer {
 
     fn detection_finding(&self, d: &Detection, request: &RequestInfo) -> Finding {
         let facts = self.facts.get(&d.fingerprint);
-        let columns: Vec<String> = facts.map(|f| f.equality_columns.clone()).unwrap_or_default();
+        let columns: Vec<String> = facts
+            .map(|f| f.equality_columns.clone())
+            .unwrap_or_default();
         let framework = request
             .labels
             .iter()
             .find(|(k, _)| matches!(k, LabelKey::Framework | LabelKey::DbDriver))
             .map(|(_, v)| v.as_ref())
-            .or_else(|| request.route.as_deref().filter(|r| r.contains('#')).map(|_| "rails"));
+            .or_else(|| {
+                request
+                    .route
+                    .as_deref()
+                    .filter(|r| r.contains('#'))
+                    .map(|_| "rails")
+            });
         let suggestion = suggest::for_detection(d, &columns, framework);
         let route = request.route.as_deref().map(str::to_string);
         let fingerprint = d.fingerprint.to_string();
@@ -329,13 +388,19 @@ impl Analyzer {
         details.insert("distinct_parameters".into(), d.distinct.into());
         details.insert(
             "total_duration_ms".into(),
-            serde_json::Value::from((d.total_duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0),
+            serde_json::Value::from(
+                (d.total_duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            ),
         );
         match &d.parent {
             Some(p) => {
                 details.insert(
                     "parent_evidence".into(),
-                    format!("{} of {} checked executions used values this query returned", p.matched, p.checked).into(),
+                    format!(
+                        "{} of {} checked executions used values this query returned",
+                        p.matched, p.checked
+                    )
+                    .into(),
                 );
             }
             None if d.kind == FindingKind::NPlusOne => {

@@ -6,7 +6,11 @@ use crate::detect::n_plus_one::Detection;
 use crate::finding::FindingKind;
 
 /// The suggestion text for a per-request detection.
-pub fn for_detection(d: &Detection, equality_columns: &[String], framework: Option<&str>) -> String {
+pub fn for_detection(
+    d: &Detection,
+    equality_columns: &[String],
+    framework: Option<&str>,
+) -> String {
     match d.kind {
         FindingKind::RepeatedQuery => format!(
             "The same query ran {} times with identical parameters in one request: \
@@ -107,9 +111,16 @@ mod tests {
 
     #[test]
     fn batched_form_parent_and_orm_idiom() {
-        let s = for_detection(&detection(FindingKind::NPlusOne), &["id".into()], Some("django:4.2"));
+        let s = for_detection(
+            &detection(FindingKind::NPlusOne),
+            &["id".into()],
+            Some("django:4.2"),
+        );
         assert!(s.contains("WHERE id = ANY($1)"), "{s}");
-        assert!(s.contains("JOIN it to the parent query `select * from posts`"), "{s}");
+        assert!(
+            s.contains("JOIN it to the parent query `select * from posts`"),
+            "{s}"
+        );
         assert!(s.contains("select_related()"), "{s}");
         let s = for_detection(&detection(FindingKind::NPlusOne), &[], None);
         assert!(!s.contains("Django"));

@@ -64,7 +64,9 @@ impl Report {
 
     /// Findings whose kind is in `kinds`: what `--fail-on` gates on.
     pub fn gating<'a>(&'a self, kinds: &'a [FindingKind]) -> impl Iterator<Item = &'a Finding> {
-        self.findings.iter().filter(move |f| kinds.contains(&f.kind))
+        self.findings
+            .iter()
+            .filter(move |f| kinds.contains(&f.kind))
     }
 }
 
@@ -119,7 +121,8 @@ pub fn coverage_warnings(summary: &Summary) -> Vec<String> {
         ));
     }
     if summary.queries == 0 {
-        warnings.push("no queries were analysed: is the application pointed at the proxy?".to_string());
+        warnings
+            .push("no queries were analysed: is the application pointed at the proxy?".to_string());
     }
     warnings
 }

@@ -109,7 +109,15 @@ fn header(out: &mut String, p: &Painter, runs: &[RunMeta]) {
         ),
     };
     for (i, l) in line.lines().enumerate() {
-        let _ = writeln!(out, "{}", if i == 0 { p.paint(l, BOLD) } else { l.to_string() });
+        let _ = writeln!(
+            out,
+            "{}",
+            if i == 0 {
+                p.paint(l, BOLD)
+            } else {
+                l.to_string()
+            }
+        );
     }
 }
 
@@ -133,7 +141,14 @@ fn coverage(out: &mut String, p: &Painter, s: &Summary) {
         ("correlated", percent(s.correlated_fraction)),
         ("parse failures", s.parse_failures.to_string()),
         ("dropped events", s.dropped_events.to_string()),
-        ("catalog", if s.catalog.is_empty() { "unknown".into() } else { s.catalog.clone() }),
+        (
+            "catalog",
+            if s.catalog.is_empty() {
+                "unknown".into()
+            } else {
+                s.catalog.clone()
+            },
+        ),
     ];
     let label_w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let value_w = rows.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
@@ -146,7 +161,10 @@ fn coverage(out: &mut String, p: &Painter, s: &Summary) {
         let _ = writeln!(
             out,
             "\n  {}",
-            p.paint("WARNING: coverage is poor; a clean result does not mean clean queries", YELLOW)
+            p.paint(
+                "WARNING: coverage is poor; a clean result does not mean clean queries",
+                YELLOW
+            )
         );
         for w in &warnings {
             for (i, line) in wrap(w, WIDTH - 6).iter().enumerate() {
@@ -226,14 +244,22 @@ fn overview(out: &mut String, p: &Painter, findings: &[Finding]) {
 
 fn finding(out: &mut String, p: &Painter, f: &Finding) {
     let sev = p.severity(f.severity, &f.severity.as_str().to_uppercase());
-    let mut place = f.table.clone().unwrap_or_else(|| "(no single table)".into());
+    let mut place = f
+        .table
+        .clone()
+        .unwrap_or_else(|| "(no single table)".into());
     if !f.columns.is_empty() {
         let _ = write!(place, " ({})", f.columns.join(", "));
     }
     let _ = writeln!(out, "\n  {sev}  {place}  {}", p.paint(&f.id, DIM));
 
     if let Some(c) = f.count {
-        field(out, p, "per request", &format!("{c} executions (worst request)"));
+        field(
+            out,
+            p,
+            "per request",
+            &format!("{c} executions (worst request)"),
+        );
     }
     let seen = format!(
         "{} {}, {} to {}",
@@ -295,7 +321,9 @@ fn sql_field(out: &mut String, p: &Painter, label: &str, sql: &str) {
     if lines.len() > MAX_SQL_LINES {
         let hidden: usize = lines[MAX_SQL_LINES..].iter().map(|l| l.len() + 1).sum();
         lines.truncate(MAX_SQL_LINES);
-        lines.push(format!("... ({hidden} more characters; --format json has the whole statement)"));
+        lines.push(format!(
+            "... ({hidden} more characters; --format json has the whole statement)"
+        ));
     }
     write_lines(out, p, label, &lines);
 }
@@ -322,11 +350,15 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
                 if !line.is_empty() {
                     lines.push(std::mem::take(&mut line));
                 }
-                let cut = word.char_indices().nth(width).map_or(word.len(), |(i, _)| i);
+                let cut = word
+                    .char_indices()
+                    .nth(width)
+                    .map_or(word.len(), |(i, _)| i);
                 lines.push(word[..cut].to_string());
                 word = &word[cut..];
             }
-            let needed = line.chars().count() + usize::from(!line.is_empty()) + word.chars().count();
+            let needed =
+                line.chars().count() + usize::from(!line.is_empty()) + word.chars().count();
             if needed > width && !line.is_empty() {
                 lines.push(std::mem::take(&mut line));
             }
@@ -355,7 +387,10 @@ mod tests {
         assert_eq!(wrap("aaaa bbbb cccc", 10), ["aaaa bbbb", "cccc"]);
         assert_eq!(wrap("x\ny", 20), ["x", "y"]);
         let long = "z".repeat(25);
-        assert_eq!(wrap(&long, 10), ["z".repeat(10), "z".repeat(10), "z".repeat(5)]);
+        assert_eq!(
+            wrap(&long, 10),
+            ["z".repeat(10), "z".repeat(10), "z".repeat(5)]
+        );
         assert_eq!(wrap("", 10), [""]);
     }
 }

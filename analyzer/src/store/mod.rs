@@ -14,11 +14,11 @@
 //! # Layout
 //! - [`schema`]: tables and migrations (`PRAGMA user_version`).
 //! - `rows`: mapping findings to rows and back.
+//! - `run`: runs, run selection, combining runs' coverage.
 //! - [`writer`]: the background writer thread and its batches.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -28,9 +28,11 @@ use crate::finding::{Finding, Summary};
 use crate::report::{Report, RunMeta};
 
 mod rows;
+mod run;
 pub mod schema;
 pub mod writer;
 
+pub use run::{combine_summaries, InvalidRunSelection, RunId, RunInfo, RunSelection};
 pub use writer::{Batch, Submitted, Writer, WriterStats};
 
 /// How long a statement waits for another process's lock before failing.
@@ -41,7 +43,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// `qproxy report` was pointed at a file that does not exist.
-    #[error("no findings store at {path} (run `qproxy serve` first, or pass --store / QPROXY_STORE)")]
+    #[error(
+        "no findings store at {path} (run `qproxy serve` first, or pass --store / QPROXY_STORE)"
+    )]
     Missing {
         /// The path given.
         path: PathBuf,
@@ -96,79 +100,6 @@ pub enum StoreError {
     /// Any other SQLite failure (disk full, lock timeout, I/O).
     #[error("findings store: {0}")]
     Sqlite(#[from] rusqlite::Error),
-}
-
-/// A run's id in the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RunId(pub i64);
-
-/// What the store records about a proxy process when it starts, so reports
-/// can tell runs (and sidecars sharing a file) apart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunInfo {
-    /// Process start time; [`RunSelection::Latest`] orders by it.
-    pub started_at: OffsetDateTime,
-    /// Host name.
-    pub host: String,
-    /// Process id.
-    pub pid: u32,
-    /// qproxy version.
-    pub version: String,
-}
-
-impl RunInfo {
-    /// This process, now: the usual way to start a run.
-    pub fn current(version: &str) -> RunInfo {
-        RunInfo {
-            started_at: OffsetDateTime::now_utc(),
-            host: host_name(),
-            pid: std::process::id(),
-            version: version.to_string(),
-        }
-    }
-}
-
-/// The host name without a libc call: Linux's procfs, then the usual
-/// environment variables.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// Which runs a report covers (`qproxy report --run`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunSelection {
-    /// The most recently started run: the usual CI case, one test run.
-    Latest,
-    /// Every run in the store.
-    All,
-    /// One run by id.
-    Id(i64),
-}
-
-/// A `--run` value that is not `latest`, `all` or a run id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid run selection `{0}` (expected latest, all or a run id)")]
-pub struct InvalidRunSelection(pub String);
-
-impl FromStr for RunSelection {
-    type Err = InvalidRunSelection;
-
-    fn from_str(s: &str) -> Result<RunSelection, InvalidRunSelection> {
-        match s {
-            "latest" => Ok(RunSelection::Latest),
-            "all" => Ok(RunSelection::All),
-            _ => s
-                .parse::<i64>()
-                .map(RunSelection::Id)
-                .map_err(|_| InvalidRunSelection(s.to_string())),
-        }
-    }
 }
 
 /// What one [`Store::record`] call changed.
@@ -254,7 +185,12 @@ impl Store {
     pub fn begin_run(&mut self, info: &RunInfo) -> Result<RunId, StoreError> {
         self.conn.execute(
             "INSERT INTO runs (started_at, host, pid, version) VALUES (?1, ?2, ?3, ?4)",
-            params![rows::to_nanos(info.started_at), info.host, info.pid, info.version],
+            params![
+                rows::to_nanos(info.started_at),
+                info.host,
+                info.pid,
+                info.version
+            ],
         )?;
         Ok(RunId(self.conn.last_insert_rowid()))
     }
@@ -278,8 +214,15 @@ impl Store {
         self.write(run, &batch.findings, Some(&batch.summary))
     }
 
-    fn write(&mut self, run: RunId, deltas: &[Finding], summary: Option<&Summary>) -> Result<Recorded, StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn write(
+        &mut self,
+        run: RunId,
+        deltas: &[Finding],
+        summary: Option<&Summary>,
+    ) -> Result<Recorded, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut recorded = Recorded::default();
         for (i, delta) in deltas.iter().enumerate() {
             if rows::upsert(&tx, run, delta)? {
@@ -336,7 +279,9 @@ impl Store {
         let tx = self.conn.unchecked_transaction()?;
         let runs = match *selection {
             RunSelection::All => self.runs()?,
-            RunSelection::Latest => self.select_runs("ORDER BY started_at DESC, id DESC LIMIT 1", [])?,
+            RunSelection::Latest => {
+                self.select_runs("ORDER BY started_at DESC, id DESC LIMIT 1", [])?
+            }
             RunSelection::Id(id) => {
                 let runs = self.select_runs("WHERE id = ?1", [id])?;
                 if runs.is_empty() {
@@ -377,8 +322,16 @@ impl Store {
         Ok(report)
     }
 
-    fn select_runs<const N: usize>(&self, tail: &str, args: [i64; N]) -> Result<Vec<RunMeta>, StoreError> {
-        let order = if tail.contains("ORDER BY") { "" } else { "ORDER BY started_at, id" };
+    fn select_runs<const N: usize>(
+        &self,
+        tail: &str,
+        args: [i64; N],
+    ) -> Result<Vec<RunMeta>, StoreError> {
+        let order = if tail.contains("ORDER BY") {
+            ""
+        } else {
+            "ORDER BY started_at, id"
+        };
         let sql = format!(
             "SELECT id, started_at, ended_at, host, pid, version, queries, fingerprints, requests, \
              correlated_fraction, parse_failures, dropped_events, catalog FROM runs {tail} {order}"
@@ -411,38 +364,13 @@ impl Store {
     /// The stored all-runs row of one finding, for tests and tools that
     /// need it without a run selection.
     pub fn finding(&self, id: &str) -> Result<Option<Finding>, StoreError> {
-        let sql = format!("SELECT {} FROM findings f WHERE f.id = ?1", rows::FINDING_COLUMNS);
+        let sql = format!(
+            "SELECT {} FROM findings f WHERE f.id = ?1",
+            rows::FINDING_COLUMNS
+        );
         self.conn
             .query_row(&sql, [id], |row| Ok(rows::finding_from_row(row)))
             .optional()?
             .transpose()
     }
-}
-
-/// Coverage over several runs: counters add up; the correlated share is
-/// weighted by each run's queries; the catalog counts as available when
-/// any run had it. Distinct fingerprints cannot be added across runs (the
-/// same statement would count once per run), so the largest run's count is
-/// shown: a lower bound, never an inflated one.
-pub fn combine_summaries<'a>(summaries: impl IntoIterator<Item = &'a Summary>) -> Summary {
-    let mut out = Summary {
-        catalog: "unavailable".into(),
-        ..Summary::default()
-    };
-    let mut correlated = 0.0;
-    for s in summaries {
-        out.queries += s.queries;
-        out.fingerprints = out.fingerprints.max(s.fingerprints);
-        out.requests += s.requests;
-        out.parse_failures += s.parse_failures;
-        out.dropped_events += s.dropped_events;
-        correlated += s.correlated_fraction * s.queries as f64;
-        if s.catalog == "available" {
-            out.catalog = "available".into();
-        }
-    }
-    if out.queries > 0 {
-        out.correlated_fraction = correlated / out.queries as f64;
-    }
-    out
 }

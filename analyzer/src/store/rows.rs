@@ -50,7 +50,11 @@ fn corrupt(id: &str, what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("finding {id}: {what}"))
 }
 
-fn json<T: serde::de::DeserializeOwned>(id: &str, field: &str, text: &str) -> Result<T, StoreError> {
+fn json<T: serde::de::DeserializeOwned>(
+    id: &str,
+    field: &str,
+    text: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(id, format_args!("bad {field} JSON: {e}")))
 }
 
@@ -71,10 +75,15 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 pub(crate) fn finding_from_row(row: &Row<'_>) -> Result<Finding, StoreError> {
     let id: String = row.get(0)?;
     let kind: String = row.get(1)?;
-    let kind = FindingKind::parse(&kind)
-        .ok_or_else(|| corrupt(&id, format_args!("unknown kind `{kind}` (written by a newer qproxy?)")))?;
+    let kind = FindingKind::parse(&kind).ok_or_else(|| {
+        corrupt(
+            &id,
+            format_args!("unknown kind `{kind}` (written by a newer qproxy?)"),
+        )
+    })?;
     let severity: String = row.get(2)?;
-    let severity = parse_severity(&severity).ok_or_else(|| corrupt(&id, format_args!("unknown severity `{severity}`")))?;
+    let severity = parse_severity(&severity)
+        .ok_or_else(|| corrupt(&id, format_args!("unknown severity `{severity}`")))?;
     let columns: String = row.get(6)?;
     let details: String = row.get(14)?;
     Ok(Finding {
@@ -88,7 +97,9 @@ pub(crate) fn finding_from_row(row: &Row<'_>) -> Result<Finding, StoreError> {
         occurrences: to_u64(row.get(8)?),
         request: opt_json(&id, "request", row.get(9)?)?,
         parent: opt_json(&id, "parent", row.get(10)?)?,
-        rows: row.get::<_, Option<i64>>(11)?.map(|m| RowStats { max: to_u64(m) }),
+        rows: row
+            .get::<_, Option<i64>>(11)?
+            .map(|m| RowStats { max: to_u64(m) }),
         suggestion: row.get(12)?,
         database: row.get(13)?,
         details: json(&id, "details", &details)?,
@@ -102,11 +113,14 @@ pub(crate) fn finding_from_row(row: &Row<'_>) -> Result<Finding, StoreError> {
 /// [`RUN_COLUMNS`] starting at column `at`.
 pub(crate) fn apply_run_row(f: &mut Finding, row: &Row<'_>, at: usize) -> Result<(), StoreError> {
     let severity: String = row.get(at)?;
-    f.severity = parse_severity(&severity).ok_or_else(|| corrupt(&f.id, format_args!("unknown severity `{severity}`")))?;
+    f.severity = parse_severity(&severity)
+        .ok_or_else(|| corrupt(&f.id, format_args!("unknown severity `{severity}`")))?;
     f.occurrences = to_u64(row.get(at + 1)?);
     f.count = row.get::<_, Option<i64>>(at + 2)?.map(to_u64);
     f.request = opt_json::<RequestRef>(&f.id, "request", row.get(at + 3)?)?;
-    f.rows = row.get::<_, Option<i64>>(at + 4)?.map(|m| RowStats { max: to_u64(m) });
+    f.rows = row
+        .get::<_, Option<i64>>(at + 4)?
+        .map(|m| RowStats { max: to_u64(m) });
     f.first_seen = from_nanos(row.get(at + 5)?);
     f.last_seen = from_nanos(row.get(at + 6)?);
     Ok(())
@@ -114,7 +128,11 @@ pub(crate) fn apply_run_row(f: &mut Finding, row: &Row<'_>, at: usize) -> Result
 
 /// Folds `delta` into the all-runs row and the run's row, inside the
 /// caller's transaction. Returns whether the finding is new to this run.
-pub(crate) fn upsert(tx: &Transaction<'_>, run: RunId, delta: &Finding) -> Result<bool, StoreError> {
+pub(crate) fn upsert(
+    tx: &Transaction<'_>,
+    run: RunId,
+    delta: &Finding,
+) -> Result<bool, StoreError> {
     let existing = tx
         .query_row(
             &format!("SELECT {FINDING_COLUMNS} FROM findings f WHERE f.id = ?1"),

@@ -43,8 +43,12 @@ impl Batch {
     /// with [`Finding::merge`], and the later summary wins because it holds
     /// newer running totals.
     pub fn absorb(&mut self, later: Batch) {
-        let mut index: HashMap<String, usize> =
-            self.findings.iter().enumerate().map(|(i, f)| (f.id.clone(), i)).collect();
+        let mut index: HashMap<String, usize> = self
+            .findings
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.id.clone(), i))
+            .collect();
         for f in later.findings {
             match index.get(&f.id) {
                 Some(&i) => self.findings[i].merge(&f),
@@ -88,7 +92,10 @@ pub enum Submitted {
 
 enum Message {
     Batch(Batch),
-    Finish { batch: Batch, ended_at: OffsetDateTime },
+    Finish {
+        batch: Batch,
+        ended_at: OffsetDateTime,
+    },
 }
 
 impl Message {
@@ -161,7 +168,10 @@ impl Writer {
             Err(TrySendError::Full(msg)) => {
                 let batch = msg.into_batch();
                 self.stats.batches_held.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(findings = batch.findings.len(), "findings writer is behind; holding batch");
+                tracing::warn!(
+                    findings = batch.findings.len(),
+                    "findings writer is behind; holding batch"
+                );
                 self.pending = Some(batch);
                 Submitted::Held
             }
@@ -172,7 +182,10 @@ impl Writer {
     fn lose(&self, batch: Batch) -> Submitted {
         let n = batch.findings.len() as u64;
         self.stats.findings_lost.fetch_add(n, Ordering::Relaxed);
-        tracing::error!(findings = n, "findings writer thread is gone; findings lost");
+        tracing::error!(
+            findings = n,
+            "findings writer thread is gone; findings lost"
+        );
         Submitted::Lost
     }
 
@@ -270,7 +283,9 @@ fn flush(
         Ok(recorded) => {
             *attempts = 0;
             stats.batches_written.fetch_add(1, Ordering::Relaxed);
-            stats.findings_written.fetch_add(batch.findings.len() as u64, Ordering::Relaxed);
+            stats
+                .findings_written
+                .fetch_add(batch.findings.len() as u64, Ordering::Relaxed);
             for &i in &recorded.new_in_run {
                 log_new(&batch.findings[i]);
             }
@@ -342,14 +357,23 @@ mod tests {
     fn absorb_merges_same_ids_and_keeps_newest_summary() {
         let mut a = Batch {
             findings: vec![delta("a", 1, 10)],
-            summary: Summary { queries: 5, ..Summary::default() },
+            summary: Summary {
+                queries: 5,
+                ..Summary::default()
+            },
         };
         a.absorb(Batch {
             findings: vec![delta("a", 2, 7), delta("b", 1, 3)],
-            summary: Summary { queries: 9, ..Summary::default() },
+            summary: Summary {
+                queries: 9,
+                ..Summary::default()
+            },
         });
         assert_eq!(a.findings.len(), 2);
-        assert_eq!((a.findings[0].occurrences, a.findings[0].count), (3, Some(10)));
+        assert_eq!(
+            (a.findings[0].occurrences, a.findings[0].count),
+            (3, Some(10))
+        );
         assert_eq!(a.findings[1].id, "b");
         assert_eq!(a.summary.queries, 9);
     }

@@ -2,7 +2,9 @@
 //! report tests so snapshots never change with the clock.
 #![allow(dead_code)]
 
-use qproxy_analyzer::finding::{Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary};
+use qproxy_analyzer::finding::{
+    Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary,
+};
 use qproxy_analyzer::report::{Report, RunMeta};
 use qproxy_analyzer::store::RunInfo;
 use time::macros::datetime;
@@ -22,7 +24,13 @@ pub fn run_info(host: &str, started: i64) -> RunInfo {
     }
 }
 
-fn base(kind: FindingKind, severity: Severity, query: &str, table: Option<&str>, columns: &[&str]) -> Finding {
+fn base(
+    kind: FindingKind,
+    severity: Severity,
+    query: &str,
+    table: Option<&str>,
+    columns: &[&str],
+) -> Finding {
     Finding {
         id: String::new(),
         kind,
@@ -70,7 +78,8 @@ pub fn n_plus_one() -> Finding {
     f.request = request("req-7f3a", "GET /posts");
     f.parent = Some(ParentRef {
         fingerprint: "00000000c0ffee00".into(),
-        query: "SELECT id, author_id, title FROM public.posts ORDER BY created_at DESC LIMIT $1".into(),
+        query: "SELECT id, author_id, title FROM public.posts ORDER BY created_at DESC LIMIT $1"
+            .into(),
     });
     f.rows = Some(RowStats { max: 1 });
     f.suggestion = Some(
@@ -118,8 +127,10 @@ pub fn unindexed_filter() -> Finding {
         "CREATE INDEX CONCURRENTLY orders_status_created_at_idx\n    ON public.orders (status, created_at);"
             .into(),
     );
-    f.details.insert("verified".into(), serde_json::json!(false));
-    f.details.insert("table_rows".into(), serde_json::json!(1_250_000));
+    f.details
+        .insert("verified".into(), serde_json::json!(false));
+    f.details
+        .insert("table_rows".into(), serde_json::json!(1_250_000));
     with_id(f)
 }
 
@@ -132,7 +143,10 @@ pub fn unindexed_sort() -> Finding {
         &["published_at"],
     );
     f.occurrences = 5;
-    f.suggestion = Some("CREATE INDEX CONCURRENTLY posts_published_at_idx ON public.posts (published_at DESC);".into());
+    f.suggestion = Some(
+        "CREATE INDEX CONCURRENTLY posts_published_at_idx ON public.posts (published_at DESC);"
+            .into(),
+    );
     with_id(f)
 }
 
@@ -147,13 +161,20 @@ pub fn unbounded_select() -> Finding {
     f.occurrences = 3;
     f.request = request("req-9b21", "GET /accounts/:id/events");
     f.rows = Some(RowStats { max: 84_000 });
-    f.suggestion = Some("Add LIMIT and paginate by key (WHERE id > $2 ORDER BY id LIMIT 100).".into());
+    f.suggestion =
+        Some("Add LIMIT and paginate by key (WHERE id > $2 ORDER BY id LIMIT 100).".into());
     with_id(f)
 }
 
 /// One finding of each kind.
 pub fn one_of_each() -> Vec<Finding> {
-    vec![n_plus_one(), repeated_query(), unindexed_filter(), unindexed_sort(), unbounded_select()]
+    vec![
+        n_plus_one(),
+        repeated_query(),
+        unindexed_filter(),
+        unindexed_sort(),
+        unbounded_select(),
+    ]
 }
 
 /// A coverage summary that warns on every count: no catalog, dropped

@@ -7,12 +7,11 @@
 mod postgres;
 mod workload;
 
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio_postgres::NoTls;
 
-use crate::analysis::{AnalysisSettings, CatalogState, LogSink};
+use crate::analysis::{AnalysisSettings, LogSink};
 use crate::config::ServeArgs;
 use crate::server::Server;
 
@@ -24,14 +23,6 @@ pub struct DemoArgs {
     /// Keep the findings store here instead of in the throwaway directory.
     #[arg(long, value_name = "PATH")]
     pub store: Option<std::path::PathBuf>,
-}
-
-struct NoCatalog;
-
-impl CatalogState for NoCatalog {
-    fn available(&self) -> bool {
-        false
-    }
 }
 
 /// Runs the demo end to end and prints the report to stdout.
@@ -46,6 +37,10 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
     let (setup, conn) = tokio_postgres::connect(&pg.url("blog"), NoTls).await?;
     tokio::spawn(conn);
     setup.batch_execute(workload::SCHEMA).await.context("loading the demo schema")?;
+    // With hypopg, index suggestions are checked against the planner.
+    if let Err(e) = setup.batch_execute("CREATE EXTENSION IF NOT EXISTS hypopg").await {
+        eprintln!("demo: hypopg is not installed ({e}); index suggestions will be unverified");
+    }
     drop(setup);
 
     let args = ServeArgs {
@@ -63,7 +58,7 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
         events,
         AnalysisSettings::default(),
         event_stats,
-        Arc::new(NoCatalog),
+        Some(crate::catalog::CatalogConnector::new(server.context().upstream.clone())),
         Box::new(LogSink::default()),
         async move {
             let _ = analysis_stopped.await;

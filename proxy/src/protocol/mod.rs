@@ -17,6 +17,8 @@
 //! - [`error_response`]: the ErrorResponse messages the proxy itself sends.
 
 pub mod backend;
+#[cfg(test)]
+mod conformance;
 pub mod error_response;
 pub mod framing;
 pub mod frontend;

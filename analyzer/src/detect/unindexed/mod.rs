@@ -1,1 +1,192 @@
-//! Unindexed filters and sorts (work in progress).
+//! `unindexed_filter` and `unindexed_sort`: predicates and ORDER BYs on
+//! large tables that no index serves, with the `CREATE INDEX` that would.
+//!
+//! [`analyze`] reads one statement's syntax tree (sqlparser, PostgreSQL
+//! dialect) against a [`Catalog`] snapshot. It is pure and costs one parse
+//! plus a walk, so the pipeline runs it once per distinct fingerprint.
+//!
+//! # What is read
+//! Per query block (SELECT, UPDATE, DELETE, the SELECT of INSERT ...
+//! SELECT, CTE bodies, derived tables, subqueries), with aliases, CTE
+//! names and correlated outer references resolved:
+//! - equality: `col = v`, `col IN (..)`, `col = ANY(v)`, `col IN (SELECT
+//!   ..)`, `col IS NULL`, and `col = a OR col = b` on one column;
+//! - range: `<`, `<=`, `>`, `>=`, `BETWEEN`;
+//! - prefix LIKE: a literal pattern not starting with `%` or `_`
+//!   (a parameter pattern is unknown and ignored; ILIKE never uses a
+//!   btree);
+//! - join keys: `a.x = b.y` in ON, USING or WHERE;
+//! - ORDER BY keys with direction and NULLS placement, when they all
+//!   belong to one table (blocks with GROUP BY or DISTINCT are not sorted
+//!   by an index and are skipped).
+//!
+//! Ignored: predicates under OR (other than the one-column form), NOT,
+//! `<>`, functions of columns (except where an expression index has the
+//! same expression, which then serves it), and tables the catalog does not
+//! hold.
+//!
+//! # Thresholds (see [`UnindexedConfig`])
+//! - Nothing is reported for tables under `min_table_rows` (10 000):
+//!   below that a sequential scan reads a few hundred 8 kB pages, usually
+//!   from shared buffers, in about a millisecond, and PostgreSQL itself
+//!   often prefers it to an index; a finding there is noise.
+//! - `unindexed_filter`: warning from 10 000 rows, error from
+//!   `error_table_rows` (1 000 000), where each execution reads 100+ MB.
+//! - `unindexed_sort`: the same tiers with LIMIT (the scan still reads
+//!   every row to find the top N); without LIMIT already an error from
+//!   `unlimited_sort_error_rows` (100 000): sorting that many rows of
+//!   ~100 bytes exceeds the default 4 MB `work_mem` and spills to disk.
+//!   One step lower (error → warning → info) when an index already
+//!   narrows the rows to sort. Nothing is reported when a unique index
+//!   pins the row, or when equality pins every ORDER BY key.
+//!
+//! # Suggestion
+//! `CREATE INDEX CONCURRENTLY ON schema.table (...)` with equality columns
+//! (join keys first), then sort columns, then at most one range column;
+//! a list equality (`IN`, `= ANY`) comes before the sort columns only in
+//! filter suggestions, since it breaks index order. Under a non-C
+//! collation a prefix LIKE column gets `text_pattern_ops`.
+//! [`verify_with_hypopg`] checks a suggestion against the real planner.
+//!
+//! # Limits
+//! Statements over [`MAX_ANALYZED_BYTES`] or with more than
+//! [`MAX_NESTING`] parentheses and AND/OR operators are not analysed (no
+//! issues), to keep stack and time bounded on machine-generated SQL.
+//!
+//! # Layout
+//! - `extract.rs`, `scope.rs`: syntax tree → per-block facts (`facts.rs`).
+//! - `serve.rs`: whether an index serves predicates or a sort.
+//! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`).
+//! - `normal_form.rs`: comparable text of expressions.
+//! - `verify.rs`: hypopg verification over a short-lived connection.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use serde_json::{Map, Value};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::catalog::Catalog;
+use crate::finding::{FindingKind, Severity};
+
+mod ddl;
+mod evaluate;
+mod extract;
+mod facts;
+mod normal_form;
+mod scope;
+mod serve;
+mod verify;
+
+pub use verify::{verify_with_hypopg, Verification};
+
+/// Statements longer than this are skipped: they are machine-generated
+/// (bulk loads, huge IN lists), and their tree would cost more than the
+/// analysis is worth.
+pub const MAX_ANALYZED_BYTES: usize = 256 << 10;
+
+/// Statements with more opening parentheses plus AND/OR keywords than
+/// this are skipped: the syntax tree (and every recursive walk over it,
+/// sqlparser's own drop included) gets as deep as that, and a tokio worker
+/// has a 2 MB stack.
+pub const MAX_NESTING: usize = 400;
+
+/// Thresholds; the module docs say why each default was chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnindexedConfig {
+    /// Tables with fewer estimated rows are never reported (10 000).
+    pub min_table_rows: u64,
+    /// From this many rows a finding is an error (1 000 000).
+    pub error_table_rows: u64,
+    /// An ORDER BY without LIMIT on this many rows is an error (100 000).
+    pub unlimited_sort_error_rows: u64,
+}
+
+impl Default for UnindexedConfig {
+    fn default() -> Self {
+        UnindexedConfig {
+            min_table_rows: 10_000,
+            error_table_rows: 1_000_000,
+            unlimited_sort_error_rows: 100_000,
+        }
+    }
+}
+
+/// One unindexed filter or sort, before the pipeline attaches the
+/// fingerprint, request and times that make it a
+/// [`Finding`](crate::finding::Finding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnindexedIssue {
+    /// `UnindexedFilter` or `UnindexedSort`.
+    pub kind: FindingKind,
+    /// `schema.table`.
+    pub table: String,
+    /// Columns of the suggested index, in key order; part of the finding
+    /// id, so the same missing index is the same finding.
+    pub columns: Vec<String>,
+    /// From table size, LIMIT and existing indexes (module docs).
+    pub severity: Severity,
+    /// `CREATE INDEX CONCURRENTLY ...;` to paste.
+    pub suggestion: String,
+    /// Evidence: `rows_estimate`, `predicates` by kind, `join_columns`,
+    /// `sort`, `limited`, `existing_indexes`, `foreign_key`.
+    pub details: Map<String, Value>,
+}
+
+/// Finds unindexed filters and sorts in one statement as the client sent
+/// it (literals or `$n` placeholders). Text that does not parse, or is
+/// not a SELECT/UPDATE/DELETE/INSERT ... SELECT, yields nothing. Never
+/// panics.
+pub fn analyze(sql: &str, catalog: &Catalog, config: &UnindexedConfig) -> Vec<UnindexedIssue> {
+    if sql.len() > MAX_ANALYZED_BYTES || nesting(sql) > MAX_NESTING {
+        return Vec::new();
+    }
+    catch_unwind(AssertUnwindSafe(|| analyze_parsed(sql, catalog, config))).unwrap_or_default()
+}
+
+fn analyze_parsed(sql: &str, catalog: &Catalog, config: &UnindexedConfig) -> Vec<UnindexedIssue> {
+    let Ok(statements) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+    else {
+        return Vec::new();
+    };
+    let mut issues: Vec<UnindexedIssue> = Vec::new();
+    let mut sink = |facts: facts::ScopeFacts<'_>| evaluate::evaluate(&facts, catalog, config, &mut issues);
+    let mut extractor = extract::Extractor { catalog, sink: &mut sink };
+    for statement in &statements {
+        extractor.statement(statement, None);
+    }
+    // The same missing index found in two blocks (a UNION, a repeated
+    // subquery) is one issue; keep the worst severity.
+    let mut unique: Vec<UnindexedIssue> = Vec::with_capacity(issues.len());
+    for issue in issues {
+        match unique
+            .iter_mut()
+            .find(|u| u.kind == issue.kind && u.table == issue.table && u.columns == issue.columns)
+        {
+            Some(u) => u.severity = u.severity.max(issue.severity),
+            None => unique.push(issue),
+        }
+    }
+    unique
+}
+
+/// Opening parentheses plus `AND`/`OR` words: an upper bound on how deep
+/// the syntax tree can nest, computed without parsing.
+fn nesting(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let mut count = bytes.iter().filter(|&&b| b == b'(').count();
+    let mut start = None;
+    for (i, &b) in bytes.iter().chain(std::iter::once(&b' ')).enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            start.get_or_insert(i);
+        } else if let Some(s) = start.take() {
+            let word = &bytes[s..i];
+            if word.eq_ignore_ascii_case(b"and") || word.eq_ignore_ascii_case(b"or") {
+                count += 1;
+            }
+        }
+    }
+    count
+}

@@ -1,0 +1,261 @@
+//! Verdicts for one query block: which large tables no index lets the
+//! planner reach without reading them whole, and which ORDER BYs no index
+//! delivers.
+//!
+//! # Reachability
+//! A join does not need every table to be filtered by an index; it needs
+//! every large table to be *reachable*: either an index serves its own
+//! filters (it can drive the join), or it is small, or it is not a catalog
+//! table (CTE, derived table, function), or an index serves its join key
+//! to a table that is reachable (it is the inner side of a nested loop).
+//! A block without any filter reads everything anyway; an index would not
+//! change that, so nothing there is reported. A large table left
+//! unreachable gets an `unindexed_filter` finding, suggesting its own
+//! filter columns and the join keys towards tables that drive or could
+//! drive it.
+
+use serde_json::{json, Map, Value};
+
+use super::ddl::{create_index, pattern_opclass, KeyDef};
+use super::facts::{PredKind, Predicate, ScopeFacts, SourceFacts, Target};
+use super::serve::{constant, serves_filter, serves_sort, unique_lookup, usable};
+use super::{UnindexedConfig, UnindexedIssue};
+use crate::catalog::{Catalog, Index, Table};
+use crate::finding::{FindingKind, Severity};
+
+/// Appends the block's issues to `out`.
+pub(crate) fn evaluate(facts: &ScopeFacts<'_>, catalog: &Catalog, config: &UnindexedConfig, out: &mut Vec<UnindexedIssue>) {
+    let bytewise = catalog.prefix_like_uses_plain_btree();
+    let n = facts.sources.len();
+    let large: Vec<Option<&Table>> = facts
+        .sources
+        .iter()
+        .map(|s| s.table.filter(|t| t.estimated_rows() >= config.min_table_rows as f64))
+        .collect();
+    let served_with = |i: usize, preds: &[Predicate]| {
+        let (Some(table), source) = (facts.sources[i].table, &facts.sources[i]) else {
+            return false;
+        };
+        table.indexes.iter().any(|x| usable(x, table, source) && serves_filter(x, preds, bytewise))
+    };
+    let served: Vec<bool> = (0..n).map(|i| served_with(i, &facts.sources[i].predicates)).collect();
+    let filtered: Vec<bool> = facts
+        .sources
+        .iter()
+        .map(|s| s.selective || s.predicates.iter().any(|p| p.target.column().is_some()))
+        .collect();
+    let any_filter = (0..n).any(|i| filtered[i] || served[i]);
+    let mut reached: Vec<bool> = (0..n).map(|i| large[i].is_none() || served[i] || !any_filter).collect();
+    loop {
+        let mut changed = false;
+        for edge in &facts.joins {
+            for (a, b) in [(&edge.left, &edge.right), (&edge.right, &edge.left)] {
+                if !reached[a.0] && reached[b.0] && served_with(a.0, &with_join_key(&facts.sources[a.0], &a.1)) {
+                    reached[a.0] = true;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+
+    for i in (0..n).filter(|&i| !reached[i]) {
+        let (Some(table), source) = (large[i], &facts.sources[i]) else {
+            continue;
+        };
+        // Join keys towards tables that drive, or will once their own
+        // filter is indexed. If one of them is indexed already, this table
+        // is reached as soon as that driver is: nothing to add here.
+        let mut join_columns: Vec<&str> = Vec::new();
+        for edge in &facts.joins {
+            for (a, b) in [(&edge.left, &edge.right), (&edge.right, &edge.left)] {
+                if a.0 == i && (reached[b.0] || filtered[b.0]) && !join_columns.contains(&a.1.as_str()) {
+                    join_columns.push(&a.1);
+                }
+            }
+        }
+        if join_columns.iter().any(|c| served_with(i, &with_join_key(source, c))) {
+            continue;
+        }
+        let sort = facts.sort.as_ref().filter(|s| s.source == i);
+        let keys = suggested_keys(table, source, &join_columns, sort.map(|s| &s.keys[..]), true, bytewise);
+        if keys.is_empty() {
+            continue;
+        }
+        let severity = size_severity(table, config);
+        let mut details = base_details(table, source);
+        details.insert("join_columns".into(), json!(join_columns));
+        if let Some(fk) = table.foreign_keys.iter().find(|fk| {
+            !fk.columns.is_empty() && fk.columns.iter().zip(&keys).all(|(c, k)| *c == k.column)
+        }) {
+            details.insert("foreign_key".into(), json!(fk.name));
+        }
+        out.push(issue(FindingKind::UnindexedFilter, table, &keys, severity, details));
+    }
+
+    if let Some(sort) = &facts.sort {
+        let (Some(table), source) = (large[sort.source], &facts.sources[sort.source]) else {
+            return;
+        };
+        let keys: Vec<_> = sort.keys.iter().filter(|k| !constant(&k.target, &source.predicates)).cloned().collect();
+        // When an index already narrows the rows, sorting them is cheap
+        // unless a LIMIT could have stopped an ordered scan early, and a
+        // list equality (IN / ANY) leaves no index order to use.
+        let narrowed = served[sort.source];
+        let lists = source.predicates.iter().any(|p| p.kind == PredKind::Eq { single: false });
+        if keys.is_empty()
+            || (narrowed && (!sort.limited || lists))
+            || keys.iter().any(|k| k.target.column().is_none())
+            || unique_lookup(table, source)
+            || table
+                .indexes
+                .iter()
+                .any(|x| usable(x, table, source) && serves_sort(x, &source.predicates, &keys, bytewise))
+        {
+            return;
+        }
+        let mut severity = if !sort.limited && table.estimated_rows() >= config.unlimited_sort_error_rows as f64 {
+            Severity::Error
+        } else {
+            size_severity(table, config)
+        };
+        if narrowed {
+            severity = match severity {
+                Severity::Error => Severity::Warning,
+                _ => Severity::Info,
+            };
+        }
+        let index_keys = suggested_keys(table, source, &[], Some(&keys), false, bytewise);
+        let mut details = base_details(table, source);
+        details.insert("sort".into(), json!(KeyDef::for_sort(&keys).iter().map(KeyDef::describe).collect::<Vec<_>>()));
+        details.insert("limited".into(), json!(sort.limited));
+        details.insert("filter_served_by_index".into(), json!(served[sort.source]));
+        out.push(issue(FindingKind::UnindexedSort, table, &index_keys, severity, details));
+    }
+}
+
+fn with_join_key(source: &SourceFacts<'_>, column: &str) -> Vec<Predicate> {
+    let mut preds = source.predicates.clone();
+    preds.push(Predicate { target: Target::Column(column.to_owned()), kind: PredKind::Eq { single: true } });
+    preds
+}
+
+fn size_severity(table: &Table, config: &UnindexedConfig) -> Severity {
+    if table.estimated_rows() >= config.error_table_rows as f64 {
+        Severity::Error
+    } else {
+        Severity::Warning
+    }
+}
+
+/// Equality columns (join keys, single values, IS NULL, then lists) →
+/// sort columns → at most one range or prefix column. A list of values
+/// (`IN`, `= ANY`) breaks index order, so sort columns follow only when
+/// there is none. `with_lists`: whether list equalities are included (the
+/// sort suggestion leaves them out so the index keeps delivering order).
+fn suggested_keys(
+    table: &Table,
+    source: &SourceFacts<'_>,
+    join_columns: &[&str],
+    sort: Option<&[super::facts::SortKey]>,
+    with_lists: bool,
+    bytewise: bool,
+) -> Vec<KeyDef> {
+    let columns_of = |wanted: &dyn Fn(PredKind) -> bool| -> Vec<&str> {
+        source.predicates.iter().filter(|p| wanted(p.kind)).filter_map(|p| p.target.column()).collect()
+    };
+    let mut keys: Vec<KeyDef> = Vec::new();
+    let add = |key: KeyDef, keys: &mut Vec<KeyDef>| {
+        if !keys.iter().any(|k| k.column == key.column) {
+            keys.push(key);
+        }
+    };
+    for c in join_columns.iter().copied().chain(columns_of(&|k| matches!(k, PredKind::Eq { single: true } | PredKind::IsNull))) {
+        add(KeyDef::plain(c), &mut keys);
+    }
+    let lists = columns_of(&|k| k == PredKind::Eq { single: false });
+    if with_lists {
+        for c in &lists {
+            add(KeyDef::plain(c), &mut keys);
+        }
+    }
+    if lists.is_empty() || !with_lists {
+        for key in sort.map(KeyDef::for_sort).unwrap_or_default() {
+            add(key, &mut keys);
+        }
+    }
+    if let Some(p) = source.predicates.iter().find(|p| {
+        matches!(p.kind, PredKind::Range | PredKind::Prefix)
+            && p.target.column().is_some_and(|c| !keys.iter().any(|k| k.column == c))
+    }) {
+        let column = p.target.column().unwrap_or_default();
+        let mut key = KeyDef::plain(column);
+        if p.kind == PredKind::Prefix && !bytewise {
+            key.opclass = Some(pattern_opclass(table.column(column).map_or("text", |c| c.type_name.as_str())));
+        }
+        add(key, &mut keys);
+    }
+    keys
+}
+
+fn base_details(table: &Table, source: &SourceFacts<'_>) -> Map<String, Value> {
+    let mut predicates = Map::new();
+    for (name, kind) in [
+        ("equality", PredKind::Eq { single: true }),
+        ("in_list", PredKind::Eq { single: false }),
+        ("is_null", PredKind::IsNull),
+        ("range", PredKind::Range),
+        ("prefix_like", PredKind::Prefix),
+    ] {
+        let targets: Vec<&str> = source
+            .predicates
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| match &p.target {
+                Target::Column(c) | Target::Expression(c) => c.as_str(),
+            })
+            .collect();
+        if !targets.is_empty() {
+            predicates.insert(name.into(), json!(targets));
+        }
+    }
+    let existing: Vec<String> = table.indexes.iter().take(10).map(describe_index).collect();
+    let mut details = Map::new();
+    details.insert("rows_estimate".into(), json!(table.estimated_rows().round() as u64));
+    details.insert("predicates".into(), Value::Object(predicates));
+    details.insert("existing_indexes".into(), json!(existing));
+    details
+}
+
+fn describe_index(index: &Index) -> String {
+    let keys: Vec<String> = index
+        .keys
+        .iter()
+        .map(|k| match &k.expr {
+            crate::catalog::KeyExpr::Column(c) => c.clone(),
+            crate::catalog::KeyExpr::Expression(e) => format!("({e})"),
+        })
+        .collect();
+    let mut s = format!("{} {} ({})", index.name, index.method.as_str(), keys.join(", "));
+    if let Some(p) = &index.predicate {
+        s.push_str(&format!(" WHERE {p}"));
+    }
+    if !index.valid {
+        s.push_str(" INVALID");
+    }
+    s
+}
+
+fn issue(kind: FindingKind, table: &Table, keys: &[KeyDef], severity: Severity, details: Map<String, Value>) -> UnindexedIssue {
+    let suggestion = create_index(table, keys);
+    UnindexedIssue {
+        kind,
+        table: table.qualified_name(),
+        columns: keys.iter().map(|k| k.column.clone()).collect(),
+        severity,
+        suggestion,
+        details,
+    }
+}

@@ -1,0 +1,83 @@
+//! The proxy's own connections for catalog introspection and hypopg
+//! verification: made with the `--upstream` URL's credentials to the
+//! database a client actually uses, closed as soon as the answer is read
+//! (test runners DROP DATABASE, which fails while anyone is connected).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qproxy_analyzer::catalog::{self, Catalog, CatalogError};
+use qproxy_analyzer::detect::unindexed::{verify_with_hypopg, Verification};
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::upstream::{SslMode, Upstream};
+
+/// Opens catalog connections like the upstream URL says.
+#[derive(Clone)]
+pub struct CatalogConnector {
+    upstream: Arc<Upstream>,
+}
+
+impl std::fmt::Debug for CatalogConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogConnector").field("upstream", self.upstream.url()).finish()
+    }
+}
+
+impl CatalogConnector {
+    /// Connections go where `upstream` points, with its credentials.
+    pub fn new(upstream: Arc<Upstream>) -> Self {
+        CatalogConnector { upstream }
+    }
+
+    fn config(&self, database: &str) -> tokio_postgres::Config {
+        let url = self.upstream.url();
+        let mut c = tokio_postgres::Config::new();
+        c.host(&url.host)
+            .port(url.port)
+            .dbname(database)
+            // Without a user in the URL there is no better guess than the
+            // superuser's conventional name; say so in the README.
+            .user(url.user.as_deref().unwrap_or("postgres"))
+            .application_name("qproxy-catalog")
+            .connect_timeout(Duration::from_secs(5))
+            .ssl_mode(match url.sslmode {
+                SslMode::Disable | SslMode::Allow => PgSslMode::Disable,
+                SslMode::Prefer => PgSslMode::Prefer,
+                _ => PgSslMode::Require,
+            });
+        if let Some(pw) = &url.password {
+            c.password(pw);
+        }
+        c
+    }
+
+    /// Loads `database`'s catalog and whether it has hypopg.
+    pub async fn load(&self, database: &str) -> Result<(Catalog, bool), CatalogError> {
+        let config = self.config(database);
+        match self.upstream.tls_config() {
+            None => {
+                let catalog = catalog::load(&config, NoTls).await?;
+                let hypopg = catalog::has_hypopg(&config, NoTls).await.unwrap_or(false);
+                Ok((catalog, hypopg))
+            }
+            Some(tls) => {
+                let make = MakeRustlsConnect::new((**tls).clone());
+                let catalog = catalog::load(&config, make.clone()).await?;
+                let hypopg = catalog::has_hypopg(&config, make).await.unwrap_or(false);
+                Ok((catalog, hypopg))
+            }
+        }
+    }
+
+    /// Checks a suggested index with hypopg in `database`.
+    pub async fn verify(&self, database: &str, sql: &str, ddl: &str) -> Result<Verification, CatalogError> {
+        let config = self.config(database);
+        match self.upstream.tls_config() {
+            None => verify_with_hypopg(&config, NoTls, sql, ddl).await,
+            Some(tls) => verify_with_hypopg(&config, MakeRustlsConnect::new((**tls).clone()), sql, ddl).await,
+        }
+    }
+}
