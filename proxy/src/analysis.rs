@@ -185,3 +185,36 @@ impl FindingSink for LogSink {
         );
     }
 }
+
+/// The production sink: batches go to the findings store's writer thread,
+/// so SQLite never runs on the async workers.
+#[derive(Debug)]
+pub struct StoreSink {
+    writer: qproxy_analyzer::store::Writer,
+}
+
+impl StoreSink {
+    /// Opens (or creates) the store and starts a run in it.
+    pub fn open(path: &std::path::Path) -> Result<StoreSink, qproxy_analyzer::store::StoreError> {
+        let info = qproxy_analyzer::store::RunInfo::current(env!("CARGO_PKG_VERSION"));
+        Ok(StoreSink {
+            writer: qproxy_analyzer::store::Writer::spawn(path, info)?,
+        })
+    }
+}
+
+impl FindingSink for StoreSink {
+    fn submit(&mut self, findings: Vec<Finding>, summary: Summary) {
+        use qproxy_analyzer::store::{Batch, Submitted};
+        if self.writer.submit(Batch { findings, summary }) == Submitted::Lost {
+            tracing::error!("the findings store writer has stopped; findings are being lost");
+        }
+    }
+
+    fn finish(self: Box<Self>, findings: Vec<Finding>, summary: Summary) {
+        use qproxy_analyzer::store::Batch;
+        if let Err(e) = self.writer.finish(Batch { findings, summary }) {
+            tracing::error!(error = %e, "final flush to the findings store failed");
+        }
+    }
+}

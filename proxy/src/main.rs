@@ -28,6 +28,8 @@ enum Command {
         /// SQL strings; each may hold several statements.
         sql: Vec<String>,
     },
+    /// Print the findings report from the store; the exit code can gate CI.
+    Report(qproxy::report_cmd::ReportArgs),
     /// Start a throwaway PostgreSQL, run a workload with real problems
     /// through qproxy, and print the report.
     Demo(qproxy::demo::DemoArgs),
@@ -35,7 +37,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Report(args) = cli.command {
+        return qproxy::report_cmd::run(args);
+    }
     let result = match cli.command {
+        Command::Report(_) => unreachable!("handled above"),
         Command::Serve(args) => serve(args),
         Command::Fingerprint { sql } => fingerprint(sql),
         Command::Demo(args) => demo(args),
@@ -74,6 +80,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let store = qproxy::analysis::StoreSink::open(&config.store)
+        .with_context(|| format!("cannot open the findings store {}", config.store.display()))?;
     runtime.block_on(async move {
         let mut server = Server::bind(config).await?;
         let events = server.take_events().expect("events not taken yet");
@@ -84,7 +92,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             qproxy::analysis::AnalysisSettings::default(),
             event_stats,
             Some(qproxy::catalog::CatalogConnector::new(server.context().upstream.clone())),
-            Box::new(qproxy::analysis::LogSink::default()),
+            Box::new(store),
             async move {
                 let _ = analysis_stop_rx.await;
             },

@@ -11,7 +11,7 @@ mod workload;
 use anyhow::{Context, Result};
 use tokio_postgres::NoTls;
 
-use crate::analysis::{AnalysisSettings, LogSink};
+use crate::analysis::{AnalysisSettings, StoreSink};
 use crate::config::ServeArgs;
 use crate::server::Server;
 
@@ -49,6 +49,8 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
         shutdown_grace: Some(5.0),
         ..Default::default()
     };
+    let store_path = _args.store.clone().unwrap_or_else(|| pg.dir().join("findings.db"));
+    let store = StoreSink::open(&store_path)?;
     let mut server = Server::bind(args.resolve()?).await?;
     let port = server.local_addr()?.port();
     let events = server.take_events().expect("events not taken");
@@ -59,7 +61,7 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
         AnalysisSettings::default(),
         event_stats,
         Some(crate::catalog::CatalogConnector::new(server.context().upstream.clone())),
-        Box::new(LogSink::default()),
+        Box::new(store),
         async move {
             let _ = analysis_stopped.await;
         },
@@ -75,8 +77,15 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
     let _ = stop_server.send(());
     let _ = serving.await;
     let _ = stop_analysis.send(());
-    let mut analyzer = analysis.await?;
-    let findings = analyzer.take_findings();
-    println!("{}", serde_json::to_string_pretty(&findings)?);
+    analysis.await?;
+    let report = qproxy_analyzer::store::Store::open_read_only(&store_path)?
+        .load_report(&qproxy_analyzer::store::RunSelection::Latest)?;
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
+    let options = qproxy_analyzer::report::RenderOptions { color };
+    print!("{}", qproxy_analyzer::report::render(&report, qproxy_analyzer::report::Format::Text, options));
+    eprintln!(
+        "demo: the same report as JSON: qproxy report --store {} --format json (the store is deleted when the demo exits unless --store is given)",
+        store_path.display()
+    );
     Ok(())
 }
