@@ -23,12 +23,18 @@ fn served(catalog: &Catalog, sql: &str) -> bool {
 fn composite_btree_needs_its_leading_column() {
     let c = t(vec![Index::btree("t_abc", &["a", "b", "c"])]);
     assert!(served(&c, "SELECT * FROM t WHERE a = $1"));
-    assert!(served(&c, "SELECT * FROM t WHERE a = $1 AND b = $2 AND c > $3"));
+    assert!(served(
+        &c,
+        "SELECT * FROM t WHERE a = $1 AND b = $2 AND c > $3"
+    ));
     assert!(served(&c, "SELECT * FROM t WHERE a > $1 AND c = $2"));
     assert!(served(&c, "SELECT * FROM t WHERE a IS NULL"));
     assert!(!served(&c, "SELECT * FROM t WHERE b = $1"));
     assert!(!served(&c, "SELECT * FROM t WHERE b = $1 AND c = $2"));
-    assert_eq!(found_in(&c, "SELECT * FROM t WHERE c = $1 AND b = $2"), ["filter public.t (c, b)"]);
+    assert_eq!(
+        found_in(&c, "SELECT * FROM t WHERE c = $1 AND b = $2"),
+        ["filter public.t (c, b)"]
+    );
 }
 
 #[test]
@@ -39,16 +45,23 @@ fn hash_serves_single_column_equality_only() {
     assert!(!served(&c, "SELECT * FROM t WHERE a > $1"));
     assert!(!served(&c, "SELECT * FROM t WHERE a IS NULL"));
     assert!(!served(&c, "SELECT * FROM t WHERE a LIKE 'x%'"));
-    let multi = t(vec![Index::btree("t_ab_hash", &["a", "b"]).using(IndexMethod::Hash)]);
+    let multi = t(vec![
+        Index::btree("t_ab_hash", &["a", "b"]).using(IndexMethod::Hash)
+    ]);
     assert!(!served(&multi, "SELECT * FROM t WHERE a = $1 AND b = $2"));
     // The shop's sessions table has a hash index on token.
     clean("SELECT * FROM sessions WHERE token = $1");
-    assert_eq!(found("SELECT * FROM sessions WHERE token > $1"), ["filter public.sessions (token)"]);
+    assert_eq!(
+        found("SELECT * FROM sessions WHERE token > $1"),
+        ["filter public.sessions (token)"]
+    );
 }
 
 #[test]
 fn brin_serves_ranges_on_any_key() {
-    let c = t(vec![Index::btree("t_brin", &["a", "b"]).using(IndexMethod::Brin)]);
+    let c = t(vec![
+        Index::btree("t_brin", &["a", "b"]).using(IndexMethod::Brin)
+    ]);
     assert!(served(&c, "SELECT * FROM t WHERE b BETWEEN $1 AND $2"));
     assert!(!served(&c, "SELECT * FROM t WHERE c = $1"));
     clean("SELECT * FROM audit.events WHERE created_at > now() - interval '1 hour'");
@@ -56,12 +69,16 @@ fn brin_serves_ranges_on_any_key() {
 
 #[test]
 fn gin_and_gist_serve_prefix_like_only_with_trigrams() {
-    let trgm = t(vec![Index::btree("t_a_trgm", &["a gin_trgm_ops"]).using(IndexMethod::Gin)]);
+    let trgm = t(vec![
+        Index::btree("t_a_trgm", &["a gin_trgm_ops"]).using(IndexMethod::Gin)
+    ]);
     assert!(served(&trgm, "SELECT * FROM t WHERE a LIKE 'abc%'"));
     assert!(!served(&trgm, "SELECT * FROM t WHERE a = $1"));
     let plain_gin = t(vec![Index::btree("t_a_gin", &["a"]).using(IndexMethod::Gin)]);
     assert!(!served(&plain_gin, "SELECT * FROM t WHERE a LIKE 'abc%'"));
-    let spgist = t(vec![Index::btree("t_a_sp", &["a"]).using(IndexMethod::Other)]);
+    let spgist = t(vec![
+        Index::btree("t_a_sp", &["a"]).using(IndexMethod::Other)
+    ]);
     assert!(!served(&spgist, "SELECT * FROM t WHERE a = $1"));
 }
 
@@ -72,7 +89,8 @@ fn prefix_like_and_collation() {
     let linguistic = t(vec![Index::btree("t_a", &["a"])]).with_collation("en_US.UTF-8");
     assert!(!served(&linguistic, "SELECT * FROM t WHERE a LIKE 'abc%'"));
     assert!(served(&linguistic, "SELECT * FROM t WHERE a > $1"));
-    let pattern = t(vec![Index::btree("t_a_pat", &["a text_pattern_ops"])]).with_collation("en_US.UTF-8");
+    let pattern =
+        t(vec![Index::btree("t_a_pat", &["a text_pattern_ops"])]).with_collation("en_US.UTF-8");
     assert!(served(&pattern, "SELECT * FROM t WHERE a LIKE 'abc%'"));
     assert!(served(&pattern, "SELECT * FROM t WHERE a = $1"));
     assert!(!served(&pattern, "SELECT * FROM t WHERE a > $1"));
@@ -89,7 +107,10 @@ fn partial_index_counts_only_when_implied() {
     // users_live_org: (org_id) WHERE deleted_at IS NULL
     clean("SELECT * FROM users WHERE org_id = $1 AND deleted_at IS NULL");
     clean(r#"SELECT * FROM "users" u WHERE u."deleted_at" IS NULL AND u.org_id = ANY($1)"#);
-    assert_eq!(found("SELECT * FROM users WHERE org_id = $1"), ["filter public.users (org_id)"]);
+    assert_eq!(
+        found("SELECT * FROM users WHERE org_id = $1"),
+        ["filter public.users (org_id)"]
+    );
     assert_eq!(
         found("SELECT * FROM users WHERE org_id = $1 AND deleted_at > $2"),
         ["filter public.users (org_id, deleted_at)"]
@@ -103,9 +124,18 @@ fn partial_index_implication_forms() {
         Index::btree("t_c_present", &["c"]).partial("(d IS NOT NULL)"),
     ]);
     assert!(served(&c, "SELECT * FROM t WHERE a = $1 AND b = 'active'"));
-    assert!(!served(&c, "SELECT * FROM t WHERE a = $1 AND b = 'archived'"));
-    assert!(!served(&c, "SELECT * FROM t WHERE a = $1 AND b = $2"), "a parameter may be anything");
-    assert!(served(&c, "SELECT * FROM t WHERE c = $1 AND d = $2"), "equality implies NOT NULL");
+    assert!(!served(
+        &c,
+        "SELECT * FROM t WHERE a = $1 AND b = 'archived'"
+    ));
+    assert!(
+        !served(&c, "SELECT * FROM t WHERE a = $1 AND b = $2"),
+        "a parameter may be anything"
+    );
+    assert!(
+        served(&c, "SELECT * FROM t WHERE c = $1 AND d = $2"),
+        "equality implies NOT NULL"
+    );
     assert!(served(&c, "SELECT * FROM t WHERE c = $1 AND d IS NOT NULL"));
     assert!(!served(&c, "SELECT * FROM t WHERE c = $1"));
     // NOT NULL columns satisfy IS NOT NULL predicates by themselves.
@@ -126,7 +156,10 @@ fn expression_indexes_serve_the_same_expression() {
     // A different function of the column: not reported (non-sargable), not served.
     clean("SELECT * FROM users WHERE upper(name) = $1");
     // The plain column is not served by the expression index.
-    assert_eq!(found("SELECT * FROM users WHERE name = $1"), ["filter public.users (name)"]);
+    assert_eq!(
+        found("SELECT * FROM users WHERE name = $1"),
+        ["filter public.users (name)"]
+    );
 }
 
 #[test]
@@ -135,5 +168,8 @@ fn primary_keys_and_unique_constraints_are_indexes() {
     clean("SELECT * FROM users WHERE email = $1");
     clean("DELETE FROM line_items WHERE id = ANY($1)");
     clean("SELECT * FROM line_items WHERE order_id = $1");
-    assert_eq!(found("SELECT * FROM line_items WHERE product_id = $1"), ["filter public.line_items (product_id)"]);
+    assert_eq!(
+        found("SELECT * FROM line_items WHERE product_id = $1"),
+        ["filter public.line_items (product_id)"]
+    );
 }

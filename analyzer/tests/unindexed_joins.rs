@@ -35,7 +35,10 @@ fn unfiltered_joins_read_everything_anyway() {
 fn both_sides_unreachable() {
     assert_eq!(
         found("SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE u.status = $1"),
-        ["filter public.orders (user_id)", "filter public.users (status)"]
+        [
+            "filter public.orders (user_id)",
+            "filter public.users (status)"
+        ]
     );
 }
 
@@ -54,7 +57,9 @@ fn filters_and_join_keys_combine() {
 #[test]
 fn small_tables_drive_joins() {
     assert_eq!(
-        found("SELECT * FROM products p JOIN line_items li ON li.product_id = p.id WHERE p.sku = $1"),
+        found(
+            "SELECT * FROM products p JOIN line_items li ON li.product_id = p.id WHERE p.sku = $1"
+        ),
         ["filter public.line_items (product_id)"]
     );
 }

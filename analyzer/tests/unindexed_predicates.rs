@@ -7,16 +7,34 @@ use unindexed_support::{clean, found, issues_in, shop};
 
 #[test]
 fn equality_on_an_unindexed_column() {
-    assert_eq!(found("SELECT * FROM orders WHERE user_id = 42"), ["filter public.orders (user_id)"]);
-    assert_eq!(found("SELECT * FROM orders WHERE user_id = $1"), ["filter public.orders (user_id)"]);
-    assert_eq!(found("SELECT * FROM orders WHERE $1 = user_id"), ["filter public.orders (user_id)"]);
+    assert_eq!(
+        found("SELECT * FROM orders WHERE user_id = 42"),
+        ["filter public.orders (user_id)"]
+    );
+    assert_eq!(
+        found("SELECT * FROM orders WHERE user_id = $1"),
+        ["filter public.orders (user_id)"]
+    );
+    assert_eq!(
+        found("SELECT * FROM orders WHERE $1 = user_id"),
+        ["filter public.orders (user_id)"]
+    );
 }
 
 #[test]
 fn in_lists_and_any() {
-    assert_eq!(found("SELECT * FROM orders WHERE user_id IN (1, 2, 3)"), ["filter public.orders (user_id)"]);
-    assert_eq!(found("SELECT * FROM orders WHERE user_id = ANY($1)"), ["filter public.orders (user_id)"]);
-    assert_eq!(found("SELECT * FROM orders WHERE user_id = ANY($1::int[])"), ["filter public.orders (user_id)"]);
+    assert_eq!(
+        found("SELECT * FROM orders WHERE user_id IN (1, 2, 3)"),
+        ["filter public.orders (user_id)"]
+    );
+    assert_eq!(
+        found("SELECT * FROM orders WHERE user_id = ANY($1)"),
+        ["filter public.orders (user_id)"]
+    );
+    assert_eq!(
+        found("SELECT * FROM orders WHERE user_id = ANY($1::int[])"),
+        ["filter public.orders (user_id)"]
+    );
     assert_eq!(
         found("SELECT * FROM orders WHERE user_id IN (SELECT id FROM users WHERE email = $1)"),
         ["filter public.orders (user_id)"]
@@ -25,16 +43,34 @@ fn in_lists_and_any() {
 
 #[test]
 fn is_null_and_range_forms() {
-    assert_eq!(found("SELECT * FROM orders WHERE note IS NULL"), ["filter public.orders (note)"]);
-    assert_eq!(found("SELECT * FROM orders WHERE total > 100"), ["filter public.orders (total)"]);
-    assert_eq!(found("SELECT * FROM orders WHERE total <= $1"), ["filter public.orders (total)"]);
-    assert_eq!(found("SELECT * FROM orders WHERE total BETWEEN 10 AND 20"), ["filter public.orders (total)"]);
-    assert_eq!(found("SELECT * FROM orders WHERE 100 < total"), ["filter public.orders (total)"]);
+    assert_eq!(
+        found("SELECT * FROM orders WHERE note IS NULL"),
+        ["filter public.orders (note)"]
+    );
+    assert_eq!(
+        found("SELECT * FROM orders WHERE total > 100"),
+        ["filter public.orders (total)"]
+    );
+    assert_eq!(
+        found("SELECT * FROM orders WHERE total <= $1"),
+        ["filter public.orders (total)"]
+    );
+    assert_eq!(
+        found("SELECT * FROM orders WHERE total BETWEEN 10 AND 20"),
+        ["filter public.orders (total)"]
+    );
+    assert_eq!(
+        found("SELECT * FROM orders WHERE 100 < total"),
+        ["filter public.orders (total)"]
+    );
 }
 
 #[test]
 fn prefix_like_is_a_range_but_leading_wildcards_are_not_reported() {
-    assert_eq!(found("SELECT * FROM orders WHERE note LIKE 'abc%'"), ["filter public.orders (note)"]);
+    assert_eq!(
+        found("SELECT * FROM orders WHERE note LIKE 'abc%'"),
+        ["filter public.orders (note)"]
+    );
     clean("SELECT * FROM orders WHERE note LIKE '%abc%'");
     clean("SELECT * FROM orders WHERE note LIKE '_bc%'");
     // The pattern's value is unknown: not guessed.
@@ -47,23 +83,38 @@ fn prefix_like_is_a_range_but_leading_wildcards_are_not_reported() {
 fn prefix_like_under_a_linguistic_collation_suggests_pattern_ops() {
     let catalog = shop().with_collation("en_US.UTF-8");
     let issues = issues_in(&catalog, "SELECT * FROM orders WHERE note LIKE 'abc%'");
-    assert_eq!(issues[0].suggestion, "CREATE INDEX CONCURRENTLY ON public.orders (note text_pattern_ops);");
+    assert_eq!(
+        issues[0].suggestion,
+        "CREATE INDEX CONCURRENTLY ON public.orders (note text_pattern_ops);"
+    );
 }
 
 #[test]
 fn equality_then_range_in_the_suggestion() {
-    let issues = issues_in(&shop(), "SELECT * FROM orders WHERE total > $1 AND status = $2 AND note = $3");
+    let issues = issues_in(
+        &shop(),
+        "SELECT * FROM orders WHERE total > $1 AND status = $2 AND note = $3",
+    );
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].columns, ["status", "note", "total"]);
-    assert_eq!(issues[0].suggestion, "CREATE INDEX CONCURRENTLY ON public.orders (status, note, total);");
+    assert_eq!(
+        issues[0].suggestion,
+        "CREATE INDEX CONCURRENTLY ON public.orders (status, note, total);"
+    );
     // At most one range column: a second cannot narrow a btree scan.
-    let issues = issues_in(&shop(), "SELECT * FROM orders WHERE total > $1 AND note > $2");
+    let issues = issues_in(
+        &shop(),
+        "SELECT * FROM orders WHERE total > $1 AND note > $2",
+    );
     assert_eq!(issues[0].columns, ["total"]);
 }
 
 #[test]
 fn in_lists_follow_single_values() {
-    let issues = issues_in(&shop(), "SELECT * FROM orders WHERE status IN ($1, $2) AND note = $3");
+    let issues = issues_in(
+        &shop(),
+        "SELECT * FROM orders WHERE status IN ($1, $2) AND note = $3",
+    );
     assert_eq!(issues[0].columns, ["note", "status"]);
 }
 
@@ -99,7 +150,10 @@ fn values_may_be_expressions_casts_and_outer_columns() {
         found("SELECT * FROM orders WHERE total > now() - interval '1 day' AND note = $1::text"),
         ["filter public.orders (note, total)"]
     );
-    assert_eq!(found("SELECT * FROM orders WHERE user_id = CAST($1 AS bigint)"), ["filter public.orders (user_id)"]);
+    assert_eq!(
+        found("SELECT * FROM orders WHERE user_id = CAST($1 AS bigint)"),
+        ["filter public.orders (user_id)"]
+    );
 }
 
 #[test]
@@ -129,15 +183,27 @@ fn severity_follows_table_size() {
 #[test]
 fn thresholds_are_configurable() {
     use qproxy_analyzer::detect::unindexed::{analyze, UnindexedConfig};
-    let strict = UnindexedConfig { min_table_rows: 100, ..UnindexedConfig::default() };
-    assert_eq!(analyze("SELECT * FROM products WHERE name = $1", &shop(), &strict).len(), 1);
-    let lax = UnindexedConfig { min_table_rows: 10_000_000, ..UnindexedConfig::default() };
+    let strict = UnindexedConfig {
+        min_table_rows: 100,
+        ..UnindexedConfig::default()
+    };
+    assert_eq!(
+        analyze("SELECT * FROM products WHERE name = $1", &shop(), &strict).len(),
+        1
+    );
+    let lax = UnindexedConfig {
+        min_table_rows: 10_000_000,
+        ..UnindexedConfig::default()
+    };
     assert!(analyze("SELECT * FROM orders WHERE note = $1", &shop(), &lax).is_empty());
 }
 
 #[test]
 fn details_carry_the_evidence() {
-    let issue = &issues_in(&shop(), "SELECT * FROM orders WHERE user_id = $1 AND total > $2")[0];
+    let issue = &issues_in(
+        &shop(),
+        "SELECT * FROM orders WHERE user_id = $1 AND total > $2",
+    )[0];
     assert_eq!(issue.details["rows_estimate"], 2_000_000);
     assert_eq!(issue.details["predicates"]["equality"][0], "user_id");
     assert_eq!(issue.details["predicates"]["range"][0], "total");
@@ -152,6 +218,9 @@ fn garbage_and_other_statements_yield_nothing() {
     clean("CREATE INDEX ON orders (user_id)");
     clean("BEGIN");
     clean("");
-    let deep = format!("SELECT * FROM orders WHERE {}", vec!["note = 'x'"; 2_000].join(" AND "));
+    let deep = format!(
+        "SELECT * FROM orders WHERE {}",
+        vec!["note = 'x'"; 2_000].join(" AND ")
+    );
     clean(&deep);
 }

@@ -23,7 +23,9 @@ fn hibernate_aliases() {
 #[test]
 fn django_quoting() {
     assert_eq!(
-        found(r#"SELECT "app_user"."id", "app_user"."username" FROM "app_user" WHERE "app_user"."username" = 'bob' LIMIT 21"#),
+        found(
+            r#"SELECT "app_user"."id", "app_user"."username" FROM "app_user" WHERE "app_user"."username" = 'bob' LIMIT 21"#
+        ),
         ["filter public.app_user (username)"]
     );
     clean(r#"SELECT "app_user"."id" FROM "app_user" WHERE "app_user"."id" = 7 LIMIT 21"#);
@@ -32,7 +34,9 @@ fn django_quoting() {
 #[test]
 fn rails_style() {
     assert_eq!(
-        found(r#"SELECT "orders".* FROM "orders" WHERE "orders"."user_id" = $1 /*action='index',controller='orders'*/"#),
+        found(
+            r#"SELECT "orders".* FROM "orders" WHERE "orders"."user_id" = $1 /*action='index',controller='orders'*/"#
+        ),
         ["filter public.orders (user_id)"]
     );
     assert_eq!(
@@ -43,13 +47,25 @@ fn rails_style() {
 
 #[test]
 fn quoted_names_keep_their_case() {
-    let catalog = Catalog::new().with_table(Table::new("Accounts", 90_000).primary_key(&["Id"]).columns(&["Email"]));
+    let catalog = Catalog::new().with_table(
+        Table::new("Accounts", 90_000)
+            .primary_key(&["Id"])
+            .columns(&["Email"]),
+    );
     assert_eq!(
-        found_in(&catalog, r#"SELECT * FROM "Accounts" a WHERE a."Email" = $1"#),
+        found_in(
+            &catalog,
+            r#"SELECT * FROM "Accounts" a WHERE a."Email" = $1"#
+        ),
         [r#"filter public.Accounts (Email)"#]
     );
-    let issue = &unindexed_support::issues_in(&catalog, r#"SELECT * FROM "Accounts" WHERE "Email" = $1"#)[0];
-    assert_eq!(issue.suggestion, r#"CREATE INDEX CONCURRENTLY ON public."Accounts" ("Email");"#);
+    let issue =
+        &unindexed_support::issues_in(&catalog, r#"SELECT * FROM "Accounts" WHERE "Email" = $1"#)
+            [0];
+    assert_eq!(
+        issue.suggestion,
+        r#"CREATE INDEX CONCURRENTLY ON public."Accounts" ("Email");"#
+    );
     // Unquoted names fold to lower case and do not match.
     clean("SELECT * FROM Accounts WHERE Email = $1");
 }
@@ -67,11 +83,17 @@ fn schema_qualified_names_and_search_path() {
     // Not on the search path: an unqualified `events` is some other table.
     clean("SELECT * FROM events WHERE actor_id = $1");
     let with_audit = shop().with_search_path(&["app", "audit", "public"]);
-    assert_eq!(found_in(&with_audit, "SELECT * FROM events WHERE actor_id = $1"), ["filter audit.events (actor_id)"]);
+    assert_eq!(
+        found_in(&with_audit, "SELECT * FROM events WHERE actor_id = $1"),
+        ["filter audit.events (actor_id)"]
+    );
     // The first schema on the path that has the name wins.
     let shadowed = with_audit.with_table(Table::new("app.orders", 50).columns(&["user_id"]));
     clean_in(&shadowed, "SELECT * FROM orders WHERE user_id = $1");
-    assert_eq!(found_in(&shadowed, "SELECT * FROM public.orders WHERE user_id = $1"), ["filter public.orders (user_id)"]);
+    assert_eq!(
+        found_in(&shadowed, "SELECT * FROM public.orders WHERE user_id = $1"),
+        ["filter public.orders (user_id)"]
+    );
 }
 
 fn clean_in(catalog: &Catalog, sql: &str) {
@@ -80,9 +102,16 @@ fn clean_in(catalog: &Catalog, sql: &str) {
 
 #[test]
 fn system_tables_are_never_reported() {
-    let catalog = shop().with_table(Table::new("pg_catalog.pg_class", 1_000_000).columns(&["relname"]));
-    clean_in(&catalog, "SELECT * FROM pg_catalog.pg_class WHERE relname = $1");
-    clean_in(&catalog, "SELECT * FROM information_schema.tables WHERE table_name = $1");
+    let catalog =
+        shop().with_table(Table::new("pg_catalog.pg_class", 1_000_000).columns(&["relname"]));
+    clean_in(
+        &catalog,
+        "SELECT * FROM pg_catalog.pg_class WHERE relname = $1",
+    );
+    clean_in(
+        &catalog,
+        "SELECT * FROM information_schema.tables WHERE table_name = $1",
+    );
 }
 
 #[test]
@@ -112,7 +141,9 @@ fn cte_names_are_not_tables() {
         "WITH recent AS (SELECT * FROM orders WHERE created_at > $1) SELECT * FROM recent WHERE user_id = $2",
     );
     assert_eq!(
-        found("WITH mine AS (SELECT * FROM orders WHERE user_id = $1) SELECT * FROM mine ORDER BY id"),
+        found(
+            "WITH mine AS (SELECT * FROM orders WHERE user_id = $1) SELECT * FROM mine ORDER BY id"
+        ),
         ["filter public.orders (user_id)"]
     );
 }
@@ -151,11 +182,22 @@ fn subqueries_are_their_own_blocks() {
 
 #[test]
 fn dml_statements() {
-    assert_eq!(found("UPDATE orders SET status = 'x' WHERE user_id = $1"), ["filter public.orders (user_id)"]);
-    assert_eq!(found("DELETE FROM orders WHERE user_id = $1"), ["filter public.orders (user_id)"]);
-    assert_eq!(found("DELETE FROM orders o USING users u WHERE o.user_id = u.id AND u.email = $1"), ["filter public.orders (user_id)"]);
     assert_eq!(
-        found("UPDATE orders o SET note = u.name FROM users u WHERE u.id = o.user_id AND u.id = $1"),
+        found("UPDATE orders SET status = 'x' WHERE user_id = $1"),
+        ["filter public.orders (user_id)"]
+    );
+    assert_eq!(
+        found("DELETE FROM orders WHERE user_id = $1"),
+        ["filter public.orders (user_id)"]
+    );
+    assert_eq!(
+        found("DELETE FROM orders o USING users u WHERE o.user_id = u.id AND u.email = $1"),
+        ["filter public.orders (user_id)"]
+    );
+    assert_eq!(
+        found(
+            "UPDATE orders o SET note = u.name FROM users u WHERE u.id = o.user_id AND u.id = $1"
+        ),
         ["filter public.orders (user_id)"]
     );
     assert_eq!(
@@ -184,7 +226,19 @@ fn union_branches_and_nested_joins() {
 #[test]
 fn join_using_columns() {
     let catalog = Catalog::new()
-        .with_table(Table::new("a", 100_000).primary_key(&["id"]).columns(&["k"]))
-        .with_table(Table::new("b", 100_000).primary_key(&["id"]).columns(&["k", "v"]).index(Index::btree("b_v", &["v"])));
-    assert_eq!(found_in(&catalog, "SELECT * FROM a JOIN b USING (k) WHERE b.v = $1"), ["filter public.a (k)"]);
+        .with_table(
+            Table::new("a", 100_000)
+                .primary_key(&["id"])
+                .columns(&["k"]),
+        )
+        .with_table(
+            Table::new("b", 100_000)
+                .primary_key(&["id"])
+                .columns(&["k", "v"])
+                .index(Index::btree("b_v", &["v"])),
+        );
+    assert_eq!(
+        found_in(&catalog, "SELECT * FROM a JOIN b USING (k) WHERE b.v = $1"),
+        ["filter public.a (k)"]
+    );
 }

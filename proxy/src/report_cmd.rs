@@ -283,7 +283,8 @@ mod tests {
     fn exit_2_on_usage_errors() {
         let dir = tempfile::tempdir().unwrap();
         let base = args(&store_with_n_plus_one(&dir));
-        let cases: [(&str, fn(&mut ReportArgs)); 4] = [
+        type Edit = fn(&mut ReportArgs);
+        let cases: [(&str, Edit); 4] = [
             ("unknown finding kind `n_plus_two`", |a| {
                 a.fail_on = Some("n_plus_two".into())
             }),

@@ -78,6 +78,7 @@ impl Harness {
             protocol: Protocol::Simple,
             params_hash: None,
             param_hashes: SmallVec::new(),
+            result_hashes: Vec::new(),
             started_at: self.sys + self.elapsed,
             duration: Duration::from_millis(1),
             rows: 0,

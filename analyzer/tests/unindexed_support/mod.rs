@@ -21,7 +21,14 @@ pub fn shop() -> Catalog {
         .with_table(
             Table::new("users", 50_000)
                 .primary_key(&["id"])
-                .columns(&["email", "name", "status", "org_id", "deleted_at", "created_at"])
+                .columns(&[
+                    "email",
+                    "name",
+                    "status",
+                    "org_id",
+                    "deleted_at",
+                    "created_at",
+                ])
                 .index(Index::btree("users_email_key", &["email"]).unique())
                 .index(Index::btree("users_live_org", &["org_id"]).partial("(deleted_at IS NULL)"))
                 .index(Index::btree("users_lower_name", &["(lower((name)::text))"])),
@@ -37,13 +44,23 @@ pub fn shop() -> Catalog {
             Table::new("line_items", 5_000_000)
                 .primary_key(&["id"])
                 .columns(&["order_id", "product_id", "qty", "sku"])
-                .index(Index::btree("line_items_order_product", &["order_id", "product_id"])),
+                .index(Index::btree(
+                    "line_items_order_product",
+                    &["order_id", "product_id"],
+                )),
         )
-        .with_table(Table::new("products", 800).primary_key(&["id"]).columns(&["name", "sku", "price"]))
+        .with_table(
+            Table::new("products", 800)
+                .primary_key(&["id"])
+                .columns(&["name", "sku", "price"]),
+        )
         .with_table(
             Table::new("audit.events", 300_000)
                 .columns(&["kind", "created_at", "payload", "actor_id"])
-                .index(Index::btree("events_created_brin", &["created_at"]).using(qproxy_analyzer::catalog::IndexMethod::Brin)),
+                .index(
+                    Index::btree("events_created_brin", &["created_at"])
+                        .using(qproxy_analyzer::catalog::IndexMethod::Brin),
+                ),
         )
         .with_table(
             Table::new("app_user", 20_000)
@@ -92,5 +109,9 @@ pub fn found_in(catalog: &Catalog, sql: &str) -> Vec<String> {
 /// Asserts that `sql` yields nothing against [`shop`].
 #[track_caller]
 pub fn clean(sql: &str) {
-    assert_eq!(found(sql), Vec::<String>::new(), "expected no issues for {sql}");
+    assert_eq!(
+        found(sql),
+        Vec::<String>::new(),
+        "expected no issues for {sql}"
+    );
 }

@@ -53,11 +53,9 @@ impl Tracker {
             return Ok(Verdict::Forward);
         };
         match t {
-            tag::AUTHENTICATION => {
-                if self.strip_channel_binding {
-                    if let Some(rewritten) = be::strip_channel_binding(msg)? {
-                        return Ok(Verdict::Replace(rewritten));
-                    }
+            tag::AUTHENTICATION if self.strip_channel_binding => {
+                if let Some(rewritten) = be::strip_channel_binding(msg)? {
+                    return Ok(Verdict::Replace(rewritten));
                 }
             }
             tag::BACKEND_KEY_DATA => {

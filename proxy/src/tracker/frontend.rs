@@ -56,12 +56,8 @@ impl Tracker {
                 }
                 self.push(Pending::Close);
             }
-            tag::SYNC => {
-                // During COPY FROM STDIN the server ignores Sync.
-                if !self.copy_in {
-                    self.push(Pending::Sync);
-                }
-            }
+            // During COPY FROM STDIN the server ignores Sync.
+            tag::SYNC if !self.copy_in => self.push(Pending::Sync),
             tag::FUNCTION_CALL => self.push(Pending::FunctionCall),
             tag::COPY_DONE | tag::COPY_FAIL => self.copy_in = false,
             _ => {}

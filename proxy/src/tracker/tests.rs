@@ -326,7 +326,7 @@ fn extended_copy_ignores_the_pipelined_sync() {
     ]);
     h.server(&[b('1', b""), b('2', b""), b('n', b""), b('G', b"\0\0\0")]);
     h.client(&[
-        enc(|b| fe::sync(b)),
+        enc(fe::sync),
         b('d', b"1\n"),
         enc(fe::copy_done),
         sync(),

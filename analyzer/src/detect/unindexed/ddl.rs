@@ -14,7 +14,12 @@ pub(crate) struct KeyDef {
 
 impl KeyDef {
     pub(crate) fn plain(column: &str) -> KeyDef {
-        KeyDef { column: column.to_owned(), descending: false, nulls_first: false, opclass: None }
+        KeyDef {
+            column: column.to_owned(),
+            descending: false,
+            nulls_first: false,
+            opclass: None,
+        }
     }
 
     /// Keys for an ORDER BY. When the first key is DESC the whole order is
@@ -44,7 +49,11 @@ impl KeyDef {
             s.push_str(" DESC");
         }
         if self.nulls_first != self.descending {
-            s.push_str(if self.nulls_first { " NULLS FIRST" } else { " NULLS LAST" });
+            s.push_str(if self.nulls_first {
+                " NULLS FIRST"
+            } else {
+                " NULLS LAST"
+            });
         }
         s
     }
@@ -83,10 +92,9 @@ pub(crate) fn pattern_opclass(type_name: &str) -> &'static str {
 /// leading), or a reserved word.
 pub(crate) fn quote_ident(name: &str) -> String {
     let plain = !name.is_empty()
-        && name
-            .chars()
-            .enumerate()
-            .all(|(i, c)| c == '_' || c.is_ascii_lowercase() || (i > 0 && (c.is_ascii_digit() || c == '$')));
+        && name.chars().enumerate().all(|(i, c)| {
+            c == '_' || c.is_ascii_lowercase() || (i > 0 && (c.is_ascii_digit() || c == '$'))
+        });
     if plain && RESERVED.binary_search(&name).is_err() {
         name.to_owned()
     } else {
@@ -98,16 +106,107 @@ pub(crate) fn quote_ident(name: &str) -> String {
 /// or type names (SQL Key Words appendix), which cannot be bare column or
 /// table names. Sorted for binary search.
 const RESERVED: &[&str] = &[
-    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization", "binary", "both",
-    "case", "cast", "check", "collate", "collation", "column", "concurrently", "constraint", "create", "cross",
-    "current_catalog", "current_date", "current_role", "current_schema", "current_time", "current_timestamp",
-    "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for",
-    "foreign", "freeze", "from", "full", "grant", "group", "having", "ilike", "in", "initially", "inner", "intersect",
-    "into", "is", "isnull", "join", "lateral", "leading", "left", "like", "limit", "localtime", "localtimestamp",
-    "natural", "not", "notnull", "null", "offset", "on", "only", "or", "order", "outer", "overlaps", "placing",
-    "primary", "references", "returning", "right", "select", "session_user", "similar", "some", "symmetric",
-    "system_user", "table", "tablesample", "then", "to", "trailing", "true", "union", "unique", "user", "using",
-    "variadic", "verbose", "when", "where", "window", "with",
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "binary",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "intersect",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "natural",
+    "not",
+    "notnull",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "overlaps",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "some",
+    "symmetric",
+    "system_user",
+    "table",
+    "tablesample",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
 ];
 
 #[cfg(test)]

@@ -24,33 +24,51 @@ use crate::catalog::{Catalog, Index, Table};
 use crate::finding::{FindingKind, Severity};
 
 /// Appends the block's issues to `out`.
-pub(crate) fn evaluate(facts: &ScopeFacts<'_>, catalog: &Catalog, config: &UnindexedConfig, out: &mut Vec<UnindexedIssue>) {
+pub(crate) fn evaluate(
+    facts: &ScopeFacts<'_>,
+    catalog: &Catalog,
+    config: &UnindexedConfig,
+    out: &mut Vec<UnindexedIssue>,
+) {
     let bytewise = catalog.prefix_like_uses_plain_btree();
     let n = facts.sources.len();
     let large: Vec<Option<&Table>> = facts
         .sources
         .iter()
-        .map(|s| s.table.filter(|t| t.estimated_rows() >= config.min_table_rows as f64))
+        .map(|s| {
+            s.table
+                .filter(|t| t.estimated_rows() >= config.min_table_rows as f64)
+        })
         .collect();
     let served_with = |i: usize, preds: &[Predicate]| {
         let (Some(table), source) = (facts.sources[i].table, &facts.sources[i]) else {
             return false;
         };
-        table.indexes.iter().any(|x| usable(x, table, source) && serves_filter(x, preds, bytewise))
+        table
+            .indexes
+            .iter()
+            .any(|x| usable(x, table, source) && serves_filter(x, preds, bytewise))
     };
-    let served: Vec<bool> = (0..n).map(|i| served_with(i, &facts.sources[i].predicates)).collect();
+    let served: Vec<bool> = (0..n)
+        .map(|i| served_with(i, &facts.sources[i].predicates))
+        .collect();
     let filtered: Vec<bool> = facts
         .sources
         .iter()
         .map(|s| s.selective || s.predicates.iter().any(|p| p.target.column().is_some()))
         .collect();
     let any_filter = (0..n).any(|i| filtered[i] || served[i]);
-    let mut reached: Vec<bool> = (0..n).map(|i| large[i].is_none() || served[i] || !any_filter).collect();
+    let mut reached: Vec<bool> = (0..n)
+        .map(|i| large[i].is_none() || served[i] || !any_filter)
+        .collect();
     loop {
         let mut changed = false;
         for edge in &facts.joins {
             for (a, b) in [(&edge.left, &edge.right), (&edge.right, &edge.left)] {
-                if !reached[a.0] && reached[b.0] && served_with(a.0, &with_join_key(&facts.sources[a.0], &a.1)) {
+                if !reached[a.0]
+                    && reached[b.0]
+                    && served_with(a.0, &with_join_key(&facts.sources[a.0], &a.1))
+                {
                     reached[a.0] = true;
                     changed = true;
                 }
@@ -71,16 +89,29 @@ pub(crate) fn evaluate(facts: &ScopeFacts<'_>, catalog: &Catalog, config: &Unind
         let mut join_columns: Vec<&str> = Vec::new();
         for edge in &facts.joins {
             for (a, b) in [(&edge.left, &edge.right), (&edge.right, &edge.left)] {
-                if a.0 == i && (reached[b.0] || filtered[b.0]) && !join_columns.contains(&a.1.as_str()) {
+                if a.0 == i
+                    && (reached[b.0] || filtered[b.0])
+                    && !join_columns.contains(&a.1.as_str())
+                {
                     join_columns.push(&a.1);
                 }
             }
         }
-        if join_columns.iter().any(|c| served_with(i, &with_join_key(source, c))) {
+        if join_columns
+            .iter()
+            .any(|c| served_with(i, &with_join_key(source, c)))
+        {
             continue;
         }
         let sort = facts.sort.as_ref().filter(|s| s.source == i);
-        let keys = suggested_keys(table, source, &join_columns, sort.map(|s| &s.keys[..]), true, bytewise);
+        let keys = suggested_keys(
+            table,
+            source,
+            &join_columns,
+            sort.map(|s| &s.keys[..]),
+            true,
+            bytewise,
+        );
         if keys.is_empty() {
             continue;
         }
@@ -92,35 +123,49 @@ pub(crate) fn evaluate(facts: &ScopeFacts<'_>, catalog: &Catalog, config: &Unind
         }) {
             details.insert("foreign_key".into(), json!(fk.name));
         }
-        out.push(issue(FindingKind::UnindexedFilter, table, &keys, severity, details));
+        out.push(issue(
+            FindingKind::UnindexedFilter,
+            table,
+            &keys,
+            severity,
+            details,
+        ));
     }
 
     if let Some(sort) = &facts.sort {
         let (Some(table), source) = (large[sort.source], &facts.sources[sort.source]) else {
             return;
         };
-        let keys: Vec<_> = sort.keys.iter().filter(|k| !constant(&k.target, &source.predicates)).cloned().collect();
+        let keys: Vec<_> = sort
+            .keys
+            .iter()
+            .filter(|k| !constant(&k.target, &source.predicates))
+            .cloned()
+            .collect();
         // When an index already narrows the rows, sorting them is cheap
         // unless a LIMIT could have stopped an ordered scan early, and a
         // list equality (IN / ANY) leaves no index order to use.
         let narrowed = served[sort.source];
-        let lists = source.predicates.iter().any(|p| p.kind == PredKind::Eq { single: false });
+        let lists = source
+            .predicates
+            .iter()
+            .any(|p| p.kind == PredKind::Eq { single: false });
         if keys.is_empty()
             || (narrowed && (!sort.limited || lists))
             || keys.iter().any(|k| k.target.column().is_none())
             || unique_lookup(table, source)
-            || table
-                .indexes
-                .iter()
-                .any(|x| usable(x, table, source) && serves_sort(x, &source.predicates, &keys, bytewise))
+            || table.indexes.iter().any(|x| {
+                usable(x, table, source) && serves_sort(x, &source.predicates, &keys, bytewise)
+            })
         {
             return;
         }
-        let mut severity = if !sort.limited && table.estimated_rows() >= config.unlimited_sort_error_rows as f64 {
-            Severity::Error
-        } else {
-            size_severity(table, config)
-        };
+        let mut severity =
+            if !sort.limited && table.estimated_rows() >= config.unlimited_sort_error_rows as f64 {
+                Severity::Error
+            } else {
+                size_severity(table, config)
+            };
         if narrowed {
             severity = match severity {
                 Severity::Error => Severity::Warning,
@@ -129,16 +174,31 @@ pub(crate) fn evaluate(facts: &ScopeFacts<'_>, catalog: &Catalog, config: &Unind
         }
         let index_keys = suggested_keys(table, source, &[], Some(&keys), false, bytewise);
         let mut details = base_details(table, source);
-        details.insert("sort".into(), json!(KeyDef::for_sort(&keys).iter().map(KeyDef::describe).collect::<Vec<_>>()));
+        details.insert(
+            "sort".into(),
+            json!(KeyDef::for_sort(&keys)
+                .iter()
+                .map(KeyDef::describe)
+                .collect::<Vec<_>>()),
+        );
         details.insert("limited".into(), json!(sort.limited));
         details.insert("filter_served_by_index".into(), json!(served[sort.source]));
-        out.push(issue(FindingKind::UnindexedSort, table, &index_keys, severity, details));
+        out.push(issue(
+            FindingKind::UnindexedSort,
+            table,
+            &index_keys,
+            severity,
+            details,
+        ));
     }
 }
 
 fn with_join_key(source: &SourceFacts<'_>, column: &str) -> Vec<Predicate> {
     let mut preds = source.predicates.clone();
-    preds.push(Predicate { target: Target::Column(column.to_owned()), kind: PredKind::Eq { single: true } });
+    preds.push(Predicate {
+        target: Target::Column(column.to_owned()),
+        kind: PredKind::Eq { single: true },
+    });
     preds
 }
 
@@ -164,7 +224,12 @@ fn suggested_keys(
     bytewise: bool,
 ) -> Vec<KeyDef> {
     let columns_of = |wanted: &dyn Fn(PredKind) -> bool| -> Vec<&str> {
-        source.predicates.iter().filter(|p| wanted(p.kind)).filter_map(|p| p.target.column()).collect()
+        source
+            .predicates
+            .iter()
+            .filter(|p| wanted(p.kind))
+            .filter_map(|p| p.target.column())
+            .collect()
     };
     let mut keys: Vec<KeyDef> = Vec::new();
     let add = |key: KeyDef, keys: &mut Vec<KeyDef>| {
@@ -172,7 +237,9 @@ fn suggested_keys(
             keys.push(key);
         }
     };
-    for c in join_columns.iter().copied().chain(columns_of(&|k| matches!(k, PredKind::Eq { single: true } | PredKind::IsNull))) {
+    for c in join_columns.iter().copied().chain(columns_of(&|k| {
+        matches!(k, PredKind::Eq { single: true } | PredKind::IsNull)
+    })) {
         add(KeyDef::plain(c), &mut keys);
     }
     let lists = columns_of(&|k| k == PredKind::Eq { single: false });
@@ -188,12 +255,18 @@ fn suggested_keys(
     }
     if let Some(p) = source.predicates.iter().find(|p| {
         matches!(p.kind, PredKind::Range | PredKind::Prefix)
-            && p.target.column().is_some_and(|c| !keys.iter().any(|k| k.column == c))
+            && p.target
+                .column()
+                .is_some_and(|c| !keys.iter().any(|k| k.column == c))
     }) {
         let column = p.target.column().unwrap_or_default();
         let mut key = KeyDef::plain(column);
         if p.kind == PredKind::Prefix && !bytewise {
-            key.opclass = Some(pattern_opclass(table.column(column).map_or("text", |c| c.type_name.as_str())));
+            key.opclass = Some(pattern_opclass(
+                table
+                    .column(column)
+                    .map_or("text", |c| c.type_name.as_str()),
+            ));
         }
         add(key, &mut keys);
     }
@@ -223,7 +296,10 @@ fn base_details(table: &Table, source: &SourceFacts<'_>) -> Map<String, Value> {
     }
     let existing: Vec<String> = table.indexes.iter().take(10).map(describe_index).collect();
     let mut details = Map::new();
-    details.insert("rows_estimate".into(), json!(table.estimated_rows().round() as u64));
+    details.insert(
+        "rows_estimate".into(),
+        json!(table.estimated_rows().round() as u64),
+    );
     details.insert("predicates".into(), Value::Object(predicates));
     details.insert("existing_indexes".into(), json!(existing));
     details
@@ -238,7 +314,12 @@ fn describe_index(index: &Index) -> String {
             crate::catalog::KeyExpr::Expression(e) => format!("({e})"),
         })
         .collect();
-    let mut s = format!("{} {} ({})", index.name, index.method.as_str(), keys.join(", "));
+    let mut s = format!(
+        "{} {} ({})",
+        index.name,
+        index.method.as_str(),
+        keys.join(", ")
+    );
     if let Some(p) = &index.predicate {
         s.push_str(&format!(" WHERE {p}"));
     }
@@ -248,7 +329,13 @@ fn describe_index(index: &Index) -> String {
     s
 }
 
-fn issue(kind: FindingKind, table: &Table, keys: &[KeyDef], severity: Severity, details: Map<String, Value>) -> UnindexedIssue {
+fn issue(
+    kind: FindingKind,
+    table: &Table,
+    keys: &[KeyDef],
+    severity: Severity,
+    details: Map<String, Value>,
+) -> UnindexedIssue {
     let suggestion = create_index(table, keys);
     UnindexedIssue {
         kind,

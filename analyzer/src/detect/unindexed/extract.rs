@@ -9,14 +9,15 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Delete, Distinct, Expr, FromTable, GroupByExpr, JoinConstraint, JoinOperator, LimitClause,
-    ObjectNamePart, OrderBy, OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor,
-    TableWithJoins, Update, UpdateTableFromKind, Value, Visit, Visitor,
+    Delete, Distinct, Expr, FromTable, GroupByExpr, JoinConstraint, JoinOperator, LimitClause,
+    ObjectNamePart, OrderBy, Query, Select, SetExpr, Statement, TableFactor, TableWithJoins,
+    Update, UpdateTableFromKind, Visit, Visitor,
 };
 
-use super::facts::{JoinEdge, PredKind, Predicate, ScopeFacts, SortKey, SortSpec, SourceFacts, Target};
-use super::normal_form::{conjuncts, fold, normalize};
-use super::scope::{Operand, Scope, Source};
+use super::facts::{JoinEdge, ScopeFacts, SortSpec, SourceFacts};
+use super::normal_form::fold;
+use super::predicates::{predicates, sort_spec};
+use super::scope::{Scope, Source};
 use crate::catalog::Catalog;
 
 /// Walks statements and feeds each block's facts to `sink`.
@@ -58,7 +59,11 @@ impl<'c> Extractor<'c, '_> {
             .flat_map(|w| &w.cte_tables)
             .map(|c| (fold(&c.alias.name), selective(&c.query)))
             .collect();
-        let level = Scope { parent, ctes, sources: Vec::new() };
+        let level = Scope {
+            parent,
+            ctes,
+            sources: Vec::new(),
+        };
         for cte in q.with.iter().flat_map(|w| &w.cte_tables) {
             self.query(&cte.query, Some(&level));
         }
@@ -71,7 +76,13 @@ impl<'c> Extractor<'c, '_> {
         self.set_expr(&q.body, q.order_by.as_ref(), limited, &level);
     }
 
-    fn set_expr(&mut self, body: &SetExpr, order_by: Option<&OrderBy>, limited: bool, scope: &Scope<'_, 'c>) {
+    fn set_expr(
+        &mut self,
+        body: &SetExpr,
+        order_by: Option<&OrderBy>,
+        limited: bool,
+        scope: &Scope<'_, 'c>,
+    ) {
         match body {
             SetExpr::Select(select) => self.select(select, order_by, limited, scope),
             SetExpr::Query(q) => self.query(q, Some(scope)),
@@ -79,58 +90,95 @@ impl<'c> Extractor<'c, '_> {
                 self.set_expr(left, None, false, scope);
                 self.set_expr(right, None, false, scope);
             }
-            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => self.statement(s, Some(scope)),
+            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => {
+                self.statement(s, Some(scope))
+            }
             SetExpr::Values(values) => self.subqueries(values, scope),
             _ => {}
         }
     }
 
-    fn select(&mut self, s: &Select, order_by: Option<&OrderBy>, limited: bool, parent: &Scope<'_, 'c>) {
+    fn select(
+        &mut self,
+        s: &Select,
+        order_by: Option<&OrderBy>,
+        limited: bool,
+        parent: &Scope<'_, 'c>,
+    ) {
         let mut from = FromList::default();
         for twj in &s.from {
             self.table_with_joins(twj, parent, &mut from);
         }
         let sorts = matches!(&s.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
             && matches!(s.distinct, None | Some(Distinct::All));
-        self.block(Some(parent), from, s.selection.as_ref(), |scope| {
-            order_by.filter(|_| sorts).and_then(|o| sort_spec(o, limited, &s.projection, scope))
-        }, |ex, scope| {
-            ex.subqueries(&s.projection, scope);
-            ex.subqueries(&s.selection, scope);
-            ex.subqueries(&s.having, scope);
-            if let Some(o) = order_by {
-                ex.subqueries(o, scope);
-            }
-        });
+        self.block(
+            Some(parent),
+            from,
+            s.selection.as_ref(),
+            |scope| {
+                order_by
+                    .filter(|_| sorts)
+                    .and_then(|o| sort_spec(o, limited, &s.projection, scope))
+            },
+            |ex, scope| {
+                ex.subqueries(&s.projection, scope);
+                ex.subqueries(&s.selection, scope);
+                ex.subqueries(&s.having, scope);
+                if let Some(o) = order_by {
+                    ex.subqueries(o, scope);
+                }
+            },
+        );
     }
 
     fn update(&mut self, u: &Update, parent: Option<&Scope<'_, 'c>>) {
         let mut from = FromList::default();
-        let ctes = Scope { parent, ctes: Vec::new(), sources: Vec::new() };
+        let ctes = Scope {
+            parent,
+            ctes: Vec::new(),
+            sources: Vec::new(),
+        };
         self.table_with_joins(&u.table, &ctes, &mut from);
-        if let Some(UpdateTableFromKind::BeforeSet(v) | UpdateTableFromKind::AfterSet(v)) = &u.from {
+        if let Some(UpdateTableFromKind::BeforeSet(v) | UpdateTableFromKind::AfterSet(v)) = &u.from
+        {
             for twj in v {
                 self.table_with_joins(twj, &ctes, &mut from);
             }
         }
-        self.block(parent, from, u.selection.as_ref(), |_| None, |ex, scope| {
-            ex.subqueries(&u.assignments, scope);
-            ex.subqueries(&u.selection, scope);
-            ex.subqueries(&u.returning, scope);
-        });
+        self.block(
+            parent,
+            from,
+            u.selection.as_ref(),
+            |_| None,
+            |ex, scope| {
+                ex.subqueries(&u.assignments, scope);
+                ex.subqueries(&u.selection, scope);
+                ex.subqueries(&u.returning, scope);
+            },
+        );
     }
 
     fn delete(&mut self, d: &Delete, parent: Option<&Scope<'_, 'c>>) {
         let mut from = FromList::default();
-        let ctes = Scope { parent, ctes: Vec::new(), sources: Vec::new() };
+        let ctes = Scope {
+            parent,
+            ctes: Vec::new(),
+            sources: Vec::new(),
+        };
         let (FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables)) = &d.from;
         for twj in tables.iter().chain(d.using.iter().flatten()) {
             self.table_with_joins(twj, &ctes, &mut from);
         }
-        self.block(parent, from, d.selection.as_ref(), |_| None, |ex, scope| {
-            ex.subqueries(&d.selection, scope);
-            ex.subqueries(&d.returning, scope);
-        });
+        self.block(
+            parent,
+            from,
+            d.selection.as_ref(),
+            |_| None,
+            |ex, scope| {
+                ex.subqueries(&d.selection, scope);
+                ex.subqueries(&d.returning, scope);
+            },
+        );
     }
 
     /// Reads one block's predicates, hands its facts on, then descends.
@@ -142,13 +190,26 @@ impl<'c> Extractor<'c, '_> {
         sort: impl FnOnce(&Scope<'_, 'c>) -> Option<SortSpec>,
         descend: impl FnOnce(&mut Self, &Scope<'_, 'c>),
     ) {
-        let FromList { sources, derived, on, using } = from;
-        let scope = Scope { parent, ctes: Vec::new(), sources };
+        let FromList {
+            sources,
+            derived,
+            on,
+            using,
+        } = from;
+        let scope = Scope {
+            parent,
+            ctes: Vec::new(),
+            sources,
+        };
         let mut facts = ScopeFacts {
             sources: scope
                 .sources
                 .iter()
-                .map(|s| SourceFacts { table: s.table, selective: s.selective, ..SourceFacts::opaque() })
+                .map(|s| SourceFacts {
+                    table: s.table,
+                    selective: s.selective,
+                    ..SourceFacts::opaque()
+                })
                 .collect(),
             ..ScopeFacts::default()
         };
@@ -159,7 +220,10 @@ impl<'c> Extractor<'c, '_> {
                     None => true,
                 });
                 if let Some(i) = earlier {
-                    facts.joins.push(JoinEdge { left: (*joined, column.clone()), right: (i, column.clone()) });
+                    facts.joins.push(JoinEdge {
+                        left: (*joined, column.clone()),
+                        right: (i, column.clone()),
+                    });
                 }
             }
         }
@@ -177,7 +241,12 @@ impl<'c> Extractor<'c, '_> {
         descend(self, &scope);
     }
 
-    fn table_with_joins<'q>(&mut self, twj: &'q TableWithJoins, outer: &Scope<'_, 'c>, from: &mut FromList<'q, 'c>) {
+    fn table_with_joins<'q>(
+        &mut self,
+        twj: &'q TableWithJoins,
+        outer: &Scope<'_, 'c>,
+        from: &mut FromList<'q, 'c>,
+    ) {
         self.factor(&twj.relation, outer, from);
         for join in &twj.joins {
             self.factor(&join.relation, outer, from);
@@ -198,7 +267,12 @@ impl<'c> Extractor<'c, '_> {
         }
     }
 
-    fn factor<'q>(&mut self, factor: &'q TableFactor, outer: &Scope<'_, 'c>, from: &mut FromList<'q, 'c>) {
+    fn factor<'q>(
+        &mut self,
+        factor: &'q TableFactor,
+        outer: &Scope<'_, 'c>,
+        from: &mut FromList<'q, 'c>,
+    ) {
         let opaque = |alias: Option<&sqlparser::ast::TableAlias>, selective: bool| Source {
             name: alias.map(|a| fold(&a.name)).unwrap_or_default(),
             schema: None,
@@ -206,7 +280,12 @@ impl<'c> Extractor<'c, '_> {
             selective,
         };
         let source = match factor {
-            TableFactor::Table { name, alias, args: None, .. } => {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => {
                 let parts: Option<Vec<String>> = name
                     .0
                     .iter()
@@ -235,11 +314,15 @@ impl<'c> Extractor<'c, '_> {
                     selective: cte.unwrap_or(false),
                 }
             }
-            TableFactor::Derived { subquery, alias, .. } => {
+            TableFactor::Derived {
+                subquery, alias, ..
+            } => {
                 from.derived.push(subquery);
                 opaque(alias.as_ref(), selective(subquery))
             }
-            TableFactor::NestedJoin { table_with_joins, .. } => {
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => {
                 return self.table_with_joins(table_with_joins, outer, from);
             }
             TableFactor::Table { alias, .. }
@@ -273,7 +356,11 @@ impl<'c> Extractor<'c, '_> {
                 ControlFlow::Continue(())
             }
         }
-        let mut finder = Finder { extractor: self, scope, depth: 0 };
+        let mut finder = Finder {
+            extractor: self,
+            scope,
+            depth: 0,
+        };
         let _ = node.visit(&mut finder);
     }
 }
@@ -313,215 +400,6 @@ fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
         | JoinOperator::RightAnti(c)
         | JoinOperator::StraightJoin(c)
         | JoinOperator::AsOf { constraint: c, .. } => Some(c),
-        _ => None,
-    }
-}
-
-/// Reads the conjuncts of a WHERE or ON condition into `facts`.
-fn predicates<'c>(expr: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
-    for c in conjuncts(expr) {
-        if let Some([i]) = scope.sources_of(c).as_deref() {
-            if facts.sources[*i].table.is_some_and(|t| t.indexes.iter().any(|x| x.predicate.is_some())) {
-                facts.sources[*i].conjuncts.push(normalize(c));
-            }
-        }
-        conjunct(c, scope, facts);
-    }
-}
-
-fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
-    let eq = PredKind::Eq { single: true };
-    let many = PredKind::Eq { single: false };
-    match c {
-        Expr::BinaryOp { left, op, right } => match op {
-            BinaryOperator::Eq => comparison(scope.operand(left), scope.operand(right), eq, facts),
-            BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq => {
-                comparison(scope.operand(left), scope.operand(right), PredKind::Range, facts)
-            }
-            BinaryOperator::Or => {
-                if let Some((i, column)) = same_column_disjunction(c, scope) {
-                    push(facts, i, Target::Column(column), many);
-                }
-            }
-            _ => {}
-        },
-        Expr::AnyOp { left, compare_op: BinaryOperator::Eq, right, .. } => {
-            if scope.operand(right) == Operand::Value {
-                value_predicate(scope.operand(left), many, facts);
-            }
-        }
-        Expr::InList { expr, list, negated: false } => {
-            if list.iter().all(|e| scope.operand(e) == Operand::Value) {
-                let kind = if list.len() == 1 { eq } else { many };
-                value_predicate(scope.operand(expr), kind, facts);
-            }
-        }
-        Expr::InSubquery { expr, negated: false, .. } => value_predicate(scope.operand(expr), many, facts),
-        Expr::IsNull(e) => value_predicate(scope.operand(e), PredKind::IsNull, facts),
-        Expr::IsNotNull(e) => {
-            if let Operand::Column(i, column) = scope.operand(e) {
-                facts.sources[i].not_null.push(column);
-            }
-        }
-        Expr::Between { expr, negated: false, low, high } => {
-            if scope.operand(low) == Operand::Value && scope.operand(high) == Operand::Value {
-                value_predicate(scope.operand(expr), PredKind::Range, facts);
-            }
-        }
-        Expr::Like { negated: false, any: false, expr, pattern, .. } => {
-            if literal_prefix(pattern) {
-                value_predicate(scope.operand(expr), PredKind::Prefix, facts);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// `a op b` with `op` an equality or range operator.
-fn comparison<'c>(a: Operand, b: Operand, kind: PredKind, facts: &mut ScopeFacts<'c>) {
-    match (a, b) {
-        (Operand::Column(i, x), Operand::Column(j, y)) if i != j => {
-            if kind == (PredKind::Eq { single: true }) {
-                facts.sources[i].not_null.push(x.clone());
-                facts.sources[j].not_null.push(y.clone());
-                facts.joins.push(JoinEdge { left: (i, x), right: (j, y) });
-            }
-        }
-        (side, Operand::Value) | (Operand::Value, side) => value_predicate(side, kind, facts),
-        _ => {}
-    }
-}
-
-/// Records `side` (compared with a value) as a predicate of its source.
-fn value_predicate(side: Operand, kind: PredKind, facts: &mut ScopeFacts<'_>) {
-    match side {
-        Operand::Column(i, c) => push(facts, i, Target::Column(c), kind),
-        Operand::Expr(i, t) => push(facts, i, Target::Expression(t), kind),
-        Operand::Value | Operand::Other => {}
-    }
-}
-
-fn push(facts: &mut ScopeFacts<'_>, source: usize, target: Target, kind: PredKind) {
-    let s = &mut facts.sources[source];
-    if s.table.is_none() {
-        return;
-    }
-    if kind != PredKind::IsNull {
-        if let Target::Column(c) = &target {
-            s.not_null.push(c.clone());
-        }
-    }
-    let p = Predicate { target, kind };
-    if !s.predicates.contains(&p) {
-        s.predicates.push(p);
-    }
-}
-
-/// `col = 1 OR col = 2 OR col IS NULL`: every branch an equality on the
-/// same column, which the planner serves with a BitmapOr of index scans.
-fn same_column_disjunction(e: &Expr, scope: &Scope<'_, '_>) -> Option<(usize, String)> {
-    let mut branches = vec![e];
-    let mut found: Option<(usize, String)> = None;
-    while let Some(b) = branches.pop() {
-        let column = match b {
-            Expr::Nested(inner) => {
-                branches.push(inner);
-                continue;
-            }
-            Expr::BinaryOp { left, op: BinaryOperator::Or, right } => {
-                branches.push(left);
-                branches.push(right);
-                continue;
-            }
-            Expr::BinaryOp { left, op: BinaryOperator::Eq, right } => match (scope.operand(left), scope.operand(right)) {
-                (Operand::Column(i, c), Operand::Value) | (Operand::Value, Operand::Column(i, c)) => (i, c),
-                _ => return None,
-            },
-            Expr::InList { expr, list, negated: false } if list.iter().all(|e| scope.operand(e) == Operand::Value) => {
-                match scope.operand(expr) {
-                    Operand::Column(i, c) => (i, c),
-                    _ => return None,
-                }
-            }
-            Expr::IsNull(inner) => match scope.operand(inner) {
-                Operand::Column(i, c) => (i, c),
-                _ => return None,
-            },
-            _ => return None,
-        };
-        if found.as_ref().is_some_and(|f| *f != column) {
-            return None;
-        }
-        found = Some(column);
-    }
-    found
-}
-
-/// A LIKE pattern that is a string literal starting with a fixed
-/// character: the only LIKE a btree can serve. A parameter's value is not
-/// known, and a leading `%` or `_` needs a trigram index, not a btree.
-fn literal_prefix(pattern: &Expr) -> bool {
-    let mut e = pattern;
-    loop {
-        match e {
-            Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => e = inner,
-            Expr::Value(v) => {
-                let text = match &v.value {
-                    Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => s.as_str(),
-                    Value::DollarQuotedString(d) => d.value.as_str(),
-                    _ => return false,
-                };
-                return !text.is_empty() && !text.starts_with(['%', '_']);
-            }
-            _ => return false,
-        }
-    }
-}
-
-/// The ORDER BY, when every key is a column or expression of one catalog
-/// table. Output-column names and positions are followed to the select
-/// list, as PostgreSQL does.
-fn sort_spec(order_by: &OrderBy, limited: bool, projection: &[SelectItem], scope: &Scope<'_, '_>) -> Option<SortSpec> {
-    let OrderByKind::Expressions(exprs) = &order_by.kind else {
-        return None;
-    };
-    let mut source = None;
-    let mut keys = Vec::with_capacity(exprs.len());
-    for o in exprs {
-        let descending = match &o.options.sort {
-            Some(OrderBySort::Using(_)) => return None,
-            Some(OrderBySort::Desc) => true,
-            _ => false,
-        };
-        let expr = output_column(&o.expr, projection).unwrap_or(&o.expr);
-        let (i, target) = match scope.operand(expr) {
-            Operand::Column(i, c) => (i, Target::Column(c)),
-            Operand::Expr(i, t) => (i, Target::Expression(t)),
-            _ => return None,
-        };
-        if *source.get_or_insert(i) != i {
-            return None;
-        }
-        keys.push(SortKey { target, descending, nulls_first: o.options.nulls_first.unwrap_or(descending) });
-    }
-    let source = source?;
-    scope.sources[source].table?;
-    Some(SortSpec { source, keys, limited })
-}
-
-fn output_column<'p>(expr: &Expr, projection: &'p [SelectItem]) -> Option<&'p Expr> {
-    match expr {
-        Expr::Identifier(id) => projection.iter().find_map(|item| match item {
-            SelectItem::ExprWithAlias { expr, alias } if fold(alias) == fold(id) => Some(expr),
-            _ => None,
-        }),
-        Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => match projection.get(n.parse::<usize>().ok()?.checked_sub(1)?)? {
-                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
-                _ => None,
-            },
-            _ => None,
-        },
         _ => None,
     }
 }

@@ -36,16 +36,29 @@
 //!   every row to find the top N); without LIMIT already an error from
 //!   `unlimited_sort_error_rows` (100 000): sorting that many rows of
 //!   ~100 bytes exceeds the default 4 MB `work_mem` and spills to disk.
-//!   One step lower (error → warning → info) when an index already
-//!   narrows the rows to sort. Nothing is reported when a unique index
-//!   pins the row, or when equality pins every ORDER BY key.
+//!   When an index already narrows the rows to sort, the sort is reported
+//!   only with LIMIT (an ordered scan could stop early) and without an
+//!   `IN`/`ANY` list, one step lower (error → warning → info). Nothing is
+//!   reported when a unique index pins the row, or when equality pins
+//!   every ORDER BY key.
+//!
+//! # Joins
+//! A large table needs an index only if the planner cannot reach it
+//! otherwise: a table whose own filter is indexed, a small table, or a
+//! CTE/subquery that filters or limits can drive a nested loop into the
+//! next table through an indexed join key. Large tables left unreachable
+//! are reported with their filter columns and the join keys towards the
+//! tables that drive them; blocks without any filter read everything
+//! anyway and are not reported (that is `unbounded_select`'s business).
 //!
 //! # Suggestion
 //! `CREATE INDEX CONCURRENTLY ON schema.table (...)` with equality columns
-//! (join keys first), then sort columns, then at most one range column;
-//! a list equality (`IN`, `= ANY`) comes before the sort columns only in
-//! filter suggestions, since it breaks index order. Under a non-C
-//! collation a prefix LIKE column gets `text_pattern_ops`.
+//! (join keys first, then single values and IS NULL, then `IN`/`ANY`
+//! lists), then the ORDER BY columns with their directions (left out when
+//! a list precedes them, since a list breaks index order; a sort
+//! suggestion leaves the lists out instead), then at most one range or
+//! prefix-LIKE column. Under a non-C collation a prefix LIKE column gets
+//! `text_pattern_ops`. Identifiers are quoted only when needed.
 //! [`verify_with_hypopg`] checks a suggestion against the real planner.
 //!
 //! # Limits
@@ -54,7 +67,9 @@
 //! issues), to keep stack and time bounded on machine-generated SQL.
 //!
 //! # Layout
-//! - `extract.rs`, `scope.rs`: syntax tree → per-block facts (`facts.rs`).
+//! - `extract.rs` (blocks, FROM lists), `predicates.rs` (conditions,
+//!   ORDER BY), `scope.rs` (name resolution): syntax tree → per-block
+//!   facts (`facts.rs`).
 //! - `serve.rs`: whether an index serves predicates or a sort.
 //! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`).
 //! - `normal_form.rs`: comparable text of expressions.
@@ -74,6 +89,7 @@ mod evaluate;
 mod extract;
 mod facts;
 mod normal_form;
+mod predicates;
 mod scope;
 mod serve;
 mod verify;
@@ -152,8 +168,12 @@ fn analyze_parsed(sql: &str, catalog: &Catalog, config: &UnindexedConfig) -> Vec
         return Vec::new();
     };
     let mut issues: Vec<UnindexedIssue> = Vec::new();
-    let mut sink = |facts: facts::ScopeFacts<'_>| evaluate::evaluate(&facts, catalog, config, &mut issues);
-    let mut extractor = extract::Extractor { catalog, sink: &mut sink };
+    let mut sink =
+        |facts: facts::ScopeFacts<'_>| evaluate::evaluate(&facts, catalog, config, &mut issues);
+    let mut extractor = extract::Extractor {
+        catalog,
+        sink: &mut sink,
+    };
     for statement in &statements {
         extractor.statement(statement, None);
     }

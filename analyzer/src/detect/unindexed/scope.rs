@@ -103,7 +103,11 @@ impl<'c> Scope<'_, 'c> {
         let source = match names {
             [_] => {
                 let with_column: Vec<usize> = (0..self.sources.len())
-                    .filter(|&i| self.sources[i].table.is_some_and(|t| t.column(&column).is_some()))
+                    .filter(|&i| {
+                        self.sources[i]
+                            .table
+                            .is_some_and(|t| t.column(&column).is_some())
+                    })
                     .collect();
                 match with_column[..] {
                     [i] => i,

@@ -43,7 +43,9 @@ fn implied(predicate: &str, table: &Table, source: &SourceFacts<'_>) -> bool {
     conjuncts(&expr).into_iter().all(|c| {
         if let Expr::IsNotNull(inner) = c {
             if let Some(column) = plain_column(inner) {
-                if source.not_null.contains(&column) || table.column(&column).is_some_and(|c| c.not_null) {
+                if source.not_null.contains(&column)
+                    || table.column(&column).is_some_and(|c| c.not_null)
+                {
                     return true;
                 }
             }
@@ -65,18 +67,25 @@ fn plain_column(e: &Expr) -> Option<String> {
 pub(crate) fn key_matches(key: &IndexKey, target: &Target) -> bool {
     match (&key.expr, target) {
         (KeyExpr::Column(k), Target::Column(t)) => k == t,
-        (KeyExpr::Expression(k), Target::Expression(t)) => normalize_text(k).as_deref() == Some(t.as_str()),
+        (KeyExpr::Expression(k), Target::Expression(t)) => {
+            normalize_text(k).as_deref() == Some(t.as_str())
+        }
         _ => false,
     }
 }
 
 /// A `*_pattern_ops` key: bytewise ordering whatever the collation.
 fn pattern_ops(key: &IndexKey) -> bool {
-    key.opclass.as_deref().is_some_and(|o| o.ends_with("_pattern_ops"))
+    key.opclass
+        .as_deref()
+        .is_some_and(|o| o.ends_with("_pattern_ops"))
 }
 
 fn kinds_on<'p>(key: &'p IndexKey, preds: &'p [Predicate]) -> impl Iterator<Item = PredKind> + 'p {
-    preds.iter().filter(|p| key_matches(key, &p.target)).map(|p| p.kind)
+    preds
+        .iter()
+        .filter(|p| key_matches(key, &p.target))
+        .map(|p| p.kind)
 }
 
 /// Whether `index` can narrow a scan by at least one of `preds`.
@@ -92,7 +101,10 @@ pub(crate) fn serves_filter(index: &Index, preds: &[Predicate], bytewise: bool) 
             PredKind::Range => bytewise || !pattern_ops(first),
             PredKind::Prefix => bytewise || pattern_ops(first),
         }),
-        IndexMethod::Hash => index.keys.len() == 1 && kinds_on(first, preds).any(|k| matches!(k, PredKind::Eq { .. })),
+        IndexMethod::Hash => {
+            index.keys.len() == 1
+                && kinds_on(first, preds).any(|k| matches!(k, PredKind::Eq { .. }))
+        }
         IndexMethod::Brin => index
             .keys
             .iter()
@@ -107,14 +119,19 @@ pub(crate) fn serves_filter(index: &Index, preds: &[Predicate], bytewise: bool) 
 
 /// Whether a target is pinned to one value, so it does not order anything.
 pub(crate) fn constant(target: &Target, preds: &[Predicate]) -> bool {
-    preds
-        .iter()
-        .any(|p| &p.target == target && matches!(p.kind, PredKind::Eq { single: true } | PredKind::IsNull))
+    preds.iter().any(|p| {
+        &p.target == target && matches!(p.kind, PredKind::Eq { single: true } | PredKind::IsNull)
+    })
 }
 
 /// Whether a btree `index` delivers rows in the order of `keys` (which
 /// must already exclude keys pinned by [`constant`]).
-pub(crate) fn serves_sort(index: &Index, preds: &[Predicate], keys: &[SortKey], bytewise: bool) -> bool {
+pub(crate) fn serves_sort(
+    index: &Index,
+    preds: &[Predicate],
+    keys: &[SortKey],
+    bytewise: bool,
+) -> bool {
     if index.method != IndexMethod::Btree {
         return false;
     }
@@ -127,11 +144,17 @@ pub(crate) fn serves_sort(index: &Index, preds: &[Predicate], keys: &[SortKey], 
         if key_matches(key, &wanted.target) {
             let backward = key.descending != wanted.descending;
             let nulls_agree = (key.nulls_first == wanted.nulls_first) != backward;
-            if !nulls_agree || *reversed.get_or_insert(backward) != backward || (pattern_ops(key) && !bytewise) {
+            if !nulls_agree
+                || *reversed.get_or_insert(backward) != backward
+                || (pattern_ops(key) && !bytewise)
+            {
                 return false;
             }
             next += 1;
-        } else if !preds.iter().any(|p| key_matches(key, &p.target) && constant(&p.target, preds)) {
+        } else if !preds
+            .iter()
+            .any(|p| key_matches(key, &p.target) && constant(&p.target, preds))
+        {
             return false;
         }
     }

@@ -56,7 +56,11 @@ impl Verification {
     /// `{"hypopg": {"verified": false, "reason": ..}}`.
     pub fn to_details(&self) -> Map<String, Value> {
         let value = match self {
-            Verification::Verified { cost_before, cost_after, uses_index } => json!({
+            Verification::Verified {
+                cost_before,
+                cost_after,
+                uses_index,
+            } => json!({
                 "verified": true,
                 "cost_before": cost_before,
                 "cost_after": cost_after,
@@ -74,9 +78,11 @@ impl Verification {
     /// can be dropped.
     pub fn improves(&self) -> Option<bool> {
         match self {
-            Verification::Verified { cost_before, cost_after, uses_index } => {
-                Some(*uses_index && cost_after < cost_before)
-            }
+            Verification::Verified {
+                cost_before,
+                cost_after,
+                uses_index,
+            } => Some(*uses_index && cost_after < cost_before),
             Verification::Unverified { .. } => None,
         }
     }
@@ -100,7 +106,10 @@ where
     let timeout = std::time::Duration::from_secs(30);
     with_connection(config, tls, APPLICATION_NAME, timeout, async |client| {
         begin_read_only(client, std::time::Duration::from_secs(10)).await?;
-        let installed: bool = client.query_one(crate::catalog::HYPOPG_QUERY, &[]).await?.get(0);
+        let installed: bool = client
+            .query_one(crate::catalog::HYPOPG_QUERY, &[])
+            .await?
+            .get(0);
         if !installed {
             client.batch_execute("ROLLBACK").await?;
             return Ok(Verification::Unverified {
@@ -109,15 +118,22 @@ where
         }
         let params = client.prepare(sql).await?.params().len();
         if params > 0 {
-            client.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan").await?;
+            client
+                .batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                .await?;
         }
         let before = explain(client, sql, params).await?;
         let created = client
-            .query_one("SELECT indexname::text FROM hypopg_create_index($1)", &[&ddl])
+            .query_one(
+                "SELECT indexname::text FROM hypopg_create_index($1)",
+                &[&ddl],
+            )
             .await?;
         let index_name: String = created.get(0);
         let after = explain(client, sql, params).await?;
-        client.batch_execute("SELECT hypopg_reset(); ROLLBACK").await?;
+        client
+            .batch_execute("SELECT hypopg_reset(); ROLLBACK")
+            .await?;
         Ok(Verification::Verified {
             cost_before: total_cost(&before)?,
             cost_after: total_cost(&after)?,
@@ -141,7 +157,10 @@ fn explainable(sql: &str) -> Result<&str, CatalogError> {
     let ok = match statement {
         Statement::Query(q) => !matches!(&*q.body, SetExpr::Select(s) if s.into.is_some()),
         Statement::Update(_) | Statement::Delete(_) => true,
-        Statement::Insert(i) => i.source.as_ref().is_some_and(|q| !matches!(&*q.body, SetExpr::Values(_))),
+        Statement::Insert(i) => i
+            .source
+            .as_ref()
+            .is_some_and(|q| !matches!(&*q.body, SetExpr::Values(_))),
         _ => false,
     };
     if !ok {
@@ -158,7 +177,9 @@ fn plain_create_index(ddl: &str) -> Result<String, CatalogError> {
         .and_then(|mut p| p.parse_statements())
         .map_err(|e| CatalogError::Refused(format!("index DDL does not parse: {e}")))?;
     if !matches!(&parsed[..], [Statement::CreateIndex(_)]) {
-        return Err(CatalogError::Refused("expected one CREATE INDEX statement".into()));
+        return Err(CatalogError::Refused(
+            "expected one CREATE INDEX statement".into(),
+        ));
     }
     let mut text = ddl.trim().trim_end_matches(';').trim_end().to_owned();
     let lower = text.to_ascii_lowercase();
@@ -186,13 +207,20 @@ impl<'a> FromSql<'a> for JsonText {
 
 async fn explain(client: &Client, sql: &str, params: usize) -> Result<Value, CatalogError> {
     let text = if params == 0 {
-        let row = client.query_one(&format!("EXPLAIN (FORMAT JSON) {sql}"), &[]).await?;
+        let row = client
+            .query_one(&format!("EXPLAIN (FORMAT JSON) {sql}"), &[])
+            .await?;
         row.get::<_, JsonText>(0).0
     } else {
-        client.execute(&format!("PREPARE qproxy_probe AS {sql}"), &[]).await?;
+        client
+            .execute(&format!("PREPARE qproxy_probe AS {sql}"), &[])
+            .await?;
         let nulls = vec!["NULL"; params].join(", ");
         let row = client
-            .query_one(&format!("EXPLAIN (FORMAT JSON) EXECUTE qproxy_probe({nulls})"), &[])
+            .query_one(
+                &format!("EXPLAIN (FORMAT JSON) EXECUTE qproxy_probe({nulls})"),
+                &[],
+            )
             .await?;
         client.execute("DEALLOCATE qproxy_probe", &[]).await?;
         row.get::<_, JsonText>(0).0
@@ -243,7 +271,8 @@ mod tests {
 
     #[test]
     fn finds_the_index_anywhere_in_the_plan() {
-        let plan = json!([{"Plan": {"Total Cost": 8.3, "Plans": [{"Index Name": "<1>btree_t_a"}]}}]);
+        let plan =
+            json!([{"Plan": {"Total Cost": 8.3, "Plans": [{"Index Name": "<1>btree_t_a"}]}}]);
         assert!(mentions_index(&plan, "<1>btree_t_a"));
         assert!(!mentions_index(&plan, "<2>btree_t_b"));
         assert_eq!(total_cost(&plan).unwrap(), 8.3);

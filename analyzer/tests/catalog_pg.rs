@@ -1,0 +1,340 @@
+//! The catalog loader and hypopg verification against a real PostgreSQL 15
+//! started by the test harness.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use qproxy_analyzer::catalog::{self, CatalogError, IndexMethod, KeyExpr};
+use qproxy_analyzer::detect::unindexed::{
+    analyze, verify_with_hypopg, UnindexedConfig, Verification,
+};
+use qproxy_analyzer::finding::FindingKind;
+use qproxy_tests::{PgCluster, SUPERUSER};
+use tokio_postgres::NoTls;
+
+/// One cluster per test binary; each test works in its own database.
+fn cluster() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| PgCluster::start().expect("start PostgreSQL"))
+}
+
+fn config(db: &str) -> tokio_postgres::Config {
+    cluster().url(SUPERUSER, db, "disable").parse().unwrap()
+}
+
+const SHOP: &str = "
+CREATE SCHEMA app;
+CREATE TABLE users (
+    id bigserial PRIMARY KEY,
+    email text NOT NULL UNIQUE,
+    name varchar(100),
+    org_id int,
+    deleted_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE orders (
+    id bigserial PRIMARY KEY,
+    user_id bigint NOT NULL REFERENCES users (id),
+    status text NOT NULL,
+    total numeric,
+    note text,
+    tags text[],
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX users_live_org ON users (org_id) WHERE deleted_at IS NULL;
+CREATE INDEX users_lower_email ON users (lower(email));
+CREATE INDEX orders_status_created ON orders (status, created_at DESC);
+CREATE INDEX orders_note_hash ON orders USING hash (note);
+CREATE INDEX orders_tags_gin ON orders USING gin (tags);
+CREATE INDEX orders_total_incl ON orders (total) INCLUDE (note);
+CREATE TABLE app.events (id int, kind text);
+CREATE TABLE \"MixedCase\" (\"Id\" int PRIMARY KEY);
+CREATE VIEW user_names AS SELECT id, name FROM users;
+CREATE MATERIALIZED VIEW user_ids AS SELECT id FROM users;
+INSERT INTO users (email, name, org_id) SELECT 'u' || g || '@example.com', 'n' || g, g % 50 FROM generate_series(1, 20000) g;
+INSERT INTO orders (user_id, status, total, note)
+    SELECT 1 + g % 20000, (ARRAY['new', 'paid', 'shipped'])[1 + g % 3], g, 'n' || (g % 1000) FROM generate_series(1, 60000) g;
+ANALYZE;
+";
+
+fn database_with_shop(name: &str) {
+    cluster().create_database(name).unwrap();
+    cluster().psql_superuser(name, SHOP).unwrap();
+}
+
+/// qproxy sessions (`application_name` `qproxy-...`) connected to `db`.
+fn sessions_now(db: &str) -> i64 {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name LIKE 'qproxy-%'"
+    );
+    cluster()
+        .psql_superuser("postgres", &sql)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// [`sessions_now`], after giving a closed backend a moment to exit.
+fn introspection_sessions(db: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let n = sessions_now(db);
+        if n == 0 || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn loads_tables_columns_indexes_and_foreign_keys() {
+    database_with_shop("catalog_model");
+    let cat = catalog::load(&config("catalog_model"), NoTls)
+        .await
+        .unwrap();
+    assert_eq!(cat.search_path, ["public"]);
+    assert_eq!(cat.collation, "C");
+    assert!(!cat.hypopg && !cat.truncated);
+
+    let users = cat.resolve_table(None, "users").unwrap();
+    assert_eq!(users.qualified_name(), "public.users");
+    assert!(
+        (19_000.0..=21_000.0).contains(&users.estimated_rows()),
+        "{}",
+        users.estimated_rows()
+    );
+    assert!(users.relpages > 0);
+    let names: Vec<&str> = users.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["id", "email", "name", "org_id", "deleted_at", "created_at"]
+    );
+    assert!(users.column("email").unwrap().not_null);
+    assert_eq!(
+        users.column("name").unwrap().type_name,
+        "character varying(100)"
+    );
+
+    let index = |t: &catalog::Table, name: &str| {
+        t.indexes.iter().find(|i| i.name == name).cloned().unwrap()
+    };
+    let pk = index(users, "users_pkey");
+    assert!(pk.primary && pk.unique && pk.valid && pk.method == IndexMethod::Btree);
+    assert_eq!(pk.keys[0].expr, KeyExpr::Column("id".into()));
+    assert!(index(users, "users_email_key").unique);
+    assert_eq!(
+        index(users, "users_live_org").predicate.as_deref(),
+        Some("(deleted_at IS NULL)")
+    );
+    assert_eq!(
+        index(users, "users_lower_email").keys[0].expr,
+        KeyExpr::Expression("lower(email)".into())
+    );
+    let mut unique: Vec<Vec<&str>> = users.unique_column_sets().collect();
+    unique.sort();
+    assert_eq!(unique, [vec!["email"], vec!["id"]]);
+
+    let orders = cat.resolve_table(Some("public"), "orders").unwrap();
+    let composite = index(orders, "orders_status_created");
+    assert_eq!(composite.keys.len(), 2);
+    assert!(!composite.keys[0].descending);
+    assert!(composite.keys[1].descending && composite.keys[1].nulls_first);
+    assert_eq!(index(orders, "orders_note_hash").method, IndexMethod::Hash);
+    assert_eq!(index(orders, "orders_tags_gin").method, IndexMethod::Gin);
+    assert_eq!(
+        index(orders, "orders_total_incl").keys.len(),
+        1,
+        "INCLUDE columns are not keys"
+    );
+    let fk = &orders.foreign_keys[0];
+    assert_eq!(
+        (fk.columns.clone(), fk.referenced_table.as_str()),
+        (vec!["user_id".to_owned()], "public.users")
+    );
+    assert_eq!(fk.referenced_columns, ["id"]);
+
+    assert!(cat.resolve_table(Some("app"), "events").is_some());
+    assert!(
+        cat.resolve_table(None, "events").is_none(),
+        "app is not on the search path"
+    );
+    assert_eq!(
+        cat.resolve_table(None, "MixedCase").unwrap().columns[0].name,
+        "Id"
+    );
+    assert!(
+        cat.resolve_table(None, "user_ids").is_some(),
+        "materialized views are tables to the planner"
+    );
+    assert!(
+        cat.resolve_table(None, "user_names").is_none(),
+        "views are not"
+    );
+    assert!(cat.resolve_table(Some("pg_catalog"), "pg_class").is_none());
+    assert!(cat
+        .tables()
+        .all(|t| t.schema == "public" || t.schema == "app"));
+
+    // The detectors read this model the way they read hand-built ones.
+    let config = UnindexedConfig::default();
+    let issues = analyze("SELECT * FROM orders WHERE user_id = $1", &cat, &config);
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].kind, FindingKind::UnindexedFilter);
+    assert_eq!(issues[0].details["foreign_key"], "orders_user_id_fkey");
+    for served in [
+        "SELECT * FROM users WHERE lower(email) = lower($1)",
+        "SELECT * FROM users WHERE org_id = $1 AND deleted_at IS NULL",
+        "SELECT * FROM orders WHERE status = $1 ORDER BY created_at DESC LIMIT 20",
+        "SELECT * FROM orders WHERE note = $1",
+    ] {
+        assert!(analyze(served, &cat, &config).is_empty(), "{served}");
+    }
+}
+
+#[tokio::test]
+async fn the_table_cap_keeps_the_largest_and_says_so() {
+    database_with_shop("catalog_cap");
+    let options = catalog::LoadOptions {
+        max_tables: 1,
+        ..Default::default()
+    };
+    let cat = catalog::load_with(&config("catalog_cap"), NoTls, &options)
+        .await
+        .unwrap();
+    assert!(cat.truncated);
+    assert_eq!(cat.table_count(), 1);
+    assert!(cat.resolve_table(None, "orders").is_some());
+}
+
+#[tokio::test]
+async fn introspection_leaves_no_connection_behind() {
+    database_with_shop("catalog_drop");
+    let cfg = config("catalog_drop");
+    catalog::load(&cfg, NoTls).await.unwrap();
+    assert!(!catalog::has_hypopg(&cfg, NoTls).await.unwrap());
+    let v = verify_with_hypopg(&cfg, NoTls, "SELECT 1", "CREATE INDEX ON orders (user_id)")
+        .await
+        .unwrap();
+    assert!(matches!(v, Verification::Unverified { .. }), "{v:?}");
+    assert_eq!(introspection_sessions("catalog_drop"), 0);
+    // The count does see a session that stays (so the zero above means something).
+    let mut holder = cfg.clone();
+    holder.application_name("qproxy-holder");
+    let (client, connection) = holder.connect(NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    assert_eq!(sessions_now("catalog_drop"), 1);
+    drop(client);
+    driver.await.unwrap().unwrap();
+    assert_eq!(introspection_sessions("catalog_drop"), 0);
+    // What test runners do between runs: it must not fail because of qproxy.
+    cluster()
+        .psql_superuser("postgres", "DROP DATABASE catalog_drop")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn connection_failures_are_errors_not_hangs() {
+    let started = Instant::now();
+    let missing = catalog::load(&config("no_such_database"), NoTls).await;
+    assert!(
+        matches!(missing, Err(CatalogError::Connect(_))),
+        "{missing:?}"
+    );
+    let mut closed = config("postgres");
+    closed.port(1).connect_timeout(Duration::from_secs(2));
+    assert!(matches!(
+        catalog::load(&closed, NoTls).await,
+        Err(CatalogError::Connect(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn hypopg_verifies_a_missing_index() {
+    database_with_shop("catalog_hypopg");
+    cluster()
+        .psql_superuser("catalog_hypopg", "CREATE EXTENSION hypopg")
+        .unwrap();
+    let cfg = config("catalog_hypopg");
+    let cat = catalog::load(&cfg, NoTls).await.unwrap();
+    assert!(cat.hypopg);
+    assert!(catalog::has_hypopg(&cfg, NoTls).await.unwrap());
+
+    for sql in [
+        "SELECT * FROM orders WHERE user_id = 42",
+        "SELECT * FROM orders WHERE user_id = $1",
+        "SELECT o.id FROM users u JOIN orders o ON o.user_id = u.id WHERE u.id = $1",
+        "UPDATE orders SET note = 'x' WHERE user_id = $1",
+        "DELETE FROM orders WHERE user_id = 7",
+    ] {
+        let issue = analyze(sql, &cat, &UnindexedConfig::default())
+            .pop()
+            .unwrap();
+        assert_eq!(
+            issue.suggestion,
+            "CREATE INDEX CONCURRENTLY ON public.orders (user_id);"
+        );
+        match verify_with_hypopg(&cfg, NoTls, sql, &issue.suggestion)
+            .await
+            .unwrap()
+        {
+            Verification::Verified {
+                cost_before,
+                cost_after,
+                uses_index,
+            } => {
+                assert!(uses_index, "{sql}");
+                assert!(
+                    cost_after < cost_before / 10.0,
+                    "{sql}: {cost_before} -> {cost_after}"
+                );
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    // An index the planner has no use for is reported as such.
+    let useless = verify_with_hypopg(
+        &cfg,
+        NoTls,
+        "SELECT * FROM orders WHERE id = $1",
+        "CREATE INDEX ON orders (total)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(useless.improves(), Some(false));
+
+    // Nothing was changed: the rows are all there and no index was built.
+    let state = cluster()
+        .psql_superuser(
+            "catalog_hypopg",
+            "SELECT count(*) FROM orders WHERE note = 'x'; SELECT count(*) FROM orders; \
+             SELECT count(*) FROM pg_indexes WHERE tablename = 'orders'",
+        )
+        .unwrap();
+    assert_eq!(
+        state.split_whitespace().collect::<Vec<_>>(),
+        ["0", "60000", "5"]
+    );
+    assert_eq!(introspection_sessions("catalog_hypopg"), 0);
+}
+
+#[tokio::test]
+async fn verification_refuses_what_it_must_not_run() {
+    let cfg = config("postgres");
+    for sql in [
+        "DROP TABLE orders",
+        "SELECT 1; DROP TABLE orders",
+        "INSERT INTO t VALUES (1)",
+        "VACUUM",
+    ] {
+        let result = verify_with_hypopg(&cfg, NoTls, sql, "CREATE INDEX ON t (a)").await;
+        assert!(
+            matches!(result, Err(CatalogError::Refused(_))),
+            "{sql}: {result:?}"
+        );
+    }
+    let result = verify_with_hypopg(&cfg, NoTls, "SELECT 1", "DROP INDEX x").await;
+    assert!(matches!(result, Err(CatalogError::Refused(_))));
+}
