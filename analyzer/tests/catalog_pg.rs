@@ -321,6 +321,30 @@ async fn hypopg_verifies_a_missing_index() {
 }
 
 #[tokio::test]
+async fn hypopg_outside_the_search_path() {
+    cluster().create_database("catalog_hypopg_schema").unwrap();
+    cluster()
+        .psql_superuser(
+            "catalog_hypopg_schema",
+            "CREATE SCHEMA ext; CREATE EXTENSION hypopg SCHEMA ext;
+             CREATE TABLE t (a int, b int);
+             INSERT INTO t SELECT g, g FROM generate_series(1, 100000) g; ANALYZE t;",
+        )
+        .unwrap();
+    let cfg = config("catalog_hypopg_schema");
+    let v = verify_with_hypopg(
+        &cfg,
+        NoTls,
+        "SELECT b FROM t WHERE a = $1",
+        "CREATE INDEX ON t (a)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(v.improves(), Some(true), "{v:?}");
+    assert_eq!(v.to_details()["hypopg"]["verified"], true);
+}
+
+#[tokio::test]
 async fn verification_refuses_what_it_must_not_run() {
     let cfg = config("postgres");
     for sql in [

@@ -90,3 +90,19 @@ fn batched_lookups_through_unnest_or_values() {
     );
     clean("SELECT o.* FROM orders o JOIN (VALUES (1), (2)) AS v(id) ON o.id = v.id");
 }
+
+#[test]
+fn a_subquery_read_whole_drives_nothing() {
+    assert_eq!(
+        found("WITH everyone AS (SELECT id FROM users) SELECT * FROM everyone e JOIN orders o ON o.user_id = e.id WHERE o.note = $1"),
+        ["filter public.orders (note)"]
+    );
+}
+
+#[test]
+fn self_joins() {
+    assert_eq!(
+        found("SELECT * FROM orders a JOIN orders b ON b.user_id = a.user_id WHERE a.id = $1"),
+        ["filter public.orders (user_id)"]
+    );
+}

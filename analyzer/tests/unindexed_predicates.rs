@@ -3,7 +3,8 @@
 
 mod unindexed_support;
 
-use unindexed_support::{clean, found, issues_in, shop};
+use qproxy_analyzer::catalog::Table;
+use unindexed_support::{clean, describe, found, issues_in, shop};
 
 #[test]
 fn equality_on_an_unindexed_column() {
@@ -223,4 +224,31 @@ fn garbage_and_other_statements_yield_nothing() {
         vec!["note = 'x'"; 2_000].join(" AND ")
     );
     clean(&deep);
+}
+
+#[test]
+fn boolean_columns_alone_are_not_worth_an_index() {
+    let catalog = shop().with_table(
+        Table::new("posts", 500_000)
+            .primary_key(&["id"])
+            .typed_column("published", "boolean")
+            .columns(&["author_id", "created_at"]),
+    );
+    assert!(issues_in(
+        &catalog,
+        "SELECT count(*) FROM posts WHERE published = true"
+    )
+    .is_empty());
+    assert!(issues_in(&catalog, "SELECT * FROM posts WHERE published").is_empty());
+    let issues = issues_in(
+        &catalog,
+        "SELECT * FROM posts WHERE published AND author_id = $1",
+    );
+    assert_eq!(issues[0].columns, ["author_id"]);
+    // The ORDER BY is still worth an index; the boolean filter is not.
+    let issues = issues_in(
+        &catalog,
+        "SELECT * FROM posts WHERE published = $1 ORDER BY created_at DESC LIMIT 10",
+    );
+    assert_eq!(describe(&issues), ["sort public.posts (created_at)"]);
 }

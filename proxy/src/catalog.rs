@@ -60,13 +60,12 @@ impl CatalogConnector {
         match self.upstream.tls_config() {
             None => {
                 let catalog = catalog::load(&config, NoTls).await?;
-                let hypopg = catalog::has_hypopg(&config, NoTls).await.unwrap_or(false);
+                let hypopg = catalog.hypopg;
                 Ok((catalog, hypopg))
             }
             Some(tls) => {
-                let make = MakeRustlsConnect::new((**tls).clone());
-                let catalog = catalog::load(&config, make.clone()).await?;
-                let hypopg = catalog::has_hypopg(&config, make).await.unwrap_or(false);
+                let catalog = catalog::load(&config, MakeRustlsConnect::new((**tls).clone())).await?;
+                let hypopg = catalog.hypopg;
                 Ok((catalog, hypopg))
             }
         }

@@ -12,6 +12,7 @@
 //! - [`proxy`]: `Proxy`, the `qproxy serve` child process, its log, SIGTERM.
 //! - [`target`]: `TestEnv` (one cluster and proxy per test binary) and tokio-postgres connectors.
 //! - [`programs`]: psql, pgbench and Python scripts with time limits and captured output.
+//! - [`report`]: `qproxy report` over a findings store, its JSON, and polling it.
 //! - [`wire`]: a bare protocol client for pipelines no driver produces.
 //! - [`certs`]: rcgen CA and server certificates.
 //! - [`watchdog`]: cleanup that runs even when the test process dies or keeps things in statics.
@@ -20,6 +21,7 @@ pub mod certs;
 pub mod cluster;
 pub mod programs;
 pub mod proxy;
+pub mod report;
 pub mod target;
 pub mod watchdog;
 pub mod wire;

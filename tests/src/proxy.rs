@@ -24,6 +24,9 @@ pub struct ProxyOptions {
     pub client_tls: bool,
     /// `--shutdown-grace SECS`.
     pub shutdown_grace_secs: Option<u64>,
+    /// `--store PATH`; `None` puts a fresh store in the proxy's own temporary directory.
+    /// Give a path to share one store between proxies (e.g. across a restart).
+    pub store: Option<PathBuf>,
 }
 
 impl ProxyOptions {
@@ -49,6 +52,8 @@ pub struct Proxy {
     port: u16,
     admin_port: u16,
     tls: Option<TlsFiles>,
+    /// The `--store` path.
+    store: PathBuf,
 }
 
 impl Proxy {
@@ -78,6 +83,10 @@ impl Proxy {
             None
         };
 
+        let store = options
+            .store
+            .clone()
+            .unwrap_or_else(|| dir.path().join("findings.db"));
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -87,7 +96,7 @@ impl Proxy {
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin_port}"))
             .arg("--store")
-            .arg(dir.path().join("findings.db"));
+            .arg(&store);
         if let Some(tls) = &tls {
             cmd.arg("--tls-cert")
                 .arg(&tls.server_cert)
@@ -119,6 +128,7 @@ impl Proxy {
             port,
             admin_port,
             tls,
+            store,
         };
         proxy.wait_listening(Duration::from_secs(30))?;
         Ok(proxy)
@@ -165,7 +175,7 @@ impl Proxy {
 
     /// The findings store the proxy was given.
     pub fn store_path(&self) -> PathBuf {
-        self.dir.path().join("findings.db")
+        self.store.clone()
     }
 
     /// A `postgres://` URL to the proxy.

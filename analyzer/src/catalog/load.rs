@@ -101,8 +101,7 @@ where
     .await
 }
 
-pub(crate) const HYPOPG_QUERY: &str =
-    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hypopg')";
+const HYPOPG_QUERY: &str = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hypopg')";
 
 const SETTINGS_QUERY: &str = "\
 SELECT current_schemas(false)::text[],

@@ -28,8 +28,7 @@ mod load;
 
 pub use connect::CatalogError;
 pub(crate) use connect::{begin_read_only, with_connection};
-pub(crate) use load::HYPOPG_QUERY;
-pub use load::{has_hypopg, load, load_with, LoadOptions, DEFAULT_MAX_TABLES};
+pub use load::{has_hypopg, load, load_with, LoadOptions, APPLICATION_NAME, DEFAULT_MAX_TABLES};
 
 /// Schemas whose tables are never reported: the system's own tables are not
 /// the application's to index, and the loader does not read them.

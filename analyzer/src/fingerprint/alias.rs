@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
 use sqlparser::ast::{Ident, ObjectName, ObjectNamePart, TableFactor, TableWithJoins};
 
 /// Where a scope was opened; the same node closes it.
@@ -30,15 +31,27 @@ pub(crate) enum Origin {
     Barrier,
 }
 
+/// Names are compared by a 64-bit hash of their folded spelling
+/// ([`name_key`]), so opening a scope allocates nothing per table.
 #[derive(Debug)]
 struct Scope {
     /// Address of the AST node that opened the scope.
     owner: usize,
     origin: Origin,
     /// Alias key → the identifier that replaces it as a qualifier.
-    aliases: Vec<(String, Ident)>,
+    aliases: SmallVec<[(u64, Ident); 2]>,
     /// Keys of every name the scope makes visible (table names, kept aliases).
-    names: Vec<String>,
+    names: SmallVec<[u64; 4]>,
+}
+
+/// FNV-1a of the name as PostgreSQL folds it; names in one statement are
+/// few and short, so collisions are not a practical concern.
+fn name_key(ident: &Ident) -> u64 {
+    let fold = ident.quote_style.is_none();
+    ident.value.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        let b = if fold { b.to_ascii_lowercase() } else { b };
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The stack of open scopes while the normalizer walks a statement.
@@ -81,11 +94,11 @@ fn last_ident(name: &ObjectName) -> Option<&Ident> {
     }
 }
 
+/// Table factors of one scope.
+pub(crate) type Factors<'a> = SmallVec<[&'a mut TableFactor; 4]>;
+
 /// Every table factor of a `FROM` list, joins and nested joins included.
-pub(crate) fn collect_factors<'a>(
-    from: &'a mut [TableWithJoins],
-    out: &mut Vec<&'a mut TableFactor>,
-) {
+pub(crate) fn collect_factors<'a>(from: &'a mut [TableWithJoins], out: &mut Factors<'a>) {
     for twj in from {
         push_factor(&mut twj.relation, out);
         for join in &mut twj.joins {
@@ -94,7 +107,7 @@ pub(crate) fn collect_factors<'a>(
     }
 }
 
-fn push_factor<'a>(factor: &'a mut TableFactor, out: &mut Vec<&'a mut TableFactor>) {
+fn push_factor<'a>(factor: &'a mut TableFactor, out: &mut Factors<'a>) {
     if let TableFactor::NestedJoin {
         table_with_joins, ..
     } = factor
@@ -123,8 +136,8 @@ impl Scopes {
             self.stack.push(Scope {
                 owner: query,
                 origin: Origin::Barrier,
-                aliases: Vec::new(),
-                names: Vec::new(),
+                aliases: SmallVec::new(),
+                names: SmallVec::new(),
             });
         }
     }
@@ -140,21 +153,21 @@ impl Scopes {
     }
 
     /// Opens a scope over `factors`, dropping or renaming their aliases.
-    pub fn push(&mut self, owner: usize, origin: Origin, mut factors: Vec<&mut TableFactor>) {
-        let keys: Vec<Option<String>> = factors
+    pub fn push(&mut self, owner: usize, origin: Origin, mut factors: Factors<'_>) {
+        let keys: SmallVec<[Option<u64>; 4]> = factors
             .iter()
             .map(|f| match &**f {
                 TableFactor::Table {
                     name, args: None, ..
-                } => last_ident(name).map(|i| ident_key(i).into_owned()),
+                } => last_ident(name).map(name_key),
                 _ => None,
             })
             .collect();
         let mut scope = Scope {
             owner,
             origin,
-            aliases: Vec::new(),
-            names: keys.iter().flatten().cloned().collect(),
+            aliases: SmallVec::new(),
+            names: keys.iter().flatten().copied().collect(),
         };
         for (factor, key) in factors.iter_mut().zip(&keys) {
             match (&mut **factor, key) {
@@ -166,13 +179,13 @@ impl Scopes {
                     },
                     Some(key),
                 ) if alias.as_ref().is_some_and(|a| a.columns.is_empty()) => {
-                    let alias_key = alias
-                        .as_ref()
-                        .map(|a| ident_key(&a.name).into_owned())
-                        .unwrap_or_default();
+                    let Some(table) = last_ident(name) else {
+                        continue;
+                    };
+                    let alias_key = alias.as_ref().map(|a| name_key(&a.name)).unwrap_or(0);
                     let duplicated = keys.iter().flatten().filter(|k| *k == key).count() > 1;
-                    let replacement = if duplicated || self.visible(key) {
-                        let renamed = self.next_name(key);
+                    let replacement = if duplicated || self.visible(*key) {
+                        let renamed = self.next_name(&ident_key(table));
                         if let Some(a) = alias.as_mut() {
                             a.name = renamed.clone();
                             a.explicit = true;
@@ -180,10 +193,7 @@ impl Scopes {
                         renamed
                     } else {
                         *alias = None;
-                        match last_ident(name) {
-                            Some(ident) => ident.clone(),
-                            None => continue,
-                        }
+                        table.clone()
                     };
                     scope.aliases.push((alias_key, replacement));
                 }
@@ -198,7 +208,7 @@ impl Scopes {
                     }
                     if let Some(alias) = factor_alias(other) {
                         alias.explicit = true;
-                        scope.names.push(ident_key(&alias.name).into_owned());
+                        scope.names.push(name_key(&alias.name));
                     }
                 }
             }
@@ -220,21 +230,24 @@ impl Scopes {
     /// Rewrites `qualifier` (the first part of `alias.column`) when it names
     /// a resolved alias; the innermost scope that knows the name decides.
     pub fn resolve(&self, qualifier: &mut Ident) {
-        let key = ident_key(qualifier);
+        if self.stack.is_empty() {
+            return;
+        }
+        let key = name_key(qualifier);
         for scope in self.visible_scopes() {
-            if let Some((_, replacement)) = scope.aliases.iter().find(|(k, _)| *k == *key) {
+            if let Some((_, replacement)) = scope.aliases.iter().find(|(k, _)| *k == key) {
                 *qualifier = replacement.clone();
                 return;
             }
-            if scope.names.iter().any(|n| *n == *key) {
+            if scope.names.contains(&key) {
                 return;
             }
         }
     }
 
-    fn visible(&self, key: &str) -> bool {
+    fn visible(&self, key: u64) -> bool {
         self.visible_scopes()
-            .any(|s| s.names.iter().any(|n| n == key) || s.aliases.iter().any(|(k, _)| k == key))
+            .any(|s| s.names.contains(&key) || s.aliases.iter().any(|(k, _)| *k == key))
     }
 
     fn next_name(&mut self, key: &str) -> Ident {

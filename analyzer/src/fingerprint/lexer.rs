@@ -281,10 +281,11 @@ impl Iterator for Lexer<'_> {
                 TokenKind::Number
             }
             _ if is_ident_start(b) => {
-                while matches!(self.peek(0), Some(c) if is_ident_start(c) || c.is_ascii_digit() || c == b'$')
-                {
-                    self.pos += 1;
-                }
+                let rest = &self.bytes[start + 1..];
+                self.pos += 1 + rest
+                    .iter()
+                    .position(|&c| !is_ident_part(c))
+                    .unwrap_or(rest.len());
                 TokenKind::Word
             }
             _ if is_operator_char(b) => {
@@ -325,14 +326,47 @@ impl Iterator for Lexer<'_> {
     }
 }
 
-/// Letters, `_` and every byte of a non-ASCII character start an identifier
-/// (PostgreSQL accepts any high-bit character in identifiers).
+/// Byte classes, looked up once per byte instead of compared in chains.
+const IDENT_START: u8 = 1;
+const IDENT_PART: u8 = 2;
+const OPERATOR: u8 = 4;
+
+const fn byte_classes() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        // Letters, `_` and every byte of a non-ASCII character start an
+        // identifier (PostgreSQL accepts any high-bit character in names).
+        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            table[b] |= IDENT_START | IDENT_PART;
+        }
+        if c.is_ascii_digit() || c == b'$' {
+            table[b] |= IDENT_PART;
+        }
+        b += 1;
+    }
+    let ops = b"+-*/<>=~!@#%^&|`?:";
+    let mut i = 0;
+    while i < ops.len() {
+        table[ops[i] as usize] |= OPERATOR;
+        i += 1;
+    }
+    table
+}
+
+static CLASSES: [u8; 256] = byte_classes();
+
 fn is_ident_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+    CLASSES[usize::from(b)] & IDENT_START != 0
+}
+
+fn is_ident_part(b: u8) -> bool {
+    CLASSES[usize::from(b)] & IDENT_PART != 0
 }
 
 fn is_operator_char(b: u8) -> bool {
-    b"+-*/<>=~!@#%^&|`?:".contains(&b)
+    CLASSES[usize::from(b)] & OPERATOR != 0
 }
 
 fn find_subslice(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -284,7 +284,9 @@ fn parse_statement(text: &str) -> Option<Shape> {
     let kind = kind::classify(&stmt);
     let has_limit = normalize::has_limit(&stmt);
     let tables = normalize::normalize_statement(&mut stmt);
-    let printed = stmt.to_string();
+    // Sized up front: growing from empty would reallocate several times.
+    let mut printed = String::with_capacity(text.len() + text.len() / 2 + 16);
+    let _ = std::fmt::Write::write_fmt(&mut printed, format_args!("{stmt}"));
     drop(stmt);
     Some(Shape {
         text: render::render(&printed),

@@ -16,7 +16,7 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::Span;
 
-use super::alias::{collect_factors, ident_key, object_key, Origin, Scopes};
+use super::alias::{collect_factors, ident_key, object_key, Factors, Origin, Scopes};
 use super::collapse::{collapse_in_list, collapse_rows};
 use super::dropped;
 
@@ -182,7 +182,7 @@ impl VisitorMut for Normalizer {
         let owner = stmt as *const Statement as usize;
         match stmt {
             Statement::Update(update) => {
-                let mut factors = Vec::new();
+                let mut factors = Factors::new();
                 collect_factors(std::slice::from_mut(&mut update.table), &mut factors);
                 if let Some(
                     UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from),
@@ -193,7 +193,7 @@ impl VisitorMut for Normalizer {
                 self.scopes.push(owner, Origin::Statement, factors);
             }
             Statement::Delete(delete) => {
-                let mut factors = Vec::new();
+                let mut factors = Factors::new();
                 let (sqlparser::ast::FromTable::WithFromKeyword(from)
                 | sqlparser::ast::FromTable::WithoutKeyword(from)) = &mut delete.from;
                 collect_factors(from, &mut factors);
@@ -203,7 +203,7 @@ impl VisitorMut for Normalizer {
                 self.scopes.push(owner, Origin::Statement, factors);
             }
             Statement::Merge(merge) => {
-                let factors = vec![&mut merge.table, &mut merge.source];
+                let factors: Factors<'_> = smallvec::smallvec![&mut merge.table, &mut merge.source];
                 self.scopes.push(owner, Origin::Statement, factors);
             }
             Statement::Copy {
@@ -385,7 +385,7 @@ fn take_expr(e: &mut Expr) -> Expr {
 
 impl Normalizer {
     fn enter_select(&mut self, select: &mut Select, owner: usize, origin: Origin) {
-        let mut factors = Vec::new();
+        let mut factors = Factors::new();
         collect_factors(&mut select.from, &mut factors);
         self.scopes.push(owner, origin, factors);
         for item in &mut select.projection {

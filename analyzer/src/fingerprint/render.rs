@@ -8,8 +8,6 @@
 //! `?|` or `?&`, or inside an `ARRAY[...]` right after one of them.
 //! This is the guarantee that no string value survives into a fingerprint.
 
-use std::fmt::Write as _;
-
 use super::lexer::{Lexer, TokenKind};
 
 /// Whether `op` takes a JSON key or path as its right operand.
@@ -65,12 +63,31 @@ pub(crate) fn render(printed: &str) -> String {
         if replace {
             out.push_str(&printed[copied..tok.start]);
             placeholders += 1;
-            let _ = write!(out, "${placeholders}");
+            out.push('$');
+            push_decimal(&mut out, placeholders);
             copied = tok.end;
         }
     }
     out.push_str(&printed[copied..]);
     out
+}
+
+/// Appends `n` in decimal without going through `fmt`.
+fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 #[cfg(test)]

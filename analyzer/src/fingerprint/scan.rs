@@ -185,36 +185,43 @@ fn step(src: &str, st: &mut StatementState, tok: Token, buf: &mut Vec<u8>) {
             record(st, buf, tok.kind, Some(text));
         }
         TokenKind::Word => {
-            if is_chain_keyword(text) {
+            let class = word_class(text);
+            if class & CHAIN != 0 {
                 st.depth_score += 1;
             }
-            if let Some(h) = literal::keyword_hash(text) {
-                st.literal_hashes.push(h);
+            if class & LITERAL != 0 {
+                if let Some(h) = literal::keyword_hash(text) {
+                    st.literal_hashes.push(h);
+                }
             }
-            if text.eq_ignore_ascii_case("values") {
+            if class & VALUES != 0 {
                 st.values_depth = Some(depth);
             } else if st.values_depth == Some(depth) {
                 st.values_depth = None;
             }
-            let lower;
-            let content = if text.bytes().any(|b| b.is_ascii_uppercase()) {
-                lower = text.to_ascii_lowercase();
-                lower.as_str()
-            } else {
-                text
-            };
-            record(st, buf, tok.kind, Some(content));
+            if st.shape == ShapeState::On {
+                if text.bytes().any(|b| b.is_ascii_uppercase()) {
+                    record(st, buf, tok.kind, Some(&text.to_ascii_lowercase()));
+                } else {
+                    record(st, buf, tok.kind, Some(text));
+                }
+            }
         }
         TokenKind::Number => {
             let negative = is_unary_minus(src, st);
             st.literal_hashes.push(literal::number_hash(text, negative));
-            let value_position = is_plain_number(text) && in_value_position(src, st);
-            record(st, buf, tok.kind, (!value_position).then_some(text));
+            if st.shape == ShapeState::On {
+                let value_position = is_plain_number(text) && in_value_position(src, st);
+                record(st, buf, tok.kind, (!value_position).then_some(text));
+            }
         }
         TokenKind::String => {
             st.literal_hashes.push(literal::string_hash(text));
-            let plain = (text.starts_with('\'') || text.starts_with('$')) && is_terminated(text);
-            record(st, buf, tok.kind, (!plain).then_some(text));
+            if st.shape == ShapeState::On {
+                let plain =
+                    (text.starts_with('\'') || text.starts_with('$')) && is_terminated(text);
+                record(st, buf, tok.kind, (!plain).then_some(text));
+            }
         }
         TokenKind::Param => record(st, buf, tok.kind, None),
         _ => record(st, buf, tok.kind, Some(text)),
@@ -262,15 +269,9 @@ fn in_value_position(src: &str, st: &StatementState) -> bool {
     let Some(prev) = st.previous[0] else {
         return false;
     };
-    let text = prev.text(src);
     match prev.kind {
-        TokenKind::Operator => text != "::",
-        TokenKind::Word => [
-            "limit", "offset", "first", "next", "then", "else", "when", "between", "and", "or",
-            "select",
-        ]
-        .iter()
-        .any(|w| w.eq_ignore_ascii_case(text)),
+        TokenKind::Operator => prev.text(src) != "::",
+        TokenKind::Word => word_class(prev.text(src)) & DATA_FOLLOWS != 0,
         TokenKind::Open | TokenKind::Comma => st.brackets.last() == Some(&Bracket::ValueList),
         _ => false,
     }
@@ -345,28 +346,38 @@ fn is_terminated(text: &str) -> bool {
     }
 }
 
-/// Keywords that continue a left-associative chain in sqlparser's
-/// expression or set-operation loops.
-fn is_chain_keyword(word: &str) -> bool {
-    const KEYWORDS: [&str; 16] = [
-        "and",
-        "at",
-        "between",
-        "collate",
-        "except",
-        "ilike",
-        "in",
-        "intersect",
-        "is",
-        "isnull",
-        "like",
-        "not",
-        "notnull",
-        "or",
-        "similar",
-        "union",
-    ];
-    word.len() <= 9 && KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
+/// [`word_class`] bit: the word continues a left-associative chain in
+/// sqlparser's expression or set-operation loops.
+const CHAIN: u8 = 1;
+/// [`word_class`] bit: `TRUE`, `FALSE` or `NULL`.
+const LITERAL: u8 = 2;
+/// [`word_class`] bit: `VALUES`.
+const VALUES: u8 = 4;
+/// [`word_class`] bit: a number right after the word is data.
+const DATA_FOLLOWS: u8 = 8;
+
+/// What the scan needs to know about a word, without allocating: the
+/// word is lower-cased into a small buffer and matched once.
+fn word_class(word: &str) -> u8 {
+    let bytes = word.as_bytes();
+    if bytes.len() > 9 {
+        return 0;
+    }
+    let mut lower = [0u8; 9];
+    for (l, b) in lower.iter_mut().zip(bytes) {
+        *l = b.to_ascii_lowercase();
+    }
+    match &lower[..bytes.len()] {
+        b"and" | b"or" | b"between" => CHAIN | DATA_FOLLOWS,
+        b"at" | b"collate" | b"except" | b"ilike" | b"in" | b"intersect" | b"is" | b"isnull"
+        | b"like" | b"not" | b"notnull" | b"similar" | b"union" => CHAIN,
+        b"true" | b"false" | b"null" => LITERAL,
+        b"values" => VALUES,
+        b"limit" | b"offset" | b"first" | b"next" | b"then" | b"else" | b"when" | b"select" => {
+            DATA_FOLLOWS
+        }
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

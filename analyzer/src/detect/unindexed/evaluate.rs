@@ -55,7 +55,12 @@ pub(crate) fn evaluate(
     let filtered: Vec<bool> = facts
         .sources
         .iter()
-        .map(|s| s.selective || s.predicates.iter().any(|p| p.target.column().is_some()))
+        .map(|s| {
+            s.selective
+                || s.predicates
+                    .iter()
+                    .any(|p| selective_column(s.table, p).is_some())
+        })
         .collect();
     let any_filter = (0..n).any(|i| filtered[i] || served[i]);
     let mut reached: Vec<bool> = (0..n)
@@ -83,14 +88,15 @@ pub(crate) fn evaluate(
         let (Some(table), source) = (large[i], &facts.sources[i]) else {
             continue;
         };
-        // Join keys towards tables that drive, or will once their own
-        // filter is indexed. If one of them is indexed already, this table
-        // is reached as soon as that driver is: nothing to add here.
+        // Join keys towards sources that drive, or will once their own
+        // filter is indexed (a CTE or subquery that is read whole drives
+        // nothing worth an index). If one of them is indexed already, this
+        // table is reached as soon as that driver is: nothing to add here.
         let mut join_columns: Vec<&str> = Vec::new();
         for edge in &facts.joins {
             for (a, b) in [(&edge.left, &edge.right), (&edge.right, &edge.left)] {
                 if a.0 == i
-                    && (reached[b.0] || filtered[b.0])
+                    && (filtered[b.0] || (reached[b.0] && facts.sources[b.0].table.is_some()))
                     && !join_columns.contains(&a.1.as_str())
                 {
                     join_columns.push(&a.1);
@@ -112,14 +118,24 @@ pub(crate) fn evaluate(
             true,
             bytewise,
         );
-        if keys.is_empty() {
+        // Sort columns alone are the sort finding's business.
+        let narrows = |k: &KeyDef| {
+            join_columns.contains(&k.column.as_str())
+                || source
+                    .predicates
+                    .iter()
+                    .any(|p| selective_column(Some(table), p) == Some(k.column.as_str()))
+        };
+        if !keys.iter().any(narrows) {
             continue;
         }
         let severity = size_severity(table, config);
         let mut details = base_details(table, source);
         details.insert("join_columns".into(), json!(join_columns));
         if let Some(fk) = table.foreign_keys.iter().find(|fk| {
-            !fk.columns.is_empty() && fk.columns.iter().zip(&keys).all(|(c, k)| *c == k.column)
+            !fk.columns.is_empty()
+                && fk.columns.len() <= keys.len()
+                && fk.columns.iter().zip(&keys).all(|(c, k)| *c == k.column)
         }) {
             details.insert("foreign_key".into(), json!(fk.name));
         }
@@ -193,6 +209,18 @@ pub(crate) fn evaluate(
     }
 }
 
+/// The column a predicate filters on, unless it cannot narrow much by
+/// itself: a boolean column matches about half the table, where the
+/// planner prefers a sequential scan and the fix is a partial index, not
+/// a key column. Such predicates still count when an index serves them.
+fn selective_column<'p>(table: Option<&Table>, p: &'p Predicate) -> Option<&'p str> {
+    let column = p.target.column()?;
+    let boolean = table
+        .and_then(|t| t.column(column))
+        .is_some_and(|c| c.type_name == "boolean");
+    (!boolean).then_some(column)
+}
+
 fn with_join_key(source: &SourceFacts<'_>, column: &str) -> Vec<Predicate> {
     let mut preds = source.predicates.clone();
     preds.push(Predicate {
@@ -228,7 +256,7 @@ fn suggested_keys(
             .predicates
             .iter()
             .filter(|p| wanted(p.kind))
-            .filter_map(|p| p.target.column())
+            .filter_map(|p| selective_column(Some(table), p))
             .collect()
     };
     let mut keys: Vec<KeyDef> = Vec::new();

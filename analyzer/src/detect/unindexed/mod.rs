@@ -20,6 +20,10 @@
 //!   belong to one table (blocks with GROUP BY or DISTINCT are not sorted
 //!   by an index and are skipped).
 //!
+//! Equality on a boolean column counts only when an index already serves
+//! it: about half the table matches, the planner prefers a sequential
+//! scan, and the fix is a partial index, not a key column.
+//!
 //! Ignored: predicates under OR (other than the one-column form), NOT,
 //! `<>`, functions of columns (except where an expression index has the
 //! same expression, which then serves it), and tables the catalog does not

@@ -26,6 +26,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Config, Socket};
 
+use super::ddl::quote_ident;
 use crate::catalog::{begin_read_only, with_connection, CatalogError};
 
 /// `application_name` of the verification connection.
@@ -106,16 +107,22 @@ where
     let timeout = std::time::Duration::from_secs(30);
     with_connection(config, tls, APPLICATION_NAME, timeout, async |client| {
         begin_read_only(client, std::time::Duration::from_secs(10)).await?;
-        let installed: bool = client
-            .query_one(crate::catalog::HYPOPG_QUERY, &[])
+        // hypopg's functions live in whatever schema it was created in,
+        // which need not be on the search path.
+        let schema: Option<String> = client
+            .query_opt(
+                "SELECT n.nspname::text FROM pg_extension e \
+                 JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'",
+                &[],
+            )
             .await?
-            .get(0);
-        if !installed {
+            .map(|row| row.get(0));
+        let Some(schema) = schema.as_deref().map(quote_ident) else {
             client.batch_execute("ROLLBACK").await?;
             return Ok(Verification::Unverified {
                 reason: "the hypopg extension is not installed in this database".into(),
             });
-        }
+        };
         let params = client.prepare(sql).await?.params().len();
         if params > 0 {
             client
@@ -125,14 +132,14 @@ where
         let before = explain(client, sql, params).await?;
         let created = client
             .query_one(
-                "SELECT indexname::text FROM hypopg_create_index($1)",
+                &format!("SELECT indexname::text FROM {schema}.hypopg_create_index($1)"),
                 &[&ddl],
             )
             .await?;
         let index_name: String = created.get(0);
         let after = explain(client, sql, params).await?;
         client
-            .batch_execute("SELECT hypopg_reset(); ROLLBACK")
+            .batch_execute(&format!("SELECT {schema}.hypopg_reset(); ROLLBACK"))
             .await?;
         Ok(Verification::Verified {
             cost_before: total_cost(&before)?,
