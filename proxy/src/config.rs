@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::analysis::AnalysisSettings;
 use crate::tracker::TrackerLimits;
 
 /// Default client listen address.
@@ -111,6 +112,23 @@ pub struct ServeArgs {
     /// Log format [default: auto]
     #[arg(long, env = "QPROXY_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Seconds between flushes of findings to the store; a crash loses at
+    /// most this much [default: 1]
+    #[arg(long, env = "QPROXY_FLUSH_INTERVAL", value_name = "SECONDS")]
+    pub flush_interval: Option<f64>,
+    /// Distinct parameter tuples of one SELECT in one request that make an
+    /// N+1 [default: 5]
+    #[arg(long, env = "QPROXY_N_PLUS_ONE_THRESHOLD", value_name = "N")]
+    pub n_plus_one_threshold: Option<u32>,
+    /// Tables with fewer estimated rows are never reported as unindexed
+    /// [default: 10000]
+    #[arg(long, env = "QPROXY_UNINDEXED_MIN_ROWS", value_name = "ROWS")]
+    pub unindexed_min_rows: Option<u64>,
+    /// Every analyzer setting, TOML only: `[analyzer.n_plus_one]`,
+    /// `[analyzer.unbounded]`, `[analyzer.unindexed]`,
+    /// `[analyzer.correlation]` (see qproxy.example.toml).
+    #[arg(skip)]
+    pub analyzer: Option<qproxy_analyzer::pipeline::AnalyzerConfig>,
 }
 
 /// The resolved configuration the server runs with.
@@ -142,6 +160,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Per-connection tracker caps.
     pub tracker_limits: TrackerLimits,
+    /// The analysis task's settings.
+    pub analysis: AnalysisSettings,
 }
 
 impl ServeArgs {
@@ -195,6 +215,17 @@ impl ServeArgs {
                 "max_message_bytes must be at least 1024".into(),
             ));
         }
+        let mut analysis = AnalysisSettings {
+            analyzer: pick!(analyzer).unwrap_or_default(),
+            flush_interval: seconds(pick!(flush_interval), 1.0, "flush_interval")?,
+            ..AnalysisSettings::default()
+        };
+        if let Some(n) = pick!(n_plus_one_threshold) {
+            analysis.analyzer.n_plus_one.threshold = n.max(2);
+        }
+        if let Some(rows) = pick!(unindexed_min_rows) {
+            analysis.analyzer.unindexed.min_table_rows = rows;
+        }
         Ok(ServeConfig {
             listen: pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             upstream,
@@ -210,6 +241,7 @@ impl ServeArgs {
             event_queue: pick!(event_queue).unwrap_or(65_536).max(1),
             log_format: pick!(log_format).unwrap_or(LogFormat::Auto),
             tracker_limits: TrackerLimits::default(),
+            analysis,
         })
     }
 }
@@ -228,7 +260,8 @@ mod tests {
     #[test]
     fn flags_win_over_file_and_file_over_defaults() {
         let f = file(
-            "upstream = \"postgres://file\"\nlisten = \"127.0.0.1:7000\"\nshutdown_grace = 2.5\n",
+            "upstream = \"postgres://file\"\nlisten = \"127.0.0.1:7000\"\nshutdown_grace = 2.5\n\
+             [analyzer.n_plus_one]\nthreshold = 8\n[analyzer.unindexed]\nmin_table_rows = 500\n",
         );
         let args = ServeArgs {
             listen: Some("127.0.0.1:8000".parse().unwrap()),
@@ -241,6 +274,9 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_millis(2500));
         assert_eq!(c.admin_listen.port(), 9930);
         assert_eq!(c.store, PathBuf::from(".qproxy/findings.db"));
+        assert_eq!(c.analysis.analyzer.n_plus_one.threshold, 8);
+        assert_eq!(c.analysis.analyzer.unindexed.min_table_rows, 500);
+        assert_eq!(c.analysis.analyzer.n_plus_one.repeated_threshold, 3);
     }
 
     #[test]

@@ -83,13 +83,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = qproxy::analysis::StoreSink::open(&config.store)
         .with_context(|| format!("cannot open the findings store {}", config.store.display()))?;
     runtime.block_on(async move {
+        let config_analysis = config.analysis.clone();
         let mut server = Server::bind(config).await?;
         let events = server.take_events().expect("events not taken yet");
         let (analysis_stop, analysis_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let event_stats = server.context().sink.stats().clone();
         let analysis = tokio::spawn(qproxy::analysis::run(
             events,
-            qproxy::analysis::AnalysisSettings::default(),
+            config_analysis,
             event_stats,
             Some(qproxy::catalog::CatalogConnector::new(server.context().upstream.clone())),
             Box::new(store),

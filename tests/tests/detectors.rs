@@ -6,6 +6,10 @@
 //! of its own with a store of its own, so findings never mix between tests and each test's
 //! catalog is loaded fresh.
 //!
+//! Every scenario first runs one finding-free statement and waits for the proxy to load the
+//! database's catalog ([`Scenario::warm_up`]), so that unindexed filters and sorts in the
+//! workload are judged as they run; one test covers statements that ran before the catalog.
+//!
 //! Each test plants known problems next to negative controls and checks the report holds
 //! exactly the planted findings ([`Expect`], [`verify_exact`]): a missing finding is a recall
 //! failure, an extra one a precision failure. Each check prints a `detector-score:` line (run
@@ -59,7 +63,7 @@ INSERT INTO authors SELECT g, 'author ' || g, 'author' || g || '@example.com'
     FROM generate_series(1, 2000) g;
 INSERT INTO posts SELECT g, 1 + (g * 7919) % 2000, 'post ' || g, g % 2 = 0,
     now() - g * interval '1 minute' FROM generate_series(1, 50000) g;
-INSERT INTO comments SELECT g, 1 + (g * 104729) % 50000, 'comment ' || g
+INSERT INTO comments SELECT g, 1 + (g::bigint * 104729) % 50000, 'comment ' || g
     FROM generate_series(1, 30000) g;
 INSERT INTO events SELECT g, 'kind' || (g % 10), now() - g * interval '1 second'
     FROM generate_series(1, 20000) g;
@@ -91,32 +95,97 @@ struct Scenario {
     proxy: Proxy,
 }
 
+/// How a [`Scenario`] starts.
+struct Setup {
+    /// Superuser SQL run in the new database before the proxy ever sees it.
+    sql: &'static str,
+    /// The store, when not the proxy's own fresh one.
+    store: Option<PathBuf>,
+    /// Load the proxy's catalog of the database before the workload (see [`Scenario::warm_up`]).
+    warm: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            sql: "",
+            store: None,
+            warm: true,
+        }
+    }
+}
+
+/// The statement [`Scenario::warm_up`] runs: a tagged primary-key lookup, finding-free.
+const WARM_UP: &str = "SELECT id FROM posts WHERE id = $1 /*request_id='warm-up',route='warm-up'*/";
+
 impl Scenario {
-    /// A fresh database and proxy; `None` in direct mode (the detectors need the proxy).
-    fn start(name: &'static str) -> Option<Scenario> {
-        Scenario::start_with(name, "", None)
+    /// A fresh database and proxy, catalog loaded; `None` in direct mode (the detectors live in
+    /// the proxy).
+    async fn start(name: &'static str) -> Option<Scenario> {
+        Scenario::start_with(name, Setup::default()).await
     }
 
-    /// Like [`Scenario::start`], running `setup` (superuser SQL) in the new database before
-    /// the proxy ever sees it, with the store at `store` if given.
-    fn start_with(name: &'static str, setup: &str, store: Option<PathBuf>) -> Option<Scenario> {
+    /// A fresh database (a copy of the template, then `setup.sql`) and a proxy in front of it.
+    async fn start_with(name: &'static str, setup: Setup) -> Option<Scenario> {
         if mode() == Mode::Direct {
             eprintln!("{name}: skipped in direct mode (the detectors live in the proxy)");
             return None;
         }
-        let cluster = cluster();
         let db = format!("det_{name}");
-        cluster
-            .psql_superuser(
-                "postgres",
-                &format!("CREATE DATABASE \"{db}\" TEMPLATE \"{TEMPLATE}\";"),
-            )
-            .expect("creating the test database");
-        if !setup.is_empty() {
-            cluster.psql_superuser(&db, setup).expect("test setup SQL");
+        let sql = setup.sql;
+        let created = db.clone();
+        blocking(move || {
+            let cluster = cluster();
+            cluster
+                .psql_superuser(
+                    "postgres",
+                    &format!("CREATE DATABASE \"{created}\" TEMPLATE \"{TEMPLATE}\";"),
+                )
+                .expect("creating the test database");
+            if !sql.is_empty() {
+                cluster
+                    .psql_superuser(&created, sql)
+                    .expect("test setup SQL");
+            }
+        })
+        .await;
+        Some(Scenario::resume(name, &db, setup.store, setup.warm).await)
+    }
+
+    /// A new proxy in front of an existing test database.
+    async fn resume(name: &'static str, db: &str, store: Option<PathBuf>, warm: bool) -> Scenario {
+        let db = db.to_string();
+        let proxy = blocking(move || start_proxy(store)).await;
+        let scenario = Scenario { name, db, proxy };
+        if warm {
+            scenario.warm_up().await;
         }
-        let proxy = start_proxy(&db, store);
-        Some(Scenario { name, db, proxy })
+        scenario
+    }
+
+    /// Runs [`WARM_UP`] and waits until the proxy has loaded the database's catalog.
+    ///
+    /// The catalog loads asynchronously on the first statement a proxy sees for a database;
+    /// with it loaded before the workload, every statement is analysed for unindexed filters
+    /// and sorts as it runs, so their findings (and, for the controls, their absence) are real.
+    /// Costs one tagged query in the summary.
+    async fn warm_up(&self) {
+        let c = self.client().await;
+        rows(&c, WARM_UP, &[&1i32]).await;
+        drop(c);
+        self.wait_for_catalog().await;
+    }
+
+    /// Waits until a flush to the store says the catalog is loaded (about a second at most).
+    async fn wait_for_catalog(&self) {
+        let store = self.store();
+        blocking(move || {
+            wait_for_report(&store, Duration::from_secs(30), |r| {
+                r["summary"]["catalog"] == "available"
+            })
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{}: catalog never loaded: {e:#}", self.name));
     }
 
     /// A new tokio-postgres connection through the proxy.
@@ -134,24 +203,21 @@ impl Scenario {
 
     /// Ends the scenario: waits until the catalog has arrived (so unindexed findings, or their
     /// absence, are real), stops the proxy with SIGTERM (which flushes every open request) and
-    /// returns the latest run's report. Drop every client first.
-    async fn finish(self) -> (Value, PathBuf) {
-        let store = self.proxy.store_path();
-        let waited = store.clone();
-        blocking(move || {
-            wait_for_report(&waited, Duration::from_secs(30), |r| {
-                r["summary"]["catalog"] == "available"
-            })
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{}: catalog never loaded: {e:#}", self.name));
+    /// returns the latest run's report. Drop every client first. The store stays readable
+    /// ([`Scenario::store`]) until the scenario is dropped.
+    async fn finish(&mut self) -> Value {
+        self.wait_for_catalog().await;
         self.stop().await;
-        let report = report_at(&store, "latest").await;
-        (report, store)
+        report_at(&self.store(), "latest").await
+    }
+
+    /// The findings store.
+    fn store(&self) -> PathBuf {
+        self.proxy.store_path()
     }
 
     /// Sends SIGTERM and waits for exit 0.
-    async fn stop(mut self) {
+    async fn stop(&mut self) {
         // Let dropped clients' connection tasks say goodbye, so no session holds up the drain.
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.proxy.terminate().expect("SIGTERM");
@@ -177,13 +243,13 @@ impl Scenario {
     }
 }
 
-fn start_proxy(db: &str, store: Option<PathBuf>) -> Proxy {
+fn start_proxy(store: Option<PathBuf>) -> Proxy {
     let options = ProxyOptions {
         shutdown_grace_secs: Some(5),
         store,
         ..ProxyOptions::new(cluster().url(SUPERUSER, "postgres", "disable"))
     };
-    Proxy::start(&options).unwrap_or_else(|e| panic!("starting qproxy for {db}: {e:#}"))
+    Proxy::start(&options).unwrap_or_else(|e| panic!("starting qproxy: {e:#}"))
 }
 
 /// Runs blocking work (child processes, polling) off the runtime's thread, so connection tasks
@@ -292,7 +358,10 @@ fn verify_exact<'a>(test: &str, report: &'a Value, planted: &[Expect]) -> Vec<&'
     );
     let all = describe_findings(report);
     for (e, m) in planted.iter().zip(&found) {
-        assert!(!m.is_empty(), "{test}: no finding for {e:?}; findings:\n{all}");
+        assert!(
+            !m.is_empty(),
+            "{test}: no finding for {e:?}; findings:\n{all}"
+        );
         assert_eq!(m.len(), 1, "{test}: several findings for {e:?}:\n{all}");
     }
     assert!(
@@ -323,14 +392,20 @@ fn rails(controller: &str, action: &str, request: &str) -> String {
 
 /// The N+1 parent: a page of published posts with their authors' ids.
 fn parent_sql(limit: u32, tag: &str) -> String {
-    format!("SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT {limit} {tag}")
+    format!(
+        "SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT {limit} {tag}"
+    )
 }
 
 /// The N+1 child: one author by primary key.
 const AUTHOR_BY_ID: &str = "SELECT id, name FROM authors WHERE id = $1";
 
 /// Runs `sql` (extended protocol), panicking with the statement on error.
-async fn rows(c: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Vec<Row> {
+async fn rows(
+    c: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<Row> {
     c.query(sql, params)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -403,7 +478,7 @@ async fn fingerprint_of(sql: &str) -> String {
 /// parent named from its returned values; also what `--fail-on` and the summary say.
 #[tokio::test]
 async fn n_plus_one_sqlcommenter_extended_protocol_names_the_parent() {
-    let Some(s) = Scenario::start("np_sqlcommenter") else {
+    let Some(mut s) = Scenario::start("np_sqlcommenter").await else {
         return;
     };
     let c = s.client().await;
@@ -416,7 +491,8 @@ async fn n_plus_one_sqlcommenter_extended_protocol_names_the_parent() {
         10
     );
     drop(c);
-    let (report, store) = s.finish().await;
+    let report = s.finish().await;
+    let store = s.store();
 
     let found = verify_exact(
         "np_sqlcommenter",
@@ -471,7 +547,7 @@ async fn n_plus_one_sqlcommenter_extended_protocol_names_the_parent() {
 /// literals taken from the parent's text-format results.
 #[tokio::test]
 async fn n_plus_one_marginalia_simple_protocol() {
-    let Some(s) = Scenario::start("np_marginalia") else {
+    let Some(mut s) = Scenario::start("np_marginalia").await else {
         return;
     };
     let c = s.client().await;
@@ -488,19 +564,25 @@ async fn n_plus_one_marginalia_simple_protocol() {
         assert_eq!(found.len(), 1);
     }
     drop(c);
-    let (report, _) = s.finish().await;
+    let report = s.finish().await;
 
     let f = verify_exact(
         "np_marginalia",
         &report,
         &[expect("n_plus_one").route("posts#index")],
     )[0];
-    assert_eq!(f["query"], AUTHOR_BY_ID, "literals normalize to placeholders");
+    assert_eq!(
+        f["query"], AUTHOR_BY_ID,
+        "literals normalize to placeholders"
+    );
     assert_eq!(f["count"], 8);
     assert_eq!(f["request"]["id"], "rails-1");
     assert_eq!(f["request"]["correlation"], "comment");
     let suggestion = f["suggestion"].as_str().unwrap();
-    assert!(suggestion.contains("includes()"), "Rails idiom: {suggestion}");
+    assert!(
+        suggestion.contains("includes()"),
+        "Rails idiom: {suggestion}"
+    );
 }
 
 /// The parent of a simple-protocol N+1: the children's inline literals are the values the
@@ -509,7 +591,7 @@ async fn n_plus_one_marginalia_simple_protocol() {
 #[ignore = "product bug: simple-protocol literal hashes (fingerprint/literal.rs, plain xxh3) \
             never equal result value hashes (values.rs, canonical int hash), so no parent is found"]
 async fn n_plus_one_simple_protocol_names_the_parent() {
-    let Some(s) = Scenario::start("np_simple_parent") else {
+    let Some(mut s) = Scenario::start("np_simple_parent").await else {
         return;
     };
     let c = s.client().await;
@@ -524,7 +606,7 @@ async fn n_plus_one_simple_protocol_names_the_parent() {
         .await;
     }
     drop(c);
-    let (report, _) = s.finish().await;
+    let report = s.finish().await;
     let f = verify_exact(
         "np_simple_parent",
         &report,
@@ -542,7 +624,7 @@ async fn n_plus_one_simple_protocol_names_the_parent() {
 /// with `SET qproxy.request_id` groups the same way a comment does.
 #[tokio::test]
 async fn n_plus_one_untagged_transaction_and_set_request_id() {
-    let Some(s) = Scenario::start("np_untagged") else {
+    let Some(mut s) = Scenario::start("np_untagged").await else {
         return;
     };
     let c = s.client().await;
@@ -566,7 +648,7 @@ async fn n_plus_one_untagged_transaction_and_set_request_id() {
     }
     d.batch_execute("RESET qproxy.request_id").await.unwrap();
     drop((c, d));
-    let (report, _) = s.finish().await;
+    let report = s.finish().await;
 
     let found = verify_exact(
         "np_untagged",
@@ -581,7 +663,10 @@ async fn n_plus_one_untagged_transaction_and_set_request_id() {
     assert_eq!(tx["request"]["route"], Value::Null);
     assert_eq!(tx["count"], 7);
     assert_eq!(tx["occurrences"], 2, "one per transaction: {tx:#}");
-    assert_eq!(tx["details"]["grouping"], "untagged: grouped by transaction");
+    assert_eq!(
+        tx["details"]["grouping"],
+        "untagged: grouped by transaction"
+    );
     assert!(
         tx["parent"]["query"]
             .as_str()
@@ -592,19 +677,28 @@ async fn n_plus_one_untagged_transaction_and_set_request_id() {
     assert_eq!(set["request"]["correlation"], "set_variable", "{set:#}");
     assert_eq!(set["request"]["id"], "set-1");
     assert_eq!(set["count"], 5);
+    assert!(
+        set["parent"]["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("FROM posts")),
+        "{set:#}"
+    );
 }
 
 /// A statement prepared (and used once) in one request and executed again in later requests
 /// counts in the later requests, under their tags (a driver's statement cache).
 #[tokio::test]
 async fn n_plus_one_prepared_statement_reused_across_requests() {
-    let Some(s) = Scenario::start("np_prepared") else {
+    let Some(mut s) = Scenario::start("np_prepared").await else {
         return;
     };
     let c = s.client().await;
     // Request A prepares the lookup with its own tags and uses it once.
     let lookup = c
-        .prepare(&format!("{AUTHOR_BY_ID} {}", sqlcommenter("prep-a", "authors.show")))
+        .prepare(&format!(
+            "{AUTHOR_BY_ID} {}",
+            sqlcommenter("prep-a", "authors.show")
+        ))
         .await
         .unwrap();
     c.query_one(&lookup, &[&1i32]).await.unwrap();
@@ -617,7 +711,7 @@ async fn n_plus_one_prepared_statement_reused_across_requests() {
         }
     }
     drop((lookup, c));
-    let (report, _) = s.finish().await;
+    let report = s.finish().await;
 
     let f = verify_exact(
         "np_prepared",
@@ -634,8 +728,11 @@ async fn n_plus_one_prepared_statement_reused_across_requests() {
 /// the next: DESIGN says a later tag source applies, so the executions belong to the request
 /// that ran them.
 #[tokio::test]
+#[ignore = "product bug: a named statement's Parse-time tags count as fresh on its first \
+            execution even when another request has been named on the connection since the \
+            Parse, so the executions go to the request that prepared it"]
 async fn n_plus_one_statement_prepared_in_one_request_first_executed_in_the_next() {
-    let Some(s) = Scenario::start("np_prepared_late") else {
+    let Some(mut s) = Scenario::start("np_prepared_late").await else {
         return;
     };
     let c = s.client().await;
@@ -648,7 +745,7 @@ async fn n_plus_one_statement_prepared_in_one_request_first_executed_in_the_next
         c.query_one(&lookup, &[&p.get::<_, i32>(1)]).await.unwrap();
     }
     drop((lookup, c));
-    let (report, _) = s.finish().await;
+    let report = s.finish().await;
 
     let f = verify_exact(
         "np_prepared_late",
@@ -659,91 +756,119 @@ async fn n_plus_one_statement_prepared_in_one_request_first_executed_in_the_next
     assert_eq!(f["count"], 6);
 }
 
+/// How [`lockstep`] marks its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grouping {
+    /// A sqlcommenter request id per request.
+    Comment,
+    /// Untagged, one transaction per request.
+    Transaction,
+    /// Untagged, requests separated by idle time longer than the 250 ms idle gap.
+    IdleGap,
+}
+
+/// On every connection at once: `rounds` requests each running `lookups` executions of
+/// `child` with distinct ids, the connections kept in lock step statement by statement (a
+/// barrier before every lookup), so the proxy sees the requests' statements interleaved.
+async fn lockstep(
+    clients: &[Arc<Client>],
+    grouping: Grouping,
+    route: &'static str,
+    child: &'static str,
+    rounds: usize,
+    lookups: usize,
+) {
+    let barrier = Arc::new(Barrier::new(clients.len()));
+    let tasks = clients.iter().enumerate().map(|(conn, c)| {
+        let (c, barrier) = (c.clone(), barrier.clone());
+        async move {
+            for round in 0..rounds {
+                let tag = match grouping {
+                    Grouping::Comment => sqlcommenter(&format!("{route}-{conn}-{round}"), route),
+                    _ => String::new(),
+                };
+                if grouping == Grouping::Transaction {
+                    c.batch_execute("BEGIN").await.unwrap();
+                }
+                let stmt = c.prepare(&format!("{child} {tag}")).await.unwrap();
+                for i in 0..lookups {
+                    barrier.wait().await;
+                    let id = (1 + conn * 300 + round * 20 + i) as i32;
+                    c.query_one(&stmt, &[&id]).await.unwrap();
+                }
+                if grouping == Grouping::Transaction {
+                    c.batch_execute("COMMIT").await.unwrap();
+                }
+                if grouping == Grouping::IdleGap {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                barrier.wait().await;
+            }
+        }
+    });
+    join_all(tasks).await;
+}
+
 /// Requests running at the same time on three connections, their lookups interleaved
 /// statement by statement: each request's N+1 is judged on its own. Three lookups per request
 /// on three connections are nine lookups in flight, but no N+1; five per request are three
-/// N+1s of five, not one of fifteen. Tagged, untagged-in-transactions and untagged-by-idle-gap.
+/// N+1s of five, not one of fifteen. Tagged, untagged in transactions, untagged by idle gaps.
+///
+/// Tagged and untagged traffic get connections of their own: by design an untagged statement
+/// right after a tagged request on the same connection (no idle gap between) joins that
+/// request, as a driver's own BEGIN before the first tagged query must.
 #[tokio::test]
 async fn concurrent_requests_on_several_connections_never_merge() {
-    let Some(s) = Scenario::start("np_concurrent") else {
+    let Some(mut s) = Scenario::start("np_concurrent").await else {
         return;
     };
-    const CONNS: usize = 3;
-    let mut clients = Vec::new();
-    for _ in 0..CONNS {
-        clients.push(Arc::new(s.client().await));
-    }
-    let barrier = Arc::new(Barrier::new(CONNS));
-    let id = |conn: usize, round: usize, i: usize| (1 + conn * 300 + round * 20 + i) as i32;
-
-    // One request per connection, `lookups` lookups each, in lock step across connections.
-    let phase = |tagging: &'static str, route: &'static str, child: &'static str, rounds, lookups| {
-        let tasks = clients.iter().enumerate().map(|(conn, c)| {
-            let (c, barrier) = (c.clone(), barrier.clone());
-            async move {
-                for round in 0..rounds {
-                    let tag = match tagging {
-                        "comment" => sqlcommenter(&format!("{route}-{conn}-{round}"), route),
-                        _ => String::new(),
-                    };
-                    if tagging == "transaction" {
-                        c.batch_execute("BEGIN").await.unwrap();
-                    }
-                    let stmt = c.prepare(&format!("{child} {tag}")).await.unwrap();
-                    for i in 0..lookups {
-                        barrier.wait().await;
-                        c.query_one(&stmt, &[&id(conn, round, i)]).await.unwrap();
-                    }
-                    if tagging == "transaction" {
-                        c.batch_execute("COMMIT").await.unwrap();
-                    }
-                    if tagging == "idle_gap" {
-                        // Longer than the 250 ms idle gap: the next round is another request.
-                        tokio::time::sleep(Duration::from_millis(400)).await;
-                    }
-                    barrier.wait().await;
-                }
-            }
-        });
-        join_all(tasks)
+    let connections = || async {
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(Arc::new(s.client().await));
+        }
+        clients
     };
-    phase("comment", "conc.small", AUTHOR_BY_ID, 4, 3).await;
-    phase("comment", "conc.big", AUTHOR_BY_ID, 1, 5).await;
-    phase("transaction", "", "SELECT id, email FROM authors WHERE id = $1", 3, 3).await;
-    phase("transaction", "", "SELECT id, name, email FROM authors WHERE id = $1", 1, 5).await;
-    phase("idle_gap", "", "SELECT name FROM authors WHERE id = $1", 2, 3).await;
-    drop(clients);
-    let (report, _) = s.finish().await;
+    let tagged = connections().await;
+    lockstep(&tagged, Grouping::Comment, "conc.small", AUTHOR_BY_ID, 4, 3).await;
+    lockstep(&tagged, Grouping::Comment, "conc.big", AUTHOR_BY_ID, 1, 5).await;
+    let in_transactions = connections().await;
+    let by_email = "SELECT id, email FROM authors WHERE id = $1";
+    lockstep(&in_transactions, Grouping::Transaction, "", by_email, 3, 3).await;
+    let full = "SELECT id, name, email FROM authors WHERE id = $1";
+    lockstep(&in_transactions, Grouping::Transaction, "", full, 1, 5).await;
+    let by_gaps = connections().await;
+    let names = "SELECT name FROM authors WHERE id = $1";
+    lockstep(&by_gaps, Grouping::IdleGap, "", names, 2, 3).await;
+    drop((tagged, in_transactions, by_gaps));
+    let report = s.finish().await;
 
     let found = verify_exact(
         "np_concurrent",
         &report,
         &[
             expect("n_plus_one").route("conc.big"),
-            expect("n_plus_one").query("SELECT id, name, email FROM authors"),
+            expect("n_plus_one").query(full),
         ],
     );
-    for f in found {
+    for f in &found {
         assert_eq!(f["count"], 5, "never merged across connections: {f:#}");
         assert_eq!(f["occurrences"], 3, "one per connection: {f:#}");
+        assert_eq!(
+            f["parent"],
+            Value::Null,
+            "no parent ran, none is guessed: {f:#}"
+        );
     }
-    assert_eq!(found_correlation(&report, "conc.big"), "comment");
-}
-
-fn found_correlation(report: &Value, route: &str) -> String {
-    findings_of(report, "n_plus_one")
-        .into_iter()
-        .find(|f| f["request"]["route"] == route)
-        .and_then(|f| f["request"]["correlation"].as_str())
-        .unwrap_or("")
-        .to_string()
+    assert_eq!(found[0]["request"]["correlation"], "comment");
+    assert_eq!(found[1]["request"]["correlation"], "transaction");
 }
 
 /// psycopg 3 (server-side binding, text results, and its automatic prepared statement after
 /// five executions of one query) running a Django-style N+1 and its batched fix.
 #[tokio::test]
 async fn n_plus_one_from_psycopg() {
-    let Some(s) = Scenario::start("np_psycopg") else {
+    let Some(mut s) = Scenario::start("np_psycopg").await else {
         return;
     };
     let has_psycopg = blocking(|| {
@@ -764,7 +889,7 @@ async fn n_plus_one_from_psycopg() {
     .await
     .expect("running python");
     assert!(out.status.success(), "psycopg workload failed: {out}");
-    let (report, _) = s.finish().await;
+    let report = s.finish().await;
 
     let f = verify_exact(
         "np_psycopg",
@@ -813,7 +938,7 @@ with psycopg.connect(sys.argv[1], autocommit=True) as conn:
 /// kind, `--fail-on all` passes, and the summary shows the run was not blind.
 #[tokio::test]
 async fn clean_workload_has_no_findings() {
-    let Some(s) = Scenario::start("clean") else {
+    let Some(mut s) = Scenario::start("clean").await else {
         return;
     };
     let c = s.client().await;
@@ -850,7 +975,10 @@ async fn clean_workload_has_no_findings() {
     let list: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
     simple(
         &c,
-        &format!("SELECT id, name FROM authors WHERE id IN ({}) {t}", list.join(", ")),
+        &format!(
+            "SELECT id, name FROM authors WHERE id IN ({}) {t}",
+            list.join(", ")
+        ),
     )
     .await;
     // Untagged: one lookup per transaction, simple protocol. On a connection of its own: an
@@ -859,14 +987,23 @@ async fn clean_workload_has_no_findings() {
     let untagged = s.client().await;
     for id in 1..=8 {
         simple(&untagged, "BEGIN").await;
-        simple(&untagged, &format!("SELECT id, name FROM authors WHERE id = {id}")).await;
+        simple(
+            &untagged,
+            &format!("SELECT id, name FROM authors WHERE id = {id}"),
+        )
+        .await;
         simple(&untagged, "COMMIT").await;
     }
     drop(untagged);
 
     // Unindexed controls: primary key, indexed filter, indexed sort, small tables.
     let t = tag("posts.show");
-    rows(&c, &format!("SELECT id, title FROM posts WHERE id = $1 {t}"), &[&42i32]).await;
+    rows(
+        &c,
+        &format!("SELECT id, title FROM posts WHERE id = $1 {t}"),
+        &[&42i32],
+    )
+    .await;
     let t = tag("comments.index");
     rows(
         &c,
@@ -917,23 +1054,27 @@ async fn clean_workload_has_no_findings() {
         &format!("SELECT published, count(*) FROM posts GROUP BY published {t}"),
     )
     .await;
-    let few = simple(&c, &format!("SELECT id, title FROM posts WHERE id < 50 {t}")).await;
+    let few = simple(
+        &c,
+        &format!("SELECT id, title FROM posts WHERE id < 50 {t}"),
+    )
+    .await;
     assert_eq!(few.len(), 49);
     let t = tag("settings.index");
     rows(&c, &format!("SELECT key, value FROM settings {t}"), &[]).await;
     drop(c);
-    let (report, store) = s.finish().await;
+    let report = s.finish().await;
+    let store = s.store();
 
     verify_exact("clean", &report, &[]);
     assert_eq!(gate(&store, "n_plus_one").await, 0);
     assert_eq!(gate(&store, "all").await, 0);
     let summary = &report["summary"];
     assert_eq!(summary["catalog"], "available");
-    let queries = summary["queries"].as_u64().unwrap();
-    assert!(queries >= 60, "{summary}");
+    // The warm-up, 32 tagged statements, and 8 × (BEGIN, lookup, COMMIT) untagged.
+    assert_eq!(summary["queries"], 1 + 32 + 24, "{summary}");
     let fraction = summary["correlated_fraction"].as_f64().unwrap();
-    // 24 untagged statements (8 × BEGIN, lookup, COMMIT) among the rest, all tagged.
-    let expected = (queries - 24) as f64 / queries as f64;
+    let expected = 33.0 / 57.0;
     assert!(
         (fraction - expected).abs() < 1e-6,
         "correlated_fraction {fraction}, expected {expected}: {summary}"
@@ -949,7 +1090,7 @@ async fn clean_workload_has_no_findings() {
 /// protocol; twice is fine.
 #[tokio::test]
 async fn repeated_query_positive_and_control() {
-    let Some(s) = Scenario::start("repeated") else {
+    let Some(mut s) = Scenario::start("repeated").await else {
         return;
     };
     let c = s.client().await;
@@ -964,10 +1105,14 @@ async fn repeated_query_positive_and_control() {
     }
     let t = sqlcommenter("rep-3", "settings.simple");
     for _ in 0..3 {
-        simple(&c, &format!("SELECT value FROM settings WHERE key = 'theme' {t}")).await;
+        simple(
+            &c,
+            &format!("SELECT value FROM settings WHERE key = 'theme' {t}"),
+        )
+        .await;
     }
     drop(c);
-    let (report, _) = s.finish().await;
+    let report = s.finish().await;
 
     let found = verify_exact(
         "repeated",
@@ -996,7 +1141,7 @@ async fn repeated_query_positive_and_control() {
 /// `CREATE INDEX CONCURRENTLY` that would serve them; without hypopg they say unverified.
 #[tokio::test]
 async fn unindexed_filter_and_sort_with_suggestions() {
-    let Some(s) = Scenario::start("unindexed") else {
+    let Some(mut s) = Scenario::start("unindexed").await else {
         return;
     };
     let c = s.client().await;
@@ -1021,7 +1166,7 @@ async fn unindexed_filter_and_sort_with_suggestions() {
     rows(&c, "SELECT id FROM events ORDER BY id DESC LIMIT 5", &[]).await;
     rows(&c, "SELECT id FROM tags WHERE code = $1", &[&"code1"]).await;
     drop(c);
-    let (report, _) = s.finish().await;
+    let report = s.finish().await;
 
     let found = verify_exact(
         "unindexed",
@@ -1052,11 +1197,63 @@ async fn unindexed_filter_and_sort_with_suggestions() {
     );
 }
 
+/// Statements that ran before the proxy had loaded the database's catalog are analysed when it
+/// arrives, and count: a short CI run whose statements all come in the first few hundred
+/// milliseconds on a database must still get its unindexed findings.
+#[tokio::test]
+#[ignore = "product bug: IndexAdvisor::install_catalog analyses the statements that waited for \
+            the catalog with hits = 0 and take_findings skips hits == 0, so they are never \
+            reported unless they run again after the catalog arrived"]
+async fn unindexed_findings_for_statements_run_before_the_catalog_loaded() {
+    let setup = Setup {
+        warm: false,
+        ..Setup::default()
+    };
+    let Some(mut s) = Scenario::start_with("unindexed_cold", setup).await else {
+        return;
+    };
+    let c = s.client().await;
+    for author in [1i32, 2, 3] {
+        rows(
+            &c,
+            "SELECT id, title FROM posts WHERE author_id = $1",
+            &[&author],
+        )
+        .await;
+    }
+    rows(
+        &c,
+        "SELECT id, kind FROM events ORDER BY created_at DESC LIMIT 20",
+        &[],
+    )
+    .await;
+    drop(c);
+    let report = s.finish().await;
+
+    let found = verify_exact(
+        "unindexed_cold",
+        &report,
+        &[
+            expect("unindexed_filter").table("public.posts"),
+            expect("unindexed_sort").table("public.events"),
+        ],
+    );
+    assert_eq!(found[0]["occurrences"], 3, "{:#}", found[0]);
+}
+
 /// With hypopg in the database, the suggested index is checked against the planner: verified,
 /// used, and cheaper.
 #[tokio::test]
 async fn unindexed_filter_verified_with_hypopg() {
-    let Some(s) = Scenario::start_with("hypopg", "CREATE EXTENSION hypopg;", None) else {
+    let Some(mut s) = Scenario::start_with(
+        "hypopg",
+        Setup {
+            sql: "CREATE EXTENSION hypopg;",
+            ..Setup::default()
+        },
+    )
+    .await
+    else {
         return;
     };
     let c = s.client().await;
@@ -1078,7 +1275,7 @@ async fn unindexed_filter_verified_with_hypopg() {
     })
     .await
     .unwrap_or_else(|e| panic!("hypopg verification never arrived: {e:#}"));
-    let (report, _) = s.finish().await;
+    let report = s.finish().await;
 
     let f = verify_exact(
         "hypopg",
@@ -1108,7 +1305,7 @@ async fn unindexed_filter_verified_with_hypopg() {
 /// results are left alone.
 #[tokio::test]
 async fn unbounded_select_by_rows_returned() {
-    let Some(s) = Scenario::start("unbounded") else {
+    let Some(mut s) = Scenario::start("unbounded").await else {
         return;
     };
     let c = s.client().await;
@@ -1123,7 +1320,12 @@ async fn unbounded_select_by_rows_returned() {
     simple(&c, "SELECT id, name FROM authors FETCH FIRST 300 ROWS ONLY").await;
     rows(&c, "SELECT count(*), max(created_at) FROM posts", &[]).await;
     rows(&c, "SELECT id, title FROM posts WHERE id < 50", &[]).await;
-    rows(&c, "SELECT id, name, email FROM authors WHERE id = $1", &[&9i32]).await;
+    rows(
+        &c,
+        "SELECT id, name, email FROM authors WHERE id = $1",
+        &[&9i32],
+    )
+    .await;
     rows(
         &c,
         "SELECT EXISTS (SELECT 1 FROM posts WHERE published)",
@@ -1131,7 +1333,8 @@ async fn unbounded_select_by_rows_returned() {
     )
     .await;
     drop(c);
-    let (report, store) = s.finish().await;
+    let report = s.finish().await;
+    let store = s.store();
 
     let found = verify_exact(
         "unbounded",
@@ -1163,17 +1366,30 @@ async fn store_survives_a_proxy_restart() {
     let store = dir.path().join("shared-findings.db");
 
     // Run 1: an N+1 and a repeated query.
-    let Some(s) = Scenario::start_with("restart", "", Some(store.clone())) else {
+    let Some(mut s) = Scenario::start_with(
+        "restart",
+        Setup {
+            store: Some(store.clone()),
+            ..Setup::default()
+        },
+    )
+    .await
+    else {
         return;
     };
     let c = s.client().await;
     n_plus_one_request(&c, 6, &sqlcommenter("ra-1", "restart.shared")).await;
     let t = sqlcommenter("ra-2", "restart.a");
     for _ in 0..3 {
-        rows(&c, &format!("SELECT value FROM settings WHERE key = $1 {t}"), &[&"key1"]).await;
+        rows(
+            &c,
+            &format!("SELECT value FROM settings WHERE key = $1 {t}"),
+            &[&"key1"],
+        )
+        .await;
     }
     drop(c);
-    let (first, _) = s.finish().await;
+    let first = s.finish().await;
     verify_exact(
         "restart_run1",
         &first,
@@ -1184,17 +1400,12 @@ async fn store_survives_a_proxy_restart() {
     );
 
     // Run 2 on the same database and store: the same N+1 again, and an unbounded select.
-    let proxy = start_proxy("det_restart", Some(store.clone()));
-    let s = Scenario {
-        name: "restart",
-        db: "det_restart".into(),
-        proxy,
-    };
-    let c = s.client().await;
+    let mut s2 = Scenario::resume("restart", &s.db, Some(store.clone()), true).await;
+    let c = s2.client().await;
     n_plus_one_request(&c, 7, &sqlcommenter("rb-1", "restart.shared")).await;
     rows(&c, "SELECT id, name FROM authors", &[]).await;
     drop(c);
-    let (latest, _) = s.finish().await;
+    let latest = s2.finish().await;
 
     let found = verify_exact(
         "restart_latest",
@@ -1222,7 +1433,10 @@ async fn store_survives_a_proxy_restart() {
     assert_eq!(n1["count"], 7, "the worst request of both runs: {n1:#}");
     assert_eq!(n1["request"]["id"], "rb-1");
     let first_n1 = findings_of(&first, "n_plus_one")[0];
-    assert_eq!(n1["id"], first_n1["id"], "finding ids are stable across runs");
+    assert_eq!(
+        n1["id"], first_n1["id"],
+        "finding ids are stable across runs"
+    );
     let queries = |r: &Value| r["summary"]["queries"].as_u64().unwrap();
     assert_eq!(
         queries(&all),

@@ -216,6 +216,22 @@ impl Scopes {
         self.stack.push(scope);
     }
 
+    /// Opens a scope for `INSERT INTO table AS alias`: the alias is dropped
+    /// by the caller and references become `table.column`.
+    pub fn push_insert_alias(&mut self, owner: usize, alias: &Ident, table: &ObjectName) {
+        let mut scope = Scope {
+            owner,
+            origin: Origin::Statement,
+            aliases: SmallVec::new(),
+            names: SmallVec::new(),
+        };
+        if let Some(table) = last_ident(table) {
+            scope.names.push(name_key(table));
+            scope.aliases.push((name_key(alias), table.clone()));
+        }
+        self.stack.push(scope);
+    }
+
     /// Closes the innermost scope if `owner` opened it with `origin`.
     pub fn pop(&mut self, owner: usize, origin: Origin) {
         if self

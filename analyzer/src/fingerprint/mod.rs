@@ -4,7 +4,7 @@
 //! fingerprint exactly when they differ only in data. A [`Fingerprint`] is a
 //! 64-bit hash of the statement's *normalized text*, printed as 16 lowercase
 //! hex digits, plus the facts detectors need (kind, tables, whether a LIMIT
-//! exists) and hashes of the literal values it replaced. Literal values are
+//! exists) and hashes of its literal values. Literal values themselves are
 //! never kept.
 //!
 //! # Algorithm (stable: any change here changes fingerprints and must be called out)
@@ -40,10 +40,12 @@
 //!
 //!    Kept on purpose: table and schema names, column names, ORDER BY
 //!    direction, argument order, JSON keys (a string or number right of
-//!    `->`, `->>`, `#>`, `#>>`, `?`), `ORDER BY`/`GROUP BY` ordinals, and
-//!    whether LIMIT/OFFSET/FETCH exist (their values become placeholders).
-//!    Comments disappear because the tree has none. `OR` chains are not
-//!    collapsed.
+//!    `->`, `->>`, `#>`, `#>>`, `#-`, `?`, `?|`, `?&`, also inside an
+//!    `ARRAY[...]` there), `ORDER BY`/`GROUP BY` ordinals, and whether
+//!    LIMIT/OFFSET/FETCH exist (their values become placeholders). Comments
+//!    disappear because the tree has none, except `/*+ ... */` optimizer
+//!    hints, which sqlparser keeps because they change the plan. `OR`
+//!    chains are not collapsed (`a = 1 OR a = 2` is not `a IN (1, 2)`).
 //! 4. Print the tree (sqlparser's `Display`: upper-case keywords, single
 //!    spaces), then number placeholders `$1`, `$2`, ... in order of
 //!    appearance, replacing any string literal sqlparser kept outside its
@@ -51,6 +53,10 @@
 //!    it is valid PostgreSQL in the common cases.
 //! 5. `id` = XXH3-64 (xxhash-rust, seed 0) of the normalized text's UTF-8
 //!    bytes.
+//!
+//! `literal_hashes` come from the scan in step 1, not from the tree (see
+//! `literal.rs`), so the parsed path, the fallback and the cache's shape
+//! tier all hash the same values the same way.
 //!
 //! When sqlparser cannot parse a statement, the token digest of
 //! `fallback.rs` produces the normalized text instead and the fingerprint
@@ -68,7 +74,8 @@
 //! - `render.rs`: placeholder numbering on the printed text.
 //! - `fallback.rs`: the token digest.
 //! - `kind.rs`: [`StatementKind`].
-//! - `cache.rs`: [`FingerprintCache`], so repeated texts cost one hash.
+//! - `cache.rs`: [`FingerprintCache`], so repeated texts cost one hash and
+//!   new texts of a known shape cost one scan.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -110,14 +117,17 @@ pub const MAX_NORMALIZED_BYTES: usize = 64 << 10;
 /// Above this depth score (bracket depth plus operator count, see
 /// `scan.rs`) a statement is parsed on a helper thread with a
 /// [`DEEP_STACK_BYTES`] stack instead of the caller's. Measured: a debug
-/// build needs under 1 KiB of stack per chain link.
+/// build needs under 1 KiB of stack per chain link (a `UNION` chain, the
+/// worst case), so 500 links stay well inside a 2 MiB tokio worker stack.
 const INLINE_DEPTH_SCORE: usize = 500;
 
 /// Above this depth score the statement is not parsed at all.
 const MAX_DEPTH_SCORE: usize = 100_000;
 
-/// Stack for the helper thread; only the pages actually touched are used.
-const DEEP_STACK_BYTES: usize = 512 << 20;
+/// Stack for the helper thread: room for [`MAX_DEPTH_SCORE`] links at the
+/// debug-build cost above, with margin. It is reserved address space;
+/// only the pages actually touched are used.
+const DEEP_STACK_BYTES: usize = 256 << 20;
 
 /// A stable 64-bit statement fingerprint; displays and serializes as 16
 /// lowercase hex digits, the form used in metrics labels, reports and the

@@ -11,8 +11,8 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     BinaryOperator, CopySource, Expr, GroupByExpr, Ident, LimitClause, ObjectName, ObjectNamePart,
     ObjectType, OrderByExpr, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
-    Statement, TableFactor, UnaryOperator, UpdateTableFromKind, Value, ValueWithSpan, VisitMut,
-    VisitorMut,
+    Statement, TableFactor, TableObject, UnaryOperator, UpdateTableFromKind, Value, ValueWithSpan,
+    VisitMut, VisitorMut,
 };
 use sqlparser::tokenizer::Span;
 
@@ -202,6 +202,13 @@ impl VisitorMut for Normalizer {
                 }
                 self.scopes.push(owner, Origin::Statement, factors);
             }
+            Statement::Insert(insert) => {
+                if let (Some(alias), TableObject::TableName(table)) =
+                    (insert.table_alias.take(), &insert.table)
+                {
+                    self.scopes.push_insert_alias(owner, &alias.alias, table);
+                }
+            }
             Statement::Merge(merge) => {
                 let factors: Factors<'_> = smallvec::smallvec![&mut merge.table, &mut merge.source];
                 self.scopes.push(owner, Origin::Statement, factors);
@@ -242,6 +249,11 @@ impl VisitorMut for Normalizer {
         if let SetExpr::Select(select) = query.body.as_mut() {
             let owner = &**select as *const Select as usize;
             self.enter_select(select, owner, Origin::Query);
+        }
+        for lock in &mut query.locks {
+            if let Some(q) = lock.of.as_mut().and_then(first_part) {
+                self.scopes.resolve(q);
+            }
         }
         ControlFlow::Continue(())
     }

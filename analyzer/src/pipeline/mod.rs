@@ -49,7 +49,6 @@ pub struct AnalyzerConfig {
     /// Unbounded-SELECT detection.
     pub unbounded: UnboundedConfig,
     /// Unindexed filter and sort detection.
-    #[serde(skip)]
     pub unindexed: UnindexedConfig,
     /// Distinct SQL texts whose fingerprints are cached.
     pub fingerprint_cache: usize,

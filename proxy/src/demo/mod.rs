@@ -11,7 +11,7 @@ mod workload;
 use anyhow::{Context, Result};
 use tokio_postgres::NoTls;
 
-use crate::analysis::{AnalysisSettings, StoreSink};
+use crate::analysis::StoreSink;
 use crate::config::ServeArgs;
 use crate::server::Server;
 
@@ -51,14 +51,16 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
     };
     let store_path = _args.store.clone().unwrap_or_else(|| pg.dir().join("findings.db"));
     let store = StoreSink::open(&store_path)?;
-    let mut server = Server::bind(args.resolve()?).await?;
+    let config = args.resolve()?;
+    let analysis_settings = config.analysis.clone();
+    let mut server = Server::bind(config).await?;
     let port = server.local_addr()?.port();
     let events = server.take_events().expect("events not taken");
     let event_stats = server.context().sink.stats().clone();
     let (stop_analysis, analysis_stopped) = tokio::sync::oneshot::channel::<()>();
     let analysis = tokio::spawn(crate::analysis::run(
         events,
-        AnalysisSettings::default(),
+        analysis_settings,
         event_stats,
         Some(crate::catalog::CatalogConnector::new(server.context().upstream.clone())),
         Box::new(store),

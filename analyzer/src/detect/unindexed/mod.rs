@@ -112,7 +112,8 @@ pub const MAX_ANALYZED_BYTES: usize = 256 << 10;
 pub const MAX_NESTING: usize = 400;
 
 /// Thresholds; the module docs say why each default was chosen.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct UnindexedConfig {
     /// Tables with fewer estimated rows are never reported (10 000).
     pub min_table_rows: u64,
