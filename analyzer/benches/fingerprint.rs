@@ -2,7 +2,14 @@
 //! cache hit path.
 //!
 //! Run: `cargo bench -p qproxy-analyzer --bench fingerprint -- --warm-up-time 1 --measurement-time 3`
-//! Aim: median miss <= 10 µs, hit <= 300 ns.
+//! (add `QPROXY_BENCH_PER_STATEMENT=1` for each statement's miss time and
+//! the median statement). Aim: median miss <= 10 µs, hit <= 300 ns.
+//!
+//! Measured on the 2-core development VM (shared with other builds, so
+//! ±15%): hit 47-60 ns; new text of a known shape 0.9 µs (short pgx query)
+//! to 2.1 µs (Django user query); full miss median over the corpus
+//! 10.2-11.1 µs, of which sqlparser's own parse is 7.6-8.9 µs
+//! (`parts/parse/*`); the Django user query (11 quoted columns) 32 µs.
 
 use std::hint::black_box;
 

@@ -1,6 +1,6 @@
 //! Hashes of literal values, comparable with hashes of bind parameters.
 //!
-//! For an inline literal the hash is XXH3-64 (seed 0) of the value as
+//! For an inline literal the hash is [`crate::values::value_hash`] of the value as
 //! PostgreSQL's text format would carry it in a `Bind` message or a
 //! `DataRow`: strings unescaped (`'it''s'` → `it's`, `E'a\n'` → `a` and a
 //! newline, dollar-quoted bodies as written), numbers as written (with a
@@ -9,7 +9,16 @@
 //! value sent inline by psycopg2 and bound by psycopg3 hashes the same, and
 //! a child query's literals can be matched against a parent's result values.
 
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+/// Every literal value is hashed the way [`crate::values::value_hash`]
+/// hashes a text-format parameter or result value, so integers and UUIDs
+/// compare equal to their binary forms too.
+fn xxh3_64(value: &[u8]) -> u64 {
+    crate::values::value_hash(value, false)
+}
+
+fn xxh3_64_with_seed(value: &[u8], _seed: u64) -> u64 {
+    crate::values::value_hash(value, false)
+}
 
 /// Stands for a `NULL` literal (which has no value bytes to hash).
 pub const NULL_LITERAL_HASH: u64 = 0x6e75_6c6c_6e75_6c6c;
