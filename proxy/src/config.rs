@@ -305,3 +305,36 @@ mod tests {
         assert!(err.contains("upstreem"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    /// The commented example in the repository root must stay loadable and
+    /// must spell out the defaults.
+    #[test]
+    fn example_config_loads_with_default_values() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qproxy.example.toml");
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = args.resolve().expect("example config resolves");
+        let defaults = ServeArgs {
+            upstream: Some(c.upstream.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.listen, defaults.listen);
+        assert_eq!(c.shutdown_grace, defaults.shutdown_grace);
+        assert_eq!(c.max_message_bytes, defaults.max_message_bytes);
+        assert_eq!(c.analysis.flush_interval, defaults.analysis.flush_interval);
+        let (a, d) = (&c.analysis.analyzer, &defaults.analysis.analyzer);
+        assert_eq!(a.n_plus_one.threshold, d.n_plus_one.threshold);
+        assert_eq!(a.n_plus_one.repeated_threshold, d.n_plus_one.repeated_threshold);
+        assert_eq!(a.unindexed, d.unindexed);
+        assert_eq!(a.unbounded.warning_rows, d.unbounded.warning_rows);
+        assert_eq!(a.correlation, d.correlation);
+    }
+}
