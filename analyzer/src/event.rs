@@ -84,6 +84,11 @@ pub struct QueryEvent {
     /// Name of the prepared statement the execution came from (`None` for the
     /// unnamed statement and for simple queries).
     pub statement_name: Option<Arc<str>>,
+    /// When the named prepared statement was Parsed (`None` for the
+    /// unnamed statement and simple queries): a statement prepared before
+    /// the connection moved to another request must not drag later
+    /// executions back into the old one.
+    pub prepared_at: Option<SystemTime>,
     /// Which sub-protocol carried it.
     pub protocol: Protocol,
     /// Hash of all bound parameter values and their format codes (extended

@@ -185,7 +185,10 @@ pub fn finding_id(
 }
 
 impl Finding {
-    /// Recomputes [`Finding::id`] from the identifying fields.
+    /// Recomputes [`Finding::id`] from the identifying fields. (The
+    /// per-request and unbounded kinds hash the table as the statement
+    /// names it, before catalog qualification, so for those this matches
+    /// only while `table` is as written.)
     pub fn compute_id(&self) -> String {
         finding_id(
             self.kind,

@@ -152,13 +152,18 @@ fn start_catalog_jobs(
         let (c, tx, jobs) = (connector.clone(), replies.clone(), jobs.clone());
         tokio::spawn(async move {
             let _permit = jobs.acquire_owned().await;
-            let verdict = match c.verify(&request.database, &request.sql, &request.ddl).await {
+            let verdict = match c
+                .verify(&request.database, &request.sql, &request.ddl)
+                .await
+            {
                 Ok(v) => v,
                 Err(e) => Verification::Unverified {
                     reason: format!("hypopg check failed: {e}"),
                 },
             };
-            let _ = tx.send(CatalogReply::Verified(Box::new(request), verdict)).await;
+            let _ = tx
+                .send(CatalogReply::Verified(Box::new(request), verdict))
+                .await;
         });
     }
 }
@@ -173,7 +178,11 @@ pub struct LogSink {
 
 impl FindingSink for LogSink {
     fn submit(&mut self, findings: Vec<Finding>, summary: Summary) {
-        tracing::debug!(findings = findings.len(), queries = summary.queries, "analysis flush");
+        tracing::debug!(
+            findings = findings.len(),
+            queries = summary.queries,
+            "analysis flush"
+        );
         self.findings.extend(findings);
     }
 

@@ -22,7 +22,9 @@ pub struct CatalogConnector {
 
 impl std::fmt::Debug for CatalogConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CatalogConnector").field("upstream", self.upstream.url()).finish()
+        f.debug_struct("CatalogConnector")
+            .field("upstream", self.upstream.url())
+            .finish()
     }
 }
 
@@ -64,7 +66,8 @@ impl CatalogConnector {
                 Ok((catalog, hypopg))
             }
             Some(tls) => {
-                let catalog = catalog::load(&config, MakeRustlsConnect::new((**tls).clone())).await?;
+                let catalog =
+                    catalog::load(&config, MakeRustlsConnect::new((**tls).clone())).await?;
                 let hypopg = catalog.hypopg;
                 Ok((catalog, hypopg))
             }
@@ -72,11 +75,18 @@ impl CatalogConnector {
     }
 
     /// Checks a suggested index with hypopg in `database`.
-    pub async fn verify(&self, database: &str, sql: &str, ddl: &str) -> Result<Verification, CatalogError> {
+    pub async fn verify(
+        &self,
+        database: &str,
+        sql: &str,
+        ddl: &str,
+    ) -> Result<Verification, CatalogError> {
         let config = self.config(database);
         match self.upstream.tls_config() {
             None => verify_with_hypopg(&config, NoTls, sql, ddl).await,
-            Some(tls) => verify_with_hypopg(&config, MakeRustlsConnect::new((**tls).clone()), sql, ddl).await,
+            Some(tls) => {
+                verify_with_hypopg(&config, MakeRustlsConnect::new((**tls).clone()), sql, ddl).await
+            }
         }
     }
 }

@@ -332,7 +332,10 @@ mod example {
         assert_eq!(c.analysis.flush_interval, defaults.analysis.flush_interval);
         let (a, d) = (&c.analysis.analyzer, &defaults.analysis.analyzer);
         assert_eq!(a.n_plus_one.threshold, d.n_plus_one.threshold);
-        assert_eq!(a.n_plus_one.repeated_threshold, d.n_plus_one.repeated_threshold);
+        assert_eq!(
+            a.n_plus_one.repeated_threshold,
+            d.n_plus_one.repeated_threshold
+        );
         assert_eq!(a.unindexed, d.unindexed);
         assert_eq!(a.unbounded.warning_rows, d.unbounded.warning_rows);
         assert_eq!(a.correlation, d.correlation);

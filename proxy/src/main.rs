@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy in front of a PostgreSQL server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the fingerprint of SQL statements, one JSON object per
     /// statement (reads one statement per line from stdin when no SQL is given).
     Fingerprint {
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Report(_) => unreachable!("handled above"),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Fingerprint { sql } => fingerprint(sql),
         Command::Demo(args) => demo(args),
     };
@@ -92,7 +92,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             events,
             config_analysis,
             event_stats,
-            Some(qproxy::catalog::CatalogConnector::new(server.context().upstream.clone())),
+            Some(qproxy::catalog::CatalogConnector::new(
+                server.context().upstream.clone(),
+            )),
             Box::new(store),
             async move {
                 let _ = analysis_stop_rx.await;

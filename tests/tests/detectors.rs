@@ -322,7 +322,7 @@ impl Expect {
     fn matches(&self, f: &Value) -> bool {
         f["kind"] == self.kind
             && self.route.is_none_or(|r| f["request"]["route"] == r)
-            // N+1s name the table as written, unindexed findings schema-qualified.
+            // Findings name tables schema-qualified once the catalog is loaded.
             && self.table.is_none_or(|t| {
                 let table = f["table"].as_str().unwrap_or("");
                 table == t || table.strip_prefix("public.") == Some(t)
@@ -502,7 +502,7 @@ async fn n_plus_one_sqlcommenter_extended_protocol_names_the_parent() {
     let f = found[0];
     assert_eq!(f["query"], AUTHOR_BY_ID);
     assert_eq!(f["fingerprint"], fingerprint_of(AUTHOR_BY_ID).await);
-    assert_eq!(f["table"], "authors");
+    assert_eq!(f["table"], "public.authors");
     assert_eq!(f["columns"], serde_json::json!(["id"]));
     assert_eq!(f["count"], 20, "the worst request ran 20 lookups: {f:#}");
     assert_eq!(f["occurrences"], 2, "two requests had the N+1: {f:#}");
@@ -588,8 +588,6 @@ async fn n_plus_one_marginalia_simple_protocol() {
 /// The parent of a simple-protocol N+1: the children's inline literals are the values the
 /// parent returned, so the parent must be named as it is over the extended protocol.
 #[tokio::test]
-#[ignore = "product bug: simple-protocol literal hashes (fingerprint/literal.rs, plain xxh3) \
-            never equal result value hashes (values.rs, canonical int hash), so no parent is found"]
 async fn n_plus_one_simple_protocol_names_the_parent() {
     let Some(mut s) = Scenario::start("np_simple_parent").await else {
         return;
@@ -728,9 +726,6 @@ async fn n_plus_one_prepared_statement_reused_across_requests() {
 /// the next: DESIGN says a later tag source applies, so the executions belong to the request
 /// that ran them.
 #[tokio::test]
-#[ignore = "product bug: a named statement's Parse-time tags count as fresh on its first \
-            execution even when another request has been named on the connection since the \
-            Parse, so the executions go to the request that prepared it"]
 async fn n_plus_one_statement_prepared_in_one_request_first_executed_in_the_next() {
     let Some(mut s) = Scenario::start("np_prepared_late").await else {
         return;
@@ -1201,9 +1196,6 @@ async fn unindexed_filter_and_sort_with_suggestions() {
 /// arrives, and count: a short CI run whose statements all come in the first few hundred
 /// milliseconds on a database must still get its unindexed findings.
 #[tokio::test]
-#[ignore = "product bug: IndexAdvisor::install_catalog analyses the statements that waited for \
-            the catalog with hits = 0 and take_findings skips hits == 0, so they are never \
-            reported unless they run again after the catalog arrived"]
 async fn unindexed_findings_for_statements_run_before_the_catalog_loaded() {
     let setup = Setup {
         warm: false,

@@ -353,6 +353,8 @@ pub(crate) struct Connection {
     /// tags are fresh only within the epoch they were first applied in.
     pub(crate) identity: Option<Identity>,
     pub(crate) epoch: u64,
+    /// When the explicit identity last changed (start of that statement).
+    pub(crate) identity_since: Option<SystemTime>,
     prepared: HashMap<Arc<str>, Prepared>,
 }
 
@@ -379,25 +381,38 @@ impl Connection {
             app_baseline: None,
             identity: None,
             epoch: 0,
+            identity_since: None,
             prepared: HashMap::new(),
         }
     }
 
-    pub(crate) fn freshness(&self, name: &str, key: &Key) -> Freshness {
+    pub(crate) fn freshness(
+        &self,
+        name: &str,
+        key: &Key,
+        prepared_at: Option<SystemTime>,
+    ) -> Freshness {
         let current = matches!(&self.identity, Some(Identity::Key(k)) if k == key);
         match self.prepared.get(name) {
             Some(p) if p.key != *key => Freshness::New,
             Some(p) if p.epoch == self.epoch || current => Freshness::Current,
             Some(_) => Freshness::Stale,
-            None => Freshness::New,
+            // First execution: stale if the connection moved to another
+            // request after the statement was prepared (prepared in request
+            // A, first executed in request B).
+            None => match (prepared_at, self.identity_since) {
+                (Some(parsed), Some(since)) if !current && parsed < since => Freshness::Stale,
+                _ => Freshness::New,
+            },
         }
     }
 
     /// Switches the explicit identity, starting a new epoch when it changes.
-    pub(crate) fn set_identity(&mut self, identity: Identity) {
+    pub(crate) fn set_identity(&mut self, identity: Identity, at: SystemTime) {
         if self.identity.as_ref() != Some(&identity) {
             self.epoch += 1;
             self.identity = Some(identity);
+            self.identity_since = Some(at);
         }
     }
 

@@ -113,8 +113,10 @@ impl<S: Default> Correlator<S> {
         let (tags, remember) = fresh_tags(conn, registry, ev, tags);
         let target = resolve(conn, registry, ev, &class, tags, gap_exceeded);
         match &target {
-            Target::Named { key, .. } => conn.set_identity(Identity::Key(key.clone())),
-            Target::App(name) => conn.set_identity(Identity::App(name.clone())),
+            Target::Named { key, .. } => {
+                conn.set_identity(Identity::Key(key.clone()), ev.started_at)
+            }
+            Target::App(name) => conn.set_identity(Identity::App(name.clone()), ev.started_at),
             _ => {}
         }
         if let Some((name, key)) = remember {
@@ -249,7 +251,7 @@ fn fresh_tags<'t, S: Default>(
     let Some(key) = primary_key(t) else {
         return (tags, None);
     };
-    match conn.freshness(name, &key) {
+    match conn.freshness(name, &key, ev.prepared_at) {
         Freshness::Stale => {
             registry.stats.stale_tags_ignored += 1;
             (None, None)

@@ -23,6 +23,8 @@ pub struct StatementFacts {
     pub equality_columns: Vec<String>,
     /// The first table the statement reads (from its fingerprint).
     pub table: Option<String>,
+    /// The database the statement was first seen in.
+    pub database: Option<std::sync::Arc<str>>,
 }
 
 const AGGREGATES: &[&str] = &[

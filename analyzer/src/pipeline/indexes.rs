@@ -50,6 +50,18 @@ struct StatementIssues {
     last_seen: Option<OffsetDateTime>,
 }
 
+/// A statement seen before its database's catalog arrived, with the
+/// executions counted meanwhile (they count once it is analysed).
+#[derive(Debug, Clone)]
+struct Waiting {
+    database: Arc<str>,
+    fingerprint: FingerprintId,
+    sql: String,
+    normalized: Arc<str>,
+    hits: u64,
+    last_seen: OffsetDateTime,
+}
+
 /// A suggestion to check with hypopg.
 #[derive(Debug, Clone)]
 pub struct VerifyRequest {
@@ -70,7 +82,7 @@ pub struct IndexAdvisor {
     config: UnindexedConfig,
     catalogs: HashMap<Arc<str>, CatalogSlot>,
     statements: HashMap<(Arc<str>, FingerprintId), StatementIssues>,
-    pending: VecDeque<(Arc<str>, FingerprintId, String, Arc<str>)>,
+    pending: VecDeque<Waiting>,
     requests: Vec<String>,
     verifications: Vec<VerifyRequest>,
     /// Statements not analysed because the pending queue was full.
@@ -115,7 +127,9 @@ impl IndexAdvisor {
             return;
         }
         match self.catalogs.get(database) {
-            Some(CatalogSlot::Loaded { catalog, hypopg, .. }) => {
+            Some(CatalogSlot::Loaded {
+                catalog, hypopg, ..
+            }) => {
                 let (catalog, hypopg) = (catalog.clone(), *hypopg);
                 self.analyze(key, normalized, sql, &catalog, hypopg);
                 if let Some(s) = self.statements.get_mut(&(database.clone(), fingerprint)) {
@@ -126,14 +140,28 @@ impl IndexAdvisor {
             Some(CatalogSlot::Unavailable { .. }) => {}
             slot => {
                 if slot.is_none() {
-                    self.catalogs.insert(database.clone(), CatalogSlot::Requested);
+                    self.catalogs
+                        .insert(database.clone(), CatalogSlot::Requested);
                     self.requests.push(database.to_string());
                 }
-                if self.pending.len() >= MAX_PENDING {
+                if let Some(w) = self
+                    .pending
+                    .iter_mut()
+                    .find(|w| w.database == *database && w.fingerprint == fingerprint)
+                {
+                    w.hits += 1;
+                    w.last_seen = at;
+                } else if self.pending.len() >= MAX_PENDING {
                     self.skipped += 1;
-                } else if !self.pending.iter().any(|(d, f, _, _)| d == database && *f == fingerprint) {
-                    self.pending
-                        .push_back((database.clone(), fingerprint, sql.to_string(), normalized.clone()));
+                } else {
+                    self.pending.push_back(Waiting {
+                        database: database.clone(),
+                        fingerprint,
+                        sql: sql.to_string(),
+                        normalized: normalized.clone(),
+                        hits: 1,
+                        last_seen: at,
+                    });
                 }
             }
         }
@@ -157,7 +185,14 @@ impl IndexAdvisor {
         let templates: Vec<Finding> = unindexed::analyze(sql, catalog, &self.config)
             .into_iter()
             .map(|issue| Finding {
-                id: finding_id(issue.kind, &fingerprint, Some(&issue.table), &issue.columns, None, None),
+                id: finding_id(
+                    issue.kind,
+                    &fingerprint,
+                    Some(&issue.table),
+                    &issue.columns,
+                    None,
+                    None,
+                ),
                 kind: issue.kind,
                 severity: issue.severity,
                 fingerprint: fingerprint.clone(),
@@ -199,10 +234,42 @@ impl IndexAdvisor {
             for t in &mut templates {
                 t.details.extend(unverified.clone());
             }
-            self.statements.insert(key, StatementIssues { templates, hits: 0, last_seen: None });
+            self.statements.insert(
+                key,
+                StatementIssues {
+                    templates,
+                    hits: 0,
+                    last_seen: None,
+                },
+            );
             return;
         }
-        self.statements.insert(key, StatementIssues { templates, hits: 0, last_seen: None });
+        self.statements.insert(
+            key,
+            StatementIssues {
+                templates,
+                hits: 0,
+                last_seen: None,
+            },
+        );
+    }
+
+    /// `table` (as written in the SQL, maybe `schema.table`) as the
+    /// catalog names it, `schema.table`; unchanged when the catalog is not
+    /// loaded or does not know it.
+    pub fn qualify(&self, database: Option<&str>, table: &str) -> String {
+        let Some(CatalogSlot::Loaded { catalog, .. }) = database.and_then(|d| self.catalogs.get(d))
+        else {
+            return table.to_string();
+        };
+        let (schema, name) = match table.split_once('.') {
+            Some((s, n)) => (Some(s), n),
+            None => (None, table),
+        };
+        catalog
+            .resolve_table(schema, name)
+            .map(|t| t.qualified_name())
+            .unwrap_or_else(|| table.to_string())
     }
 
     /// Databases whose catalog should be (re)loaded now.
@@ -225,25 +292,47 @@ impl IndexAdvisor {
                 self.statements.retain(|(d, _), _| **d != *database);
                 self.catalogs.insert(
                     db.clone(),
-                    CatalogSlot::Loaded { catalog: catalog.clone(), hypopg, at: Instant::now(), refreshing: false },
+                    CatalogSlot::Loaded {
+                        catalog: catalog.clone(),
+                        hypopg,
+                        at: Instant::now(),
+                        refreshing: false,
+                    },
                 );
-                let waiting: Vec<_> = self.pending.iter().filter(|(d, ..)| **d == *database).cloned().collect();
-                self.pending.retain(|(d, ..)| **d != *database);
-                for (d, fp, sql, normalized) in waiting {
-                    self.analyze((d, fp), &normalized, &sql, &catalog, hypopg);
+                let waiting: Vec<Waiting> = self
+                    .pending
+                    .iter()
+                    .filter(|w| *w.database == *database)
+                    .cloned()
+                    .collect();
+                self.pending.retain(|w| *w.database != *database);
+                for w in waiting {
+                    let key = (w.database.clone(), w.fingerprint);
+                    self.analyze(key.clone(), &w.normalized, &w.sql, &catalog, hypopg);
+                    if let Some(s) = self.statements.get_mut(&key) {
+                        s.hits += w.hits;
+                        s.last_seen = Some(w.last_seen);
+                    }
                 }
             }
             None => {
-                self.pending.retain(|(d, ..)| **d != *database);
-                self.catalogs.insert(db, CatalogSlot::Unavailable { at: Instant::now() });
+                self.pending.retain(|w| *w.database != *database);
+                self.catalogs
+                    .insert(db, CatalogSlot::Unavailable { at: Instant::now() });
             }
         }
     }
 
     /// A hypopg verdict arrived for a suggestion.
     pub fn install_verification(&mut self, request: &VerifyRequest, verdict: Verification) {
-        let Some(s) = self.statements.get_mut(&request.key) else { return };
-        for t in s.templates.iter_mut().filter(|t| t.id == request.finding_id) {
+        let Some(s) = self.statements.get_mut(&request.key) else {
+            return;
+        };
+        for t in s
+            .templates
+            .iter_mut()
+            .filter(|t| t.id == request.finding_id)
+        {
             if verdict.improves() == Some(false) {
                 // The planner would not use the index: keep the finding,
                 // but as a note, not a recommendation.
@@ -270,11 +359,15 @@ impl IndexAdvisor {
     pub fn tick(&mut self, now: Instant) {
         for (db, slot) in &mut self.catalogs {
             match slot {
-                CatalogSlot::Loaded { at, refreshing, .. } if !*refreshing && now.duration_since(*at) >= CATALOG_REFRESH => {
+                CatalogSlot::Loaded { at, refreshing, .. }
+                    if !*refreshing && now.duration_since(*at) >= CATALOG_REFRESH =>
+                {
                     *refreshing = true;
                     self.requests.push(db.to_string());
                 }
-                CatalogSlot::Unavailable { at } if now.duration_since(*at) >= Duration::from_secs(30) => {
+                CatalogSlot::Unavailable { at }
+                    if now.duration_since(*at) >= Duration::from_secs(30) =>
+                {
                     *slot = CatalogSlot::Requested;
                     self.requests.push(db.to_string());
                 }

@@ -35,8 +35,8 @@ use crate::finding::{
 use crate::fingerprint::{Fingerprint, FingerprintCache, FingerprintId, StatementKind};
 
 pub use book::FindingsBook;
-use indexes::IndexAdvisor;
 use facts::{statement_facts, StatementFacts};
+use indexes::IndexAdvisor;
 
 /// Settings of the whole pipeline (the `[analyzer]` part of the config).
 #[derive(Debug, Clone, Deserialize)]
@@ -252,11 +252,15 @@ impl Analyzer {
             } else if !fp.fallback
                 && matches!(
                     fp.kind,
-                    StatementKind::Select | StatementKind::Update | StatementKind::Delete | StatementKind::Insert
+                    StatementKind::Select
+                        | StatementKind::Update
+                        | StatementKind::Delete
+                        | StatementKind::Insert
                 )
                 && !fp.tables.is_empty()
             {
-                let text = crate::correlation::statement::nth_statement(&q.sql, q.statement_index).unwrap_or(&q.sql);
+                let text = crate::correlation::statement::nth_statement(&q.sql, q.statement_index)
+                    .unwrap_or(&q.sql);
                 self.indexes
                     .executed(db, fp.id, &fp.normalized, text, to_offset(q.started_at));
             }
@@ -275,6 +279,7 @@ impl Analyzer {
             StatementFacts::default()
         };
         facts.table = fp.tables.first().cloned();
+        facts.database = q.database.clone();
         let facts = Arc::new(facts);
         if self.facts.len() >= self.config.max_statement_facts {
             // Crude but bounded: start over rather than track recency.
@@ -299,11 +304,23 @@ impl Analyzer {
         let Some(severity) = self.config.unbounded.severity(q.rows) else {
             return;
         };
-        let table = fp.tables.first().cloned();
+        let table = fp
+            .tables
+            .first()
+            .map(|t| self.indexes.qualify(q.database.as_deref(), t));
         let fingerprint = fp.id.to_string();
         let at = to_offset(q.started_at);
+        // The id uses the table as the statement names it, so it does not
+        // change when the catalog (which qualifies the name) arrives.
         let mut finding = Finding {
-            id: finding_id(FindingKind::UnboundedSelect, &fingerprint, table.as_deref(), &[], None, None),
+            id: finding_id(
+                FindingKind::UnboundedSelect,
+                &fingerprint,
+                fp.tables.first().map(String::as_str),
+                &[],
+                None,
+                None,
+            ),
             kind: FindingKind::UnboundedSelect,
             severity,
             fingerprint,
@@ -369,10 +386,13 @@ impl Analyzer {
             query: p.normalized.to_string(),
         });
         let table = self.table_of(d.fingerprint);
+        // The id uses the table as the statement names it (stable whether or
+        // not the catalog had qualified it yet).
+        let written = facts.and_then(|f| f.table.as_deref());
         let id = finding_id(
             d.kind,
             &fingerprint,
-            table.as_deref(),
+            written,
             &columns,
             route.as_deref(),
             parent.as_ref().map(|p| p.fingerprint.as_str()),
@@ -452,8 +472,12 @@ impl Analyzer {
         }
     }
 
+    /// The statement's first table, schema-qualified through its
+    /// database's catalog when that is loaded (as unindexed findings are).
     fn table_of(&self, fp: FingerprintId) -> Option<String> {
-        self.facts.get(&fp).and_then(|f| f.table.clone())
+        let facts = self.facts.get(&fp)?;
+        let table = facts.table.as_deref()?;
+        Some(self.indexes.qualify(facts.database.as_deref(), table))
     }
 }
 

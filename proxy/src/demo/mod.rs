@@ -7,7 +7,6 @@
 mod postgres;
 mod workload;
 
-
 use anyhow::{Context, Result};
 use tokio_postgres::NoTls;
 
@@ -36,9 +35,15 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
     drop(setup);
     let (setup, conn) = tokio_postgres::connect(&pg.url("blog"), NoTls).await?;
     tokio::spawn(conn);
-    setup.batch_execute(workload::SCHEMA).await.context("loading the demo schema")?;
+    setup
+        .batch_execute(workload::SCHEMA)
+        .await
+        .context("loading the demo schema")?;
     // With hypopg, index suggestions are checked against the planner.
-    if let Err(e) = setup.batch_execute("CREATE EXTENSION IF NOT EXISTS hypopg").await {
+    if let Err(e) = setup
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS hypopg")
+        .await
+    {
         eprintln!("demo: hypopg is not installed ({e}); index suggestions will be unverified");
     }
     drop(setup);
@@ -49,7 +54,10 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
         shutdown_grace: Some(5.0),
         ..Default::default()
     };
-    let store_path = _args.store.clone().unwrap_or_else(|| pg.dir().join("findings.db"));
+    let store_path = _args
+        .store
+        .clone()
+        .unwrap_or_else(|| pg.dir().join("findings.db"));
     let store = StoreSink::open(&store_path)?;
     let config = args.resolve()?;
     let analysis_settings = config.analysis.clone();
@@ -62,7 +70,9 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
         events,
         analysis_settings,
         event_stats,
-        Some(crate::catalog::CatalogConnector::new(server.context().upstream.clone())),
+        Some(crate::catalog::CatalogConnector::new(
+            server.context().upstream.clone(),
+        )),
         Box::new(store),
         async move {
             let _ = analysis_stopped.await;
@@ -82,9 +92,13 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
     analysis.await?;
     let report = qproxy_analyzer::store::Store::open_read_only(&store_path)?
         .load_report(&qproxy_analyzer::store::RunSelection::Latest)?;
-    let color = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
     let options = qproxy_analyzer::report::RenderOptions { color };
-    print!("{}", qproxy_analyzer::report::render(&report, qproxy_analyzer::report::Format::Text, options));
+    print!(
+        "{}",
+        qproxy_analyzer::report::render(&report, qproxy_analyzer::report::Format::Text, options)
+    );
     eprintln!(
         "demo: the same report as JSON: qproxy report --store {} --format json (the store is deleted when the demo exits unless --store is given)",
         store_path.display()

@@ -38,7 +38,9 @@ pub fn bindir() -> Result<PathBuf> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn is_root() -> bool {
@@ -54,7 +56,9 @@ impl Postgres {
     pub fn start() -> Result<Postgres> {
         let bindir = bindir()?;
         let as_postgres = is_root();
-        let dir = tempfile::Builder::new().prefix("qproxy-demo-").tempdir_in("/tmp")?;
+        let dir = tempfile::Builder::new()
+            .prefix("qproxy-demo-")
+            .tempdir_in("/tmp")?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777))?;
         let pg = Postgres {
             bindir,
@@ -86,7 +90,18 @@ impl Postgres {
         let log = pg.dir.path().join("server.log");
         pg.run(
             "pg_ctl",
-            &["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy(), "-o", &options, "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         )?;
         pg.wait_ready(Duration::from_secs(30))?;
         Ok(pg)
@@ -99,7 +114,10 @@ impl Postgres {
 
     /// A URL for the `postgres` superuser and a database.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
     }
 
     /// Where the demo may keep files (the findings store).
@@ -143,13 +161,26 @@ impl Postgres {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("PostgreSQL did not accept connections on port {} within {timeout:?}", self.port)
+        bail!(
+            "PostgreSQL did not accept connections on port {} within {timeout:?}",
+            self.port
+        )
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.data();
-        let _ = self.run("pg_ctl", &["-D", &data.to_string_lossy(), "-m", "immediate", "-w", "stop"]);
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
     }
 }

@@ -83,11 +83,15 @@ async fn posts_index_with_n_plus_one(c: &Client, round: u32) -> Result<u32> {
     let tag = django("posts.index", &format!("req-n1-{round}"));
     let posts = c
         .query(
-            &format!("SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT 20 {tag}"),
+            &format!(
+                "SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT 20 {tag}"
+            ),
             &[],
         )
         .await?;
-    let author = c.prepare(&format!("SELECT id, name FROM authors WHERE id = $1 {tag}")).await?;
+    let author = c
+        .prepare(&format!("SELECT id, name FROM authors WHERE id = $1 {tag}"))
+        .await?;
     for p in &posts {
         let author_id: i32 = p.get(1);
         c.query_one(&author, &[&author_id]).await?;
@@ -100,16 +104,24 @@ async fn posts_index_batched(c: &Client, round: u32) -> Result<u32> {
     let tag = django("posts.index_batched", &format!("req-batch-{round}"));
     let posts = c
         .query(
-            &format!("SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT 20 {tag}"),
+            &format!(
+                "SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT 20 {tag}"
+            ),
             &[],
         )
         .await?;
     let ids: Vec<i32> = posts.iter().map(|p| p.get(1)).collect();
-    c.query(&format!("SELECT id, name FROM authors WHERE id = ANY($1) {tag}"), &[&ids])
-        .await?;
+    c.query(
+        &format!("SELECT id, name FROM authors WHERE id = ANY($1) {tag}"),
+        &[&ids],
+    )
+    .await?;
     // Control: a primary-key lookup once per request is not an N+1.
-    c.query_one(&format!("SELECT id, name, email FROM authors WHERE id = $1 {tag}"), &[&(round as i32 + 1)])
-        .await?;
+    c.query_one(
+        &format!("SELECT id, name, email FROM authors WHERE id = $1 {tag}"),
+        &[&(round as i32 + 1)],
+    )
+    .await?;
     Ok(1)
 }
 
@@ -117,11 +129,15 @@ async fn posts_index_batched(c: &Client, round: u32) -> Result<u32> {
 async fn settings_repeated(c: &Client, round: u32) -> Result<u32> {
     let tag = rails("settings", "show", &format!("req-settings-{round}"));
     for _ in 0..4 {
-        c.query_one(&format!("SELECT value FROM settings WHERE key = $1 {tag}"), &[&"theme"])
-            .await?;
+        c.query_one(
+            &format!("SELECT value FROM settings WHERE key = $1 {tag}"),
+            &[&"theme"],
+        )
+        .await?;
     }
     // Control: a small table read whole is fine.
-    c.query(&format!("SELECT key, value FROM settings {tag}"), &[]).await?;
+    c.query(&format!("SELECT key, value FROM settings {tag}"), &[])
+        .await?;
     Ok(1)
 }
 
@@ -135,10 +151,16 @@ async fn author_page(c: &Client, round: u32) -> Result<u32> {
     )
     .await?;
     // Controls: an indexed filter with an aggregate, and an indexed sort.
-    c.query_one(&format!("SELECT count(*) FROM comments WHERE post_id = $1 {tag}"), &[&author])
-        .await?;
-    c.query(&format!("SELECT id FROM posts ORDER BY id DESC LIMIT 10 {tag}"), &[])
-        .await?;
+    c.query_one(
+        &format!("SELECT count(*) FROM comments WHERE post_id = $1 {tag}"),
+        &[&author],
+    )
+    .await?;
+    c.query(
+        &format!("SELECT id FROM posts ORDER BY id DESC LIMIT 10 {tag}"),
+        &[],
+    )
+    .await?;
     Ok(1)
 }
 
@@ -159,7 +181,9 @@ async fn untagged_transaction(c: &Client, round: u32) -> Result<u32> {
     let offset = round * 10;
     c.batch_execute("BEGIN").await?;
     let rows = c
-        .simple_query(&format!("SELECT id FROM posts ORDER BY id LIMIT 10 OFFSET {offset}"))
+        .simple_query(&format!(
+            "SELECT id FROM posts ORDER BY id LIMIT 10 OFFSET {offset}"
+        ))
         .await?;
     for msg in rows {
         if let tokio_postgres::SimpleQueryMessage::Row(row) = msg {
@@ -175,7 +199,10 @@ async fn untagged_transaction(c: &Client, round: u32) -> Result<u32> {
 /// Unbounded select: every published post, no LIMIT.
 async fn export_published(c: &Client) -> Result<u32> {
     let tag = rails("exports", "create", "req-export-1");
-    c.query(&format!("SELECT id, title FROM posts WHERE published {tag}"), &[])
-        .await?;
+    c.query(
+        &format!("SELECT id, title FROM posts WHERE published {tag}"),
+        &[],
+    )
+    .await?;
     Ok(1)
 }

@@ -6,7 +6,9 @@
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Parse};
-use pgwire::messages::response::{CommandComplete, ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::{
+    CommandComplete, ErrorResponse, ReadyForQuery, TransactionStatus,
+};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::{BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
@@ -112,6 +114,9 @@ fn ready_for_query_statuses() {
         (TransactionStatus::Transaction, b'T'),
         (TransactionStatus::Error, b'E'),
     ] {
-        assert_eq!(backend::ready_status(&encode(&ReadyForQuery::new(status))).unwrap(), byte);
+        assert_eq!(
+            backend::ready_status(&encode(&ReadyForQuery::new(status))).unwrap(),
+            byte
+        );
     }
 }

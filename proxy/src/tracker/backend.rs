@@ -264,7 +264,9 @@ fn hash_row(exec: &mut Execution, msg: &[u8], limits: &crate::tracker::TrackerLi
         if len < 0 {
             continue;
         }
-        let Ok(value) = f.bytes(len as usize) else { return };
+        let Ok(value) = f.bytes(len as usize) else {
+            return;
+        };
         if value.len() <= limits.result_value_max_len {
             let binary = format_is_binary(&exec.result_formats, i);
             exec.result_hashes.push(value_hash(value, binary));

@@ -3,10 +3,11 @@
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use qproxy_analyzer::event::Protocol;
-use smallvec::SmallVec;
 use qproxy_analyzer::values::value_hash;
+use smallvec::SmallVec;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{Pending, Phase, Portal, Statement, TrackError, Tracker};
@@ -73,6 +74,7 @@ impl Tracker {
             self.unnamed_statement = Some(Statement {
                 sql,
                 name: None,
+                parsed_at: SystemTime::now(),
                 generation,
             });
             self.push(Pending::Parse {
@@ -94,6 +96,7 @@ impl Tracker {
                 Statement {
                     sql,
                     name: Some(name.clone()),
+                    parsed_at: SystemTime::now(),
                     generation,
                 },
             );
@@ -153,6 +156,9 @@ impl Tracker {
                 exec.params_hash = Some(p.params_hash);
                 exec.param_hashes = p.param_hashes.clone();
                 exec.result_formats = p.result_formats.clone();
+                if p.statement.name.is_some() {
+                    exec.prepared_at = Some(p.statement.parsed_at);
+                }
                 Some(exec)
             }
             None => {

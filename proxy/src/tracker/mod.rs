@@ -112,6 +112,8 @@ enum Phase {
 struct Statement {
     sql: Arc<str>,
     name: Option<Arc<str>>,
+    /// When the Parse passed through.
+    parsed_at: SystemTime,
     /// Distinguishes a statement from an older one of the same name, so a
     /// failed Parse removes only what it created.
     generation: u64,
@@ -144,6 +146,8 @@ struct Execution {
     result_formats: SmallVec<[u8; 4]>,
     /// Value hashes from the first rows, for N+1 parent matching.
     result_hashes: Vec<u64>,
+    /// When a named statement was prepared.
+    prepared_at: Option<SystemTime>,
 }
 
 impl Execution {
@@ -166,6 +170,7 @@ impl Execution {
             tx_status,
             result_formats: SmallVec::new(),
             result_hashes: Vec::new(),
+            prepared_at: None,
         })
     }
 }
@@ -343,6 +348,7 @@ impl Tracker {
             sql: exec.sql,
             statement_index: exec.statement_index,
             statement_name: exec.statement_name,
+            prepared_at: exec.prepared_at,
             protocol: exec.protocol,
             params_hash: exec.params_hash,
             param_hashes: exec.param_hashes,

@@ -325,12 +325,7 @@ fn extended_copy_ignores_the_pipelined_sync() {
         sync(),
     ]);
     h.server(&[b('1', b""), b('2', b""), b('n', b""), b('G', b"\0\0\0")]);
-    h.client(&[
-        enc(fe::sync),
-        b('d', b"1\n"),
-        enc(fe::copy_done),
-        sync(),
-    ]);
+    h.client(&[enc(fe::sync), b('d', b"1\n"), enc(fe::copy_done), sync()]);
     h.server(&[cc("COPY 1"), b('Z', b"I")]);
     let ev = h.events();
     assert_eq!(ev.len(), 1);
