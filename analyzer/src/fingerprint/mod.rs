@@ -97,7 +97,7 @@ mod lexer;
 mod literal;
 mod normalize;
 mod render;
-mod reserved;
+pub(crate) mod reserved;
 mod scan;
 
 pub use cache::{CacheStats, FingerprintCache};
