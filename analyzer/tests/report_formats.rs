@@ -1,11 +1,55 @@
 //! Report formats pinned by insta snapshots: a fixed report with one
 //! finding of each kind and poor coverage, so every warning shows.
+//! Structural checks of the machine formats are in `report_checks.rs`.
 
 mod store_support;
 
-use qproxy_analyzer::finding::Summary;
+use qproxy_analyzer::finding::{FindingKind, Summary};
 use qproxy_analyzer::report::{self, Format, RenderOptions, Report};
 use store_support::*;
+
+/// What the CI-facing snapshots render with: two gating kinds (so JUnit
+/// shows failures and passes) and two baselined findings.
+fn ci_options() -> RenderOptions {
+    RenderOptions {
+        color: false,
+        gating: vec![FindingKind::NPlusOne, FindingKind::UnboundedSelect],
+        baselined: 2,
+    }
+}
+
+#[test]
+fn markdown_report() {
+    insta::assert_snapshot!(report::render(
+        &fixed_report(),
+        Format::Markdown,
+        ci_options()
+    ));
+}
+
+#[test]
+fn sarif_report() {
+    insta::assert_snapshot!(report::render(&fixed_report(), Format::Sarif, ci_options()));
+}
+
+#[test]
+fn junit_report() {
+    insta::assert_snapshot!(report::render(&fixed_report(), Format::Junit, ci_options()));
+}
+
+#[test]
+fn html_report() {
+    insta::assert_snapshot!(report::render(&fixed_report(), Format::Html, ci_options()));
+}
+
+#[test]
+fn empty_markdown_report() {
+    insta::assert_snapshot!(report::render(
+        &Report::default(),
+        Format::Markdown,
+        RenderOptions::default()
+    ));
+}
 
 #[test]
 fn text_report() {
@@ -113,7 +157,7 @@ fn render_dispatches_by_format() {
         report::render_json(&r)
     );
     assert_eq!(
-        report::render(&r, Format::Text, RenderOptions { color: false }),
+        report::render(&r, Format::Text, RenderOptions::default()),
         report::render_text(&r, false)
     );
 }

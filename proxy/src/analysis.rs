@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::catalog::CatalogConnector;
 use crate::events::EventStats;
+use crate::metrics::Metrics;
 
 /// Where flushed findings go (the findings store in production).
 pub trait FindingSink: Send {
@@ -62,11 +63,25 @@ enum CatalogReply {
 /// Consumes events until every sender is gone or `stop` resolves (then the
 /// queue is closed and what is in it still analysed), and finishes.
 pub async fn run(
+    events: mpsc::Receiver<SessionEvent>,
+    settings: AnalysisSettings,
+    event_stats: Arc<EventStats>,
+    catalog: Option<CatalogConnector>,
+    sink: Box<dyn FindingSink>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Analyzer {
+    run_with_metrics(events, settings, event_stats, catalog, sink, None, stop).await
+}
+
+/// [`run`], also recording per-query metrics, flushed findings and the
+/// analyzer's coverage counters into `metrics`.
+pub async fn run_with_metrics(
     mut events: mpsc::Receiver<SessionEvent>,
     settings: AnalysisSettings,
     event_stats: Arc<EventStats>,
     catalog: Option<CatalogConnector>,
     mut sink: Box<dyn FindingSink>,
+    metrics: Option<Arc<Metrics>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Analyzer {
     let mut analyzer = Analyzer::new(settings.analyzer.clone());
@@ -86,7 +101,13 @@ pub async fn run(
                 }
                 let now = Instant::now();
                 for event in batch.drain(..) {
-                    analyzer.process(&event, now);
+                    let processed = analyzer.process(&event, now);
+                    if let (Some(m), Some(p)) = (&metrics, processed) {
+                        m.record_query(&p);
+                    }
+                }
+                if let Some(m) = &metrics {
+                    m.record_analyzer(&analyzer);
                 }
             }
             Some(reply) = replies.recv() => match reply {
@@ -101,10 +122,17 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 analyzer.tick(Instant::now());
+                if let Some(m) = &metrics {
+                    m.record_analyzer(&analyzer);
+                }
                 if last_flush.elapsed() >= settings.flush_interval {
                     last_flush = Instant::now();
                     let summary = analyzer.summary(event_stats.dropped.load(Ordering::Relaxed));
-                    sink.submit(analyzer.take_findings(), summary);
+                    let findings = analyzer.take_findings();
+                    if let Some(m) = &metrics {
+                        m.record_findings(&findings);
+                    }
+                    sink.submit(findings, summary);
                 }
             }
         }
@@ -112,7 +140,12 @@ pub async fn run(
     }
     analyzer.finish();
     let summary = analyzer.summary(event_stats.dropped.load(Ordering::Relaxed));
-    sink.finish(analyzer.take_findings(), summary);
+    let findings = analyzer.take_findings();
+    if let Some(m) = &metrics {
+        m.record_analyzer(&analyzer);
+        m.record_findings(&findings);
+    }
+    sink.finish(findings, summary);
     analyzer
 }
 

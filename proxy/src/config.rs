@@ -124,6 +124,11 @@ pub struct ServeArgs {
     /// [default: 10000]
     #[arg(long, env = "QPROXY_UNINDEXED_MIN_ROWS", value_name = "ROWS")]
     pub unindexed_min_rows: Option<u64>,
+    /// Fingerprints (and routes) that get their own metrics series: the
+    /// first N distinct ones seen; later ones are counted under
+    /// `fingerprint="other"` (`route="other"`) [default: 100]
+    #[arg(long, env = "QPROXY_METRICS_TOP_K", value_name = "N")]
+    pub metrics_top_k: Option<usize>,
     /// Every analyzer setting, TOML only: `[analyzer.n_plus_one]`,
     /// `[analyzer.unbounded]`, `[analyzer.unindexed]`,
     /// `[analyzer.correlation]` (see qproxy.example.toml).
@@ -158,6 +163,8 @@ pub struct ServeConfig {
     pub event_queue: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Fingerprints (and routes) with their own metrics series.
+    pub metrics_top_k: usize,
     /// Per-connection tracker caps.
     pub tracker_limits: TrackerLimits,
     /// The analysis task's settings.
@@ -240,6 +247,7 @@ impl ServeArgs {
             max_message_bytes,
             event_queue: pick!(event_queue).unwrap_or(65_536).max(1),
             log_format: pick!(log_format).unwrap_or(LogFormat::Auto),
+            metrics_top_k: pick!(metrics_top_k).unwrap_or(crate::metrics::DEFAULT_TOP_K),
             tracker_limits: TrackerLimits::default(),
             analysis,
         })
@@ -273,6 +281,7 @@ mod tests {
         assert_eq!(c.upstream, "postgres://file");
         assert_eq!(c.shutdown_grace, Duration::from_millis(2500));
         assert_eq!(c.admin_listen.port(), 9930);
+        assert_eq!(c.metrics_top_k, 100);
         assert_eq!(c.store, PathBuf::from(".qproxy/findings.db"));
         assert_eq!(c.analysis.analyzer.n_plus_one.threshold, 8);
         assert_eq!(c.analysis.analyzer.unindexed.min_table_rows, 500);

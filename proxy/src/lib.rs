@@ -17,15 +17,19 @@
 //! - [`events`]: the bounded, never-blocking queue to the analyzer.
 //! - [`analysis`]: the task that consumes query events.
 //! - [`demo`]: `qproxy demo`, a throwaway PostgreSQL and a workload with real problems.
+//! - [`metrics`]: the Prometheus registry and every metric qproxy exports.
+//! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: flags, env and TOML merged into one configuration.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod analysis;
 pub mod cancel;
 pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod metrics;
 pub mod protocol;
 pub mod relay;
 pub mod report_cmd;

@@ -3,10 +3,13 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use qproxy::admin::{AdminServer, Health};
 use qproxy::config::{LogFormat, ServeArgs};
+use qproxy::metrics::Metrics;
 use qproxy::server::Server;
 
 /// A PostgreSQL proxy that finds N+1 queries, unindexed filters and
@@ -84,11 +87,42 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the findings store {}", config.store.display()))?;
     runtime.block_on(async move {
         let config_analysis = config.analysis.clone();
+        let admin_listen = config.admin_listen;
+        let metrics_top_k = config.metrics_top_k;
+        let check_timeout = config.connect_timeout.min(qproxy::admin::CHECK_INTERVAL);
         let mut server = Server::bind(config).await?;
         let events = server.take_events().expect("events not taken yet");
         let (analysis_stop, analysis_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let event_stats = server.context().sink.stats().clone();
-        let analysis = tokio::spawn(qproxy::analysis::run(
+        let metrics = Arc::new(Metrics::new(
+            metrics_top_k,
+            server.context().stats.clone(),
+            event_stats.clone(),
+        ));
+        let health = Arc::new(Health::default());
+        let admin = AdminServer::bind(admin_listen, metrics.clone(), health.clone())
+            .await
+            .with_context(|| format!("cannot listen on {admin_listen} (--admin-listen)"))?;
+        tracing::info!(
+            admin_listen = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "admin server listening (/metrics, /healthz, /readyz)"
+        );
+        let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let upstream = server.context().upstream.url();
+        let checker = tokio::spawn(qproxy::admin::check_upstream(
+            upstream.host.clone(),
+            upstream.port,
+            qproxy::admin::CHECK_INTERVAL,
+            check_timeout,
+            health.clone(),
+            metrics.clone(),
+            stopped(admin_stop_rx.clone()),
+        ));
+        let admin = tokio::spawn(admin.run(stopped(admin_stop_rx)));
+        let analysis = tokio::spawn(qproxy::analysis::run_with_metrics(
             events,
             config_analysis,
             event_stats,
@@ -96,15 +130,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 server.context().upstream.clone(),
             )),
             Box::new(store),
+            Some(metrics),
             async move {
                 let _ = analysis_stop_rx.await;
             },
         ));
-        server.run(shutdown_signal()).await;
+        let draining = health.clone();
+        server
+            .run(async move {
+                shutdown_signal().await;
+                // Not ready from the first moment of the drain, so the
+                // load balancer stops sending new clients.
+                draining.set_draining();
+            })
+            .await;
         // Sessions are drained (or past their grace period): analyse what is
         // queued, end every open request and flush.
         let _ = analysis_stop.send(());
         let _ = analysis.await;
+        let _ = admin_stop.send(true);
+        let _ = admin.await;
+        let _ = checker.await;
         anyhow::Ok(())
     })
 }

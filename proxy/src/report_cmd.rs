@@ -5,6 +5,11 @@
 //! Arguments that need checking beyond clap's (`--fail-on`, `--run`) are
 //! parsed here rather than by clap so every failure, usage or I/O, exits 2
 //! with one `qproxy report: ...` line on stderr.
+//!
+//! Baselines: `--baseline FILE` hides the findings it lists before
+//! rendering and gating; `--write-baseline FILE` writes the current
+//! findings. Both together is the update flow: the written baseline keeps
+//! only entries still found (stale ones pruned), never adds new findings.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -13,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::builder::PossibleValuesParser;
 use qproxy_analyzer::finding::FindingKind;
+use qproxy_analyzer::report::baseline::{Baseline, BaselineUpdate};
 use qproxy_analyzer::report::{self, Format, RenderOptions, Report};
 use qproxy_analyzer::store::{RunSelection, Store};
 
@@ -37,6 +43,14 @@ pub struct ReportArgs {
     /// Which runs to report: the latest, all of them, or one by id.
     #[arg(long, default_value = "latest", value_name = "latest|all|ID")]
     pub run: String,
+    /// Suppress the findings listed in this baseline file: they neither
+    /// show nor gate.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write the current findings' ids to FILE as a baseline. With
+    /// --baseline, keep only its entries still found (prune stale ones).
+    #[arg(long, value_name = "FILE")]
+    pub write_baseline: Option<PathBuf>,
 }
 
 /// Exit code: nothing gating.
@@ -88,7 +102,7 @@ pub fn parse_fail_on(s: &str) -> Result<Vec<FindingKind>, String> {
 /// The command with its output streams and colour decided by the caller,
 /// so tests can run it whole. Returns the exit code.
 fn run_with(args: &ReportArgs, out: &mut dyn Write, err: &mut dyn Write, color: bool) -> u8 {
-    match report(args, out, color) {
+    match report(args, out, err, color) {
         Ok((report, gate)) => {
             let gating = report.gating(&gate).count();
             if gating == 0 {
@@ -112,6 +126,7 @@ fn run_with(args: &ReportArgs, out: &mut dyn Write, err: &mut dyn Write, color: 
 fn report(
     args: &ReportArgs,
     out: &mut dyn Write,
+    err: &mut dyn Write,
     color: bool,
 ) -> Result<(Report, Vec<FindingKind>), String> {
     let format: Format = args.format.parse().map_err(|e| format!("{e}"))?;
@@ -121,9 +136,23 @@ fn report(
     };
     let selection: RunSelection = args.run.parse().map_err(|e| format!("{e}"))?;
     let store = Store::open_read_only(&args.store).map_err(|e| e.to_string())?;
-    let report = store.load_report(&selection).map_err(|e| e.to_string())?;
+    let mut report = store.load_report(&selection).map_err(|e| e.to_string())?;
+    // Read before anything is written, so a bad baseline leaves no output.
+    let baseline = match &args.baseline {
+        Some(path) => Some(Baseline::load(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let update = (args.write_baseline.as_ref()).map(|path| {
+        (
+            path,
+            BaselineUpdate::new(baseline.as_ref(), &report.findings),
+        )
+    });
+    let baselined = baseline.as_ref().map_or(0, |b| b.suppress(&mut report));
     let options = RenderOptions {
         color: color && args.output.is_none(),
+        gating: gate.clone(),
+        baselined,
     };
     let rendered = report::render(&report, format, options);
     match &args.output {
@@ -139,6 +168,14 @@ fn report(
             }
             _ => {}
         },
+    }
+    if let Some((path, update)) = update {
+        update.baseline.save(path).map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            err,
+            "qproxy report: wrote baseline {} {update}",
+            path.display()
+        );
     }
     Ok((report, gate))
 }
@@ -174,6 +211,8 @@ mod tests {
             output: None,
             fail_on: None,
             run: "latest".into(),
+            baseline: None,
+            write_baseline: None,
         }
     }
 
@@ -204,21 +243,23 @@ mod tests {
 
     /// A store whose latest run has one n_plus_one finding.
     fn store_with_n_plus_one(dir: &tempfile::TempDir) -> PathBuf {
+        store_with_runs(dir, &[&[FindingKind::NPlusOne]])
+    }
+
+    /// A store with one run per entry of `runs`, each recording those kinds.
+    fn store_with_runs(dir: &tempfile::TempDir, runs: &[&[FindingKind]]) -> PathBuf {
         let path = dir.path().join("findings.db");
         let mut store = Store::open(&path).unwrap();
-        let run = store.begin_run(&RunInfo::current("test")).unwrap();
-        store
-            .record(run, &[finding(FindingKind::NPlusOne)])
-            .unwrap();
-        store
-            .update_summary(
-                run,
-                &Summary {
-                    queries: 20,
-                    ..Summary::default()
-                },
-            )
-            .unwrap();
+        for kinds in runs {
+            let run = store.begin_run(&RunInfo::current("test")).unwrap();
+            let findings: Vec<Finding> = kinds.iter().map(|k| finding(*k)).collect();
+            store.record(run, &findings).unwrap();
+            let summary = Summary {
+                queries: 20,
+                ..Summary::default()
+            };
+            store.update_summary(run, &summary).unwrap();
+        }
         path
     }
 
@@ -332,6 +373,121 @@ mod tests {
         let (code, _, err) = exec(&a);
         assert_eq!(code, 2);
         assert!(err.contains("cannot write report to"), "{err}");
+    }
+
+    #[test]
+    fn a_written_baseline_suppresses_everything_it_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baseline.json");
+        let mut a = args(&store_with_n_plus_one(&dir));
+        a.fail_on = Some("all".into());
+        a.write_baseline = Some(file.clone());
+        let (code, _, err) = exec(&a);
+        assert_eq!(code, 1, "writing a baseline does not hide findings: {err}");
+        assert!(
+            err.contains("wrote baseline") && err.contains("with 1 finding\n"),
+            "{err}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["findings"][0]["id"], finding(FindingKind::NPlusOne).id);
+        assert_eq!(json["findings"][0]["kind"], "n_plus_one");
+
+        a.write_baseline = None;
+        a.baseline = Some(file);
+        for format in ["text", "markdown"] {
+            a.format = format.into();
+            let (code, out, err) = exec(&a);
+            assert_eq!(code, 0, "{err}");
+            assert!(out.contains("1 baselined finding suppressed"), "{out}");
+        }
+    }
+
+    #[test]
+    fn a_finding_missing_from_the_baseline_gates() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baseline.json");
+        let old = Baseline::from_findings(&[finding(FindingKind::NPlusOne)]);
+        old.save(&file).unwrap();
+        let both: &[FindingKind] = &[FindingKind::NPlusOne, FindingKind::UnboundedSelect];
+        let mut a = args(&store_with_runs(&dir, &[both]));
+        a.fail_on = Some("all".into());
+        a.baseline = Some(file);
+        let (code, _, err) = exec(&a);
+        assert_eq!(code, 1);
+        assert_eq!(
+            err,
+            "qproxy report: 1 gating finding (--fail-on): unbounded_select 1\n"
+        );
+    }
+
+    #[test]
+    fn updating_a_baseline_prunes_stale_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baseline.json");
+        let both: &[FindingKind] = &[FindingKind::NPlusOne, FindingKind::UnboundedSelect];
+        Baseline::from_findings(&both.iter().map(|k| finding(*k)).collect::<Vec<_>>())
+            .save(&file)
+            .unwrap();
+        // The latest run still has the N+1; the unbounded select was fixed,
+        // and a new repeated query is not accepted by an update.
+        let latest: &[FindingKind] = &[FindingKind::NPlusOne, FindingKind::RepeatedQuery];
+        let mut a = args(&store_with_runs(&dir, &[both, latest]));
+        a.fail_on = Some("n_plus_one".into());
+        a.baseline = Some(file.clone());
+        a.write_baseline = Some(file.clone());
+        let (code, _, err) = exec(&a);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains("with 1 finding (1 stale entry pruned)"),
+            "{err}"
+        );
+        let kept = Baseline::load(&file).unwrap();
+        let ids: Vec<&str> = kept.findings.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, [finding(FindingKind::NPlusOne).id.as_str()]);
+    }
+
+    #[test]
+    fn exit_2_on_a_missing_or_invalid_baseline() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad_json = dir.path().join("bad.json");
+        std::fs::write(&bad_json, "{\"findings\": 3}").unwrap();
+        let future = dir.path().join("future.json");
+        std::fs::write(&future, "{\"version\": 9, \"findings\": []}").unwrap();
+        let written = dir.path().join("written.json");
+        let mut a = args(&store_with_n_plus_one(&dir));
+        a.write_baseline = Some(written.clone());
+        for (file, expected) in [
+            (dir.path().join("missing.json"), "cannot read baseline"),
+            (bad_json, "invalid baseline"),
+            (future, "has version 9"),
+        ] {
+            a.baseline = Some(file);
+            let (code, out, err) = exec(&a);
+            assert_eq!(code, 2, "{expected}");
+            assert!(out.is_empty() && !written.exists());
+            assert!(
+                err.starts_with("qproxy report: ") && err.contains(expected),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_format_writes_to_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(&store_with_n_plus_one(&dir));
+        a.fail_on = Some("repeated_query".into());
+        for name in Format::NAMES {
+            let path = dir.path().join(format!("report.{name}"));
+            a.format = name.into();
+            a.output = Some(path.clone());
+            let (code, out, err) = exec(&a);
+            assert_eq!((code, out.as_str()), (0, ""), "{name}: {err}");
+            let written = std::fs::read_to_string(&path).unwrap();
+            assert!(written.contains("n_plus_one"), "{name}: {written}");
+        }
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct ProxyOptions {
     /// `--store PATH`; `None` puts a fresh store in the proxy's own temporary directory.
     /// Give a path to share one store between proxies (e.g. across a restart).
     pub store: Option<PathBuf>,
+    /// More `qproxy serve` arguments, appended last (e.g. `--metrics-top-k 3`).
+    pub extra_args: Vec<String>,
 }
 
 impl ProxyOptions {
@@ -106,6 +108,7 @@ impl Proxy {
         if let Some(grace) = options.shutdown_grace_secs {
             cmd.arg("--shutdown-grace").arg(grace.to_string());
         }
+        cmd.args(&options.extra_args);
         // A file, not a pipe: nobody reads a pipe while the test runs, and a full pipe would
         // block the proxy's logging and with it the traffic.
         let log = File::create(dir.path().join("qproxy.log"))?;
@@ -166,6 +169,11 @@ impl Proxy {
     /// The admin HTTP port (`/metrics`, `/healthz`, `/readyz`).
     pub fn admin_port(&self) -> u16 {
         self.admin_port
+    }
+
+    /// `GET path` on the admin port over plain HTTP/1.1: the status code and the body.
+    pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
+        admin_get(self.admin_port, path)
     }
 
     /// The TLS files the proxy serves toward clients, when started with `client_tls`.
@@ -235,6 +243,31 @@ impl Drop for Proxy {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `GET path` on `127.0.0.1:port` over plain HTTP/1.1 (`Connection: close`): the status code
+/// and the body. Enough HTTP for the admin server, which answers with a `Content-Length`.
+pub fn admin_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("connecting to the admin port {port}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8(response).context("admin response is not UTF-8")?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no end of headers in {response:?}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_string()))
 }
 
 /// The `qproxy` binary: `$QPROXY_BIN`, or `qproxy` in the cargo profile directory the test

@@ -89,6 +89,26 @@ pub struct PipelineStats {
     pub unmatched_statements: u64,
 }
 
+/// What one processed query event was, for the proxy's per-query metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processed {
+    /// The statement's fingerprint.
+    pub fingerprint: FingerprintId,
+    /// What the statement does.
+    pub kind: StatementKind,
+    /// Time from sending the statement to its completion message.
+    pub duration: std::time::Duration,
+    /// Rows returned.
+    pub rows: u64,
+    /// The statement ended with an error (ErrorResponse or a failed COPY).
+    pub error: bool,
+    /// The statement did not parse (fallback fingerprint).
+    pub fallback: bool,
+    /// The statement was assigned to a request the application named
+    /// (comment, SET variable or application_name).
+    pub correlated: bool,
+}
+
 /// Distinct fingerprints counted for the summary.
 pub const MAX_COUNTED_FINGERPRINTS: usize = 1_000_000;
 
@@ -102,7 +122,18 @@ pub struct Analyzer {
     book: FindingsBook,
     stats: PipelineStats,
     indexes: IndexAdvisor,
+    requests_by_source: [u64; CORRELATION_SOURCES.len()],
 }
+
+/// Every correlation source, in the order
+/// [`Analyzer::requests_by_source`] reports them.
+pub const CORRELATION_SOURCES: [CorrelationSource; 5] = [
+    CorrelationSource::Comment,
+    CorrelationSource::SetVariable,
+    CorrelationSource::ApplicationName,
+    CorrelationSource::Transaction,
+    CorrelationSource::IdleGap,
+];
 
 impl std::fmt::Debug for Analyzer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,19 +155,38 @@ impl Analyzer {
             book: FindingsBook::new(config.max_pending_findings),
             stats: PipelineStats::default(),
             indexes: IndexAdvisor::new(config.unindexed.clone()),
+            requests_by_source: [0; CORRELATION_SOURCES.len()],
             config,
         }
     }
 
-    /// Processes one event from the proxy.
-    pub fn process(&mut self, event: &SessionEvent, now: Instant) {
-        match event {
+    /// Processes one event from the proxy; for a query, says what it was.
+    pub fn process(&mut self, event: &SessionEvent, now: Instant) -> Option<Processed> {
+        let processed = match event {
             SessionEvent::Query(q) => self.query(q, now),
             SessionEvent::Closed { connection_id } => {
-                self.correlator.connection_closed(*connection_id)
+                self.correlator.connection_closed(*connection_id);
+                None
             }
-        }
+        };
         self.judge_ended();
+        processed
+    }
+
+    /// Requests ended so far that ran at least one statement of real work,
+    /// by how they were formed (in [`CORRELATION_SOURCES`] order).
+    pub fn requests_by_source(&self) -> [(CorrelationSource, u64); CORRELATION_SOURCES.len()] {
+        std::array::from_fn(|i| (CORRELATION_SOURCES[i], self.requests_by_source[i]))
+    }
+
+    /// Query events assigned to a request the application named.
+    pub fn queries_correlated(&self) -> u64 {
+        self.correlator.stats().correlated
+    }
+
+    /// Whether any database's catalog is loaded.
+    pub fn catalog_available(&self) -> bool {
+        self.indexes.catalog_available()
     }
 
     /// Ends requests that went idle and refreshes old catalogs; call
@@ -193,7 +243,7 @@ impl Analyzer {
         }
     }
 
-    fn query(&mut self, q: &QueryEvent, now: Instant) {
+    fn query(&mut self, q: &QueryEvent, now: Instant) -> Option<Processed> {
         self.stats.queries += 1;
         let all = self.fingerprints.get(&q.sql);
         let Some(fp) = all
@@ -202,7 +252,7 @@ impl Analyzer {
             .or_else(|| all.last())
         else {
             self.stats.unmatched_statements += 1;
-            return;
+            return None;
         };
         if fp.statement_index != q.statement_index {
             self.stats.unmatched_statements += 1;
@@ -216,6 +266,18 @@ impl Analyzer {
         let facts = self.facts_for(fp, q);
         let tags = extract_tags(&q.sql);
         let observed = self.correlator.observe(q, tags.as_ref(), now);
+        let processed = Processed {
+            fingerprint: fp.id,
+            kind: fp.kind,
+            duration: q.duration,
+            rows: q.rows,
+            error: matches!(
+                q.outcome,
+                crate::event::Outcome::Error { .. } | crate::event::Outcome::CopyFailed
+            ),
+            fallback: fp.fallback,
+            correlated: observed.request.source.is_correlated(),
+        };
         if observed.role == StatementRole::Normal {
             let mut params: SmallVec<[u64; 4]> = SmallVec::new();
             let tuple_hash = match q.params_hash {
@@ -265,6 +327,7 @@ impl Analyzer {
                     .executed(db, fp.id, &fp.normalized, text, to_offset(q.started_at));
             }
         }
+        Some(processed)
     }
 
     fn facts_for(&mut self, fp: &Fingerprint, q: &QueryEvent) -> Arc<StatementFacts> {
@@ -353,6 +416,12 @@ impl Analyzer {
         for request in ended {
             if request.work_statements > 0 {
                 self.stats.requests += 1;
+                if let Some(i) = CORRELATION_SOURCES
+                    .iter()
+                    .position(|s| *s == request.request.source)
+                {
+                    self.requests_by_source[i] += 1;
+                }
             }
             for detection in request.state.evaluate(&self.config.n_plus_one) {
                 let finding = self.detection_finding(&detection, &request.request);

@@ -10,6 +10,11 @@
 //! # Layout
 //! - [`text`]: the terminal report (aligned, optional ANSI colour).
 //! - [`json`]: DESIGN's JSON schema, version 1.
+//! - [`markdown`]: a pull-request comment or CI job summary.
+//! - [`sarif`]: SARIF 2.1.0 for code-scanning dashboards.
+//! - [`junit`]: JUnit XML, gating findings as failures.
+//! - [`html`]: one self-contained page with inline SVG charts.
+//! - [`baseline`]: accepted finding ids, so `--fail-on` gates only new ones.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -19,7 +24,12 @@ use time::OffsetDateTime;
 
 use crate::finding::{Finding, FindingKind, Summary};
 
+pub mod baseline;
+pub mod html;
 pub mod json;
+pub mod junit;
+pub mod markdown;
+pub mod sarif;
 pub mod text;
 
 /// One proxy run as the store recorded it, so a report can say which runs
@@ -127,33 +137,143 @@ pub fn coverage_warnings(summary: &Summary) -> Vec<String> {
     warnings
 }
 
+/// One sentence saying what a finding is, in the words every format that
+/// writes prose (markdown, SARIF messages, JUnit failures) shares.
+pub fn finding_sentence(f: &Finding) -> String {
+    let table = f.table.as_deref().unwrap_or("a query with no single table");
+    let cols = if f.columns.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", f.columns.join(", "))
+    };
+    match f.kind {
+        FindingKind::NPlusOne => format!(
+            "N+1: a query on {table} ran {} times in one request, once per row of its parent query.",
+            f.count.unwrap_or(0)
+        ),
+        FindingKind::RepeatedQuery => format!(
+            "Repeated query: the same query on {table} with the same parameters ran {} times in one request.",
+            f.count.unwrap_or(0)
+        ),
+        FindingKind::UnindexedFilter => {
+            format!("Unindexed filter: no index serves the predicate on {table}{cols}.")
+        }
+        FindingKind::UnindexedSort => {
+            format!("Unindexed sort: no index serves the ORDER BY on {table}{cols}.")
+        }
+        FindingKind::UnboundedSelect => match f.rows {
+            Some(r) => format!(
+                "Unbounded SELECT: no LIMIT on {table}, up to {} rows returned.",
+                r.max
+            ),
+            None => format!("Unbounded SELECT: no LIMIT on {table}."),
+        },
+    }
+}
+
+/// Which runs a report covers, in one line (`run 3 on host (pid 1,
+/// qproxy 0.1.0), started .., ended ..`), for the formats with a header.
+pub fn runs_line(runs: &[RunMeta]) -> String {
+    match runs {
+        [] => "no runs recorded yet".to_string(),
+        [run] => {
+            let ended = match run.ended_at {
+                Some(t) => format!("ended {}", timestamp(t)),
+                None => "still running, or did not shut down cleanly".to_string(),
+            };
+            format!(
+                "run {} on {} (pid {}, qproxy {}), started {}, {}",
+                run.id,
+                run.host,
+                run.pid,
+                run.version,
+                timestamp(run.started_at),
+                ended
+            )
+        }
+        [first, .., last] => format!(
+            "{} runs (ids {} to {}), started {} to {}",
+            runs.len(),
+            runs.iter().map(|r| r.id).min().unwrap_or(0),
+            runs.iter().map(|r| r.id).max().unwrap_or(0),
+            timestamp(first.started_at),
+            timestamp(last.started_at)
+        ),
+    }
+}
+
+/// RFC 3339, as every format writes times.
+pub fn timestamp(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// Escapes text for XML and HTML (element content and quoted attributes).
+/// Control characters XML 1.0 forbids even as references become U+FFFD,
+/// so a stray byte in SQL cannot make a JUnit file unparseable.
+pub fn escape_markup(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A fraction as a percentage with one decimal, as every format shows it.
 pub fn percent(fraction: f64) -> String {
     format!("{:.1} %", fraction * 100.0)
 }
 
-/// The output formats `qproxy report --format` knows. The outputs issue
-/// adds markdown, sarif, junit and html as sibling modules and variants.
+/// The output formats `qproxy report --format` knows, one sibling module
+/// each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// Terminal text.
     Text,
+    /// Markdown for a pull-request comment or job summary.
+    Markdown,
     /// DESIGN's JSON schema.
     Json,
+    /// SARIF 2.1.0.
+    Sarif,
+    /// JUnit XML.
+    Junit,
+    /// One self-contained HTML page.
+    Html,
 }
 
 impl Format {
-    /// Every format, in the order `--help` lists them.
-    pub const ALL: [Format; 2] = [Format::Text, Format::Json];
+    /// Every format, in the order `--help` lists them (DESIGN's order).
+    pub const ALL: [Format; 6] = [
+        Format::Text,
+        Format::Markdown,
+        Format::Json,
+        Format::Sarif,
+        Format::Junit,
+        Format::Html,
+    ];
 
     /// The format names `--format` accepts, in [`Format::ALL`] order.
-    pub const NAMES: [&'static str; 2] = ["text", "json"];
+    pub const NAMES: [&'static str; 6] = ["text", "markdown", "json", "sarif", "junit", "html"];
 
     /// The name `--format` takes.
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Text => "text",
+            Format::Markdown => "markdown",
             Format::Json => "json",
+            Format::Sarif => "sarif",
+            Format::Junit => "junit",
+            Format::Html => "html",
         }
     }
 }
@@ -180,24 +300,39 @@ impl FromStr for Format {
     }
 }
 
-/// Choices that change how a report looks but not what it says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What the caller knows that the report data does not: where the output
+/// goes, what gates, and what a baseline hid. Build it with
+/// `..Default::default()` so new fields do not break callers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RenderOptions {
     /// ANSI colour (text only). The caller decides from TTY and `NO_COLOR`,
     /// because only it knows where the output goes.
     pub color: bool,
+    /// The `--fail-on` kinds: JUnit reports these as failures.
+    pub gating: Vec<FindingKind>,
+    /// Findings a `--baseline` suppressed (already removed from the
+    /// report), so text, markdown and html can say how many were hidden.
+    pub baselined: usize,
 }
 
 /// Renders `report` in `format`.
 pub fn render(report: &Report, format: Format, options: RenderOptions) -> String {
     match format {
-        Format::Text => text::render_text(report, options.color),
+        Format::Text => text::render_text_with(report, &options),
+        Format::Markdown => markdown::render_markdown(report, &options),
         Format::Json => json::render_json(report),
+        Format::Sarif => sarif::render_sarif(report, &options),
+        Format::Junit => junit::render_junit(report, &options),
+        Format::Html => html::render_html(report, &options),
     }
 }
 
+pub use html::render_html;
 pub use json::render_json;
-pub use text::render_text;
+pub use junit::render_junit;
+pub use markdown::render_markdown;
+pub use sarif::render_sarif;
+pub use text::{render_text, render_text_with};
 
 #[cfg(test)]
 mod tests {
@@ -210,7 +345,10 @@ mod tests {
             assert_eq!(name.parse::<Format>(), Ok(f));
         }
         let err = "yaml".parse::<Format>().unwrap_err().to_string();
-        assert!(err.contains("yaml") && err.contains("text, json"), "{err}");
+        assert!(
+            err.contains("yaml") && err.contains("text, markdown, json, sarif, junit, html"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -222,5 +360,13 @@ mod tests {
             ..Summary::default()
         };
         assert!(coverage_warnings(&s).is_empty());
+    }
+
+    #[test]
+    fn markup_escapes_specials_and_xml_forbidden_controls() {
+        assert_eq!(
+            escape_markup("<a href=\"x\">'&'</a>\u{1}\t"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;\u{fffd}\t"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{coverage_warnings, kind_heading, percent, Report, RunMeta};
+use super::{coverage_warnings, kind_heading, percent, RenderOptions, Report, RunMeta};
 use crate::finding::{Finding, FindingKind, Severity, Summary};
 
 /// Width the wrapped values aim for, so a report reads in a terminal and
@@ -29,11 +29,33 @@ const MAX_SQL_LINES: usize = 8;
 /// severities, headings and warnings get ANSI colours; alignment is the
 /// same either way because padding is applied before colouring.
 pub fn render_text(report: &Report, color: bool) -> String {
-    let p = Painter { color };
+    render_text_with(
+        report,
+        &RenderOptions {
+            color,
+            ..RenderOptions::default()
+        },
+    )
+}
+
+/// [`render_text`] with every option: colour, and how many findings a
+/// baseline suppressed (said under the findings count).
+pub fn render_text_with(report: &Report, options: &RenderOptions) -> String {
+    let p = Painter {
+        color: options.color,
+    };
     let mut out = String::new();
     header(&mut out, &p, &report.runs);
     coverage(&mut out, &p, &report.summary);
     overview(&mut out, &p, &report.findings);
+    if options.baselined > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} baselined finding{} suppressed by --baseline)",
+            options.baselined,
+            if options.baselined == 1 { "" } else { "s" }
+        );
+    }
     for kind in FindingKind::ALL {
         let of_kind: Vec<&Finding> = report.findings.iter().filter(|f| f.kind == kind).collect();
         if of_kind.is_empty() {

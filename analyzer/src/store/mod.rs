@@ -117,6 +117,31 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Switches the file to WAL (a setting stored in the file, so only the
+/// first opener changes it). Changing the journal mode needs an exclusive
+/// lock and SQLite answers BUSY at once, without the busy handler, when
+/// another connection is opening the same fresh file: retry for as long
+/// as the busy timeout would have waited.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let mode = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating the file and its directories if needed) and migrates
     /// the store for writing.
@@ -136,8 +161,7 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // WAL lets readers and one writer proceed together; NORMAL sync is
         // durable against process crashes, which is what a proxy faces.
-        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-            .map_err(open_err)?;
+        set_wal(&conn).map_err(open_err)?;
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(open_err)?;
         schema::migrate(&mut conn).map_err(|e| match e {

@@ -94,7 +94,10 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
         .load_report(&qproxy_analyzer::store::RunSelection::Latest)?;
     let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none();
-    let options = qproxy_analyzer::report::RenderOptions { color };
+    let options = qproxy_analyzer::report::RenderOptions {
+        color,
+        ..Default::default()
+    };
     print!(
         "{}",
         qproxy_analyzer::report::render(&report, qproxy_analyzer::report::Format::Text, options)

@@ -1,0 +1,175 @@
+//! `--format sarif`: SARIF 2.1.0, for code-scanning dashboards.
+//!
+//! One run; one rule per finding kind (rule id = kind name, so a
+//! dashboard's filters read like `--fail-on`); one result per finding.
+//! The finding id, stable across runs, is both the partial fingerprint and
+//! the full fingerprint, so a dashboard keeps a finding's triage from one
+//! run to the next. Findings come from traffic, not from a source file, so
+//! a result's location is logical: the table (or, with no single table,
+//! the query fingerprint). Coverage warnings become tool execution
+//! notifications, where SARIF puts "the tool could not see everything".
+
+use serde_json::{json, Value};
+
+use super::{coverage_warnings, finding_sentence, kind_heading, RenderOptions, Report};
+use crate::finding::{Finding, FindingKind, Severity};
+
+/// The schema `$schema` points at.
+pub const SCHEMA_URI: &str = "https://json.schemastore.org/sarif-2.1.0.json";
+/// The `informationUri` of the tool; kept equal to the workspace's
+/// `repository` key (a test checks).
+pub const INFORMATION_URI: &str = "https://example.invalid/qproxy";
+/// The key under `partialFingerprints` and `fingerprints`; the `/v1`
+/// changes if the id's recipe ever does.
+pub const FINGERPRINT_KEY: &str = "qproxyFindingId/v1";
+
+/// Renders `report` as a pretty-printed SARIF 2.1.0 log, ending in a
+/// newline. Results keep the report's order.
+pub fn render_sarif(report: &Report, options: &RenderOptions) -> String {
+    let version = report
+        .runs
+        .last()
+        .map_or(env!("CARGO_PKG_VERSION"), |r| r.version.as_str());
+    let rules: Vec<Value> = FindingKind::ALL.into_iter().map(rule).collect();
+    let results: Vec<Value> = report.findings.iter().map(result).collect();
+    let notifications: Vec<Value> = coverage_warnings(&report.summary)
+        .into_iter()
+        .map(|w| json!({"level": "warning", "message": {"text": w}}))
+        .collect();
+    let doc = json!({
+        "$schema": SCHEMA_URI,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "qproxy",
+                "version": version,
+                "informationUri": INFORMATION_URI,
+                "rules": rules,
+            }},
+            "invocations": [{
+                "executionSuccessful": true,
+                "toolExecutionNotifications": notifications,
+            }],
+            "results": results,
+            "properties": {
+                "summary": report.summary,
+                "runIds": report.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+                "baselined": options.baselined,
+            },
+        }],
+    });
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| {
+        json!({"version": "2.1.0", "runs": [], "error": e.to_string()}).to_string()
+    });
+    out.push('\n');
+    out
+}
+
+/// SARIF's three result levels; `info` is a `note`.
+fn level(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "note",
+    }
+}
+
+/// The level a kind's findings usually get (detectors may raise or lower
+/// it per finding; a result's own `level` wins).
+fn default_level(kind: FindingKind) -> &'static str {
+    match kind {
+        FindingKind::UnindexedSort => "note",
+        _ => "warning",
+    }
+}
+
+/// Why a kind matters and what to do, for the rule's full description and
+/// help.
+fn rule_help(kind: FindingKind) -> &'static str {
+    match kind {
+        FindingKind::NPlusOne => {
+            "One query shape ran once per row of a parent query's result within a single request. \
+             Each execution pays a round trip, so latency grows with the data. Load the rows in \
+             one query (WHERE id = ANY($1), a join, or the ORM's eager loading)."
+        }
+        FindingKind::RepeatedQuery => {
+            "The same query with the same parameters ran several times within one request. Run it \
+             once and reuse the result, or cache it for the request."
+        }
+        FindingKind::UnindexedFilter => {
+            "A WHERE or JOIN predicate on a large table is served by no index, so PostgreSQL scans \
+             the table. Add the suggested index (the suggestion says whether hypopg confirmed the \
+             planner would use it)."
+        }
+        FindingKind::UnindexedSort => {
+            "An ORDER BY on a large table is served by no index, so PostgreSQL sorts every \
+             matching row. An index in the sort order lets it read rows already ordered."
+        }
+        FindingKind::UnboundedSelect => {
+            "A SELECT without LIMIT returned many rows. Paginate by key or add a LIMIT, so the \
+             result cannot grow with the table."
+        }
+    }
+}
+
+fn rule(kind: FindingKind) -> Value {
+    json!({
+        "id": kind.as_str(),
+        "name": kind.as_str(),
+        "shortDescription": {"text": kind_heading(kind)},
+        "fullDescription": {"text": rule_help(kind)},
+        "help": {"text": rule_help(kind)},
+        "defaultConfiguration": {"level": default_level(kind)},
+    })
+}
+
+fn result(f: &Finding) -> Value {
+    let mut message = finding_sentence(f);
+    if let Some(s) = &f.suggestion {
+        message.push_str(" Suggestion: ");
+        message.push_str(s);
+    }
+    let (name, qualified) = match &f.table {
+        Some(t) => (t.clone(), format!("table {t}")),
+        None => (
+            f.fingerprint.clone(),
+            format!("fingerprint {}", f.fingerprint),
+        ),
+    };
+    let rule_index = FindingKind::ALL
+        .iter()
+        .position(|k| *k == f.kind)
+        .unwrap_or(0);
+    json!({
+        "ruleId": f.kind.as_str(),
+        "ruleIndex": rule_index,
+        "level": level(f.severity),
+        "message": {"text": message},
+        "locations": [{
+            "logicalLocations": [{
+                "name": name,
+                "fullyQualifiedName": qualified,
+                "kind": "module",
+            }],
+        }],
+        "partialFingerprints": {FINGERPRINT_KEY: f.id},
+        "fingerprints": {FINGERPRINT_KEY: f.id},
+        "properties": {
+            "severity": f.severity.as_str(),
+            "count": f.count,
+            "occurrences": f.occurrences,
+            "table": f.table,
+            "columns": f.columns,
+            "fingerprint": f.fingerprint,
+            "query": f.query,
+            "database": f.database,
+            "request": f.request,
+            "parent": f.parent,
+            "rows": f.rows,
+            "suggestion": f.suggestion,
+            "details": f.details,
+            "firstSeen": super::timestamp(f.first_seen),
+            "lastSeen": super::timestamp(f.last_seen),
+        },
+    })
+}
