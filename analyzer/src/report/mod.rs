@@ -177,10 +177,7 @@ pub fn runs_line(runs: &[RunMeta]) -> String {
     match runs {
         [] => "no runs recorded yet".to_string(),
         [run] => {
-            let ended = match run.ended_at {
-                Some(t) => format!("ended {}", timestamp(t)),
-                None => "still running, or did not shut down cleanly".to_string(),
-            };
+            let ended = ended_phrase(run);
             format!(
                 "run {} on {} (pid {}, qproxy {}), started {}, {}",
                 run.id,
@@ -199,6 +196,14 @@ pub fn runs_line(runs: &[RunMeta]) -> String {
             timestamp(first.started_at),
             timestamp(last.started_at)
         ),
+    }
+}
+
+/// How a run ended, for run headers: its end time, or that it has none.
+pub fn ended_phrase(run: &RunMeta) -> String {
+    match run.ended_at {
+        Some(t) => format!("ended {}", timestamp(t)),
+        None => "still running, or did not shut down cleanly".to_string(),
     }
 }
 

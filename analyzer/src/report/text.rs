@@ -9,10 +9,10 @@
 
 use std::fmt::Write as _;
 
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
-
-use super::{coverage_warnings, kind_heading, percent, RenderOptions, Report, RunMeta};
+use super::{
+    coverage_warnings, ended_phrase, kind_heading, percent, timestamp, RenderOptions, Report,
+    RunMeta,
+};
 use crate::finding::{Finding, FindingKind, Severity, Summary};
 
 /// Width the wrapped values aim for, so a report reads in a terminal and
@@ -100,18 +100,11 @@ impl Painter {
     }
 }
 
-fn timestamp(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
-}
-
 fn header(out: &mut String, p: &Painter, runs: &[RunMeta]) {
     let line = match runs {
         [] => "qproxy report: no runs recorded yet".to_string(),
         [run] => {
-            let ended = match run.ended_at {
-                Some(t) => format!("ended {}", timestamp(t)),
-                None => "still running, or did not shut down cleanly".to_string(),
-            };
+            let ended = ended_phrase(run);
             format!(
                 "qproxy report: run {} on {} (pid {}, qproxy {})\nstarted {}, {}",
                 run.id,
