@@ -78,17 +78,19 @@ pub async fn run(proxy_url: &str) -> Result<u32> {
     Ok(requests)
 }
 
+/// The first page of published posts: the parent query of both the N+1
+/// and its batched control.
+async fn published_page(c: &Client, tag: &str) -> Result<Vec<tokio_postgres::Row>> {
+    let sql = format!(
+        "SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT 20 {tag}"
+    );
+    Ok(c.query(&sql, &[]).await?)
+}
+
 /// N+1: one author lookup per post, each a separate prepared execution.
 async fn posts_index_with_n_plus_one(c: &Client, round: u32) -> Result<u32> {
     let tag = django("posts.index", &format!("req-n1-{round}"));
-    let posts = c
-        .query(
-            &format!(
-                "SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT 20 {tag}"
-            ),
-            &[],
-        )
-        .await?;
+    let posts = published_page(c, &tag).await?;
     let author = c
         .prepare(&format!("SELECT id, name FROM authors WHERE id = $1 {tag}"))
         .await?;
@@ -102,14 +104,7 @@ async fn posts_index_with_n_plus_one(c: &Client, round: u32) -> Result<u32> {
 /// Control: the same page with the authors fetched in one batched query.
 async fn posts_index_batched(c: &Client, round: u32) -> Result<u32> {
     let tag = django("posts.index_batched", &format!("req-batch-{round}"));
-    let posts = c
-        .query(
-            &format!(
-                "SELECT id, author_id, title FROM posts WHERE published ORDER BY id LIMIT 20 {tag}"
-            ),
-            &[],
-        )
-        .await?;
+    let posts = published_page(c, &tag).await?;
     let ids: Vec<i32> = posts.iter().map(|p| p.get(1)).collect();
     c.query(
         &format!("SELECT id, name FROM authors WHERE id = ANY($1) {tag}"),
