@@ -29,5 +29,6 @@ pub mod wire;
 pub use cluster::{Login, PgCluster, CLEARTEXT, MD5, SCRAM, SUPERUSER, TEST_DB, TLS_ONLY, TRUST};
 pub use proxy::{Proxy, ProxyOptions};
 pub use target::{
-    connect, connect_tls, connect_with_messages, mode, sqlstate, within, Mode, TestEnv,
+    connect, connect_tls, connect_with_messages, mode, sqlstate, wait_until_running, within, Mode,
+    TestEnv,
 };

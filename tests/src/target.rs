@@ -170,6 +170,29 @@ pub async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
     }
 }
 
+/// Waits (up to 20 s) until `observer` sees an active statement whose text
+/// matches the LIKE `pattern`: a cancel or a shutdown sent before the
+/// statement runs would test nothing.
+pub async fn wait_until_running(observer: &Client, pattern: &str) {
+    within(20, "query to start", async {
+        loop {
+            let n: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1",
+                    &[&pattern],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 /// The SQLSTATE of a tokio-postgres error, or a description of why there is none.
 pub fn sqlstate(error: &tokio_postgres::Error) -> Result<&str> {
     match error.code() {

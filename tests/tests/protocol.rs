@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{pin_mut, SinkExt, StreamExt};
 use qproxy_tests::wire::{Batch, WireConn};
-use qproxy_tests::{connect_with_messages, sqlstate, within, TestEnv, SCRAM, TEST_DB, TRUST};
+use qproxy_tests::{
+    connect_with_messages, sqlstate, wait_until_running, within, TestEnv, SCRAM, TEST_DB, TRUST,
+};
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 
 fn env() -> &'static TestEnv {
@@ -514,24 +516,7 @@ async fn cancel_request_stops_a_running_query() {
         (result, client)
     });
     // Cancel only once the query runs; a cancel that arrives earlier is a no-op.
-    within(20, "query to start", async {
-        loop {
-            let n: i64 = observer
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE state = 'active' AND query LIKE '%/* cancel me */'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if n > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    wait_until_running(&observer, "%/* cancel me */").await;
     token.cancel_query(NoTls).await.unwrap();
     let (result, client) = within(8, "cancelled query", query).await.unwrap();
     let err = result.unwrap_err();

@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use qproxy_tests::{connect, mode, within, Mode, ProxyOptions, TestEnv, SCRAM, SUPERUSER, TEST_DB};
+use qproxy_tests::{
+    connect, mode, wait_until_running, within, Mode, ProxyOptions, TestEnv, SCRAM, SUPERUSER,
+    TEST_DB,
+};
 use tokio_postgres::NoTls;
 
 const GRACE_SECS: u64 = 5;
@@ -35,24 +38,7 @@ async fn sigterm_with_sessions_open() {
             .await
             .map(|row| row.get::<_, String>(0))
     });
-    within(20, "query to start", async {
-        loop {
-            let n: i64 = observer
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE state = 'active' AND query LIKE '%/* drain me */'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if n > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    wait_until_running(&observer, "%/* drain me */").await;
 
     let signalled = Instant::now();
     proxy.terminate().unwrap();

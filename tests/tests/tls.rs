@@ -9,8 +9,8 @@ use qproxy_tests::certs::TlsFiles;
 use qproxy_tests::programs::{psql, run, run_ok};
 use qproxy_tests::wire::{self, Batch, WireConn};
 use qproxy_tests::{
-    connect, connect_tls, mode, sqlstate, within, Mode, ProxyOptions, TestEnv, SCRAM, SUPERUSER,
-    TEST_DB, TLS_ONLY, TRUST,
+    connect, connect_tls, mode, sqlstate, wait_until_running, within, Mode, ProxyOptions, TestEnv,
+    SCRAM, SUPERUSER, TEST_DB, TLS_ONLY, TRUST,
 };
 use tokio_postgres::Client;
 
@@ -92,24 +92,7 @@ async fn tls_toward_the_client() {
     let observer = connect(&env.direct_url(SCRAM, TEST_DB, "disable"))
         .await
         .unwrap();
-    within(20, "query to start", async {
-        loop {
-            let n: i64 = observer
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE state = 'active' AND query = 'SELECT pg_sleep(10)'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if n > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    wait_until_running(&observer, "SELECT pg_sleep(10)").await;
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
         qproxy_tests::certs::client_config_trusting(&ca).unwrap(),
     );
