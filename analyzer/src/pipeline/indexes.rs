@@ -111,13 +111,15 @@ impl IndexAdvisor {
     }
 
     /// One execution of a statement that can filter or sort (SELECT,
-    /// UPDATE, DELETE, INSERT ... SELECT). `sql` is that statement's text.
-    pub fn executed(
+    /// UPDATE, DELETE, INSERT ... SELECT). `sql` gives that statement's
+    /// text; it is only called for a shape not analysed yet, so a repeated
+    /// execution costs a map lookup, not a scan of its text.
+    pub fn executed<'s>(
         &mut self,
         database: &Arc<str>,
         fingerprint: FingerprintId,
         normalized: &Arc<str>,
-        sql: &str,
+        sql: impl FnOnce() -> &'s str,
         at: OffsetDateTime,
     ) {
         let key = (database.clone(), fingerprint);
@@ -131,8 +133,8 @@ impl IndexAdvisor {
                 catalog, hypopg, ..
             }) => {
                 let (catalog, hypopg) = (catalog.clone(), *hypopg);
-                self.analyze(key, normalized, sql, &catalog, hypopg);
-                if let Some(s) = self.statements.get_mut(&(database.clone(), fingerprint)) {
+                self.analyze(key.clone(), normalized, sql(), &catalog, hypopg);
+                if let Some(s) = self.statements.get_mut(&key) {
                     s.hits += 1;
                     s.last_seen = Some(at);
                 }
@@ -157,7 +159,7 @@ impl IndexAdvisor {
                     self.pending.push_back(Waiting {
                         database: database.clone(),
                         fingerprint,
-                        sql: sql.to_string(),
+                        sql: sql().to_string(),
                         normalized: normalized.clone(),
                         hits: 1,
                         last_seen: at,

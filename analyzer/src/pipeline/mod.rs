@@ -211,12 +211,10 @@ impl Analyzer {
 
     /// Findings gathered since the last call (deltas for the store).
     pub fn take_findings(&mut self) -> Vec<Finding> {
-        let mut out = self.book.take();
         for f in self.indexes.take_findings() {
             self.book.add(f);
         }
-        out.extend(self.book.take());
-        out
+        self.book.take()
     }
 
     /// Counters so far.
@@ -321,10 +319,13 @@ impl Analyzer {
                 )
                 && !fp.tables.is_empty()
             {
-                let text = crate::correlation::statement::nth_statement(&q.sql, q.statement_index)
-                    .unwrap_or(&q.sql);
-                self.indexes
-                    .executed(db, fp.id, &fp.normalized, text, to_offset(q.started_at));
+                self.indexes.executed(
+                    db,
+                    fp.id,
+                    &fp.normalized,
+                    || statement_text(q),
+                    to_offset(q.started_at),
+                );
             }
         }
         Some(processed)
@@ -334,8 +335,7 @@ impl Analyzer {
         if let Some(f) = self.facts.get(&fp.id) {
             return f.clone();
         }
-        let text = crate::correlation::statement::nth_statement(&q.sql, q.statement_index)
-            .unwrap_or(&q.sql);
+        let text = statement_text(q);
         let mut facts = if fp.kind == StatementKind::Select && !fp.fallback {
             statement_facts(text)
         } else {
@@ -548,6 +548,11 @@ impl Analyzer {
         let table = facts.table.as_deref()?;
         Some(self.indexes.qualify(facts.database.as_deref(), table))
     }
+}
+
+/// The one statement of a (possibly multi-statement) text the event is about.
+fn statement_text(q: &QueryEvent) -> &str {
+    crate::correlation::statement::nth_statement(&q.sql, q.statement_index).unwrap_or(&q.sql)
 }
 
 fn to_offset(t: SystemTime) -> OffsetDateTime {
