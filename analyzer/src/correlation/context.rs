@@ -101,7 +101,9 @@ impl<S> Context<S> {
 /// Live contexts, the keys that find them, their recency order and the queue
 /// of ended ones.
 pub(crate) struct Registry<S> {
-    contexts: HashMap<ContextId, Context<S>>,
+    /// Boxed: a context is a few hundred bytes and the map keeps spare
+    /// slots, so unboxed values would cost that much per empty slot too.
+    contexts: HashMap<ContextId, Box<Context<S>>>,
     by_key: HashMap<Key, ContextId>,
     /// `(touch, id)`: least recently active first, for eviction and expiry.
     lru: BTreeSet<(u64, ContextId)>,
@@ -135,11 +137,11 @@ impl<S: Default> Registry<S> {
     }
 
     pub(crate) fn get(&self, id: ContextId) -> Option<&Context<S>> {
-        self.contexts.get(&id)
+        self.contexts.get(&id).map(|c| &**c)
     }
 
     pub(crate) fn get_mut(&mut self, id: ContextId) -> Option<&mut Context<S>> {
-        self.contexts.get_mut(&id)
+        self.contexts.get_mut(&id).map(|c| &mut **c)
     }
 
     pub(crate) fn lookup(&self, key: &Key) -> Option<ContextId> {
@@ -188,7 +190,7 @@ impl<S: Default> Registry<S> {
             statements: 0,
             work_statements: 0,
         };
-        self.contexts.insert(id, ctx);
+        self.contexts.insert(id, Box::new(ctx));
         self.touch(id, now);
         id
     }

@@ -326,13 +326,16 @@ fn context_for<S: Default>(
             alias,
             request_id,
         } => {
-            let found = registry
-                .lookup(&key)
-                .or_else(|| alias.as_ref().and_then(|a| registry.lookup(a)));
+            let by_key = registry.lookup(&key);
+            let found = by_key.or_else(|| alias.as_ref().and_then(|a| registry.lookup(a)));
             // A trace id goes in `trace_id`, not `request_id`.
             let rid = matches!(key, Key::Request(_)).then_some(request_id);
             let id = found.unwrap_or_else(|| create(registry, source, rid));
-            registry.bind_key(key, id);
+            // A key that found its context is bound already (binding never
+            // moves a key): skip hashing it again on every statement.
+            if by_key.is_none() {
+                registry.bind_key(key, id);
+            }
             if let Some(alias) = alias {
                 registry.bind_key(alias, id);
             }

@@ -73,7 +73,9 @@ impl Default for NPlusOneConfig {
     }
 }
 
-/// Fingerprint ids are already uniform hashes: hashing them again is waste.
+/// Fingerprint ids (and the 128-bit text hashes the analyzer keys its
+/// per-text caches by) are already uniform hashes: hashing them again is
+/// waste.
 #[derive(Default)]
 pub struct IdHasher(u64);
 
@@ -88,6 +90,9 @@ impl Hasher for IdHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
     }
 }
 
@@ -122,11 +127,14 @@ struct Shape {
     normalized: Arc<str>,
     first_seq: u32,
     executions: u32,
-    tuples: SmallVec<[(u64, u32); 8]>,
+    /// Inline room for a few: most shapes run once or twice per request,
+    /// and a request lives as long as its connection is busy (or idle up
+    /// to the context timeout), so this is per-connection memory.
+    tuples: SmallVec<[(u64, u32); 4]>,
     /// Executions whose tuple was not remembered (over the cap).
     untracked_tuples: u32,
     /// (child execution ordinal, parameter value hash).
-    child_values: SmallVec<[(u16, u64); 16]>,
+    child_values: SmallVec<[(u16, u64); 4]>,
     rows_max: u64,
     total: Duration,
     first_at: SystemTime,
@@ -145,7 +153,10 @@ struct ResultSet {
 #[derive(Debug, Default)]
 pub struct RequestWork {
     seq: u32,
-    shapes: IdMap<Shape>,
+    /// Boxed: a shape is a few hundred bytes (its inline tuple lists), and
+    /// most requests of an idle connection hold one or two, so the map's
+    /// spare slots stay pointer-sized.
+    shapes: IdMap<Box<Shape>>,
     results: Vec<ResultSet>,
     /// Executions not analysed because a cap was hit.
     pub truncated: u32,
@@ -209,17 +220,19 @@ impl RequestWork {
             self.truncated = self.truncated.saturating_add(1);
             return;
         }
-        let shape = self.shapes.entry(e.fingerprint).or_insert_with(|| Shape {
-            normalized: e.normalized.clone(),
-            first_seq: seq,
-            executions: 0,
-            tuples: SmallVec::new(),
-            untracked_tuples: 0,
-            child_values: SmallVec::new(),
-            rows_max: 0,
-            total: Duration::ZERO,
-            first_at: e.at,
-            last_at: e.at,
+        let shape = self.shapes.entry(e.fingerprint).or_insert_with(|| {
+            Box::new(Shape {
+                normalized: e.normalized.clone(),
+                first_seq: seq,
+                executions: 0,
+                tuples: SmallVec::new(),
+                untracked_tuples: 0,
+                child_values: SmallVec::new(),
+                rows_max: 0,
+                total: Duration::ZERO,
+                first_at: e.at,
+                last_at: e.at,
+            })
         });
         let ordinal = shape.executions;
         shape.executions = shape.executions.saturating_add(1);
@@ -248,6 +261,11 @@ impl RequestWork {
             None => {
                 if self.results.len() >= cfg.max_result_sets {
                     return;
+                }
+                if self.results.capacity() == 0 {
+                    // Most requests keep one result set; the default first
+                    // growth would reserve four.
+                    self.results.reserve_exact(1);
                 }
                 self.results.push(ResultSet {
                     fingerprint: e.fingerprint,

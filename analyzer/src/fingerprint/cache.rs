@@ -98,7 +98,18 @@ impl FingerprintCache {
 
     /// The fingerprints of every statement in `sql`, computed on a miss.
     pub fn get(&mut self, sql: &str) -> Arc<[Fingerprint]> {
-        let key = xxh3_128(sql.as_bytes());
+        self.get_keyed(Self::text_key(sql), sql)
+    }
+
+    /// The key a text is cached under (XXH3-128 of its bytes), for callers
+    /// that keep their own per-text data and should not hash the text twice.
+    pub(crate) fn text_key(sql: &str) -> u128 {
+        xxh3_128(sql.as_bytes())
+    }
+
+    /// [`get`](Self::get) with the text's [`text_key`](Self::text_key)
+    /// already computed.
+    pub(crate) fn get_keyed(&mut self, key: u128, sql: &str) -> Arc<[Fingerprint]> {
         if let Some(entry) = self.texts.get(key) {
             self.stats.hits += 1;
             self.stats.fallbacks += u64::from(entry.fallbacks);

@@ -1,7 +1,7 @@
-//! The analysis pipeline: each [`QueryEvent`] is fingerprinted (cached by
-//! text), assigned to a request, and fed to the detectors; ended requests
-//! are judged for N+1s; findings gather in a book the caller flushes to
-//! the store.
+//! The analysis pipeline: each [`QueryEvent`] is fingerprinted and its
+//! request tags read (both cached by text), assigned to a request, and fed
+//! to the detectors; ended requests are judged for N+1s; findings gather
+//! in a book the caller flushes to the store.
 //!
 //! The pipeline is synchronous and single-threaded: the proxy runs it on
 //! its analysis task, fed by the bounded event queue, so nothing here is
@@ -10,9 +10,11 @@
 mod book;
 pub mod facts;
 pub mod indexes;
+mod request_tags;
 pub mod suggest;
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -22,10 +24,10 @@ use time::OffsetDateTime;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::correlation::{
-    extract_tags, CorrelationConfig, CorrelationSource, Correlator, EndedRequest, LabelKey,
-    RequestInfo, StatementRole,
+    CorrelationConfig, CorrelationSource, Correlator, EndedRequest, LabelKey, RequestInfo,
+    StatementRole,
 };
-use crate::detect::n_plus_one::{Detection, Execution, NPlusOneConfig, RequestWork};
+use crate::detect::n_plus_one::{Detection, Execution, IdHasher, NPlusOneConfig, RequestWork};
 use crate::detect::unbounded::{self, UnboundedConfig};
 use crate::detect::unindexed::UnindexedConfig;
 use crate::event::{QueryEvent, SessionEvent};
@@ -37,6 +39,7 @@ use crate::fingerprint::{Fingerprint, FingerprintCache, FingerprintId, Statement
 pub use book::FindingsBook;
 use facts::{statement_facts, StatementFacts};
 use indexes::IndexAdvisor;
+use request_tags::RequestTagsCache;
 
 /// Settings of the whole pipeline (the `[analyzer]` part of the config).
 #[derive(Debug, Clone, Deserialize)]
@@ -50,7 +53,8 @@ pub struct AnalyzerConfig {
     pub unbounded: UnboundedConfig,
     /// Unindexed filter and sort detection.
     pub unindexed: UnindexedConfig,
-    /// Distinct SQL texts whose fingerprints are cached.
+    /// Distinct SQL texts whose fingerprints (and, separately, request
+    /// tags) are cached.
     pub fingerprint_cache: usize,
     /// Distinct findings held between two flushes.
     pub max_pending_findings: usize,
@@ -116,9 +120,11 @@ pub const MAX_COUNTED_FINGERPRINTS: usize = 1_000_000;
 pub struct Analyzer {
     config: AnalyzerConfig,
     fingerprints: FingerprintCache,
+    /// Request tags of the texts in `fingerprints`' key space.
+    tags: RequestTagsCache,
     correlator: Correlator<RequestWork>,
-    facts: HashMap<FingerprintId, Arc<StatementFacts>>,
-    seen: HashSet<FingerprintId>,
+    facts: HashMap<FingerprintId, Arc<StatementFacts>, BuildHasherDefault<IdHasher>>,
+    seen: HashSet<FingerprintId, BuildHasherDefault<IdHasher>>,
     book: FindingsBook,
     stats: PipelineStats,
     indexes: IndexAdvisor,
@@ -149,9 +155,10 @@ impl Analyzer {
     pub fn new(config: AnalyzerConfig) -> Self {
         Analyzer {
             fingerprints: FingerprintCache::new(config.fingerprint_cache),
+            tags: RequestTagsCache::new(config.fingerprint_cache),
             correlator: Correlator::new(config.correlation.clone()),
-            facts: HashMap::new(),
-            seen: HashSet::new(),
+            facts: HashMap::default(),
+            seen: HashSet::default(),
             book: FindingsBook::new(config.max_pending_findings),
             stats: PipelineStats::default(),
             indexes: IndexAdvisor::new(config.unindexed.clone()),
@@ -243,7 +250,9 @@ impl Analyzer {
 
     fn query(&mut self, q: &QueryEvent, now: Instant) -> Option<Processed> {
         self.stats.queries += 1;
-        let all = self.fingerprints.get(&q.sql);
+        // One hash of the text keys both per-text caches.
+        let text_key = FingerprintCache::text_key(&q.sql);
+        let all = self.fingerprints.get_keyed(text_key, &q.sql);
         let Some(fp) = all
             .iter()
             .find(|f| f.statement_index == q.statement_index)
@@ -262,8 +271,8 @@ impl Analyzer {
             self.stats.fingerprints += 1;
         }
         let facts = self.facts_for(fp, q);
-        let tags = extract_tags(&q.sql);
-        let observed = self.correlator.observe(q, tags.as_ref(), now);
+        let tags = self.tags.get(text_key, &q.sql);
+        let observed = self.correlator.observe(q, tags, now);
         let processed = Processed {
             fingerprint: fp.id,
             kind: fp.kind,
