@@ -54,6 +54,15 @@ impl Default for AnalysisSettings {
     }
 }
 
+/// Events taken from the queue at once.
+const BATCH: usize = 1024;
+/// After a batch that emptied the queue, the task waits this long before
+/// reading again, so events pile up and are taken many at a time: a relay
+/// thread then wakes this task at most a few hundred times a second
+/// instead of once per query (each wakeup is a syscall on the forwarding
+/// path).
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
+
 /// What comes back from a catalog job.
 enum CatalogReply {
     Loaded(String, Option<(Arc<Catalog>, bool)>),
@@ -92,13 +101,14 @@ pub async fn run_with_metrics(
     tokio::pin!(stop);
     let mut stopping = false;
     let mut last_flush = Instant::now();
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
-            n = events.recv_many(&mut batch, 256) => {
+            n = events.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     break;
                 }
+                let drained = n < BATCH;
                 let now = Instant::now();
                 for event in batch.drain(..) {
                     let processed = analyzer.process(&event, now);
@@ -108,6 +118,9 @@ pub async fn run_with_metrics(
                 }
                 if let Some(m) = &metrics {
                     m.record_analyzer(&analyzer);
+                }
+                if drained && !stopping {
+                    tokio::time::sleep(BATCH_WINDOW).await;
                 }
             }
             Some(reply) = replies.recv() => match reply {

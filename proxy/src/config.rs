@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// events are dropped and counted, never waited for [default: 65536]
     #[arg(long, env = "QPROXY_EVENT_QUEUE", value_name = "N")]
     pub event_queue: Option<usize>,
+    /// Threads forwarding traffic; each session stays on one [default:
+    /// half the CPUs, at least 1]
+    #[arg(long, env = "QPROXY_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
     /// Log format [default: auto]
     #[arg(long, env = "QPROXY_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -161,6 +165,8 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     /// Analyzer queue capacity.
     pub event_queue: usize,
+    /// Forwarding threads.
+    pub workers: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// Fingerprints (and routes) with their own metrics series.
@@ -246,6 +252,9 @@ impl ServeArgs {
             max_connections: pick!(max_connections).unwrap_or(10_000).max(1),
             max_message_bytes,
             event_queue: pick!(event_queue).unwrap_or(65_536).max(1),
+            workers: pick!(workers)
+                .unwrap_or_else(crate::workers::default_workers)
+                .clamp(1, 1024),
             log_format: pick!(log_format).unwrap_or(LogFormat::Auto),
             metrics_top_k: pick!(metrics_top_k).unwrap_or(crate::metrics::DEFAULT_TOP_K),
             tracker_limits: TrackerLimits::default(),

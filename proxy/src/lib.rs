@@ -39,3 +39,4 @@ pub mod stream;
 pub mod tls;
 pub mod tracker;
 pub mod upstream;
+pub mod workers;

@@ -8,7 +8,14 @@
 //! arrived in one read goes out in one write, so a pipelined batch or a
 //! result set costs one syscall per buffer, not one per message, and
 //! nothing is allocated per message.
+//!
+//! An idle direction holds no buffer: it waits until its socket is
+//! readable, then borrows a buffer from its thread's spare list and gives
+//! it back once everything read has been forwarded. A thousand idle
+//! sessions therefore cost their task state, not 32 KiB each.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::sync::Mutex;
 
 use bytes::{Buf, BytesMut};
@@ -24,6 +31,46 @@ const INITIAL_BUFFER: usize = 16 * 1024;
 /// A buffer that grew beyond this is dropped after use, so one large query
 /// does not pin memory for the life of the connection.
 const RETAINED_BUFFER: usize = 256 * 1024;
+
+/// Spare read buffers kept per thread for the next readable socket.
+const SPARE_BUFFERS: usize = 64;
+
+thread_local! {
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A read buffer from this thread's spares, or a new one.
+fn take_buffer() -> BytesMut {
+    SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(INITIAL_BUFFER))
+}
+
+/// Keeps an emptied buffer of the usual size for the next reader; a grown
+/// one (or one too many) is freed.
+fn give_back(mut buf: BytesMut) {
+    buf.clear();
+    // Moves the start back to the beginning of the allocation (no copy:
+    // the buffer is empty) and tells whether it is the usual size.
+    buf.reserve(INITIAL_BUFFER);
+    if buf.capacity() > 2 * INITIAL_BUFFER {
+        return;
+    }
+    SPARE.with(|s| {
+        let mut spare = s.borrow_mut();
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buf);
+        }
+    });
+}
+
+/// A source that can wait for data without a buffer to put it in.
+pub trait WaitReadable {
+    /// Resolves once a read is likely to return data, end of stream or an
+    /// error. A source that cannot tell resolves at once (and the pump then
+    /// holds a buffer while its read waits).
+    fn wait_readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
 
 /// Why a direction stopped.
 #[derive(Debug, thiserror::Error)]
@@ -120,10 +167,34 @@ impl Pump {
         tracker: &Mutex<Tracker>,
     ) -> Result<(), RelayError>
     where
-        R: AsyncRead + Unpin,
+        R: AsyncRead + WaitReadable + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let result = self.pump::<D, R, W>(src, dst, tracker).await;
+        if self.buf.is_empty() {
+            give_back(std::mem::take(&mut self.buf));
+        }
+        result
+    }
+
+    async fn pump<D: Direction, R, W>(
+        &mut self,
+        src: &mut R,
+        dst: &mut W,
+        tracker: &Mutex<Tracker>,
+    ) -> Result<(), RelayError>
+    where
+        R: AsyncRead + WaitReadable + Unpin,
         W: AsyncWrite + Unpin,
     {
         loop {
+            if self.buf.is_empty() {
+                if self.buf.capacity() > 0 {
+                    give_back(std::mem::take(&mut self.buf));
+                }
+                src.wait_readable().await?;
+                self.buf = take_buffer();
+            }
             if self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(INITIAL_BUFFER.max(self.buf.len()));
             }
@@ -265,6 +336,12 @@ mod tests {
         next: usize,
     }
 
+    impl WaitReadable for Chunked {
+        fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+            std::future::ready(Ok(()))
+        }
+    }
+
     impl AsyncRead for Chunked {
         fn poll_read(
             mut self: Pin<&mut Self>,
@@ -297,6 +374,30 @@ mod tests {
         );
         t.backend(b"Z\0\0\0\x05I").unwrap();
         Mutex::new(t)
+    }
+
+    #[test]
+    fn spare_buffers_are_reused_and_grown_ones_freed() {
+        // Each test runs on its own thread, so the spare list starts empty.
+        let mut a = take_buffer();
+        assert!(a.capacity() >= INITIAL_BUFFER);
+        a.extend_from_slice(b"forwarded");
+        a.advance(9);
+        let ptr = a.as_ptr();
+        give_back(a);
+        // The same allocation comes back, rewound to its start.
+        let b = take_buffer();
+        assert!(b.is_empty() && b.capacity() >= INITIAL_BUFFER);
+        assert_eq!(b.as_ptr(), ptr.wrapping_sub(9));
+        let mut big = BytesMut::with_capacity(4 * INITIAL_BUFFER);
+        big.extend_from_slice(&[0u8; 100]);
+        give_back(big);
+        give_back(b);
+        assert_eq!(SPARE.with(|s| s.borrow().len()), 1);
+        for _ in 0..SPARE_BUFFERS + 10 {
+            give_back(BytesMut::with_capacity(INITIAL_BUFFER));
+        }
+        assert_eq!(SPARE.with(|s| s.borrow().len()), SPARE_BUFFERS);
     }
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {

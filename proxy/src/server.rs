@@ -21,6 +21,7 @@ use crate::events::EventSink;
 use crate::protocol::error_response::{fatal, ProxyError};
 use crate::tls;
 use crate::upstream::{Upstream, UpstreamError, UpstreamUrl};
+use crate::workers::WorkerPool;
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The forwarding threads could not be started.
+    #[error("cannot start the forwarding threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// Process-wide counters the admin endpoint and tests read.
@@ -95,6 +99,7 @@ pub struct Server {
     ctx: Arc<ServerContext>,
     shutdown_tx: watch::Sender<bool>,
     events: Option<mpsc::Receiver<SessionEvent>>,
+    workers: WorkerPool,
 }
 
 impl Server {
@@ -113,6 +118,7 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let workers = WorkerPool::start(config.workers).map_err(ServeError::Workers)?;
         let (sink, events) = EventSink::channel(config.event_queue);
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Arc::new(ServerContext {
@@ -130,6 +136,7 @@ impl Server {
             ctx,
             shutdown_tx,
             events: Some(events),
+            workers,
         })
     }
 
@@ -161,6 +168,7 @@ impl Server {
             listen = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             upstream = %self.ctx.upstream.url(),
             tls = self.ctx.tls.is_some(),
+            workers = self.workers.len(),
             "qproxy is accepting connections"
         );
         tokio::pin!(shutdown);
@@ -190,6 +198,8 @@ impl Server {
         {
             tracing::warn!("sessions still open after the grace period; exiting anyway");
         }
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
         tracing::info!("drained");
     }
 
@@ -209,7 +219,7 @@ impl Server {
             });
             return;
         };
-        tokio::spawn(async move {
+        self.workers.submit(socket, move |socket| async move {
             ctx.stats.client_connections.fetch_add(1, Ordering::Relaxed);
             crate::session::run(socket, ctx.clone()).await;
             ctx.stats.client_connections.fetch_sub(1, Ordering::Relaxed);

@@ -7,8 +7,11 @@
 //! first ReadyForQuery. Both directions of the relay run independently in
 //! one task; when either ends, the session ends.
 
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,7 +22,7 @@ use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::DecodeError;
 use crate::relay::{Backend, Frontend, Pump, RelayError};
 use crate::server::ServerContext;
-use crate::stream::MaybeTls;
+use crate::stream::{MaybeTls, ReadHalf, WriteHalf};
 use crate::tracker::{SessionInfo, Tracker};
 use crate::upstream::UpstreamStream;
 
@@ -61,13 +64,35 @@ enum Negotiated {
     },
 }
 
+/// A session ready to relay: both connections split into halves, and its
+/// tracker.
+struct Established {
+    client_rd: ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>,
+    client_wr: WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>,
+    server_rd: ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+    server_wr: WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+    tracker: Box<Mutex<Tracker>>,
+}
+
 /// Serves one accepted connection to completion.
+///
+/// Negotiation and connecting (TLS handshakes included) need far more task
+/// state than forwarding does; they run boxed, so the task that lives as
+/// long as the connection holds only the relay's state.
 pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>) {
+    let Some(session) = Box::pin(establish(socket, &ctx)).await else {
+        return;
+    };
+    relay(session, &ctx).await;
+}
+
+/// Negotiates with the client, connects upstream and forwards the
+/// StartupMessage; `None` when the session ended on the way.
+async fn establish(socket: TcpStream, ctx: &Arc<ServerContext>) -> Option<Box<Established>> {
     let connection_id = ctx.next_connection_id();
     socket.set_nodelay(true).ok();
     let peer = socket.peer_addr().ok();
-    let negotiated =
-        tokio::time::timeout(ctx.config.startup_timeout, negotiate(socket, &ctx)).await;
+    let negotiated = tokio::time::timeout(ctx.config.startup_timeout, negotiate(socket, ctx)).await;
     let (client, packet, mut info) = match negotiated {
         Err(_) => {
             tracing::info!(
@@ -76,13 +101,13 @@ pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>) {
                 "{}",
                 SessionError::StartupTimeout(ctx.config.startup_timeout)
             );
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             tracing::info!(connection_id, ?peer, error = %e, "connection closed during negotiation");
-            return;
+            return None;
         }
-        Ok(Ok(Negotiated::Cancelled)) => return,
+        Ok(Ok(Negotiated::Cancelled)) => return None,
         Ok(Ok(Negotiated::Startup {
             client,
             packet,
@@ -98,7 +123,16 @@ pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>) {
         tls = client.is_tls(),
         "client connected"
     );
-    connect_and_relay(client, packet, info, &ctx).await;
+    let (client, upstream, tracker) = connect(client, packet, info, ctx).await?;
+    let (client_rd, client_wr) = client.into_split();
+    let (server_rd, server_wr) = upstream.into_split();
+    Some(Box::new(Established {
+        client_rd,
+        client_wr,
+        server_rd,
+        server_wr,
+        tracker,
+    }))
 }
 
 async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, SessionError> {
@@ -189,12 +223,14 @@ async fn read_startup_packet<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>,
     Ok(packet)
 }
 
-async fn connect_and_relay(
+/// Connects to the upstream and forwards the StartupMessage; `None` when
+/// that failed (the client has been told why).
+async fn connect(
     mut client: ClientStream,
     packet: Vec<u8>,
     info: SessionInfo,
     ctx: &Arc<ServerContext>,
-) {
+) -> Option<(ClientStream, UpstreamStream, Box<Mutex<Tracker>>)> {
     let connection_id = info.connection_id;
     let mut upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
@@ -203,7 +239,7 @@ async fn connect_and_relay(
             tracing::warn!(connection_id, error = %e, "upstream unreachable");
             let _ =
                 send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
-            return;
+            return None;
         }
     };
     if let Err(e) = async {
@@ -214,14 +250,14 @@ async fn connect_and_relay(
     {
         ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
         let _ = send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
-        return;
+        return None;
     }
     // The client never shares the upstream's TLS session (the proxy either
     // terminates the client's TLS or the client has none), so channel
     // binding can never succeed across the proxy: `-PLUS` is always removed.
     let tracker = Tracker::new(info, ctx.sink.clone(), ctx.config.tracker_limits, true)
         .with_cancel_keys(ctx.cancel_keys.clone());
-    relay(client, upstream, tracker, ctx).await;
+    Some((client, upstream, Box::new(Mutex::new(tracker))))
 }
 
 async fn send_and_close<S: AsyncWrite + Unpin>(
@@ -242,16 +278,18 @@ enum End {
     StartupTimeout,
 }
 
-async fn relay(
-    client: ClientStream,
-    upstream: UpstreamStream,
-    tracker: Tracker,
-    ctx: &Arc<ServerContext>,
-) {
-    let connection_id = tracker.connection_id();
-    let tracker = Mutex::new(tracker);
-    let (mut client_rd, mut client_wr) = client.into_split();
-    let (mut server_rd, mut server_wr) = upstream.into_split();
+async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
+    let Established {
+        mut client_rd,
+        mut client_wr,
+        mut server_rd,
+        mut server_wr,
+        tracker,
+    } = *session;
+    let connection_id = tracker
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .connection_id();
     let mut frontend = Pump::new(ctx.config.max_message_bytes);
     let mut backend = Pump::new(ctx.config.max_message_bytes);
     let end = {
@@ -261,8 +299,7 @@ async fn relay(
         tokio::select! {
             r = &mut to_server => End::Client(r),
             r = &mut to_client => End::Server(r),
-            () = drained(ctx, &tracker) => End::Drain,
-            () = startup_deadline(ctx, &tracker) => End::StartupTimeout,
+            end = OnWake::new(watchdog(ctx, &tracker)) => end,
         }
     };
     match end {
@@ -317,13 +354,43 @@ async fn relay(
     tracker.lock().unwrap_or_else(|p| p.into_inner()).close();
 }
 
-/// Resolves when the proxy is draining and this session can be closed: it
-/// is idle (no query, no transaction), or the grace period ran out.
-async fn drained(ctx: &ServerContext, tracker: &Mutex<Tracker>) {
+/// Ends the session from outside its traffic: when authentication has not
+/// finished by the startup timeout, or when the proxy drains and the
+/// session is idle (no query, no transaction) or out of grace. One future
+/// in phases, so a session carries one timer, not two.
+async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>) -> End {
+    let started = || {
+        tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_started()
+    };
     let mut shutdown = ctx.shutdown.clone();
-    if shutdown.wait_for(|draining| *draining).await.is_err() {
-        // The sender is gone only when the server is dropped: never drain.
-        std::future::pending::<()>().await;
+    let draining = {
+        // Scoped, so the timer's state is gone once the deadline passed.
+        let deadline = tokio::time::sleep(ctx.config.startup_timeout);
+        tokio::pin!(deadline);
+        let draining = tokio::select! {
+            () = &mut deadline => false,
+            r = shutdown.wait_for(|draining| *draining) => r.is_ok(),
+        };
+        draining || {
+            // No sender: the server was dropped and never drains; only
+            // the deadline is left.
+            if !deadline.is_elapsed() {
+                (&mut deadline).await;
+            }
+            false
+        }
+    };
+    if !draining {
+        if !started() {
+            return End::StartupTimeout;
+        }
+        if shutdown.wait_for(|draining| *draining).await.is_err() {
+            // The sender is gone only when the server is dropped: never drain.
+            std::future::pending::<()>().await;
+        }
     }
     let deadline = tokio::time::Instant::now() + ctx.config.shutdown_grace;
     loop {
@@ -332,24 +399,121 @@ async fn drained(ctx: &ServerContext, tracker: &Mutex<Tracker>) {
             t.is_idle() || !t.is_started()
         };
         if idle || tokio::time::Instant::now() >= deadline {
-            return;
+            return End::Drain;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Resolves if authentication has not finished by the startup timeout.
-async fn startup_deadline(ctx: &ServerContext, tracker: &Mutex<Tracker>) {
-    tokio::time::sleep(ctx.config.startup_timeout).await;
-    loop {
-        if !tracker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_started()
-        {
-            return;
+/// Polls its future only when that future asked to be woken.
+///
+/// `select!` polls every branch whenever the task wakes, and a session's
+/// task wakes for every message in either direction; the watchdog (a timer
+/// and the drain signal) has nothing to do then. Giving it a waker of its
+/// own that raises a flag keeps it out of the per-message path.
+struct OnWake<F> {
+    future: Pin<Box<F>>,
+    flag: Arc<WakeFlag>,
+}
+
+struct WakeFlag {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(task) = task {
+            task.wake();
         }
-        // Started: this branch never fires again.
-        std::future::pending::<()>().await;
+    }
+}
+
+impl<F: Future> OnWake<F> {
+    fn new(future: F) -> Self {
+        OnWake {
+            future: Box::pin(future),
+            flag: Arc::new(WakeFlag {
+                // Polled once at the start, to register its wakeups.
+                woken: AtomicBool::new(true),
+                task: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl<F: Future> Future for OnWake<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        {
+            let mut task = self.flag.task.lock().unwrap_or_else(|p| p.into_inner());
+            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(self.flag.clone());
+        self.future.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A future that counts its polls and stays pending until released
+    /// through the waker it was last given.
+    struct Probe {
+        polls: Arc<std::sync::atomic::AtomicU32>,
+        waker: Arc<Mutex<Option<Waker>>>,
+        released: Arc<AtomicBool>,
+    }
+
+    impl Future for Probe {
+        type Output = u32;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
+            let n = self.polls.fetch_add(1, Ordering::SeqCst) + 1;
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            if self.released.load(Ordering::SeqCst) {
+                Poll::Ready(n)
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    #[test]
+    fn on_wake_polls_its_future_only_after_that_future_was_woken() {
+        let polls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let inner_waker = Arc::new(Mutex::new(None::<Waker>));
+        let released = Arc::new(AtomicBool::new(false));
+        let mut gated = Box::pin(OnWake::new(Probe {
+            polls: polls.clone(),
+            waker: inner_waker.clone(),
+            released: released.clone(),
+        }));
+        let mut cx = Context::from_waker(Waker::noop());
+        // The first poll registers the inner future's wakeups.
+        assert!(gated.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        // The task waking for other reasons (traffic) does not reach it.
+        for _ in 0..10 {
+            assert!(gated.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        // Its own wakeup does.
+        released.store(true, Ordering::SeqCst);
+        let waker = inner_waker.lock().unwrap().take().unwrap();
+        waker.wake();
+        assert_eq!(gated.as_mut().poll(&mut cx), Poll::Ready(2));
     }
 }

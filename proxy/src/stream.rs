@@ -119,6 +119,18 @@ impl<T: AsyncRead + AsyncWrite> MaybeTls<T> {
     }
 }
 
+impl<T: Send + Sync> crate::relay::WaitReadable for ReadHalf<T> {
+    fn wait_readable(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        // poll_read_ready parks the waker in the socket's reader slot (the
+        // one reads use), so waiting costs no state in the session's task.
+        std::future::poll_fn(move |cx| match self {
+            ReadHalf::Plain(s) => AsRef::<TcpStream>::as_ref(s).poll_read_ready(cx),
+            // rustls may hold decrypted bytes already: read at once.
+            ReadHalf::Tls(_) => Poll::Ready(Ok(())),
+        })
+    }
+}
+
 impl<T: AsyncRead> AsyncRead for ReadHalf<T> {
     fn poll_read(
         self: Pin<&mut Self>,
