@@ -170,23 +170,6 @@ impl Pump {
         R: AsyncRead + WaitReadable + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let result = self.pump::<D, R, W>(src, dst, tracker).await;
-        if self.buf.is_empty() {
-            give_back(std::mem::take(&mut self.buf));
-        }
-        result
-    }
-
-    async fn pump<D: Direction, R, W>(
-        &mut self,
-        src: &mut R,
-        dst: &mut W,
-        tracker: &Mutex<Tracker>,
-    ) -> Result<(), RelayError>
-    where
-        R: AsyncRead + WaitReadable + Unpin,
-        W: AsyncWrite + Unpin,
-    {
         loop {
             if self.buf.is_empty() {
                 if self.buf.capacity() > 0 {

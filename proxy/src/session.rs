@@ -366,23 +366,9 @@ async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>) -> End {
             .is_started()
     };
     let mut shutdown = ctx.shutdown.clone();
-    let draining = {
-        // Scoped, so the timer's state is gone once the deadline passed.
-        let deadline = tokio::time::sleep(ctx.config.startup_timeout);
-        tokio::pin!(deadline);
-        let draining = tokio::select! {
-            () = &mut deadline => false,
-            r = shutdown.wait_for(|draining| *draining) => r.is_ok(),
-        };
-        draining || {
-            // No sender: the server was dropped and never drains; only
-            // the deadline is left.
-            if !deadline.is_elapsed() {
-                (&mut deadline).await;
-            }
-            false
-        }
-    };
+    // Boxed: the startup timer is only needed until authentication ends,
+    // and should not stay in the session's state after that.
+    let draining = Box::pin(until_startup_deadline(ctx, &mut shutdown)).await;
     if !draining {
         if !started() {
             return End::StartupTimeout;
@@ -403,6 +389,26 @@ async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>) -> End {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits out the startup timeout; `true` if the proxy started draining
+/// first.
+async fn until_startup_deadline(
+    ctx: &ServerContext,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let deadline = tokio::time::sleep(ctx.config.startup_timeout);
+    tokio::pin!(deadline);
+    let draining = tokio::select! {
+        () = &mut deadline => false,
+        r = shutdown.wait_for(|draining| *draining) => r.is_ok(),
+    };
+    if !draining && !deadline.is_elapsed() {
+        // No sender: the server was dropped and never drains; only the
+        // deadline is left.
+        (&mut deadline).await;
+    }
+    draining
 }
 
 /// Polls its future only when that future asked to be woken.

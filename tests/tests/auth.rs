@@ -138,3 +138,51 @@ async fn startup_parameters_reach_the_server() {
         .unwrap();
     assert_eq!(row.get::<_, &str>(0), "renamed");
 }
+
+/// A client that starts authenticating and then goes quiet is disconnected by the proxy's
+/// `--startup-timeout` (PostgreSQL's own `authentication_timeout` is a minute), with 08P01.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_authentication_is_closed_at_the_startup_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let options = qproxy_tests::ProxyOptions {
+        extra_args: vec!["--startup-timeout".into(), "1".into()],
+        ..qproxy_tests::ProxyOptions::new(env().cluster.url(
+            qproxy_tests::SUPERUSER,
+            "postgres",
+            "disable",
+        ))
+    };
+    let Some(proxy) = env().extra_proxy("stalled_authentication", &options) else {
+        return;
+    };
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port()))
+        .await
+        .unwrap();
+    let mut startup = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", SCRAM.user), ("database", TEST_DB)],
+        &mut startup,
+    )
+    .unwrap();
+    socket.write_all(&startup).await.unwrap();
+    let started = std::time::Instant::now();
+    // AuthenticationSASL arrives, the client never answers, and the proxy ends the session.
+    let mut received = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        socket.read_to_end(&mut received),
+    )
+    .await
+    .expect("the proxy closed the stalled session")
+    .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(received.first(), Some(&b'R'), "{received:?}");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("08P01"), "{text}");
+    assert!(text.contains("did not complete in time"), "{text}");
+    assert!(
+        waited >= std::time::Duration::from_millis(900)
+            && waited < std::time::Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+}
