@@ -457,6 +457,25 @@ async fn batched_request(c: &Client, limit: u32, tag: &str) {
 }
 
 /// The fingerprint `qproxy fingerprint` gives `sql`.
+/// The filter and the sort no index serves: three lookups of posts by `author_id`, one page of
+/// events by `created_at`.
+async fn unindexed_workload(c: &Client) {
+    for author in [1i32, 2, 3] {
+        rows(
+            c,
+            "SELECT id, title FROM posts WHERE author_id = $1",
+            &[&author],
+        )
+        .await;
+    }
+    rows(
+        c,
+        "SELECT id, kind FROM events ORDER BY created_at DESC LIMIT 20",
+        &[],
+    )
+    .await;
+}
+
 async fn fingerprint_of(sql: &str) -> String {
     let sql = sql.to_owned();
     let out = blocking(move || {
@@ -1140,20 +1159,7 @@ async fn unindexed_filter_and_sort_with_suggestions() {
         return;
     };
     let c = s.client().await;
-    for author in [1i32, 2, 3] {
-        rows(
-            &c,
-            "SELECT id, title FROM posts WHERE author_id = $1",
-            &[&author],
-        )
-        .await;
-    }
-    rows(
-        &c,
-        "SELECT id, kind FROM events ORDER BY created_at DESC LIMIT 20",
-        &[],
-    )
-    .await;
+    unindexed_workload(&c).await;
     simple(&c, "SELECT count(*) FROM events WHERE kind = 'kind3'").await;
     // Controls next to them: primary key, indexed filter, indexed sort, small table.
     rows(&c, "SELECT id, title FROM posts WHERE id = $1", &[&5i32]).await;
@@ -1205,20 +1211,7 @@ async fn unindexed_findings_for_statements_run_before_the_catalog_loaded() {
         return;
     };
     let c = s.client().await;
-    for author in [1i32, 2, 3] {
-        rows(
-            &c,
-            "SELECT id, title FROM posts WHERE author_id = $1",
-            &[&author],
-        )
-        .await;
-    }
-    rows(
-        &c,
-        "SELECT id, kind FROM events ORDER BY created_at DESC LIMIT 20",
-        &[],
-    )
-    .await;
+    unindexed_workload(&c).await;
     drop(c);
     let report = s.finish().await;
 
