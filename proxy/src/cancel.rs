@@ -35,7 +35,7 @@ impl CancelKeys {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(i32, Box<[u8]>)>> {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.keys)
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`metrics`]: the Prometheus registry and every metric qproxy exports.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: flags, env and TOML merged into one configuration.
+//! - [`workers`]: the threads that forward traffic.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -40,3 +41,10 @@ pub mod tls;
 pub mod tracker;
 pub mod upstream;
 pub mod workers;
+
+/// Locks `m`, taking the data even if a panicking thread poisoned it: the
+/// proxy's mutexes guard plain state that stays consistent between
+/// statements, and a session must not die of another's panic.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

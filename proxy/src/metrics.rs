@@ -382,7 +382,7 @@ impl Metrics {
         {
             let select = StatementKind::Select;
             let series = metrics.series(&[OTHER, select.as_str()]);
-            let mut state = metrics.per_query.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = crate::lock(&metrics.per_query);
             state.other.insert(select, series);
         }
         metrics
@@ -410,7 +410,7 @@ impl Metrics {
     /// Records one analysed statement (analysis task only).
     pub fn record_query(&self, p: &Processed) {
         let series = {
-            let mut state = self.per_query.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = crate::lock(&self.per_query);
             let state = &mut *state;
             match state.fingerprints.get(&p.fingerprint) {
                 Some(s) => s.clone(),
@@ -446,7 +446,7 @@ impl Metrics {
     pub fn record_analyzer(&self, analyzer: &Analyzer) {
         self.catalog_available
             .set(i64::from(analyzer.catalog_available()));
-        let mut state = self.per_query.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::lock(&self.per_query);
         for (i, (source, count)) in analyzer.requests_by_source().into_iter().enumerate() {
             let seen = &mut state.requests_seen[i];
             if count > *seen {
@@ -463,7 +463,7 @@ impl Metrics {
         if findings.is_empty() {
             return;
         }
-        let mut state = self.per_query.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::lock(&self.per_query);
         for f in findings {
             let n = f.occurrences;
             self.findings
@@ -494,7 +494,7 @@ impl Metrics {
     /// copied in first.
     pub fn render(&self) -> String {
         {
-            let mut s = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = crate::lock(&self.synced);
             let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             let server = &self.server_stats;
             let events = &self.event_stats;

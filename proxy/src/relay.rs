@@ -186,7 +186,7 @@ impl Pump {
             }
             loop {
                 let scan = {
-                    let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut t = crate::lock(tracker);
                     self.scan::<D>(&mut t)?
                 };
                 if scan.forward > 0 {

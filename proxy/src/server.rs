@@ -168,7 +168,7 @@ impl Server {
             listen = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             upstream = %self.ctx.upstream.url(),
             tls = self.ctx.tls.is_some(),
-            workers = self.workers.len(),
+            workers = self.workers.threads(),
             "qproxy is accepting connections"
         );
         tokio::pin!(shutdown);

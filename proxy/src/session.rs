@@ -286,10 +286,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         mut server_wr,
         tracker,
     } = *session;
-    let connection_id = tracker
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .connection_id();
+    let connection_id = crate::lock(&tracker).connection_id();
     let mut frontend = Pump::new(ctx.config.max_message_bytes);
     let mut backend = Pump::new(ctx.config.max_message_bytes);
     let end = {
@@ -351,7 +348,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
     }
     let _ = client_wr.shutdown().await;
     let _ = server_wr.shutdown().await;
-    tracker.lock().unwrap_or_else(|p| p.into_inner()).close();
+    crate::lock(&tracker).close();
 }
 
 /// Ends the session from outside its traffic: when authentication has not
@@ -359,18 +356,12 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
 /// session is idle (no query, no transaction) or out of grace. One future
 /// in phases, so a session carries one timer, not two.
 async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>) -> End {
-    let started = || {
-        tracker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_started()
-    };
     let mut shutdown = ctx.shutdown.clone();
-    // Boxed: the startup timer is only needed until authentication ends,
-    // and should not stay in the session's state after that.
+    // Boxed: the startup timer is freed once the startup timeout has passed
+    // instead of staying in the session's state for its whole life.
     let draining = Box::pin(until_startup_deadline(ctx, &mut shutdown)).await;
     if !draining {
-        if !started() {
+        if !crate::lock(tracker).is_started() {
             return End::StartupTimeout;
         }
         if shutdown.wait_for(|draining| *draining).await.is_err() {
@@ -381,7 +372,7 @@ async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>) -> End {
     let deadline = tokio::time::Instant::now() + ctx.config.shutdown_grace;
     loop {
         let idle = {
-            let t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+            let t = crate::lock(tracker);
             t.is_idle() || !t.is_started()
         };
         if idle || tokio::time::Instant::now() >= deadline {
@@ -434,7 +425,7 @@ impl Wake for WakeFlag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let task = crate::lock(&self.task).clone();
         if let Some(task) = task {
             task.wake();
         }
@@ -459,7 +450,7 @@ impl<F: Future> Future for OnWake<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         {
-            let mut task = self.flag.task.lock().unwrap_or_else(|p| p.into_inner());
+            let mut task = crate::lock(&self.flag.task);
             if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
                 *task = Some(cx.waker().clone());
             }

@@ -90,14 +90,9 @@ impl WorkerPool {
         Ok(WorkerPool { workers })
     }
 
-    /// Number of workers.
-    pub fn len(&self) -> usize {
+    /// Number of worker threads (at least one).
+    pub fn threads(&self) -> usize {
         self.workers.len()
-    }
-
-    /// Always false: a pool has at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
     }
 
     /// Runs `session` for `socket` on the least busy worker. The socket is
@@ -174,7 +169,7 @@ mod tests {
             .build()
             .unwrap();
         let pool = WorkerPool::start(2).unwrap();
-        assert_eq!(pool.len(), 2);
+        assert_eq!(pool.threads(), 2);
         let names = rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
