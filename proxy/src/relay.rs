@@ -25,12 +25,10 @@ use crate::protocol::framing::{self, FrameError};
 use crate::protocol::{backend, frontend};
 use crate::tracker::{TrackError, Tracker, Verdict};
 
-/// Read buffer size to start with; it grows for large inspected messages
-/// and shrinks back once they are forwarded.
+/// Read buffer size to start with; it grows for large inspected messages,
+/// and a grown buffer is freed once emptied (see [`give_back`]), so one
+/// large query does not pin memory for the life of the connection.
 const INITIAL_BUFFER: usize = 16 * 1024;
-/// A buffer that grew beyond this is dropped after use, so one large query
-/// does not pin memory for the life of the connection.
-const RETAINED_BUFFER: usize = 256 * 1024;
 
 /// Spare read buffers kept per thread for the next readable socket.
 const SPARE_BUFFERS: usize = 64;
@@ -207,9 +205,6 @@ impl Pump {
                 }
             }
             dst.flush().await?;
-            if self.buf.is_empty() && self.buf.capacity() > RETAINED_BUFFER {
-                self.buf = BytesMut::new();
-            }
         }
     }
 
