@@ -116,10 +116,11 @@ pub const POOR_CORRELATION: f64 = 0.5;
 pub fn coverage_warnings(summary: &Summary) -> Vec<String> {
     let mut warnings = Vec::new();
     if summary.findings_lost > 0 {
+        let n = summary.findings_lost;
         warnings.push(format!(
-            "{} finding occurrences lost: the findings store could not be written for a while \
+            "{n} finding occurrence{} lost: the findings store could not be written for a while \
              (see the proxy's log and qproxy_findings_lost_total), so this report undercounts",
-            summary.findings_lost
+            if n == 1 { "" } else { "s" }
         ));
     }
     if summary.catalog != "available" {

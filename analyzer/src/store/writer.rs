@@ -26,6 +26,7 @@
 //! A crash loses at most the last flush interval plus whatever was pending
 //! while the store was unwritable.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -472,7 +473,7 @@ impl Flusher {
                 Ok(())
             }
             Err(e) => {
-                let retry_in_ms = self.failed().as_millis();
+                let retry_in_ms = u64::try_from(self.failed().as_millis()).unwrap_or(u64::MAX);
                 let pending_findings = self.pending.findings.len();
                 // Once per outage at warn; the retries (every few seconds
                 // while it lasts) only at debug.
@@ -552,6 +553,9 @@ impl Flusher {
 /// holding terminal escapes cannot rewrite the terminal that tails the
 /// log.
 fn log_new(f: &Finding) {
+    fn shown(s: Option<&str>) -> Option<tracing::field::DisplayValue<Cow<'_, str>>> {
+        s.map(|s| tracing::field::display(for_terminal_line(s)))
+    }
     let request = f.request.as_ref();
     tracing::info!(
         target: "qproxy::finding",
@@ -559,10 +563,10 @@ fn log_new(f: &Finding) {
         kind = %f.kind,
         severity = f.severity.as_str(),
         fingerprint = %for_terminal_line(&f.fingerprint),
-        table = f.table.as_deref().map(for_terminal_line).as_deref(),
+        table = shown(f.table.as_deref()),
         count = f.count,
-        request_id = request.and_then(|r| r.id.as_deref()).map(for_terminal_line).as_deref(),
-        route = request.and_then(|r| r.route.as_deref()).map(for_terminal_line).as_deref(),
+        request_id = shown(request.and_then(|r| r.id.as_deref())),
+        route = shown(request.and_then(|r| r.route.as_deref())),
         query = %for_terminal_line(&f.query),
         "new finding"
     );
