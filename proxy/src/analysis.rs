@@ -16,6 +16,8 @@ use qproxy_analyzer::event::SessionEvent;
 use qproxy_analyzer::finding::{Finding, Summary};
 use qproxy_analyzer::pipeline::indexes::VerifyRequest;
 use qproxy_analyzer::pipeline::{Analyzer, AnalyzerConfig};
+// Database names come from clients' StartupMessages: escaped like report text.
+use qproxy_analyzer::report::escape::for_terminal_line;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::catalog::CatalogConnector;
@@ -183,11 +185,11 @@ fn start_catalog_jobs(
             let _permit = jobs.acquire_owned().await;
             let loaded = match c.load(&db).await {
                 Ok((catalog, hypopg)) => {
-                    tracing::info!(database = %db, tables = catalog.table_count(), hypopg, "catalog loaded");
+                    tracing::info!(database = %for_terminal_line(&db), tables = catalog.table_count(), hypopg, "catalog loaded");
                     Some((Arc::new(catalog), hypopg))
                 }
                 Err(e) => {
-                    tracing::warn!(database = %db, error = %e, "catalog unavailable; unindexed filter/sort detection is off for this database");
+                    tracing::warn!(database = %for_terminal_line(&db), error = %e, "catalog unavailable; unindexed filter/sort detection is off for this database");
                     None
                 }
             };

@@ -426,8 +426,8 @@ impl Flusher {
                 pending_max = self.config.pending_max,
                 findings_lost = dropped,
                 findings_lost_total = total,
-                "findings store still unwritable and the pending cap is reached; \
-                 dropping findings (counted in qproxy_findings_lost_total and the report)"
+                "the pending cap is reached while findings wait for the store; dropping \
+                 findings (counted in qproxy_findings_lost_total and the report)"
             );
         }
     }
