@@ -245,6 +245,12 @@ pub struct Summary {
     pub dropped_events: u64,
     /// `available` or `unavailable`.
     pub catalog: String,
+    /// Finding occurrences the proxy could not get into the store (it
+    /// stayed unwritable past the in-memory cap, or past the final flush),
+    /// so the findings above undercount. Absent in stores and baselines
+    /// written before it existed, hence the default.
+    #[serde(default)]
+    pub findings_lost: u64,
 }
 
 #[cfg(test)]

@@ -77,7 +77,15 @@ fn sarif_has_schema_rules_and_partial_fingerprints() {
     let notes = runs[0]["invocations"][0]["toolExecutionNotifications"]
         .as_array()
         .unwrap();
-    assert_eq!(notes.len(), 3, "poor coverage is reported to the tool");
+    assert_eq!(
+        notes.len(),
+        4,
+        "poor coverage and lost findings are reported to the tool"
+    );
+    assert!(notes[0]["message"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("12 finding occurrences lost"));
 }
 
 #[test]
@@ -139,11 +147,11 @@ fn junit_escapes_hostile_sql_and_control_characters() {
         .descendants()
         .find(|n| n.has_tag_name("failure"))
         .unwrap();
-    assert!(failure
-        .text()
-        .unwrap()
-        .contains("<script>alert(1)</script>"));
+    let text = failure.text().unwrap();
+    assert!(text.contains("<script>alert(1)</script>"));
     assert!(!xml.contains("<script>"));
+    // Controls are visible escapes, neither raw nor silently replaced.
+    assert!(text.contains(" \\x01\\x1b"), "{text}");
 }
 
 #[test]

@@ -228,6 +228,7 @@ fn run_selection() {
                 correlated_fraction: 0.8,
                 fingerprints: 30,
                 catalog: "unavailable".into(),
+                findings_lost: 5,
                 ..Summary::default()
             },
         )
@@ -247,6 +248,8 @@ fn run_selection() {
     );
     assert_eq!(all.findings.len(), 2);
     assert_eq!(all.summary.queries, 400);
+    assert_eq!(all.summary.findings_lost, 5, "losses add up over runs");
+    assert_eq!(latest.summary.findings_lost, 0);
     assert!(
         (all.summary.correlated_fraction - 0.5).abs() < 1e-9,
         "weighted by queries"
@@ -358,4 +361,28 @@ fn query_is_stored_as_given_and_details_are_json() {
         serde_json::from_str::<Vec<String>>(&columns).unwrap(),
         f.columns
     );
+}
+
+#[test]
+fn a_v1_store_migrates_and_reports_no_losses() {
+    let (_dir, path) = temp_store();
+    let mut store = Store::open(&path).unwrap();
+    let run = store.begin_run(&run_info("old", 0)).unwrap();
+    store.record(run, &[n_plus_one()]).unwrap();
+    drop(store);
+    // What qproxy before `findings_lost` left behind.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("ALTER TABLE runs DROP COLUMN findings_lost; PRAGMA user_version = 1")
+        .unwrap();
+    assert!(matches!(
+        Store::open_read_only(&path),
+        Err(StoreError::SchemaOutdated { found: 1, .. })
+    ));
+    drop(Store::open(&path).unwrap());
+    let report = Store::open_read_only(&path)
+        .unwrap()
+        .load_report(&RunSelection::All)
+        .unwrap();
+    assert_eq!(report.findings.len(), 1);
+    assert_eq!(report.summary.findings_lost, 0);
 }

@@ -1,12 +1,18 @@
 //! The background writer: batches reach the store, finish ends the run,
-//! dropping the handle still writes what was submitted, nothing is lost.
+//! dropping the handle still writes what was submitted, nothing is lost;
+//! and while another connection holds the file locked, findings wait in
+//! memory and reach the store once it is free, or are counted as lost.
 
 mod store_support;
 
-use std::sync::atomic::Ordering;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use qproxy_analyzer::finding::Summary;
-use qproxy_analyzer::store::{Batch, RunSelection, Store, StoreError, Submitted, Writer};
+use qproxy_analyzer::finding::{Finding, Summary};
+use qproxy_analyzer::store::{
+    Batch, RunSelection, Store, StoreError, Submitted, Writer, WriterConfig,
+};
 use store_support::*;
 
 fn batch(findings: Vec<qproxy_analyzer::finding::Finding>, queries: u64) -> Batch {
@@ -114,4 +120,161 @@ fn spawn_fails_at_startup_on_a_bad_path() {
         matches!(err, StoreError::CreateDir { .. } | StoreError::Open { .. }),
         "{err}"
     );
+}
+
+/// Retries fast, so a test of a locked store takes a fraction of a second
+/// per phase.
+fn quick(pending_max: usize, final_flush_timeout: Duration) -> WriterConfig {
+    WriterConfig {
+        pending_max,
+        busy_timeout: Duration::from_millis(20),
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(80),
+        final_flush_timeout,
+    }
+}
+
+/// Another process's exclusive lock on the store file, as `sqlite3 db
+/// 'BEGIN EXCLUSIVE'` or a backup tool would hold it; released on drop.
+fn lock(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    conn
+}
+
+/// Waits (up to 30 s) until `counter` reaches `at_least`.
+fn wait_for(counter: &AtomicU64, at_least: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter.load(Ordering::Relaxed) < at_least {
+        assert!(Instant::now() < deadline, "{what}: still {counter:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn once(mut f: Finding) -> Finding {
+    f.occurrences = 1;
+    f
+}
+
+fn latest(path: &Path) -> qproxy_analyzer::report::Report {
+    Store::open_read_only(path)
+        .unwrap()
+        .load_report(&RunSelection::Latest)
+        .unwrap()
+}
+
+#[test]
+fn a_locked_store_holds_findings_in_memory_and_loses_none() {
+    const BATCHES: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("findings.db");
+    let mut writer =
+        Writer::spawn_with(&path, run_info("h", 0), quick(100, Duration::from_secs(10))).unwrap();
+    let stats = writer.stats();
+    let lock = lock(&path);
+    for i in 0..BATCHES {
+        // Every batch while locked: more than the channel holds, so the
+        // thread must keep taking batches between failed writes.
+        writer.submit(batch(vec![once(n_plus_one()), once(repeated_query())], i));
+        if i == 0 {
+            wait_for(&stats.write_failures, 1, "a write fails while locked");
+        }
+    }
+    wait_for(&stats.write_failures, 3, "writes are retried while locked");
+    assert_eq!(stats.batches_written.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.findings_lost.load(Ordering::Relaxed), 0);
+    drop(lock);
+    wait_for(
+        &stats.batches_written,
+        1,
+        "the pending findings reach the store",
+    );
+    assert_eq!(stats.pending_findings.load(Ordering::Relaxed), 0);
+    writer.finish(batch(vec![], BATCHES)).unwrap();
+
+    let report = latest(&path);
+    assert_eq!(report.findings.len(), 2);
+    assert!(
+        report.findings.iter().all(|f| f.occurrences == BATCHES),
+        "{:?}",
+        report.findings
+    );
+    assert_eq!(report.summary.findings_lost, 0);
+    assert_eq!(report.summary.queries, BATCHES);
+    assert!(report.runs[0].ended_at.is_some());
+    assert_eq!(stats.findings_lost.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn past_the_pending_cap_new_findings_are_dropped_counted_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("findings.db");
+    let mut writer =
+        Writer::spawn_with(&path, run_info("h", 0), quick(1, Duration::from_secs(10))).unwrap();
+    let stats = writer.stats();
+    let lock = lock(&path);
+    writer.submit(batch(vec![once(n_plus_one())], 1));
+    wait_for(&stats.write_failures, 1, "a write fails while locked");
+    // A second distinct finding does not fit under the cap of one; the
+    // held one keeps merging.
+    let mut lost = unbounded_select();
+    lost.occurrences = 3;
+    writer.submit(batch(vec![lost, once(n_plus_one())], 2));
+    wait_for(
+        &stats.findings_lost,
+        3,
+        "the dropped occurrences are counted",
+    );
+    assert_eq!(stats.pending_findings.load(Ordering::Relaxed), 1);
+    drop(lock);
+    wait_for(
+        &stats.batches_written,
+        1,
+        "the held finding reaches the store",
+    );
+    writer.finish(batch(vec![], 3)).unwrap();
+
+    let report = latest(&path);
+    assert_eq!(report.findings.len(), 1);
+    assert_eq!(report.findings[0].id, n_plus_one().id);
+    assert_eq!(report.findings[0].occurrences, 2);
+    assert_eq!(stats.findings_lost.load(Ordering::Relaxed), 3);
+    assert_eq!(
+        report.summary.findings_lost, 3,
+        "the loss is written with the run's summary"
+    );
+}
+
+#[test]
+fn the_final_flush_gives_up_after_its_timeout_and_counts_what_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("findings.db");
+    let mut writer = Writer::spawn_with(
+        &path,
+        run_info("h", 0),
+        quick(100, Duration::from_millis(300)),
+    )
+    .unwrap();
+    let stats = writer.stats();
+    writer.submit(batch(vec![once(n_plus_one())], 1));
+    wait_for(&stats.batches_written, 1, "the first batch is written");
+    let lock = lock(&path);
+    let mut last = repeated_query();
+    last.occurrences = 4;
+    let started = Instant::now();
+    let err = writer.finish(batch(vec![last], 2)).unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, StoreError::Sqlite(_)), "{err}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    assert!(stats.write_failures.load(Ordering::Relaxed) >= 2);
+    assert_eq!(stats.findings_lost.load(Ordering::Relaxed), 4);
+    drop(lock);
+
+    let report = latest(&path);
+    assert_eq!(report.findings.len(), 1, "only what was written before");
+    assert_eq!(report.runs[0].ended_at, None, "the run could not be ended");
 }

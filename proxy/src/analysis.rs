@@ -16,6 +16,8 @@ use qproxy_analyzer::event::SessionEvent;
 use qproxy_analyzer::finding::{Finding, Summary};
 use qproxy_analyzer::pipeline::indexes::VerifyRequest;
 use qproxy_analyzer::pipeline::{Analyzer, AnalyzerConfig};
+// Database names come from clients' StartupMessages: escaped like report text.
+use qproxy_analyzer::report::escape::for_terminal_line;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::catalog::CatalogConnector;
@@ -183,11 +185,11 @@ fn start_catalog_jobs(
             let _permit = jobs.acquire_owned().await;
             let loaded = match c.load(&db).await {
                 Ok((catalog, hypopg)) => {
-                    tracing::info!(database = %db, tables = catalog.table_count(), hypopg, "catalog loaded");
+                    tracing::info!(database = %for_terminal_line(&db), tables = catalog.table_count(), hypopg, "catalog loaded");
                     Some((Arc::new(catalog), hypopg))
                 }
                 Err(e) => {
-                    tracing::warn!(database = %db, error = %e, "catalog unavailable; unindexed filter/sort detection is off for this database");
+                    tracing::warn!(database = %for_terminal_line(&db), error = %e, "catalog unavailable; unindexed filter/sort detection is off for this database");
                     None
                 }
             };
@@ -251,10 +253,23 @@ pub struct StoreSink {
 impl StoreSink {
     /// Opens (or creates) the store and starts a run in it.
     pub fn open(path: &std::path::Path) -> Result<StoreSink, qproxy_analyzer::store::StoreError> {
+        StoreSink::open_with(path, qproxy_analyzer::store::WriterConfig::default())
+    }
+
+    /// [`StoreSink::open`] with the writer's retry and cap settings.
+    pub fn open_with(
+        path: &std::path::Path,
+        config: qproxy_analyzer::store::WriterConfig,
+    ) -> Result<StoreSink, qproxy_analyzer::store::StoreError> {
         let info = qproxy_analyzer::store::RunInfo::current(env!("CARGO_PKG_VERSION"));
         Ok(StoreSink {
-            writer: qproxy_analyzer::store::Writer::spawn(path, info)?,
+            writer: qproxy_analyzer::store::Writer::spawn_with(path, info, config)?,
         })
+    }
+
+    /// The writer's counters (write failures, findings lost), for metrics.
+    pub fn stats(&self) -> std::sync::Arc<qproxy_analyzer::store::WriterStats> {
+        self.writer.stats()
     }
 }
 
@@ -268,8 +283,13 @@ impl FindingSink for StoreSink {
 
     fn finish(self: Box<Self>, findings: Vec<Finding>, summary: Summary) {
         use qproxy_analyzer::store::Batch;
+        let stats = self.writer.stats();
         if let Err(e) = self.writer.finish(Batch { findings, summary }) {
-            tracing::error!(error = %e, "final flush to the findings store failed");
+            tracing::error!(
+                error = %e,
+                findings_lost_total = stats.findings_lost.load(Ordering::Relaxed),
+                "final flush to the findings store failed; the lost findings are not in the report"
+            );
         }
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use qproxy_analyzer::store::WriterConfig;
+
 use crate::analysis::AnalysisSettings;
 use crate::tracker::TrackerLimits;
 
@@ -133,6 +135,12 @@ pub struct ServeArgs {
     /// `fingerprint="other"` (`route="other"`) [default: 100]
     #[arg(long, env = "QPROXY_METRICS_TOP_K", value_name = "N")]
     pub metrics_top_k: Option<usize>,
+    /// Advanced: distinct findings held in memory while the findings store
+    /// cannot be written (locked by another process, disk full); deltas of
+    /// further findings are dropped and counted in
+    /// qproxy_findings_lost_total and the report [default: 100000]
+    #[arg(long, env = "QPROXY_STORE_PENDING_MAX", value_name = "N", hide = true)]
+    pub store_pending_max: Option<usize>,
     /// Every analyzer setting, TOML only: `[analyzer.n_plus_one]`,
     /// `[analyzer.unbounded]`, `[analyzer.unindexed]`,
     /// `[analyzer.correlation]` (see qproxy.example.toml).
@@ -151,6 +159,9 @@ pub struct ServeConfig {
     pub admin_listen: SocketAddr,
     /// Findings store path.
     pub store: PathBuf,
+    /// How the store's writer thread holds and retries findings while the
+    /// store cannot be written.
+    pub store_writer: WriterConfig,
     /// TLS toward clients: certificate and key.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Drain grace period.
@@ -239,14 +250,26 @@ impl ServeArgs {
         if let Some(rows) = pick!(unindexed_min_rows) {
             analysis.analyzer.unindexed.min_table_rows = rows;
         }
+        let shutdown_grace = seconds(pick!(shutdown_grace), 30.0, "shutdown_grace")?;
+        let store_writer = WriterConfig {
+            pending_max: pick!(store_pending_max)
+                .unwrap_or(WriterConfig::DEFAULT_PENDING_MAX)
+                .max(1),
+            // The final flush retries a locked store for the grace period,
+            // but no longer than 10 s: orchestrators size their kill timeout
+            // on the grace period, and the drain already used some of it.
+            final_flush_timeout: shutdown_grace.min(WriterConfig::DEFAULT_FINAL_FLUSH_TIMEOUT),
+            ..WriterConfig::default()
+        };
         Ok(ServeConfig {
             listen: pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             upstream,
             admin_listen: pick!(admin_listen)
                 .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default")),
             store: pick!(store).unwrap_or_else(|| PathBuf::from(DEFAULT_STORE)),
+            store_writer,
             tls,
-            shutdown_grace: seconds(pick!(shutdown_grace), 30.0, "shutdown_grace")?,
+            shutdown_grace,
             startup_timeout: seconds(pick!(startup_timeout), 15.0, "startup_timeout")?,
             connect_timeout: seconds(pick!(connect_timeout), 5.0, "connect_timeout")?,
             max_connections: pick!(max_connections).unwrap_or(10_000).max(1),
@@ -289,6 +312,8 @@ mod tests {
         assert_eq!(c.listen.port(), 8000);
         assert_eq!(c.upstream, "postgres://file");
         assert_eq!(c.shutdown_grace, Duration::from_millis(2500));
+        assert_eq!(c.store_writer.final_flush_timeout, c.shutdown_grace);
+        assert_eq!(c.store_writer.pending_max, 100_000);
         assert_eq!(c.admin_listen.port(), 9930);
         assert_eq!(c.metrics_top_k, 100);
         assert_eq!(c.store, PathBuf::from(".qproxy/findings.db"));
@@ -348,6 +373,7 @@ mod example {
         assert_eq!(c.shutdown_grace, defaults.shutdown_grace);
         assert_eq!(c.max_message_bytes, defaults.max_message_bytes);
         assert_eq!(c.analysis.flush_interval, defaults.analysis.flush_interval);
+        assert_eq!(c.store_writer, defaults.store_writer);
         let (a, d) = (&c.analysis.analyzer, &defaults.analysis.analyzer);
         assert_eq!(a.n_plus_one.threshold, d.n_plus_one.threshold);
         assert_eq!(

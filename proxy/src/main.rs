@@ -83,8 +83,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let store = qproxy::analysis::StoreSink::open(&config.store)
+    let store = qproxy::analysis::StoreSink::open_with(&config.store, config.store_writer.clone())
         .with_context(|| format!("cannot open the findings store {}", config.store.display()))?;
+    let store_stats = store.stats();
     runtime.block_on(async move {
         let config_analysis = config.analysis.clone();
         let admin_listen = config.admin_listen;
@@ -94,11 +95,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let events = server.take_events().expect("events not taken yet");
         let (analysis_stop, analysis_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let event_stats = server.context().sink.stats().clone();
-        let metrics = Arc::new(Metrics::new(
-            metrics_top_k,
-            server.context().stats.clone(),
-            event_stats.clone(),
-        ));
+        let metrics = Arc::new(
+            Metrics::new(
+                metrics_top_k,
+                server.context().stats.clone(),
+                event_stats.clone(),
+            )
+            .with_store_stats(store_stats),
+        );
         let health = Arc::new(Health::default());
         let admin = AdminServer::bind(admin_listen, metrics.clone(), health.clone())
             .await

@@ -2,8 +2,9 @@
 //!
 //! Nothing here runs on the forwarding path. Per-query series are recorded
 //! by the analysis task (it sees every event with its fingerprint);
-//! counters that the relay already keeps as atomics ([`ServerStats`],
-//! [`EventStats`]) are copied into the registry when `/metrics` is scraped.
+//! counters that the relay and the store's writer thread already keep as
+//! atomics ([`ServerStats`], [`EventStats`], [`WriterStats`]) are copied
+//! into the registry when `/metrics` is scraped.
 //!
 //! # Which fingerprints get their own series
 //! The first `top_k` distinct fingerprints the analysis task sees get
@@ -28,6 +29,7 @@ use qproxy_analyzer::correlation::CorrelationSource;
 use qproxy_analyzer::finding::{Finding, FindingKind};
 use qproxy_analyzer::fingerprint::{FingerprintId, StatementKind};
 use qproxy_analyzer::pipeline::{Analyzer, Processed};
+use qproxy_analyzer::store::WriterStats;
 
 use crate::events::EventStats;
 use crate::server::ServerStats;
@@ -52,6 +54,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "qproxy_catalog_available",
     "qproxy_untracked_executions_total",
     "qproxy_desynced_connections_total",
+    "qproxy_findings_lost_total",
+    "qproxy_store_write_failures_total",
+    "qproxy_store_pending_findings",
     "qproxy_build_info",
 ];
 
@@ -163,6 +168,8 @@ struct Synced {
     dropped: u64,
     untracked: u64,
     desynced: u64,
+    findings_lost: u64,
+    store_write_failures: u64,
 }
 
 /// The process's metrics and their registry.
@@ -186,10 +193,15 @@ pub struct Metrics {
     catalog_available: IntGauge,
     untracked: IntCounter,
     desynced: IntCounter,
+    findings_lost: IntCounter,
+    store_write_failures: IntCounter,
+    store_pending: IntGauge,
     per_query: Mutex<PerQuery>,
     synced: Mutex<Synced>,
     server_stats: Arc<ServerStats>,
     event_stats: Arc<EventStats>,
+    /// The findings store's writer, when there is one (not in unit tests).
+    store_stats: Option<Arc<WriterStats>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -336,6 +348,22 @@ impl Metrics {
                 "qproxy_desynced_connections_total",
                 "Connections whose tracker lost protocol sync and stopped analysing.",
             ),
+            findings_lost: counter(
+                &r,
+                "qproxy_findings_lost_total",
+                "Finding occurrences lost because the findings store could not be written \
+                 (pending cap reached, or still unwritable at shutdown).",
+            ),
+            store_write_failures: counter(
+                &r,
+                "qproxy_store_write_failures_total",
+                "Writes to the findings store that failed (locked, disk full); each is retried.",
+            ),
+            store_pending: gauge(
+                &r,
+                "qproxy_store_pending_findings",
+                "Distinct findings held in memory until the findings store takes writes again.",
+            ),
             per_query: Mutex::new(PerQuery {
                 fingerprints: HashMap::new(),
                 other: HashMap::new(),
@@ -348,9 +376,12 @@ impl Metrics {
                 dropped: 0,
                 untracked: 0,
                 desynced: 0,
+                findings_lost: 0,
+                store_write_failures: 0,
             }),
             server_stats,
             event_stats,
+            store_stats: None,
             registry: r,
         };
         let build = IntGaugeVec::new(
@@ -386,6 +417,13 @@ impl Metrics {
             state.other.insert(select, series);
         }
         metrics
+    }
+
+    /// Also exports the findings store writer's counters (findings lost,
+    /// write failures, pending findings), read at scrape time.
+    pub fn with_store_stats(mut self, stats: Arc<WriterStats>) -> Self {
+        self.store_stats = Some(stats);
+        self
     }
 
     /// How many fingerprints get their own series.
@@ -517,6 +555,20 @@ impl Metrics {
                 &mut s.desynced,
                 load(&events.desynced_connections),
             );
+            if let Some(store) = &self.store_stats {
+                sync_counter(
+                    &self.findings_lost,
+                    &mut s.findings_lost,
+                    load(&store.findings_lost),
+                );
+                sync_counter(
+                    &self.store_write_failures,
+                    &mut s.store_write_failures,
+                    load(&store.write_failures),
+                );
+                self.store_pending
+                    .set(i64::try_from(load(&store.pending_findings)).unwrap_or(i64::MAX));
+            }
         }
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -656,6 +708,27 @@ mod tests {
     }
 
     #[test]
+    fn store_writer_counters_are_copied_at_scrape_time() {
+        let store = Arc::new(WriterStats::default());
+        let m = metrics(1).with_store_stats(store.clone());
+        store.findings_lost.store(7, Ordering::Relaxed);
+        store.write_failures.store(3, Ordering::Relaxed);
+        store.pending_findings.store(2, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("qproxy_findings_lost_total 7"), "{text}");
+        assert!(
+            text.contains("qproxy_store_write_failures_total 3"),
+            "{text}"
+        );
+        assert!(text.contains("qproxy_store_pending_findings 2"), "{text}");
+        store.findings_lost.store(9, Ordering::Relaxed);
+        store.pending_findings.store(0, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("qproxy_findings_lost_total 9"), "{text}");
+        assert!(text.contains("qproxy_store_pending_findings 0"), "{text}");
+    }
+
+    #[test]
     fn every_family_is_exposed_from_the_start() {
         let server = Arc::new(ServerStats::default());
         server.connections_accepted.store(7, Ordering::Relaxed);
@@ -675,6 +748,7 @@ mod tests {
             .render()
             .contains("qproxy_client_connections_accepted_total 9"));
         assert!(text.contains("qproxy_build_info{version=\""));
+        assert!(text.contains("qproxy_findings_lost_total 0"));
         assert!(text.contains("# TYPE qproxy_query_duration_seconds histogram"));
     }
 }

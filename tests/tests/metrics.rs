@@ -29,6 +29,9 @@ const TYPES: &[(&str, &str)] = &[
     ("qproxy_catalog_available", "gauge"),
     ("qproxy_untracked_executions_total", "counter"),
     ("qproxy_desynced_connections_total", "counter"),
+    ("qproxy_findings_lost_total", "counter"),
+    ("qproxy_store_write_failures_total", "counter"),
+    ("qproxy_store_pending_findings", "gauge"),
     ("qproxy_build_info", "gauge"),
 ];
 

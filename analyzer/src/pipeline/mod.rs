@@ -245,6 +245,8 @@ impl Analyzer {
                 "unavailable"
             }
             .to_string(),
+            // Only the store's writer knows; it fills this in as it writes.
+            findings_lost: 0,
         }
     }
 

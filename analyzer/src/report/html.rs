@@ -5,12 +5,14 @@
 //! drawn here, and there is no script, font or image to fetch, so the page
 //! renders the same offline and cannot leak anything by loading it. Every
 //! string from the database (SQL, names, suggestions, details) goes
-//! through [`escape_markup`], so a statement containing `<script>` is
+//! through [`escaped_report`] (control and bidi characters become visible
+//! escapes) and [`escape_markup`], so a statement containing `<script>` is
 //! shown, never run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::escape::escaped_report;
 use super::{
     coverage_warnings, escape_markup as esc, finding_sentence, kind_heading, percent, runs_line,
     timestamp, RenderOptions, Report,
@@ -30,6 +32,7 @@ h1{margin:0 0 4px}h2{margin-top:32px;border-bottom:1px solid #d0d7de;padding-bot
 .cards{display:flex;flex-wrap:wrap;gap:12px}
 .card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;min-width:110px}
 .card .n{font-size:22px;font-weight:600}.card .l{color:#59636e;font-size:12px}
+.card.lost{border-color:#cf222e;background:#ffebe9}.card.lost .n{color:#cf222e}
 .warn{border-left:4px solid #bf8700;background:#fff8c5;padding:8px 14px;margin:16px 0;border-radius:4px}
 .note{color:#59636e;font-style:italic}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eaeef2}
@@ -46,6 +49,7 @@ svg text{font:12px system-ui,sans-serif;fill:#1f2328}svg .bar{fill:#0969da}svg .
 
 /// Renders `report` as one HTML document, ending in a newline.
 pub fn render_html(report: &Report, options: &RenderOptions) -> String {
+    let report = &escaped_report(report);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -82,13 +86,20 @@ fn coverage(out: &mut String, report: &Report, options: &RenderOptions) {
         ("correlated", percent(s.correlated_fraction)),
         ("parse failures", s.parse_failures.to_string()),
         ("dropped events", s.dropped_events.to_string()),
+        ("findings lost", s.findings_lost.to_string()),
         ("catalog", s.catalog.clone()),
     ];
     let _ = writeln!(out, "<h2>Coverage</h2>\n<div class=\"cards\">");
     for (label, value) in cards {
+        // A run that lost findings must not read like a clean one.
+        let class = if label == "findings lost" && s.findings_lost > 0 {
+            "card lost"
+        } else {
+            "card"
+        };
         let _ = writeln!(
             out,
-            "<div class=\"card\"><div class=\"n\">{}</div><div class=\"l\">{label}</div></div>",
+            "<div class=\"{class}\"><div class=\"n\">{}</div><div class=\"l\">{label}</div></div>",
             esc(&value)
         );
     }

@@ -3,13 +3,16 @@
 //! The output is built from dedicated structs rather than by serializing
 //! [`Finding`] directly, so the published schema (key order, `null` for
 //! fields that do not apply, `details` always present) cannot drift when
-//! the in-memory type grows.
+//! the in-memory type grows. Strings are exact (a machine reads them);
+//! control and bidi characters in them are JSON escapes, never raw
+//! ([`json_invisibles`]).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::escape::json_invisibles;
 use super::Report;
 use crate::finding::{Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary};
 
@@ -83,9 +86,11 @@ pub fn render_json(report: &Report) -> String {
     };
     // Serializing plain structs, strings and numbers into a String cannot
     // fail; the fallback keeps the "never panic" promise all the same.
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| {
+    let out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| {
         serde_json::json!({ "version": SCHEMA_VERSION, "error": e.to_string() }).to_string()
     });
+    // The data stays exact; only its encoding keeps terminals safe.
+    let mut out = json_invisibles(out);
     out.push('\n');
     out
 }

@@ -6,10 +6,12 @@
 //! runs. Findings of a `--fail-on` kind are failures; others pass, with
 //! their details in `<system-out>`, so the report is informative without
 //! failing anything nobody gates on. A passing `coverage` test case
-//! carries the summary and its warnings. All text is XML-escaped.
+//! carries the summary and its warnings. All text has its control and
+//! bidi characters made visible ([`escaped_report`]), then is XML-escaped.
 
 use std::fmt::Write as _;
 
+use super::escape::escaped_report;
 use super::{
     coverage_warnings, escape_markup, finding_sentence, percent, timestamp, RenderOptions, Report,
 };
@@ -17,6 +19,7 @@ use crate::finding::{Finding, FindingKind};
 
 /// Renders `report` as a JUnit XML document, ending in a newline.
 pub fn render_junit(report: &Report, options: &RenderOptions) -> String {
+    let report = &escaped_report(report);
     let gating = |f: &Finding| options.gating.contains(&f.kind);
     let failures = report.findings.iter().filter(|f| gating(f)).count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -60,6 +63,7 @@ fn coverage_suite(out: &mut String, report: &Report, options: &RenderOptions) {
         ("correlated", percent(s.correlated_fraction)),
         ("parse_failures", s.parse_failures.to_string()),
         ("dropped_events", s.dropped_events.to_string()),
+        ("findings_lost", s.findings_lost.to_string()),
         ("catalog", s.catalog.clone()),
         ("baselined", options.baselined.to_string()),
     ];
@@ -77,13 +81,14 @@ fn coverage_suite(out: &mut String, report: &Report, options: &RenderOptions) {
     );
     let mut body = format!(
         "{} queries, {} fingerprints, {} requests, {} correlated, {} parse failures, \
-         {} dropped events, catalog {}",
+         {} dropped events, {} findings lost, catalog {}",
         s.queries,
         s.fingerprints,
         s.requests,
         percent(s.correlated_fraction),
         s.parse_failures,
         s.dropped_events,
+        s.findings_lost,
         s.catalog
     );
     if options.baselined > 0 {

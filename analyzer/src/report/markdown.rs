@@ -6,11 +6,14 @@
 //! `<details>` block. Everything that came from the database (SQL, table
 //! and route names) is escaped for where it lands: code spans and fences
 //! are sized to the backticks inside them, table cells escape `|`, and
-//! text inside HTML tags is HTML-escaped. Comments have a size limit, so
+//! text inside HTML tags is HTML-escaped; before all that, control and
+//! bidi characters become visible escapes ([`escaped_report`]), so a route
+//! cannot reorder what a reviewer reads. Comments have a size limit, so
 //! very long SQL is cut and only the first findings get details.
 
 use std::fmt::Write as _;
 
+use super::escape::escaped_report;
 use super::{
     coverage_warnings, escape_markup, finding_sentence, percent, runs_line, timestamp,
     RenderOptions, Report,
@@ -25,6 +28,7 @@ const MAX_DETAILS: usize = 50;
 
 /// Renders `report` as markdown, ending in a newline.
 pub fn render_markdown(report: &Report, options: &RenderOptions) -> String {
+    let report = &escaped_report(report);
     let mut out = String::new();
     let _ = writeln!(out, "## qproxy report\n");
     let _ = writeln!(out, "{}\n", text(&runs_line(&report.runs)));
@@ -55,12 +59,22 @@ fn coverage(out: &mut String, report: &Report) {
     let _ = writeln!(out, "### Coverage\n");
     let _ = writeln!(
         out,
-        "| queries | fingerprints | requests | correlated | parse failures | dropped events | catalog |"
+        "| queries | fingerprints | requests | correlated | parse failures | dropped events \
+         | findings lost | catalog |"
     );
-    let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {} |\n",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    // A run that lost findings must not read like a clean one.
+    let lost = if s.findings_lost > 0 {
+        format!("**{}**", s.findings_lost)
+    } else {
+        "0".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} | {lost} | {} |\n",
         s.queries,
         s.fingerprints,
         s.requests,

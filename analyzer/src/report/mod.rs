@@ -15,6 +15,8 @@
 //! - [`junit`]: JUnit XML, gating findings as failures.
 //! - [`html`]: one self-contained page with inline SVG charts.
 //! - [`baseline`]: accepted finding ids, so `--fail-on` gates only new ones.
+//! - [`escape`]: client text made safe to print (terminal escapes, bidi
+//!   controls); every human-facing format renders [`escape::escaped_report`].
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -25,6 +27,7 @@ use time::OffsetDateTime;
 use crate::finding::{Finding, FindingKind, Summary};
 
 pub mod baseline;
+pub mod escape;
 pub mod html;
 pub mod json;
 pub mod junit;
@@ -112,6 +115,14 @@ pub const POOR_CORRELATION: f64 = 0.5;
 /// (DESIGN non-negotiable 7). Every format shows these before findings.
 pub fn coverage_warnings(summary: &Summary) -> Vec<String> {
     let mut warnings = Vec::new();
+    if summary.findings_lost > 0 {
+        let n = summary.findings_lost;
+        warnings.push(format!(
+            "{n} finding occurrence{} lost: the findings store could not be written for a while \
+             (see the proxy's log and qproxy_findings_lost_total), so this report undercounts",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
     if summary.catalog != "available" {
         warnings.push(
             "catalog unavailable: unindexed_filter and unindexed_sort were not checked".to_string(),

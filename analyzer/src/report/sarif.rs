@@ -8,9 +8,12 @@
 //! a result's location is logical: the table (or, with no single table,
 //! the query fingerprint). Coverage warnings become tool execution
 //! notifications, where SARIF puts "the tool could not see everything".
+//! Code-scanning UIs show the texts to people, so they are rendered from
+//! [`escaped_report`], like the other human-facing formats.
 
 use serde_json::{json, Value};
 
+use super::escape::escaped_report;
 use super::{coverage_warnings, finding_sentence, kind_heading, RenderOptions, Report};
 use crate::finding::{Finding, FindingKind, Severity};
 
@@ -26,6 +29,7 @@ pub const FINGERPRINT_KEY: &str = "qproxyFindingId/v1";
 /// Renders `report` as a pretty-printed SARIF 2.1.0 log, ending in a
 /// newline. Results keep the report's order.
 pub fn render_sarif(report: &Report, options: &RenderOptions) -> String {
+    let report = &escaped_report(report);
     let version = report
         .runs
         .last()

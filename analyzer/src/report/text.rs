@@ -5,10 +5,12 @@
 //! to scan, then each finding in full, grouped by kind, with everything a
 //! developer needs to act: where, how often, which request, the SQL and the
 //! fix. Normalized SQL is wrapped and, when very long, truncated; the JSON
-//! format always carries it whole.
+//! format always carries it whole. Client text is escaped first
+//! ([`escaped_report`]), so a request id cannot drive the terminal.
 
 use std::fmt::Write as _;
 
+use super::escape::escaped_report;
 use super::{
     coverage_warnings, ended_phrase, kind_heading, percent, timestamp, RenderOptions, Report,
     RunMeta,
@@ -44,6 +46,7 @@ pub fn render_text_with(report: &Report, options: &RenderOptions) -> String {
     let p = Painter {
         color: options.color,
     };
+    let report = &escaped_report(report);
     let mut out = String::new();
     header(&mut out, &p, &report.runs);
     coverage(&mut out, &p, &report.summary);
@@ -156,6 +159,7 @@ fn coverage(out: &mut String, p: &Painter, s: &Summary) {
         ("correlated", percent(s.correlated_fraction)),
         ("parse failures", s.parse_failures.to_string()),
         ("dropped events", s.dropped_events.to_string()),
+        ("findings lost", s.findings_lost.to_string()),
         (
             "catalog",
             if s.catalog.is_empty() {
@@ -169,7 +173,14 @@ fn coverage(out: &mut String, p: &Painter, s: &Summary) {
     let value_w = rows.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
     let _ = writeln!(out, "\n{}", p.paint("Coverage", BOLD));
     for (label, value) in &rows {
-        let _ = writeln!(out, "  {label:<label_w$}  {value:>value_w$}");
+        let row = format!("{label:<label_w$}  {value:>value_w$}");
+        // A run that lost findings must not read like a clean one.
+        let row = if *label == "findings lost" && s.findings_lost > 0 {
+            p.paint(&row, RED_BOLD)
+        } else {
+            row
+        };
+        let _ = writeln!(out, "  {row}");
     }
     let warnings = coverage_warnings(s);
     if !warnings.is_empty() {

@@ -33,10 +33,12 @@ pub mod schema;
 pub mod writer;
 
 pub use run::{combine_summaries, InvalidRunSelection, RunId, RunInfo, RunSelection};
-pub use writer::{Batch, Submitted, Writer, WriterStats};
+pub use writer::{Batch, Submitted, Writer, WriterConfig, WriterStats};
 
-/// How long a statement waits for another process's lock before failing.
-/// Writes are small batches, so a wait this long means something is stuck.
+/// How long opening, migrating and reading wait for another process's
+/// lock before failing. Writes are small batches, so a wait this long
+/// means something is stuck. (The writer thread waits much less per
+/// attempt and retries instead; see [`writer::WriterConfig`].)
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What can go wrong with the store.
@@ -200,6 +202,15 @@ impl Store {
         }
     }
 
+    /// Changes how long a statement waits for another connection's lock
+    /// before failing with BUSY. The writer thread shortens it, so that a
+    /// store locked by someone else costs it a failed write to retry
+    /// later, never a thread stuck in SQLite.
+    pub fn set_busy_timeout(&mut self, timeout: Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(timeout)?;
+        Ok(())
+    }
+
     /// The file this store is backed by.
     pub fn path(&self) -> &Path {
         &self.path
@@ -256,8 +267,8 @@ impl Store {
         if let Some(s) = summary {
             let changed = tx.execute(
                 "UPDATE runs SET queries = ?2, fingerprints = ?3, requests = ?4, \
-                 correlated_fraction = ?5, parse_failures = ?6, dropped_events = ?7, catalog = ?8 \
-                 WHERE id = ?1",
+                 correlated_fraction = ?5, parse_failures = ?6, dropped_events = ?7, catalog = ?8, \
+                 findings_lost = ?9 WHERE id = ?1",
                 params![
                     run.0,
                     rows::to_i64(s.queries),
@@ -267,6 +278,7 @@ impl Store {
                     rows::to_i64(s.parse_failures),
                     rows::to_i64(s.dropped_events),
                     s.catalog,
+                    rows::to_i64(s.findings_lost),
                 ],
             )?;
             if changed == 0 {
@@ -358,7 +370,8 @@ impl Store {
         };
         let sql = format!(
             "SELECT id, started_at, ended_at, host, pid, version, queries, fingerprints, requests, \
-             correlated_fraction, parse_failures, dropped_events, catalog FROM runs {tail} {order}"
+             correlated_fraction, parse_failures, dropped_events, catalog, findings_lost \
+             FROM runs {tail} {order}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let runs = stmt
@@ -378,6 +391,7 @@ impl Store {
                         parse_failures: rows::to_u64(r.get(10)?),
                         dropped_events: rows::to_u64(r.get(11)?),
                         catalog: r.get(12)?,
+                        findings_lost: rows::to_u64(r.get(13)?),
                     },
                 })
             })?

@@ -73,6 +73,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX run_findings_by_finding ON run_findings (finding_id);
     "#,
+    // v2: finding occurrences a run could not write (the store stayed
+    // unwritable past the writer's cap), so its report says it is partial.
+    r#"
+    ALTER TABLE runs ADD COLUMN findings_lost INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes and reads.
