@@ -21,6 +21,7 @@
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: flags, env and TOML merged into one configuration.
 //! - [`workers`]: the threads that forward traffic.
+//! - [`log_limit`]: rate-limited logging for events outsiders can trigger.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod log_limit;
 pub mod metrics;
 pub mod protocol;
 pub mod relay;

@@ -52,6 +52,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "qproxy_catalog_available",
     "qproxy_untracked_executions_total",
     "qproxy_desynced_connections_total",
+    "qproxy_unread_messages_total",
     "qproxy_build_info",
 ];
 
@@ -163,6 +164,7 @@ struct Synced {
     dropped: u64,
     untracked: u64,
     desynced: u64,
+    unread: u64,
 }
 
 /// The process's metrics and their registry.
@@ -186,6 +188,7 @@ pub struct Metrics {
     catalog_available: IntGauge,
     untracked: IntCounter,
     desynced: IntCounter,
+    unread: IntCounter,
     per_query: Mutex<PerQuery>,
     synced: Mutex<Synced>,
     server_stats: Arc<ServerStats>,
@@ -336,6 +339,12 @@ impl Metrics {
                 "qproxy_desynced_connections_total",
                 "Connections whose tracker lost protocol sync and stopped analysing.",
             ),
+            unread: counter(
+                &r,
+                "qproxy_unread_messages_total",
+                "Messages forwarded without being analysed: server messages over \
+                 --max-message-bytes, client messages that do not decode.",
+            ),
             per_query: Mutex::new(PerQuery {
                 fingerprints: HashMap::new(),
                 other: HashMap::new(),
@@ -348,6 +357,7 @@ impl Metrics {
                 dropped: 0,
                 untracked: 0,
                 desynced: 0,
+                unread: 0,
             }),
             server_stats,
             event_stats,
@@ -517,6 +527,7 @@ impl Metrics {
                 &mut s.desynced,
                 load(&events.desynced_connections),
             );
+            sync_counter(&self.unread, &mut s.unread, load(&events.unread_messages));
         }
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -7,7 +7,9 @@
 //! first ReadyForQuery. Both directions of the relay run independently in
 //! one task; when either ends, the session ends.
 
+use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::log_limit::{self, LogLimiter};
 use crate::protocol::error_response::{fatal, ProxyError};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::DecodeError;
@@ -29,6 +32,49 @@ use crate::upstream::UpstreamStream;
 /// A client connection, plain or with TLS terminated by the proxy.
 pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
+/// The most time a client that arrives while the proxy is full gets to
+/// reach its StartupMessage (within `--startup-timeout`): enough for a TLS
+/// handshake, short enough that refused clients cannot pile up.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most time spent writing the error that turns a client away: the
+/// message is small, but a client that never reads must not hold the task.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Clients that failed negotiation (port scans, health checks that connect
+/// and hang up, garbage): logged at most once per window.
+static NEGOTIATION_FAILURES: LogLimiter =
+    LogLimiter::new("failed client negotiations", log_limit::DEFAULT_INTERVAL);
+/// Clients turned away at `--max-connections`.
+static OVER_LIMIT: LogLimiter = LogLimiter::new(
+    "clients refused at --max-connections",
+    log_limit::DEFAULT_INTERVAL,
+);
+/// Sessions that could not reach the upstream.
+static UPSTREAM_FAILURES: LogLimiter =
+    LogLimiter::new("failed upstream connects", log_limit::DEFAULT_INTERVAL);
+
+/// A client's address for logs: the address, or `unknown` when the socket
+/// could not tell.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(Option<SocketAddr>);
+
+impl Peer {
+    /// The remote address of `socket`.
+    pub fn of(socket: &TcpStream) -> Peer {
+        Peer(socket.peer_addr().ok())
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 /// Why a session ended abnormally (logged, never sent to the server).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -39,8 +85,16 @@ pub enum SessionError {
     #[error("client did not complete startup within {0:?}")]
     StartupTimeout(Duration),
     /// The startup packet was malformed.
-    #[error("bad startup packet: {0}")]
+    #[error("invalid startup packet: {0}")]
     BadStartup(#[from] DecodeError),
+    /// The StartupMessage asks for a protocol other than 3.x.
+    #[error("unsupported frontend protocol {major}.{minor}: qproxy supports protocol 3")]
+    UnsupportedProtocol {
+        /// The major version asked for.
+        major: u16,
+        /// The minor version asked for.
+        minor: u16,
+    },
     /// Direct TLS from a client while the proxy has no certificate.
     #[error("client started TLS directly but no --tls-cert/--tls-key are configured")]
     NoTls,
@@ -52,6 +106,26 @@ pub enum SessionError {
     TooManyRequests,
 }
 
+impl SessionError {
+    /// The error the client is sent, when it can still be told anything:
+    /// it speaks the protocol on a stream that works, and sent something
+    /// the proxy has to refuse. Socket and TLS failures leave nobody to
+    /// tell (a client in the middle of a TLS handshake cannot read an
+    /// ErrorResponse).
+    fn answer(&self) -> Option<ProxyError> {
+        match self {
+            SessionError::BadStartup(_) | SessionError::TooManyRequests => {
+                Some(ProxyError::ProtocolViolation)
+            }
+            SessionError::UnsupportedProtocol { .. } => Some(ProxyError::UnsupportedProtocol),
+            SessionError::Io(_)
+            | SessionError::StartupTimeout(_)
+            | SessionError::NoTls
+            | SessionError::Handshake(_) => None,
+        }
+    }
+}
+
 /// What negotiation produced.
 enum Negotiated {
     /// A cancel request was handled; nothing more to do.
@@ -61,6 +135,12 @@ enum Negotiated {
         client: ClientStream,
         packet: Vec<u8>,
         info: SessionInfo,
+    },
+    /// The client sent something the proxy refuses; it still speaks the
+    /// protocol on `client`, so it is told why.
+    Refused {
+        client: ClientStream,
+        error: SessionError,
     },
 }
 
@@ -86,28 +166,79 @@ pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>) {
     relay(session, &ctx).await;
 }
 
+/// Turns away a client that arrived while the proxy is at
+/// `--max-connections`, the way PostgreSQL does: negotiation runs as usual
+/// (a libpq client that asked for TLS gets its answer, and then its TLS,
+/// before anything else), the StartupMessage is read, and the answer is
+/// FATAL 53300 "sorry, too many clients already". A CancelRequest is still
+/// forwarded, as PostgreSQL serves those when full too. Time-boxed by
+/// [`REFUSAL_TIMEOUT`].
+pub async fn refuse(socket: TcpStream, ctx: Arc<ServerContext>) {
+    let peer = Peer::of(&socket);
+    let limit = ctx.config.startup_timeout.min(REFUSAL_TIMEOUT);
+    let (mut client, kind, message) =
+        match tokio::time::timeout(limit, negotiate(socket, &ctx)).await {
+            Ok(Ok(Negotiated::Startup { client, .. })) => (
+                client,
+                ProxyError::TooManyConnections,
+                "sorry, too many clients already".to_string(),
+            ),
+            Ok(Ok(Negotiated::Refused { client, error })) => match error.answer() {
+                Some(kind) => (client, kind, error.to_string()),
+                None => return,
+            },
+            Ok(Ok(Negotiated::Cancelled)) | Ok(Err(_)) | Err(_) => return,
+        };
+    if OVER_LIMIT.should_log() {
+        tracing::info!(
+            %peer,
+            max_connections = ctx.config.max_connections,
+            "client refused: the proxy is at --max-connections"
+        );
+    }
+    let _ = tokio::time::timeout(ANSWER_TIMEOUT, send_and_close(&mut client, kind, &message)).await;
+}
+
 /// Negotiates with the client, connects upstream and forwards the
 /// StartupMessage; `None` when the session ended on the way.
 async fn establish(socket: TcpStream, ctx: &Arc<ServerContext>) -> Option<Box<Established>> {
     let connection_id = ctx.next_connection_id();
     socket.set_nodelay(true).ok();
-    let peer = socket.peer_addr().ok();
+    let peer = Peer::of(&socket);
     let negotiated = tokio::time::timeout(ctx.config.startup_timeout, negotiate(socket, ctx)).await;
     let (client, packet, mut info) = match negotiated {
         Err(_) => {
-            tracing::info!(
-                connection_id,
-                ?peer,
-                "{}",
-                SessionError::StartupTimeout(ctx.config.startup_timeout)
-            );
+            if NEGOTIATION_FAILURES.should_log() {
+                tracing::info!(
+                    connection_id,
+                    %peer,
+                    "{}",
+                    SessionError::StartupTimeout(ctx.config.startup_timeout)
+                );
+            }
             return None;
         }
         Ok(Err(e)) => {
-            tracing::info!(connection_id, ?peer, error = %e, "connection closed during negotiation");
+            if NEGOTIATION_FAILURES.should_log() {
+                tracing::info!(connection_id, %peer, error = %e, "connection closed during negotiation");
+            }
             return None;
         }
         Ok(Ok(Negotiated::Cancelled)) => return None,
+        Ok(Ok(Negotiated::Refused { mut client, error })) => {
+            if NEGOTIATION_FAILURES.should_log() {
+                tracing::info!(connection_id, %peer, error = %error, "startup refused");
+            }
+            if let Some(kind) = error.answer() {
+                let message = error.to_string();
+                let _ = tokio::time::timeout(
+                    ANSWER_TIMEOUT,
+                    send_and_close(&mut client, kind, &message),
+                )
+                .await;
+            }
+            return None;
+        }
         Ok(Ok(Negotiated::Startup {
             client,
             packet,
@@ -117,7 +248,7 @@ async fn establish(socket: TcpStream, ctx: &Arc<ServerContext>) -> Option<Box<Es
     info.connection_id = connection_id;
     tracing::debug!(
         connection_id,
-        ?peer,
+        %peer,
         user = info.user.as_deref(),
         database = info.database.as_deref(),
         tls = client.is_tls(),
@@ -150,8 +281,23 @@ async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, Se
                 continue;
             }
         }
-        let packet = read_startup_packet(&mut client).await?;
-        match startup::parse(&packet)? {
+        let packet = match read_startup_packet(&mut client).await {
+            Ok(packet) => packet,
+            Err(error @ SessionError::BadStartup(_)) => {
+                return Ok(Negotiated::Refused { client, error })
+            }
+            Err(e) => return Err(e),
+        };
+        let parsed = match startup::parse(&packet) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return Ok(Negotiated::Refused {
+                    client,
+                    error: e.into(),
+                })
+            }
+        };
+        match parsed {
             StartupPacket::SslRequest => {
                 if ctx.tls.is_some() && !client.is_tls() {
                     client.write_all(b"S").await?;
@@ -169,6 +315,12 @@ async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, Se
             StartupPacket::Cancel { pid, secret } => {
                 crate::cancel::forward(&ctx.upstream, &ctx.cancel_keys, &packet, pid, secret).await;
                 return Ok(Negotiated::Cancelled);
+            }
+            StartupPacket::UnsupportedVersion { major, minor } => {
+                return Ok(Negotiated::Refused {
+                    client,
+                    error: SessionError::UnsupportedProtocol { major, minor },
+                });
             }
             start @ StartupPacket::Startup { .. } => {
                 let user = start.param("user").map(Arc::from);
@@ -194,7 +346,10 @@ async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, Se
             }
         }
     }
-    Err(SessionError::TooManyRequests)
+    Ok(Negotiated::Refused {
+        client,
+        error: SessionError::TooManyRequests,
+    })
 }
 
 async fn accept_tls(
@@ -236,7 +391,9 @@ async fn connect(
         Ok(u) => u,
         Err(e) => {
             ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(connection_id, error = %e, "upstream unreachable");
+            if UPSTREAM_FAILURES.should_log() {
+                tracing::warn!(connection_id, error = %e, "upstream unreachable");
+            }
             let _ =
                 send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
             return None;
@@ -249,6 +406,9 @@ async fn connect(
     .await
     {
         ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        if UPSTREAM_FAILURES.should_log() {
+            tracing::warn!(connection_id, error = %e, "upstream closed before the StartupMessage");
+        }
         let _ = send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
         return None;
     }
@@ -305,6 +465,11 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         }
         End::Client(Err(RelayError::Io(e))) => {
             tracing::debug!(connection_id, error = %e, "client connection lost");
+        }
+        End::Client(Err(RelayError::Refused { kind, message })) => {
+            // The tracker logged why; the server's half-done login is
+            // dropped with the connection.
+            let _ = send_and_close(&mut client_wr, kind, message).await;
         }
         End::Client(Err(e)) => {
             tracing::warn!(connection_id, error = %e, "closing connection: protocol violation by the client");

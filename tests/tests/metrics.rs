@@ -29,6 +29,7 @@ const TYPES: &[(&str, &str)] = &[
     ("qproxy_catalog_available", "gauge"),
     ("qproxy_untracked_executions_total", "counter"),
     ("qproxy_desynced_connections_total", "counter"),
+    ("qproxy_unread_messages_total", "counter"),
     ("qproxy_build_info", "gauge"),
 ];
 
