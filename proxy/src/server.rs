@@ -22,7 +22,7 @@ use crate::upstream::{Upstream, UpstreamError};
 use crate::workers::WorkerPool;
 
 /// Clients being turned away at `--max-connections` at once. Each is
-/// answered properly (see [`crate::session::refuse`]) but costs a task and
+/// answered properly (see [`crate::negotiation::refuse`]) but costs a task and
 /// perhaps a TLS handshake; past this many, further ones are closed at once.
 const MAX_REFUSALS: usize = 256;
 
@@ -224,7 +224,7 @@ impl Server {
             // away from the sessions' threads, while few enough are waiting.
             if let Ok(refusal) = refusals.clone().try_acquire_owned() {
                 tokio::spawn(async move {
-                    crate::session::refuse(socket, ctx).await;
+                    crate::negotiation::refuse(socket, ctx).await;
                     drop(refusal);
                 });
             }

@@ -1,28 +1,26 @@
 //! One client connection, from its first byte to its close.
 //!
 //! The phases, in order: negotiation (SSLRequest, GSSENCRequest, direct TLS,
-//! CancelRequest) until a StartupMessage arrives, time-boxed; connecting to
+//! CancelRequest) until a StartupMessage arrives, time-boxed (see
+//! [`crate::negotiation`]); connecting to
 //! the upstream and forwarding the StartupMessage unchanged; then the relay,
 //! in which authentication passes through like any other traffic until the
 //! first ReadyForQuery. Both directions of the relay run independently in
 //! one task; when either ends, the session ends.
 
-use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::log_limit::{self, LogLimiter};
+use crate::negotiation::{self, Peer};
 use crate::protocol::error_response::{fatal, ProxyError};
-use crate::protocol::startup::{self, StartupPacket};
-use crate::protocol::DecodeError;
 use crate::relay::{Backend, Frontend, Pump, RelayError};
 use crate::server::ServerContext;
 use crate::stream::{MaybeTls, ReadHalf, WriteHalf};
@@ -32,117 +30,9 @@ use crate::upstream::UpstreamStream;
 /// A client connection, plain or with TLS terminated by the proxy.
 pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
-/// The most time a client that arrives while the proxy is full gets to
-/// reach its StartupMessage (within `--startup-timeout`): enough for a TLS
-/// handshake, short enough that refused clients cannot pile up.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The most time spent writing the error that turns a client away: the
-/// message is small, but a client that never reads must not hold the task.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Clients that failed negotiation (port scans, health checks that connect
-/// and hang up, garbage): logged at most once per window.
-static NEGOTIATION_FAILURES: LogLimiter =
-    LogLimiter::new("failed client negotiations", log_limit::DEFAULT_INTERVAL);
-/// Clients turned away at `--max-connections`.
-static OVER_LIMIT: LogLimiter = LogLimiter::new(
-    "clients refused at --max-connections",
-    log_limit::DEFAULT_INTERVAL,
-);
 /// Sessions that could not reach the upstream.
 static UPSTREAM_FAILURES: LogLimiter =
     LogLimiter::new("failed upstream connects", log_limit::DEFAULT_INTERVAL);
-
-/// A client's address for logs: the address, or `unknown` when the socket
-/// could not tell.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(Option<SocketAddr>);
-
-impl Peer {
-    /// The remote address of `socket`.
-    pub fn of(socket: &TcpStream) -> Peer {
-        Peer(socket.peer_addr().ok())
-    }
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(addr) => write!(f, "{addr}"),
-            None => f.write_str("unknown"),
-        }
-    }
-}
-
-/// Why a session ended abnormally (logged, never sent to the server).
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// Socket error during negotiation.
-    #[error("client I/O: {0}")]
-    Io(#[from] std::io::Error),
-    /// The client did not send a StartupMessage in time.
-    #[error("client did not complete startup within {0:?}")]
-    StartupTimeout(Duration),
-    /// The startup packet was malformed.
-    #[error("invalid startup packet: {0}")]
-    BadStartup(#[from] DecodeError),
-    /// The StartupMessage asks for a protocol other than 3.x.
-    #[error("unsupported frontend protocol {major}.{minor}: qproxy supports protocol 3")]
-    UnsupportedProtocol {
-        /// The major version asked for.
-        major: u16,
-        /// The minor version asked for.
-        minor: u16,
-    },
-    /// Direct TLS from a client while the proxy has no certificate.
-    #[error("client started TLS directly but no --tls-cert/--tls-key are configured")]
-    NoTls,
-    /// The TLS handshake with the client failed.
-    #[error("TLS handshake with client failed: {0}")]
-    Handshake(std::io::Error),
-    /// More negotiation packets than the protocol allows.
-    #[error("too many negotiation requests before the StartupMessage")]
-    TooManyRequests,
-}
-
-impl SessionError {
-    /// The error the client is sent, when it can still be told anything:
-    /// it speaks the protocol on a stream that works, and sent something
-    /// the proxy has to refuse. Socket and TLS failures leave nobody to
-    /// tell (a client in the middle of a TLS handshake cannot read an
-    /// ErrorResponse).
-    fn answer(&self) -> Option<ProxyError> {
-        match self {
-            SessionError::BadStartup(_) | SessionError::TooManyRequests => {
-                Some(ProxyError::ProtocolViolation)
-            }
-            SessionError::UnsupportedProtocol { .. } => Some(ProxyError::UnsupportedProtocol),
-            SessionError::Io(_)
-            | SessionError::StartupTimeout(_)
-            | SessionError::NoTls
-            | SessionError::Handshake(_) => None,
-        }
-    }
-}
-
-/// What negotiation produced.
-enum Negotiated {
-    /// A cancel request was handled; nothing more to do.
-    Cancelled,
-    /// A StartupMessage to forward.
-    Startup {
-        client: ClientStream,
-        packet: Vec<u8>,
-        info: SessionInfo,
-    },
-    /// The client sent something the proxy refuses; it still speaks the
-    /// protocol on `client`, so it is told why.
-    Refused {
-        client: ClientStream,
-        error: SessionError,
-    },
-}
 
 /// A session ready to relay: both connections split into halves, and its
 /// tracker.
@@ -166,85 +56,13 @@ pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>) {
     relay(session, &ctx).await;
 }
 
-/// Turns away a client that arrived while the proxy is at
-/// `--max-connections`, the way PostgreSQL does: negotiation runs as usual
-/// (a libpq client that asked for TLS gets its answer, and then its TLS,
-/// before anything else), the StartupMessage is read, and the answer is
-/// FATAL 53300 "sorry, too many clients already". A CancelRequest is still
-/// forwarded, as PostgreSQL serves those when full too. Time-boxed by
-/// [`REFUSAL_TIMEOUT`].
-pub async fn refuse(socket: TcpStream, ctx: Arc<ServerContext>) {
-    let peer = Peer::of(&socket);
-    let limit = ctx.config.startup_timeout.min(REFUSAL_TIMEOUT);
-    let (mut client, kind, message) =
-        match tokio::time::timeout(limit, negotiate(socket, &ctx)).await {
-            Ok(Ok(Negotiated::Startup { client, .. })) => (
-                client,
-                ProxyError::TooManyConnections,
-                "sorry, too many clients already".to_string(),
-            ),
-            Ok(Ok(Negotiated::Refused { client, error })) => match error.answer() {
-                Some(kind) => (client, kind, error.to_string()),
-                None => return,
-            },
-            Ok(Ok(Negotiated::Cancelled)) | Ok(Err(_)) | Err(_) => return,
-        };
-    if OVER_LIMIT.should_log() {
-        tracing::info!(
-            %peer,
-            max_connections = ctx.config.max_connections,
-            "client refused: the proxy is at --max-connections"
-        );
-    }
-    let _ = tokio::time::timeout(ANSWER_TIMEOUT, send_and_close(&mut client, kind, &message)).await;
-}
-
 /// Negotiates with the client, connects upstream and forwards the
 /// StartupMessage; `None` when the session ended on the way.
 async fn establish(socket: TcpStream, ctx: &Arc<ServerContext>) -> Option<Box<Established>> {
     let connection_id = ctx.next_connection_id();
     socket.set_nodelay(true).ok();
     let peer = Peer::of(&socket);
-    let negotiated = tokio::time::timeout(ctx.config.startup_timeout, negotiate(socket, ctx)).await;
-    let (client, packet, mut info) = match negotiated {
-        Err(_) => {
-            if NEGOTIATION_FAILURES.should_log() {
-                tracing::info!(
-                    connection_id,
-                    %peer,
-                    "{}",
-                    SessionError::StartupTimeout(ctx.config.startup_timeout)
-                );
-            }
-            return None;
-        }
-        Ok(Err(e)) => {
-            if NEGOTIATION_FAILURES.should_log() {
-                tracing::info!(connection_id, %peer, error = %e, "connection closed during negotiation");
-            }
-            return None;
-        }
-        Ok(Ok(Negotiated::Cancelled)) => return None,
-        Ok(Ok(Negotiated::Refused { mut client, error })) => {
-            if NEGOTIATION_FAILURES.should_log() {
-                tracing::info!(connection_id, %peer, error = %error, "startup refused");
-            }
-            if let Some(kind) = error.answer() {
-                let message = error.to_string();
-                let _ = tokio::time::timeout(
-                    ANSWER_TIMEOUT,
-                    send_and_close(&mut client, kind, &message),
-                )
-                .await;
-            }
-            return None;
-        }
-        Ok(Ok(Negotiated::Startup {
-            client,
-            packet,
-            info,
-        })) => (client, packet, info),
-    };
+    let (client, packet, mut info) = negotiation::startup(socket, ctx, connection_id, peer).await?;
     info.connection_id = connection_id;
     tracing::debug!(
         connection_id,
@@ -264,118 +82,6 @@ async fn establish(socket: TcpStream, ctx: &Arc<ServerContext>) -> Option<Box<Es
         server_wr,
         tracker,
     }))
-}
-
-async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, SessionError> {
-    let mut client = ClientStream::Plain(tcp);
-    // SSLRequest, GSSENCRequest, then the StartupMessage: three is the most
-    // a well-behaved client sends; one more for direct TLS.
-    for _ in 0..4 {
-        if let MaybeTls::Plain(tcp) = &client {
-            let mut first = [0u8; 1];
-            if tcp.peek(&mut first).await? == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-            }
-            if first[0] == startup::TLS_HANDSHAKE_BYTE {
-                client = accept_tls(client, ctx).await?;
-                continue;
-            }
-        }
-        let packet = match read_startup_packet(&mut client).await {
-            Ok(packet) => packet,
-            Err(error @ SessionError::BadStartup(_)) => {
-                return Ok(Negotiated::Refused { client, error })
-            }
-            Err(e) => return Err(e),
-        };
-        let parsed = match startup::parse(&packet) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                return Ok(Negotiated::Refused {
-                    client,
-                    error: e.into(),
-                })
-            }
-        };
-        match parsed {
-            StartupPacket::SslRequest => {
-                if ctx.tls.is_some() && !client.is_tls() {
-                    client.write_all(b"S").await?;
-                    client.flush().await?;
-                    client = accept_tls(client, ctx).await?;
-                } else {
-                    client.write_all(b"N").await?;
-                    client.flush().await?;
-                }
-            }
-            StartupPacket::GssEncRequest => {
-                client.write_all(b"N").await?;
-                client.flush().await?;
-            }
-            StartupPacket::Cancel { pid, secret } => {
-                crate::cancel::forward(&ctx.upstream, &ctx.cancel_keys, &packet, pid, secret).await;
-                return Ok(Negotiated::Cancelled);
-            }
-            StartupPacket::UnsupportedVersion { major, minor } => {
-                return Ok(Negotiated::Refused {
-                    client,
-                    error: SessionError::UnsupportedProtocol { major, minor },
-                });
-            }
-            start @ StartupPacket::Startup { .. } => {
-                let user = start.param("user").map(Arc::from);
-                let database = start
-                    .param("database")
-                    .map(Arc::from)
-                    .or_else(|| user.clone());
-                let application_name = start
-                    .param("application_name")
-                    .filter(|s| !s.is_empty())
-                    .map(Arc::from);
-                let info = SessionInfo {
-                    connection_id: 0,
-                    database,
-                    user,
-                    application_name,
-                };
-                return Ok(Negotiated::Startup {
-                    client,
-                    packet,
-                    info,
-                });
-            }
-        }
-    }
-    Ok(Negotiated::Refused {
-        client,
-        error: SessionError::TooManyRequests,
-    })
-}
-
-async fn accept_tls(
-    client: ClientStream,
-    ctx: &ServerContext,
-) -> Result<ClientStream, SessionError> {
-    let (MaybeTls::Plain(tcp), Some(acceptor)) = (client, &ctx.tls) else {
-        return Err(SessionError::NoTls);
-    };
-    let tls = acceptor
-        .accept(tcp)
-        .await
-        .map_err(SessionError::Handshake)?;
-    Ok(MaybeTls::Tls(Box::new(tls)))
-}
-
-/// Reads exactly one startup packet: never more, so no bytes meant for a
-/// TLS handshake that follows are consumed by mistake.
-async fn read_startup_packet<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, SessionError> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).await?;
-    let total = startup::peek_len(&len)?.unwrap_or(0);
-    let mut packet = vec![0u8; total];
-    packet[..4].copy_from_slice(&len);
-    s.read_exact(&mut packet[4..]).await?;
-    Ok(packet)
 }
 
 /// Connects to the upstream and forwards the StartupMessage; `None` when
@@ -420,7 +126,8 @@ async fn connect(
     Some((client, upstream, Box::new(Mutex::new(tracker))))
 }
 
-async fn send_and_close<S: AsyncWrite + Unpin>(
+/// Sends a FATAL ErrorResponse and closes the stream.
+pub(crate) async fn send_and_close<S: AsyncWrite + Unpin>(
     s: &mut S,
     kind: ProxyError,
     message: &str,

@@ -111,14 +111,27 @@ const PROTOCOL_3: u32 = 3 << 16;
 const SSL_REQUEST: u32 = 80_877_103;
 const CANCEL_REQUEST: u32 = 80_877_102;
 
+/// Connects to a proxy whose only slot may still be held for a moment by a connection that
+/// just ended (the harness's own readiness probe, an earlier session): retries until it is free.
+async fn connect_when_free(url: &str) -> tokio_postgres::Client {
+    within(30, "a free slot", async {
+        loop {
+            match connect(url).await {
+                Ok(client) => return client,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_proxy_answers_like_postgresql_after_the_ssl_exchange() {
     let Some(proxy) = proxy_with("a_full_proxy", &["--max-connections", "1"]) else {
         return;
     };
-    let held = connect(&proxy.url(TRUST, TEST_DB, "disable"))
-        .await
-        .unwrap();
+    let started = Instant::now();
+    let held = connect_when_free(&proxy.url(TRUST, TEST_DB, "disable")).await;
     // libpq's default sslmode=prefer sends an SSLRequest first: it must get its `N`, not an
     // ErrorResponse it would report as "server sent an error response during SSL exchange".
     let out = run(
@@ -158,23 +171,19 @@ async fn a_full_proxy_answers_like_postgresql_after_the_ssl_exchange() {
 
     // Once the session that held the only slot ends, there is room again.
     drop(held);
-    within(30, "a free slot", async {
-        while connect(&proxy.url(TRUST, TEST_DB, "disable"))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    connect_when_free(&proxy.url(TRUST, TEST_DB, "disable")).await;
     // One log line for the refusals of one window, with the client's address as an address.
     let log = proxy.log();
     let refusals = log_lines(&proxy)
         .into_iter()
         .filter(|l| l["message"] == "client refused: the proxy is at --max-connections")
         .collect::<Vec<_>>();
-    // Two refusals (psql, tokio-postgres): one line, unless they fell into two 10 s windows.
-    assert!((1..=2).contains(&refusals.len()), "{log}");
+    // One line per 10 s window with refusals in it.
+    let windows = started.elapsed().as_secs() / 10 + 1;
+    assert!(
+        (1..=windows).contains(&u64::try_from(refusals.len()).unwrap()),
+        "{log}"
+    );
     assert!(
         refusals[0]["peer"]
             .as_str()
@@ -195,9 +204,7 @@ async fn a_full_proxy_with_tls_answers_over_tls() {
     let Some(proxy) = env().extra_proxy("a_full_proxy_with_tls", &options) else {
         return;
     };
-    let _held = connect(&proxy.url(TRUST, TEST_DB, "disable"))
-        .await
-        .unwrap();
+    let _held = connect_when_free(&proxy.url(TRUST, TEST_DB, "disable")).await;
     // A client that demands verified TLS gets it, then the refusal inside it.
     let url = format!(
         "{}&sslrootcert={}",
@@ -273,6 +280,7 @@ async fn an_unreachable_upstream_is_an_error_response_logged_once() {
     let Some(proxy) = env().extra_proxy("an_unreachable_upstream", &options) else {
         return;
     };
+    let started = Instant::now();
     let out = run(
         psql(&proxy.url(TRUST, TEST_DB, "prefer")).args(["-c", "SELECT 1"]),
         Duration::from_secs(60),
@@ -294,7 +302,13 @@ async fn an_unreachable_upstream_is_an_error_response_logged_once() {
         .into_iter()
         .filter(|l| l["message"] == "upstream unreachable")
         .count();
-    assert!((1..=2).contains(&lines), "{}", proxy.log());
+    // One line per 10 s window with failures in it.
+    let windows = started.elapsed().as_secs() / 10 + 1;
+    assert!(
+        (1..=windows).contains(&u64::try_from(lines).unwrap()),
+        "{}",
+        proxy.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
