@@ -189,8 +189,9 @@ pub struct ServeArgs {
     #[arg(long, env = "QPROXY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Largest message the proxy holds whole to analyse it (Query, Parse,
-    /// Bind, ...); larger ones are refused with 08P01. Results and COPY data
-    /// stream through whatever their size [default: 67108864]
+    /// Bind, ...); larger client messages are refused with 08P01, larger
+    /// server messages (a huge error text) stream through unanalysed.
+    /// Results and COPY data stream through whatever their size [default: 67108864]
     #[arg(long, env = "QPROXY_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
     /// Capacity of the queue from the relay to the analyzer; when full,

@@ -115,7 +115,7 @@ impl NegotiationError {
 }
 
 /// What negotiation produced.
-pub(crate) enum Negotiated {
+enum Negotiated {
     /// A cancel request was handled; nothing more to do.
     Cancelled,
     /// A StartupMessage to forward.

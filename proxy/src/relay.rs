@@ -7,10 +7,10 @@
 //! reads is held until it is whole, up to a configured cap. Past the cap, a
 //! client message ends the session (08P01), while a server message streams
 //! through unread like a DataRow: the server's replies are the client's to
-//! read, and a huge error text must not cost the client its connection. Everything that
-//! arrived in one read goes out in one write, so a pipelined batch or a
-//! result set costs one syscall per buffer, not one per message, and
-//! nothing is allocated per message.
+//! read, and a huge error text must not cost the client its connection.
+//! Everything that arrived in one read goes out in one write, so a
+//! pipelined batch or a result set costs one syscall per buffer, not one
+//! per message, and nothing is allocated per message.
 //!
 //! An idle direction holds no buffer: it waits until its socket is
 //! readable, then borrows a buffer from its thread's spare list and gives
