@@ -217,10 +217,7 @@ pub async fn refuse(socket: TcpStream, ctx: Arc<ServerContext>) {
     answer(&mut client, kind, &message).await;
 }
 
-pub(crate) async fn negotiate(
-    tcp: TcpStream,
-    ctx: &ServerContext,
-) -> Result<Negotiated, NegotiationError> {
+async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, NegotiationError> {
     let mut client = ClientStream::Plain(tcp);
     // SSLRequest, GSSENCRequest, then the StartupMessage: three is the most
     // a well-behaved client sends; one more for direct TLS.
