@@ -10,7 +10,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::log_limit::{LogLimiter, DEFAULT_INTERVAL};
 use crate::upstream::Upstream;
+
+/// Cancel requests for keys no relayed session has: anyone who can reach
+/// the port can send these by the thousand.
+static BOGUS_CANCELS: LogLimiter = LogLimiter::new("bogus cancel requests", DEFAULT_INTERVAL);
+/// Cancel requests that could not be delivered to the upstream.
+static FAILED_CANCELS: LogLimiter =
+    LogLimiter::new("undeliverable cancel requests", DEFAULT_INTERVAL);
 
 /// The cancel keys of live sessions.
 #[derive(Debug, Default)]
@@ -49,16 +57,20 @@ pub async fn forward(
     secret: &[u8],
 ) {
     if !keys.contains(pid, secret) {
-        tracing::info!(
-            pid,
-            "cancel request for a session this proxy does not relay; ignored"
-        );
+        if BOGUS_CANCELS.should_log() {
+            tracing::info!(
+                pid,
+                "cancel request for a session this proxy does not relay; ignored"
+            );
+        }
         return;
     }
     let mut stream = match upstream.connect().await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(pid, error = %e, "cannot forward cancel request");
+            if FAILED_CANCELS.should_log() {
+                tracing::warn!(pid, error = %e, "cannot forward cancel request");
+            }
             return;
         }
     };
@@ -68,7 +80,9 @@ pub async fn forward(
     }
     .await
     {
-        tracing::warn!(pid, error = %e, "cannot forward cancel request");
+        if FAILED_CANCELS.should_log() {
+            tracing::warn!(pid, error = %e, "cannot forward cancel request");
+        }
         return;
     }
     // The server reads the packet and closes; wait for that briefly so the

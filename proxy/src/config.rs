@@ -7,8 +7,10 @@
 //! defaults below. The file uses the same names as the flags, with
 //! underscores (`admin_listen = "127.0.0.1:9930"`).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -17,6 +19,7 @@ use qproxy_analyzer::store::WriterConfig;
 
 use crate::analysis::AnalysisSettings;
 use crate::tracker::TrackerLimits;
+use crate::upstream::{UpstreamError, UpstreamUrl};
 
 /// Default client listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
@@ -47,6 +50,84 @@ pub enum ConfigError {
     /// A required setting is missing or settings contradict each other.
     #[error("{0}")]
     Invalid(String),
+    /// The upstream URL is wrong (the message never repeats the URL, which
+    /// may hold a password).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The upstream password file could not be read.
+    #[error("cannot read the upstream password file {path}: {source}")]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The environment variable that may hold the upstream password, so that it
+/// is not on the command line, where `ps` shows it to every user.
+pub const UPSTREAM_PASSWORD_ENV: &str = "QPROXY_UPSTREAM_PASSWORD";
+
+/// The `--upstream` value as given. A type of its own so that no `Debug`
+/// (of the arguments, of a configuration) can print its password, and so
+/// that clap never rejects it (its error would quote the value): it is
+/// parsed, with errors that do not repeat it, when the configuration is
+/// resolved.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct UpstreamArg(pub String);
+
+impl fmt::Debug for UpstreamArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match UpstreamUrl::parse(&self.0) {
+            Ok(url) => write!(f, "UpstreamArg({url})"),
+            Err(_) => f.write_str("UpstreamArg(<not a valid URL>)"),
+        }
+    }
+}
+
+impl FromStr for UpstreamArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(UpstreamArg(s.to_string()))
+    }
+}
+
+impl From<String> for UpstreamArg {
+    fn from(s: String) -> Self {
+        UpstreamArg(s)
+    }
+}
+
+impl From<&str> for UpstreamArg {
+    fn from(s: &str) -> Self {
+        UpstreamArg(s.to_string())
+    }
+}
+
+/// Where the upstream password came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// The `--upstream` URL (on the command line it is visible to `ps`).
+    Url,
+    /// [`UPSTREAM_PASSWORD_ENV`].
+    Env,
+    /// `--upstream-password-file`.
+    File,
+    /// `PGPASSWORD`, libpq's variable, used when nothing else gives one.
+    PgPassword,
+}
+
+impl PasswordSource {
+    fn describe(self) -> &'static str {
+        match self {
+            PasswordSource::Url => "in the upstream URL",
+            PasswordSource::Env => UPSTREAM_PASSWORD_ENV,
+            PasswordSource::File => "--upstream-password-file",
+            PasswordSource::PgPassword => "PGPASSWORD",
+        }
+    }
 }
 
 /// Log output format.
@@ -71,8 +152,15 @@ pub struct ServeArgs {
     /// The PostgreSQL server: postgres://[user[:pw]@]host[:port][/db][?sslmode=..&sslrootcert=..].
     /// Its credentials serve the proxy's catalog connection only; clients
     /// authenticate with their own.
+    /// Keep the password out of it on the command line (`ps` shows it):
+    /// use QPROXY_UPSTREAM_PASSWORD or --upstream-password-file.
     #[arg(long, env = "QPROXY_UPSTREAM", value_name = "URL")]
-    pub upstream: Option<String>,
+    pub upstream: Option<UpstreamArg>,
+    /// File whose first line is the password for the --upstream user (a
+    /// mounted secret); the password may also come from the
+    /// QPROXY_UPSTREAM_PASSWORD environment variable, or else PGPASSWORD
+    #[arg(long, env = "QPROXY_UPSTREAM_PASSWORD_FILE", value_name = "PATH")]
+    pub upstream_password_file: Option<PathBuf>,
     /// Address of the admin HTTP server (/metrics, /healthz, /readyz) [default: 127.0.0.1:9930]
     #[arg(long, env = "QPROXY_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -103,8 +191,9 @@ pub struct ServeArgs {
     #[arg(long, env = "QPROXY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Largest message the proxy holds whole to analyse it (Query, Parse,
-    /// Bind, ...); larger ones are refused with 08P01. Results and COPY data
-    /// stream through whatever their size [default: 67108864]
+    /// Bind, ...); larger client messages are refused with 08P01, larger
+    /// server messages (a huge error text) stream through unanalysed.
+    /// Results and COPY data stream through whatever their size [default: 67108864]
     #[arg(long, env = "QPROXY_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
     /// Capacity of the queue from the relay to the analyzer; when full,
@@ -153,8 +242,10 @@ pub struct ServeArgs {
 pub struct ServeConfig {
     /// Client listen address.
     pub listen: SocketAddr,
-    /// Upstream URL as given (parsed by the server).
-    pub upstream: String,
+    /// The upstream, with the password from wherever it was given.
+    pub upstream: UpstreamUrl,
+    /// Where the upstream password came from, if there is one.
+    pub upstream_password_source: Option<PasswordSource>,
     /// Admin HTTP address.
     pub admin_listen: SocketAddr,
     /// Findings store path.
@@ -203,6 +294,15 @@ impl ServeArgs {
 
     /// Merges flags/env (`self`) over the `--config` file over defaults.
     pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        self.resolve_with_env(|name| std::env::var(name).ok())
+    }
+
+    /// [`resolve`](Self::resolve), reading the environment variables clap
+    /// does not (the upstream password) through `env`.
+    pub fn resolve_with_env(
+        self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ServeConfig, ConfigError> {
         let file = match &self.config {
             Some(path) => ServeArgs::from_file(path)?,
             None => ServeArgs::default(),
@@ -218,6 +318,8 @@ impl ServeArgs {
                     .into(),
             )
         })?;
+        let (upstream, upstream_password_source) =
+            upstream_with_password(&upstream.0, pick!(upstream_password_file).as_deref(), &env)?;
         let tls = match (pick!(tls_cert), pick!(tls_key)) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -264,6 +366,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             listen: pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             upstream,
+            upstream_password_source,
             admin_listen: pick!(admin_listen)
                 .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default")),
             store: pick!(store).unwrap_or_else(|| PathBuf::from(DEFAULT_STORE)),
@@ -283,6 +386,58 @@ impl ServeArgs {
             tracker_limits: TrackerLimits::default(),
             analysis,
         })
+    }
+}
+
+/// Parses the upstream URL and gives it its password: from the URL, from
+/// [`UPSTREAM_PASSWORD_ENV`] or from the password file (at most one of
+/// them), else from `PGPASSWORD`, as libpq would.
+fn upstream_with_password(
+    url: &str,
+    password_file: Option<&Path>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(UpstreamUrl, Option<PasswordSource>), ConfigError> {
+    let mut upstream = UpstreamUrl::parse(url)?;
+    let from_file = password_file.map(read_password_file).transpose()?;
+    let nonempty = |name: &str| env(name).filter(|p| !p.is_empty());
+    let mut given: Vec<(PasswordSource, String)> = [
+        (PasswordSource::Url, upstream.password.take()),
+        (PasswordSource::Env, nonempty(UPSTREAM_PASSWORD_ENV)),
+        (PasswordSource::File, from_file),
+    ]
+    .into_iter()
+    .filter_map(|(source, password)| Some((source, password?)))
+    .collect();
+    if given.len() > 1 {
+        let places: Vec<&str> = given.iter().map(|(source, _)| source.describe()).collect();
+        return Err(ConfigError::Invalid(format!(
+            "the upstream password is given more than once ({}); keep one",
+            places.join(", ")
+        )));
+    }
+    let found = given
+        .pop()
+        .or_else(|| Some((PasswordSource::PgPassword, nonempty("PGPASSWORD")?)));
+    let source = found.map(|(source, password)| {
+        upstream.password = Some(password);
+        source
+    });
+    Ok((upstream, source))
+}
+
+/// The first line of a password file, without its line ending: the form
+/// Docker and Kubernetes secrets are mounted in.
+fn read_password_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::PasswordFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    match text.lines().next() {
+        Some(line) if !line.is_empty() => Ok(line.to_string()),
+        _ => Err(ConfigError::Invalid(format!(
+            "the upstream password file {} is empty",
+            path.display()
+        ))),
     }
 }
 
@@ -310,7 +465,7 @@ mod tests {
         };
         let c = args.resolve().unwrap();
         assert_eq!(c.listen.port(), 8000);
-        assert_eq!(c.upstream, "postgres://file");
+        assert_eq!(c.upstream.host, "file");
         assert_eq!(c.shutdown_grace, Duration::from_millis(2500));
         assert_eq!(c.store_writer.final_flush_timeout, c.shutdown_grace);
         assert_eq!(c.store_writer.pending_max, 100_000);
@@ -347,6 +502,105 @@ mod tests {
         let err = typo.resolve().unwrap_err().to_string();
         assert!(err.contains("upstreem"), "{err}");
     }
+
+    fn with_upstream(url: &str) -> ServeArgs {
+        ServeArgs {
+            upstream: Some(url.into()),
+            ..Default::default()
+        }
+    }
+
+    /// An environment holding only `vars`.
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn upstream_password_from_env_file_or_pgpassword() {
+        let url = "postgres://app@db:5432/shop";
+        let c = with_upstream(url)
+            .resolve_with_env(env(&[(UPSTREAM_PASSWORD_ENV, "from-env")]))
+            .unwrap();
+        assert_eq!(c.upstream.password.as_deref(), Some("from-env"));
+        assert_eq!(c.upstream_password_source, Some(PasswordSource::Env));
+
+        // The first line of the file, without its line ending.
+        let f = file("from-file\r\nignored\n");
+        let args = ServeArgs {
+            upstream_password_file: Some(f.path().to_owned()),
+            ..with_upstream(url)
+        };
+        let c = args.resolve_with_env(env(&[])).unwrap();
+        assert_eq!(c.upstream.password.as_deref(), Some("from-file"));
+        assert_eq!(c.upstream_password_source, Some(PasswordSource::File));
+
+        // PGPASSWORD only when nothing else gives one, as in libpq.
+        let c = with_upstream(url)
+            .resolve_with_env(env(&[("PGPASSWORD", "pg")]))
+            .unwrap();
+        assert_eq!(c.upstream.password.as_deref(), Some("pg"));
+        let c = with_upstream("postgres://app:in-url@db/shop")
+            .resolve_with_env(env(&[("PGPASSWORD", "pg")]))
+            .unwrap();
+        assert_eq!(c.upstream.password.as_deref(), Some("in-url"));
+        assert_eq!(c.upstream_password_source, Some(PasswordSource::Url));
+        let c = with_upstream(url).resolve_with_env(env(&[])).unwrap();
+        assert_eq!(
+            (c.upstream.password, c.upstream_password_source),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn upstream_password_given_twice_or_unreadable_is_an_error() {
+        let twice = with_upstream("postgres://app:in-url@db/shop")
+            .resolve_with_env(env(&[(UPSTREAM_PASSWORD_ENV, "from-env")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            twice.contains("more than once") && twice.contains(UPSTREAM_PASSWORD_ENV),
+            "{twice}"
+        );
+        assert!(
+            !twice.contains("in-url") && !twice.contains("from-env"),
+            "{twice}"
+        );
+        let missing = ServeArgs {
+            upstream_password_file: Some("/nonexistent/password".into()),
+            ..with_upstream("postgres://app@db/shop")
+        };
+        let err = missing.resolve_with_env(env(&[])).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/password"), "{err}");
+        let empty = file("\n");
+        let empty = ServeArgs {
+            upstream_password_file: Some(empty.path().to_owned()),
+            ..with_upstream("postgres://app@db/shop")
+        };
+        let err = empty.resolve_with_env(env(&[])).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn no_debug_output_shows_the_upstream_password() {
+        let args = with_upstream("postgres://app:hunter2@db/shop?password=hunter3");
+        let shown = format!("{args:?}");
+        assert!(shown.contains("app:***@db"), "{shown}");
+        let config = args.resolve_with_env(env(&[])).unwrap();
+        let shown = format!("{config:?} {args:?}", args = config.upstream);
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+        // A URL that does not parse is not printed at all.
+        let bad = with_upstream("postgres://app:hunter2@db:notaport/shop");
+        assert!(!format!("{bad:?}").contains("hunter2"));
+        let err = bad.resolve_with_env(env(&[])).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }
 
 #[cfg(test)]
@@ -362,9 +616,11 @@ mod example {
             config: Some(path),
             ..Default::default()
         };
-        let c = args.resolve().expect("example config resolves");
+        let c = args
+            .resolve_with_env(|_| None)
+            .expect("example config resolves");
         let defaults = ServeArgs {
-            upstream: Some(c.upstream.clone()),
+            upstream: Some("postgres://qproxy@127.0.0.1:5432/postgres".into()),
             ..Default::default()
         }
         .resolve()

@@ -22,6 +22,10 @@ pub struct EventStats {
     /// Connections whose tracker lost sync with the protocol and stopped
     /// analysing (traffic is still forwarded).
     pub desynced_connections: AtomicU64,
+    /// Messages forwarded without the tracker reading them: server
+    /// messages over `--max-message-bytes` and client messages that do not
+    /// decode (the server answers those).
+    pub unread_messages: AtomicU64,
 }
 
 /// The sending side, cloned into every connection.

@@ -8,8 +8,11 @@
 //!   COPY, errors skipping to Sync) that turns traffic into query events.
 //! - [`relay`]: one direction of a session: read, let the tracker look,
 //!   forward the original bytes.
-//! - [`session`]: one client connection: negotiation (TLS, cancel), upstream
-//!   connect, then both relay directions.
+//! - [`session`]: one client connection: negotiation, upstream connect, then
+//!   both relay directions.
+//! - [`negotiation`]: what comes before the StartupMessage (TLS, cancel),
+//!   and turning away clients that get no session (refused, or at
+//!   `--max-connections`).
 //! - [`server`]: the listener, connection cap and graceful drain.
 //! - [`upstream`], [`tls`], [`stream`], [`cancel`]: reaching the server,
 //!   TLS on both sides, and forwarding CancelRequests.
@@ -21,6 +24,7 @@
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: flags, env and TOML merged into one configuration.
 //! - [`workers`]: the threads that forward traffic.
+//! - [`log_limit`]: rate-limited logging for events outsiders can trigger.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -30,7 +34,9 @@ pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod log_limit;
 pub mod metrics;
+pub mod negotiation;
 pub mod protocol;
 pub mod relay;
 pub mod report_cmd;

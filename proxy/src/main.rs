@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use qproxy::admin::{AdminServer, Health};
-use qproxy::config::{LogFormat, ServeArgs};
+use qproxy::config::{LogFormat, PasswordSource, ServeArgs};
 use qproxy::metrics::Metrics;
 use qproxy::server::Server;
 
@@ -39,13 +40,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Report(args) = cli.command {
         return qproxy::report_cmd::run(args);
     }
+    // A flag, unlike the environment, is visible to every user (`ps`).
+    let upstream_on_command_line = matches
+        .subcommand_matches("serve")
+        .and_then(|serve| serve.value_source("upstream"))
+        == Some(ValueSource::CommandLine);
     let result = match cli.command {
         Command::Report(_) => unreachable!("handled above"),
-        Command::Serve(args) => serve(*args),
+        Command::Serve(args) => serve(*args, upstream_on_command_line),
         Command::Fingerprint { sql } => fingerprint(sql),
         Command::Demo(args) => demo(args),
     };
@@ -76,9 +83,15 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(args: ServeArgs, upstream_on_command_line: bool) -> anyhow::Result<()> {
     let config = args.resolve()?;
     init_logging(config.log_format);
+    if upstream_on_command_line && config.upstream_password_source == Some(PasswordSource::Url) {
+        tracing::warn!(
+            "the upstream password is on the command line, where any user can read it (ps, \
+             /proc); give it in QPROXY_UPSTREAM_PASSWORD or --upstream-password-file instead"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -57,6 +57,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "qproxy_findings_lost_total",
     "qproxy_store_write_failures_total",
     "qproxy_store_pending_findings",
+    "qproxy_unread_messages_total",
     "qproxy_build_info",
 ];
 
@@ -170,6 +171,7 @@ struct Synced {
     desynced: u64,
     findings_lost: u64,
     store_write_failures: u64,
+    unread: u64,
 }
 
 /// The process's metrics and their registry.
@@ -196,6 +198,7 @@ pub struct Metrics {
     findings_lost: IntCounter,
     store_write_failures: IntCounter,
     store_pending: IntGauge,
+    unread: IntCounter,
     per_query: Mutex<PerQuery>,
     synced: Mutex<Synced>,
     server_stats: Arc<ServerStats>,
@@ -364,6 +367,12 @@ impl Metrics {
                 "qproxy_store_pending_findings",
                 "Distinct findings held in memory until the findings store takes writes again.",
             ),
+            unread: counter(
+                &r,
+                "qproxy_unread_messages_total",
+                "Messages forwarded without being analysed: server messages over \
+                 --max-message-bytes, client messages that do not decode.",
+            ),
             per_query: Mutex::new(PerQuery {
                 fingerprints: HashMap::new(),
                 other: HashMap::new(),
@@ -378,6 +387,7 @@ impl Metrics {
                 desynced: 0,
                 findings_lost: 0,
                 store_write_failures: 0,
+                unread: 0,
             }),
             server_stats,
             event_stats,
@@ -569,6 +579,7 @@ impl Metrics {
                 self.store_pending
                     .set(i64::try_from(load(&store.pending_findings)).unwrap_or(i64::MAX));
             }
+            sync_counter(&self.unread, &mut s.unread, load(&events.unread_messages));
         }
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -4,10 +4,13 @@
 //! Messages are found by their 5-byte header. A message the tracker does
 //! not read (DataRow, CopyData, notices) is counted by its header and its
 //! bytes pass through as they arrive, however large; a message the tracker
-//! reads is held until it is whole, up to a configured cap. Everything that
-//! arrived in one read goes out in one write, so a pipelined batch or a
-//! result set costs one syscall per buffer, not one per message, and
-//! nothing is allocated per message.
+//! reads is held until it is whole, up to a configured cap. Past the cap, a
+//! client message ends the session (08P01), while a server message streams
+//! through unread like a DataRow: the server's replies are the client's to
+//! read, and a huge error text must not cost the client its connection.
+//! Everything that arrived in one read goes out in one write, so a
+//! pipelined batch or a result set costs one syscall per buffer, not one
+//! per message, and nothing is allocated per message.
 //!
 //! An idle direction holds no buffer: it waits until its socket is
 //! readable, then borrows a buffer from its thread's spare list and gives
@@ -21,14 +24,19 @@ use std::sync::Mutex;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::protocol::framing::{self, FrameError};
-use crate::protocol::{backend, frontend};
-use crate::tracker::{TrackError, Tracker, Verdict};
+use crate::protocol::backend;
+use crate::protocol::error_response::ProxyError;
+use crate::protocol::framing::{self, FrameError, Header};
+use crate::tracker::{Tracker, Verdict};
 
 /// Read buffer size to start with; it grows for large inspected messages,
 /// and a grown buffer is freed once emptied (see [`give_back`]), so one
 /// large query does not pin memory for the life of the connection.
 const INITIAL_BUFFER: usize = 16 * 1024;
+
+/// How much of a message over the cap is held before it streams through:
+/// no more than the smallest cap allowed (1 KiB).
+const OVER_CAP_PREFIX: usize = 1024;
 
 /// Spare read buffers kept per thread for the next readable socket.
 const SPARE_BUFFERS: usize = 64;
@@ -79,17 +87,31 @@ pub enum RelayError {
     /// A message header was impossible or over the cap.
     #[error(transparent)]
     Frame(#[from] FrameError),
-    /// A message the tracker reads was malformed.
-    #[error(transparent)]
-    Track(#[from] TrackError),
+    /// The tracker refused a message (see [`Verdict::Refuse`]).
+    #[error("{message}")]
+    Refused {
+        /// The error the client is sent.
+        kind: ProxyError,
+        /// Its text.
+        message: &'static str,
+    },
 }
 
 /// Which way the bytes flow; decides which messages the tracker reads.
 pub trait Direction {
     /// Whether the tracker needs the whole message with this tag.
-    fn inspected(tag: u8) -> bool;
+    fn inspected(tracker: &Tracker, tag: u8) -> bool;
     /// Shows a whole message to the tracker.
-    fn observe(tracker: &mut Tracker, msg: &[u8]) -> Result<Verdict, TrackError>;
+    fn observe(tracker: &mut Tracker, msg: &[u8]) -> Verdict;
+    /// A message the tracker would read is over the cap on held messages:
+    /// an error ends the session; `Ok` streams it through unread (the
+    /// tracker has been told, with the `prefix` of it at hand).
+    fn over_cap(
+        tracker: &mut Tracker,
+        header: Header,
+        prefix: &[u8],
+        cap: usize,
+    ) -> Result<(), FrameError>;
     /// Shows a message that streams through: its tag, and its bytes when
     /// the whole message is already in the buffer.
     fn streamed(tracker: &mut Tracker, tag: u8, whole: Option<&[u8]>);
@@ -100,11 +122,19 @@ pub trait Direction {
 pub enum Frontend {}
 
 impl Direction for Frontend {
-    fn inspected(tag: u8) -> bool {
-        frontend::is_inspected(tag)
+    fn inspected(tracker: &Tracker, tag: u8) -> bool {
+        tracker.frontend_inspects(tag)
     }
-    fn observe(tracker: &mut Tracker, msg: &[u8]) -> Result<Verdict, TrackError> {
-        tracker.frontend(msg).map(|()| Verdict::Forward)
+    fn observe(tracker: &mut Tracker, msg: &[u8]) -> Verdict {
+        tracker.frontend(msg)
+    }
+    fn over_cap(
+        _tracker: &mut Tracker,
+        header: Header,
+        _prefix: &[u8],
+        cap: usize,
+    ) -> Result<(), FrameError> {
+        framing::check_cap(header, cap)
     }
     fn streamed(_tracker: &mut Tracker, _tag: u8, _whole: Option<&[u8]>) {}
 }
@@ -114,11 +144,20 @@ impl Direction for Frontend {
 pub enum Backend {}
 
 impl Direction for Backend {
-    fn inspected(tag: u8) -> bool {
+    fn inspected(_tracker: &Tracker, tag: u8) -> bool {
         backend::is_inspected(tag)
     }
-    fn observe(tracker: &mut Tracker, msg: &[u8]) -> Result<Verdict, TrackError> {
+    fn observe(tracker: &mut Tracker, msg: &[u8]) -> Verdict {
         tracker.backend(msg)
+    }
+    fn over_cap(
+        tracker: &mut Tracker,
+        header: Header,
+        prefix: &[u8],
+        _cap: usize,
+    ) -> Result<(), FrameError> {
+        tracker.backend_unread(header.tag, prefix);
+        Ok(())
     }
     fn streamed(tracker: &mut Tracker, tag: u8, whole: Option<&[u8]>) {
         tracker.backend_streamed(tag, whole)
@@ -234,8 +273,23 @@ impl Pump {
                 });
             };
             let available = buf.len() - pos;
-            if D::inspected(header.tag) {
-                framing::check_cap(header, self.max_message)?;
+            let mut held = D::inspected(tracker, header.tag);
+            if held && header.total > self.max_message {
+                // Its first bytes are waited for, so that the tracker sees
+                // the leading fields (an error's SQLSTATE).
+                let want = header.total.min(OVER_CAP_PREFIX);
+                if available < want {
+                    return Ok(Scan {
+                        forward: pos,
+                        replace: None,
+                        need: want,
+                    });
+                }
+                let prefix = &buf[pos..buf.len().min(pos + header.total)];
+                D::over_cap(tracker, header, prefix, self.max_message)?;
+                held = false;
+            }
+            if held {
                 if available < header.total {
                     return Ok(Scan {
                         forward: pos,
@@ -243,7 +297,7 @@ impl Pump {
                         need: header.total,
                     });
                 }
-                match D::observe(tracker, &buf[pos..pos + header.total])? {
+                match D::observe(tracker, &buf[pos..pos + header.total]) {
                     Verdict::Forward => pos += header.total,
                     Verdict::Replace(bytes) => {
                         return Ok(Scan {
@@ -251,6 +305,9 @@ impl Pump {
                             replace: Some((header.total, bytes)),
                             need: 0,
                         })
+                    }
+                    Verdict::Refuse { kind, message } => {
+                        return Err(RelayError::Refused { kind, message })
                     }
                 }
             } else {
@@ -350,7 +407,7 @@ mod tests {
             TrackerLimits::default(),
             false,
         );
-        t.backend(b"Z\0\0\0\x05I").unwrap();
+        t.backend(b"Z\0\0\0\x05I");
         Mutex::new(t)
     }
 
@@ -450,6 +507,20 @@ mod tests {
             matches!(err, RelayError::Frame(FrameError::TooLarge { .. })),
             "{err}"
         );
+    }
+
+    #[test]
+    fn oversized_server_message_streams_through_unread() {
+        // An ErrorResponse four times the cap, between ordinary replies.
+        let mut body = b"SERROR\0VERROR\0CP0001\0M".to_vec();
+        body.extend(std::iter::repeat_n(b'x', 4096));
+        body.extend_from_slice(b"\0\0");
+        let mut data = msg(b'E', &body);
+        data.extend(msg(b'Z', b"I"));
+        for size in [1, 7, 100, 1000, usize::MAX] {
+            let out = relay::<Backend>(&data, vec![size; data.len()], 1024).unwrap();
+            assert_eq!(out, data, "chunk size {size}");
+        }
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -18,10 +17,14 @@ use qproxy_analyzer::event::SessionEvent;
 use crate::cancel::CancelKeys;
 use crate::config::ServeConfig;
 use crate::events::EventSink;
-use crate::protocol::error_response::{fatal, ProxyError};
 use crate::tls;
-use crate::upstream::{Upstream, UpstreamError, UpstreamUrl};
+use crate::upstream::{Upstream, UpstreamError};
 use crate::workers::WorkerPool;
+
+/// Clients being turned away at `--max-connections` at once. Each is
+/// answered properly (see [`crate::negotiation::refuse`]) but costs a task and
+/// perhaps a TLS handshake; past this many, further ones are closed at once.
+const MAX_REFUSALS: usize = 256;
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +108,10 @@ pub struct Server {
 impl Server {
     /// Validates the configuration, prepares TLS and binds the listener.
     pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
-        let url = UpstreamUrl::parse(&config.upstream)?;
-        let upstream = Arc::new(Upstream::new(url, config.connect_timeout)?);
+        let upstream = Arc::new(Upstream::new(
+            config.upstream.clone(),
+            config.connect_timeout,
+        )?);
         let tls = match &config.tls {
             Some((cert, key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
             None => None,
@@ -164,6 +169,7 @@ impl Server {
         // emit() counts drops instead of holding events.
         self.events.take();
         let permits = Arc::new(Semaphore::new(self.ctx.config.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
         tracing::info!(
             listen = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             upstream = %self.ctx.upstream.url(),
@@ -178,7 +184,7 @@ impl Server {
                 r = self.listener.accept() => r,
             };
             match accepted {
-                Ok((socket, _peer)) => self.spawn_session(socket, &permits),
+                Ok((socket, _peer)) => self.spawn_session(socket, &permits, &refusals),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -203,20 +209,25 @@ impl Server {
         tracing::info!("drained");
     }
 
-    fn spawn_session(&self, socket: TcpStream, permits: &Arc<Semaphore>) {
+    fn spawn_session(
+        &self,
+        socket: TcpStream,
+        permits: &Arc<Semaphore>,
+        refusals: &Arc<Semaphore>,
+    ) {
         let ctx = self.ctx.clone();
         ctx.stats
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut socket = socket;
-                let msg = fatal(
-                    ProxyError::TooManyConnections,
-                    "too many client connections",
-                );
-                let _ = socket.write_all(&msg).await;
-            });
+            // Over the limit: answered on this (the accept loop's) runtime,
+            // away from the sessions' threads, while few enough are waiting.
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    crate::negotiation::refuse(socket, ctx).await;
+                    drop(refusal);
+                });
+            }
             return;
         };
         self.workers.submit(socket, move |socket| async move {

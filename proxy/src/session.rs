@@ -1,7 +1,8 @@
 //! One client connection, from its first byte to its close.
 //!
 //! The phases, in order: negotiation (SSLRequest, GSSENCRequest, direct TLS,
-//! CancelRequest) until a StartupMessage arrives, time-boxed; connecting to
+//! CancelRequest) until a StartupMessage arrives, time-boxed (see
+//! [`crate::negotiation`]); connecting to
 //! the upstream and forwarding the StartupMessage unchanged; then the relay,
 //! in which authentication passes through like any other traffic until the
 //! first ReadyForQuery. Both directions of the relay run independently in
@@ -14,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::log_limit::{self, LogLimiter};
+use crate::negotiation::{self, Peer};
 use crate::protocol::error_response::{fatal, ProxyError};
-use crate::protocol::startup::{self, StartupPacket};
-use crate::protocol::DecodeError;
 use crate::relay::{Backend, Frontend, Pump, RelayError};
 use crate::server::ServerContext;
 use crate::stream::{MaybeTls, ReadHalf, WriteHalf};
@@ -29,40 +30,9 @@ use crate::upstream::UpstreamStream;
 /// A client connection, plain or with TLS terminated by the proxy.
 pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
-/// Why a session ended abnormally (logged, never sent to the server).
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// Socket error during negotiation.
-    #[error("client I/O: {0}")]
-    Io(#[from] std::io::Error),
-    /// The client did not send a StartupMessage in time.
-    #[error("client did not complete startup within {0:?}")]
-    StartupTimeout(Duration),
-    /// The startup packet was malformed.
-    #[error("bad startup packet: {0}")]
-    BadStartup(#[from] DecodeError),
-    /// Direct TLS from a client while the proxy has no certificate.
-    #[error("client started TLS directly but no --tls-cert/--tls-key are configured")]
-    NoTls,
-    /// The TLS handshake with the client failed.
-    #[error("TLS handshake with client failed: {0}")]
-    Handshake(std::io::Error),
-    /// More negotiation packets than the protocol allows.
-    #[error("too many negotiation requests before the StartupMessage")]
-    TooManyRequests,
-}
-
-/// What negotiation produced.
-enum Negotiated {
-    /// A cancel request was handled; nothing more to do.
-    Cancelled,
-    /// A StartupMessage to forward.
-    Startup {
-        client: ClientStream,
-        packet: Vec<u8>,
-        info: SessionInfo,
-    },
-}
+/// Sessions that could not reach the upstream.
+static UPSTREAM_FAILURES: LogLimiter =
+    LogLimiter::new("failed upstream connects", log_limit::DEFAULT_INTERVAL);
 
 /// A session ready to relay: both connections split into halves, and its
 /// tracker.
@@ -91,33 +61,12 @@ pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>) {
 async fn establish(socket: TcpStream, ctx: &Arc<ServerContext>) -> Option<Box<Established>> {
     let connection_id = ctx.next_connection_id();
     socket.set_nodelay(true).ok();
-    let peer = socket.peer_addr().ok();
-    let negotiated = tokio::time::timeout(ctx.config.startup_timeout, negotiate(socket, ctx)).await;
-    let (client, packet, mut info) = match negotiated {
-        Err(_) => {
-            tracing::info!(
-                connection_id,
-                ?peer,
-                "{}",
-                SessionError::StartupTimeout(ctx.config.startup_timeout)
-            );
-            return None;
-        }
-        Ok(Err(e)) => {
-            tracing::info!(connection_id, ?peer, error = %e, "connection closed during negotiation");
-            return None;
-        }
-        Ok(Ok(Negotiated::Cancelled)) => return None,
-        Ok(Ok(Negotiated::Startup {
-            client,
-            packet,
-            info,
-        })) => (client, packet, info),
-    };
+    let peer = Peer::of(&socket);
+    let (client, packet, mut info) = negotiation::startup(socket, ctx, connection_id, peer).await?;
     info.connection_id = connection_id;
     tracing::debug!(
         connection_id,
-        ?peer,
+        %peer,
         user = info.user.as_deref(),
         database = info.database.as_deref(),
         tls = client.is_tls(),
@@ -135,94 +84,6 @@ async fn establish(socket: TcpStream, ctx: &Arc<ServerContext>) -> Option<Box<Es
     }))
 }
 
-async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, SessionError> {
-    let mut client = ClientStream::Plain(tcp);
-    // SSLRequest, GSSENCRequest, then the StartupMessage: three is the most
-    // a well-behaved client sends; one more for direct TLS.
-    for _ in 0..4 {
-        if let MaybeTls::Plain(tcp) = &client {
-            let mut first = [0u8; 1];
-            if tcp.peek(&mut first).await? == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-            }
-            if first[0] == startup::TLS_HANDSHAKE_BYTE {
-                client = accept_tls(client, ctx).await?;
-                continue;
-            }
-        }
-        let packet = read_startup_packet(&mut client).await?;
-        match startup::parse(&packet)? {
-            StartupPacket::SslRequest => {
-                if ctx.tls.is_some() && !client.is_tls() {
-                    client.write_all(b"S").await?;
-                    client.flush().await?;
-                    client = accept_tls(client, ctx).await?;
-                } else {
-                    client.write_all(b"N").await?;
-                    client.flush().await?;
-                }
-            }
-            StartupPacket::GssEncRequest => {
-                client.write_all(b"N").await?;
-                client.flush().await?;
-            }
-            StartupPacket::Cancel { pid, secret } => {
-                crate::cancel::forward(&ctx.upstream, &ctx.cancel_keys, &packet, pid, secret).await;
-                return Ok(Negotiated::Cancelled);
-            }
-            start @ StartupPacket::Startup { .. } => {
-                let user = start.param("user").map(Arc::from);
-                let database = start
-                    .param("database")
-                    .map(Arc::from)
-                    .or_else(|| user.clone());
-                let application_name = start
-                    .param("application_name")
-                    .filter(|s| !s.is_empty())
-                    .map(Arc::from);
-                let info = SessionInfo {
-                    connection_id: 0,
-                    database,
-                    user,
-                    application_name,
-                };
-                return Ok(Negotiated::Startup {
-                    client,
-                    packet,
-                    info,
-                });
-            }
-        }
-    }
-    Err(SessionError::TooManyRequests)
-}
-
-async fn accept_tls(
-    client: ClientStream,
-    ctx: &ServerContext,
-) -> Result<ClientStream, SessionError> {
-    let (MaybeTls::Plain(tcp), Some(acceptor)) = (client, &ctx.tls) else {
-        return Err(SessionError::NoTls);
-    };
-    let tls = acceptor
-        .accept(tcp)
-        .await
-        .map_err(SessionError::Handshake)?;
-    Ok(MaybeTls::Tls(Box::new(tls)))
-}
-
-/// Reads exactly one startup packet: never more, so no bytes meant for a
-/// TLS handshake that follows are consumed by mistake.
-async fn read_startup_packet<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, SessionError> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).await?;
-    let total = startup::peek_len(&len)?.unwrap_or(0);
-    let mut packet = vec![0u8; total];
-    packet[..4].copy_from_slice(&len);
-    s.read_exact(&mut packet[4..]).await?;
-    Ok(packet)
-}
-
 /// Connects to the upstream and forwards the StartupMessage; `None` when
 /// that failed (the client has been told why).
 async fn connect(
@@ -236,7 +97,9 @@ async fn connect(
         Ok(u) => u,
         Err(e) => {
             ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(connection_id, error = %e, "upstream unreachable");
+            if UPSTREAM_FAILURES.should_log() {
+                tracing::warn!(connection_id, error = %e, "upstream unreachable");
+            }
             let _ =
                 send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
             return None;
@@ -249,6 +112,9 @@ async fn connect(
     .await
     {
         ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        if UPSTREAM_FAILURES.should_log() {
+            tracing::warn!(connection_id, error = %e, "upstream closed before the StartupMessage");
+        }
         let _ = send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
         return None;
     }
@@ -260,7 +126,8 @@ async fn connect(
     Some((client, upstream, Box::new(Mutex::new(tracker))))
 }
 
-async fn send_and_close<S: AsyncWrite + Unpin>(
+/// Sends a FATAL ErrorResponse and closes the stream.
+pub(crate) async fn send_and_close<S: AsyncWrite + Unpin>(
     s: &mut S,
     kind: ProxyError,
     message: &str,
@@ -305,6 +172,11 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         }
         End::Client(Err(RelayError::Io(e))) => {
             tracing::debug!(connection_id, error = %e, "client connection lost");
+        }
+        End::Client(Err(RelayError::Refused { kind, message })) => {
+            // The tracker logged why; the server's half-done login is
+            // dropped with the connection.
+            let _ = send_and_close(&mut client_wr, kind, message).await;
         }
         End::Client(Err(e)) => {
             tracing::warn!(connection_id, error = %e, "closing connection: protocol violation by the client");

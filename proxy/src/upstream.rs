@@ -127,8 +127,9 @@ impl fmt::Display for UpstreamUrl {
 }
 
 impl UpstreamUrl {
-    /// Parses `postgres://[user[:pw]@]host[:port][/db][?sslmode=..&sslrootcert=..]`
-    /// (`postgresql://` too). Percent-encoded parts are decoded.
+    /// Parses `postgres://[user[:pw]@]host[:port][/db][?sslmode=..&sslrootcert=..&password=..]`
+    /// (`postgresql://` too). Percent-encoded parts are decoded. Errors
+    /// never quote the URL, which may hold a password.
     pub fn parse(input: &str) -> Result<Self, UpstreamError> {
         let url = url::Url::parse(input).map_err(|e| UpstreamError::Url(e.to_string()))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
@@ -149,7 +150,7 @@ impl UpstreamUrl {
         let user = (!url.username().is_empty())
             .then(|| decode(url.username()))
             .transpose()?;
-        let password = url.password().map(decode).transpose()?;
+        let mut password = url.password().map(decode).transpose()?;
         let database = url
             .path()
             .strip_prefix('/')
@@ -162,6 +163,8 @@ impl UpstreamUrl {
             match k.as_ref() {
                 "sslmode" => sslmode = SslMode::parse(&v)?,
                 "sslrootcert" => sslrootcert = Some(PathBuf::from(v.as_ref())),
+                // libpq's spelling; like libpq, it wins over the user info.
+                "password" => password = Some(v.into_owned()),
                 "host" => host = v.into_owned(),
                 "port" => {
                     port = v

@@ -23,7 +23,7 @@ async fn start() -> InProcess {
     let cluster = PgCluster::start().expect("start PostgreSQL");
     let args = ServeArgs {
         listen: Some("127.0.0.1:0".parse().unwrap()),
-        upstream: Some(cluster.url(SUPERUSER, "postgres", "disable")),
+        upstream: Some(cluster.url(SUPERUSER, "postgres", "disable").into()),
         shutdown_grace: Some(2.0),
         ..Default::default()
     };

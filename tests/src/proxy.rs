@@ -29,6 +29,8 @@ pub struct ProxyOptions {
     pub store: Option<PathBuf>,
     /// More `qproxy serve` arguments, appended last (e.g. `--metrics-top-k 3`).
     pub extra_args: Vec<String>,
+    /// Environment variables set for the proxy process (e.g. `QPROXY_UPSTREAM_PASSWORD`).
+    pub env: Vec<(String, String)>,
 }
 
 impl ProxyOptions {
@@ -109,6 +111,7 @@ impl Proxy {
             cmd.arg("--shutdown-grace").arg(grace.to_string());
         }
         cmd.args(&options.extra_args);
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         // A file, not a pipe: nobody reads a pipe while the test runs, and a full pipe would
         // block the proxy's logging and with it the traffic.
         let log = File::create(dir.path().join("qproxy.log"))?;
@@ -159,6 +162,11 @@ impl Proxy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The process id of the running proxy.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The port clients connect to.

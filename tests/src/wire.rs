@@ -166,6 +166,16 @@ impl Batch {
         self
     }
 
+    /// A message with tag `tag` and exactly this body, whatever it holds: framed correctly,
+    /// its content as garbled as a test needs.
+    pub fn raw(mut self, tag: u8, body: &[u8]) -> Self {
+        self.buf.put_u8(tag);
+        self.buf
+            .put_i32(i32::try_from(body.len() + 4).expect("short message"));
+        self.buf.put_slice(body);
+        self
+    }
+
     /// Simple Query (`Q`).
     pub fn query(mut self, sql: &str) -> Self {
         frontend::query(sql, &mut self.buf).expect("query message");

@@ -32,6 +32,7 @@ const TYPES: &[(&str, &str)] = &[
     ("qproxy_findings_lost_total", "counter"),
     ("qproxy_store_write_failures_total", "counter"),
     ("qproxy_store_pending_findings", "gauge"),
+    ("qproxy_unread_messages_total", "counter"),
     ("qproxy_build_info", "gauge"),
 ];
 

@@ -232,6 +232,53 @@ async fn scram_with_tls_on_both_legs_needs_channel_binding_disabled() {
     assert_eq!(out.stdout.trim(), "scram_user");
 }
 
+/// The same setup with the clients' default `channel_binding=prefer`: they announce channel
+/// binding support, which the server (whose `-PLUS` offer the proxy withheld) would reject as
+/// "channel binding negotiation error". The proxy says what is wrong and how to fix it instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_channel_binding_across_two_tls_legs_gets_a_clear_error() {
+    let env = env();
+    let options = ProxyOptions {
+        client_tls: true,
+        ..ProxyOptions::new(env.cluster.url(SUPERUSER, "postgres", "require"))
+    };
+    let Some(proxy) = env.extra_proxy("announced_channel_binding", &options) else {
+        return;
+    };
+    let ca = proxy.tls().unwrap().ca_cert.clone();
+    let url = format!(
+        "{}&sslrootcert={}",
+        proxy.url(SCRAM, TEST_DB, "verify-full"),
+        ca.display()
+    );
+    let out = run(
+        psql(&url).args(["-A", "-t", "-c", "SELECT 1"]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(!out.status.success(), "{out}");
+    for part in [
+        "FATAL:  qproxy: SCRAM channel binding cannot work through qproxy",
+        "channel_binding=disable",
+        "sslmode=disable in --upstream",
+    ] {
+        assert!(
+            out.stderr.contains(part),
+            "{part:?} missing: {out}
+{}",
+            proxy.log()
+        );
+    }
+    // tokio-postgres announces it the same way; the SQLSTATE is the server's own for this.
+    let err = connect_tls(&proxy.url(SCRAM, TEST_DB, "require"), &ca)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).unwrap(), "08P01", "{err}");
+    let message = err.as_db_error().unwrap().message();
+    assert!(message.contains("channel_binding=disable"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_plus_is_never_offered_across_the_proxy() {
     let env = env();

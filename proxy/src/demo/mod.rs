@@ -50,7 +50,7 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
 
     let args = ServeArgs {
         listen: Some("127.0.0.1:0".parse()?),
-        upstream: Some(pg.url("blog")),
+        upstream: Some(pg.url("blog").into()),
         shutdown_grace: Some(5.0),
         ..Default::default()
     };

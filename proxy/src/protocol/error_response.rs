@@ -1,6 +1,7 @@
 //! ErrorResponse messages the proxy sends on its own behalf: the upstream is
-//! unreachable, the client sent something malformed, or the proxy is
-//! shutting down. Each carries one SQLSTATE chosen in one place here.
+//! unreachable, the client sent something malformed, the proxy is full or
+//! shutting down, or authentication cannot work across it. Each carries one
+//! SQLSTATE chosen in one place here.
 
 /// The reasons the proxy itself ends a client's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +16,16 @@ pub enum ProxyError {
     ShuttingDown,
     /// The upstream connection broke mid-session (08006).
     UpstreamLost,
-    /// The proxy is at its connection limit (53300).
+    /// The proxy is at its connection limit (53300, as PostgreSQL's "sorry,
+    /// too many clients already").
     TooManyConnections,
+    /// The StartupMessage asks for a protocol major version other than 3
+    /// (0A000, feature_not_supported, as PostgreSQL answers it).
+    UnsupportedProtocol,
+    /// The client announced SCRAM channel binding support that cannot work
+    /// across the proxy's two TLS sessions (08P01, the code PostgreSQL uses
+    /// for its own "channel binding negotiation error").
+    ChannelBindingImpossible,
 }
 
 impl ProxyError {
@@ -28,6 +37,8 @@ impl ProxyError {
             ProxyError::ShuttingDown => "57P01",
             ProxyError::UpstreamLost => "08006",
             ProxyError::TooManyConnections => "53300",
+            ProxyError::UnsupportedProtocol => "0A000",
+            ProxyError::ChannelBindingImpossible => "08P01",
         }
     }
 }

@@ -2,7 +2,9 @@
 //! message (header included) and borrows from it.
 //!
 //! Password and SASL messages (`p`) have no decoder on purpose: the proxy
-//! never looks inside them, so a password cannot reach a log.
+//! never looks inside them, so a password cannot reach a log. The one
+//! exception reads a single flag byte of a SCRAM SASLInitialResponse
+//! ([`sasl_channel_binding_flag`]), which carries no secret.
 
 use std::borrow::Cow;
 
@@ -56,6 +58,20 @@ pub fn is_inspected(tag: u8) -> bool {
             | tag::COPY_DONE
             | tag::COPY_FAIL
     )
+}
+
+/// The GS2 channel-binding flag that opens the SCRAM client-first-message
+/// of a SASLInitialResponse: `n` (the client does not support channel
+/// binding), `y` (it does, but thinks the server does not) or `p` (it uses
+/// it). `None` when the message carries no initial response. Only the
+/// mechanism name, the length and that one byte are read.
+pub fn sasl_channel_binding_flag(msg: &[u8]) -> Result<Option<u8>, DecodeError> {
+    let mut f = Fields::new(body(msg), "SASLInitialResponse");
+    f.cstr()?;
+    if f.i32()? <= 0 {
+        return Ok(None);
+    }
+    Ok(Some(f.u8()?))
 }
 
 /// A simple Query: the SQL text, possibly several statements.
@@ -248,6 +264,26 @@ mod tests {
         let mut b = BytesMut::new();
         f(&mut b);
         b.to_vec()
+    }
+
+    #[test]
+    fn reads_only_the_channel_binding_flag_of_a_sasl_initial_response() {
+        let initial = |data: &[u8]| {
+            encoded(|b| enc::sasl_initial_response("SCRAM-SHA-256", data, b).unwrap())
+        };
+        assert_eq!(
+            sasl_channel_binding_flag(&initial(b"y,,n=,r=abc")).unwrap(),
+            Some(b'y')
+        );
+        assert_eq!(
+            sasl_channel_binding_flag(&initial(b"n,,n=,r=abc")).unwrap(),
+            Some(b'n')
+        );
+        assert_eq!(sasl_channel_binding_flag(&initial(b"")).unwrap(), None);
+        // A cleartext PasswordMessage is just a string: it does not decode
+        // as a SASL message.
+        let password = encoded(|b| enc::password_message(b"secret", b).unwrap());
+        assert!(sasl_channel_binding_flag(&password).is_err());
     }
 
     #[test]

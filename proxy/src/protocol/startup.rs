@@ -34,6 +34,14 @@ pub enum StartupPacket<'a> {
         /// The secret key (4 bytes before protocol 3.2, up to 256 after).
         secret: &'a [u8],
     },
+    /// A StartupMessage (or an unknown request code) with a protocol major
+    /// version other than 3; the client is told which versions work.
+    UnsupportedVersion {
+        /// The major version asked for.
+        major: u16,
+        /// The minor version asked for.
+        minor: u16,
+    },
     /// The real StartupMessage.
     Startup {
         /// Major protocol version (3).
@@ -94,10 +102,7 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket<'_>, DecodeError> {
             let major = (code >> 16) as u16;
             let minor = (code & 0xffff) as u16;
             if major != 3 {
-                return Err(DecodeError::Invalid(
-                    "startup",
-                    "unsupported protocol version",
-                ));
+                return Ok(StartupPacket::UnsupportedVersion { major, minor });
             }
             let mut params = Vec::new();
             loop {
@@ -176,7 +181,22 @@ mod tests {
         assert!(peek_len(&[0, 0, 0, 7]).is_err());
         assert!(peek_len(&[0, 1, 0, 0]).is_err());
         assert!(parse(&packet(196_608, b"user\0alice")).is_err());
-        assert!(parse(&packet(0x0002_0000, b"\0")).is_err());
         assert!(parse(&packet(CANCEL_REQUEST_CODE, &[0, 0, 0, 1])).is_err());
+    }
+
+    #[test]
+    fn other_protocol_versions_are_reported_not_rejected() {
+        assert_eq!(
+            parse(&packet(0x0002_0000, b"\0")).unwrap(),
+            StartupPacket::UnsupportedVersion { major: 2, minor: 0 }
+        );
+        // An unknown request code in the 1234.x range is an unsupported version too.
+        assert_eq!(
+            parse(&packet(80_877_110, b"")).unwrap(),
+            StartupPacket::UnsupportedVersion {
+                major: 1234,
+                minor: 5686
+            }
+        );
     }
 }

@@ -5,24 +5,57 @@ use std::sync::Arc;
 use qproxy_analyzer::event::{Outcome, TxStatus};
 use qproxy_analyzer::values::value_hash;
 
-use super::{Execution, Pending, Phase, TrackError, Tracker, Verdict};
+use super::{Execution, Pending, Phase, Tracker, Verdict};
 use crate::protocol::backend::{self as be, tag, ErrorFields};
 use crate::protocol::frontend::format_is_binary;
+use crate::protocol::DecodeError;
+
+/// The SQLSTATE recorded for an error whose code the tracker could not read
+/// (XX000, internal_error: "some error").
+const UNKNOWN_SQLSTATE: [u8; 5] = *b"XX000";
 
 impl Tracker {
     /// Observes one whole server message whose tag is in
     /// [`be::is_inspected`]. Server messages are trusted: one that does not
     /// decode is forwarded anyway and only ends analysis of the connection.
-    pub fn backend(&mut self, msg: &[u8]) -> Result<Verdict, TrackError> {
+    pub fn backend(&mut self, msg: &[u8]) -> Verdict {
         match self.on_backend(msg) {
-            Ok(v) => Ok(v),
+            Ok(v) => v,
             Err(e) => {
                 tracing::debug!(connection_id = self.info.connection_id, error = %e, "undecodable server message");
                 if self.phase != Phase::Desynced {
                     self.desync();
                 }
-                Ok(Verdict::Forward)
+                Verdict::Forward
             }
+        }
+    }
+
+    /// A server message the tracker would read is larger than
+    /// `--max-message-bytes`: the relay streams it to the client without
+    /// holding it, and the tracker follows it by its tag. `prefix` is as
+    /// much of it as the relay has (header included), enough for the
+    /// SQLSTATE of an ErrorResponse, which PostgreSQL sends among the first
+    /// fields (a huge error is a huge message text, not a huge code).
+    pub fn backend_unread(&mut self, t: u8, prefix: &[u8]) {
+        self.unread("server message over --max-message-bytes", &(t as char));
+        match t {
+            tag::ERROR_RESPONSE => {
+                let sqlstate = be::error_sqlstate_in_prefix(prefix).unwrap_or(UNKNOWN_SQLSTATE);
+                self.on_error(sqlstate);
+            }
+            // Content the FIFO does not need: an authentication exchange
+            // (the `-PLUS` strip only ever rewrites a short list), or a
+            // parameter that is not application_name.
+            tag::AUTHENTICATION | tag::PARAMETER_STATUS => {}
+            // Short by definition: one this large is not a message the
+            // tracker can follow.
+            tag::READY_FOR_QUERY | tag::COMMAND_COMPLETE | tag::BACKEND_KEY_DATA => {
+                if self.phase != Phase::Desynced {
+                    self.desync();
+                }
+            }
+            _ => self.on_backend_tag(t),
         }
     }
 
@@ -48,13 +81,14 @@ impl Tracker {
         }
     }
 
-    fn on_backend(&mut self, msg: &[u8]) -> Result<Verdict, TrackError> {
+    fn on_backend(&mut self, msg: &[u8]) -> Result<Verdict, DecodeError> {
         let Some(&t) = msg.first() else {
             return Ok(Verdict::Forward);
         };
         match t {
             tag::AUTHENTICATION if self.strip_channel_binding => {
                 if let Some(rewritten) = be::strip_channel_binding(msg)? {
+                    self.sasl_plus_stripped = true;
                     return Ok(Verdict::Replace(rewritten));
                 }
             }
@@ -82,13 +116,21 @@ impl Tracker {
                     tag: Box::from(tag.as_ref()),
                 });
             }
-            tag::EMPTY_QUERY_RESPONSE => self.complete(Outcome::Empty),
-            tag::PORTAL_SUSPENDED => self.complete(Outcome::Suspended),
             tag::ERROR_RESPONSE => {
                 let fields = ErrorFields::decode(msg)?;
-                let sqlstate = fields.sqlstate().unwrap_or(*b"XX000");
+                let sqlstate = fields.sqlstate().unwrap_or(UNKNOWN_SQLSTATE);
                 self.on_error(sqlstate);
             }
+            _ => self.on_backend_tag(t),
+        }
+        Ok(Verdict::Forward)
+    }
+
+    /// The messages whose tag is all the tracker needs.
+    fn on_backend_tag(&mut self, t: u8) {
+        match t {
+            tag::EMPTY_QUERY_RESPONSE => self.complete(Outcome::Empty),
+            tag::PORTAL_SUSPENDED => self.complete(Outcome::Suspended),
             tag::PARSE_COMPLETE => self.pop_if(|p| matches!(p, Pending::Parse { .. })),
             tag::BIND_COMPLETE => self.pop_if(|p| matches!(p, Pending::Bind)),
             tag::CLOSE_COMPLETE => self.pop_if(|p| matches!(p, Pending::Close)),
@@ -107,12 +149,16 @@ impl Tracker {
             }
             _ => {}
         }
-        Ok(Verdict::Forward)
     }
 
     fn pop_if(&mut self, expected: impl Fn(&Pending) -> bool) {
-        if self.pending.front().is_some_and(expected) {
-            self.pending.pop_front();
+        match self.pending.front() {
+            Some(p) if expected(p) => {
+                self.pending.pop_front();
+            }
+            // The server accepted what the tracker could not read.
+            Some(Pending::Unreadable { .. }) => self.desync(),
+            _ => {}
         }
     }
 
@@ -147,6 +193,7 @@ impl Tracker {
                     self.emit(*finished, outcome);
                 }
             }
+            Some(Pending::Unreadable { .. }) => self.desync(),
             _ => {}
         }
     }
@@ -155,7 +202,12 @@ impl Tracker {
         self.copy_in = false;
         let tx_status = self.tx_status;
         match self.pending.front_mut() {
-            None | Some(Pending::Sync) | Some(Pending::FunctionCall) => {}
+            // A rejected simple Query the tracker could not read ends at
+            // its ReadyForQuery.
+            None
+            | Some(Pending::Sync)
+            | Some(Pending::FunctionCall)
+            | Some(Pending::Unreadable { simple: true }) => {}
             Some(Pending::Query { exec, failed }) => {
                 if !*failed {
                     *failed = true;
@@ -235,7 +287,9 @@ impl Tracker {
         // before it that is still pending was skipped by the server.
         while let Some(p) = self.pending.pop_front() {
             match p {
-                Pending::Sync | Pending::FunctionCall => break,
+                Pending::Sync | Pending::FunctionCall | Pending::Unreadable { simple: true } => {
+                    break
+                }
                 Pending::Query { exec, failed } => {
                     // A simple query whose last statement never completed
                     // (e.g. an empty string) ends here without an event.

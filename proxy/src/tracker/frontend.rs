@@ -10,22 +10,97 @@ use qproxy_analyzer::values::value_hash;
 use smallvec::SmallVec;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{Pending, Phase, Portal, Statement, TrackError, Tracker};
+use super::{Pending, Phase, Portal, Statement, Tracker, Verdict};
+use crate::protocol::error_response::ProxyError;
 use crate::protocol::frontend::{self as fe, tag, Bind, Execute, Parse, Target, TargetRef};
+use crate::protocol::DecodeError;
+
+/// What a client that announced SCRAM channel binding is told when the
+/// server's offer of it had to be withheld (see [`Tracker::frontend`]).
+pub const CHANNEL_BINDING_IMPOSSIBLE: &str = "SCRAM channel binding cannot work through qproxy: \
+the client announced channel binding support, but the server's SCRAM-SHA-256-PLUS is bound to \
+qproxy's own TLS session with the server, so qproxy withheld it, and the server would refuse \
+the login with \"channel binding negotiation error\". Connect with channel_binding=disable, \
+or give qproxy a plain upstream leg (sslmode=disable in --upstream).";
 
 impl Tracker {
-    /// Observes one whole client message whose tag is in
-    /// [`fe::is_inspected`]. Malformed messages are errors: the session
-    /// answers 08P01 and closes.
-    pub fn frontend(&mut self, msg: &[u8]) -> Result<(), TrackError> {
+    /// Whether the relay must hold the next client message with tag `t`
+    /// whole for [`Tracker::frontend`]: the messages in
+    /// [`fe::is_inspected`], and the SASLInitialResponse that answers an
+    /// offer the proxy stripped `-PLUS` from.
+    pub fn frontend_inspects(&self, t: u8) -> bool {
+        fe::is_inspected(t) || (t == tag::PASSWORD && self.sasl_plus_stripped)
+    }
+
+    /// Observes one whole client message that [`Tracker::frontend_inspects`]
+    /// asked for.
+    ///
+    /// A message that does not decode is still the server's to judge: it
+    /// is forwarded, and the server answers it (PostgreSQL rejects a
+    /// garbled Parse with an error the client can recover from), so only
+    /// broken framing, which the relay checks, ends a session.
+    ///
+    /// The one refusal: a SASLInitialResponse whose GS2 flag is `y` ("I
+    /// support channel binding, but the server did not offer it") after the
+    /// proxy stripped the server's `SCRAM-SHA-256-PLUS`. The server did
+    /// offer it, sees a downgrade, and fails the login with a puzzling
+    /// "channel binding negotiation error"; the client is told the real
+    /// cause and the fixes instead.
+    pub fn frontend(&mut self, msg: &[u8]) -> Verdict {
         let Some(&t) = msg.first() else {
-            return Ok(());
+            return Verdict::Forward;
         };
+        if t == tag::PASSWORD {
+            return self.on_password(msg);
+        }
         if self.phase == Phase::Startup {
             // Before the first ReadyForQuery only authentication messages
-            // flow, and they are never decoded.
-            return Ok(());
+            // flow.
+            return Verdict::Forward;
         }
+        if let Err(e) = self.on_frontend(t, msg) {
+            self.unreadable(t, e);
+        }
+        Verdict::Forward
+    }
+
+    /// A password message: read only when it answers a stripped SASL
+    /// offer, and then only for its channel-binding flag. Nothing else in
+    /// it is decoded, so no secret can reach a log from here.
+    fn on_password(&mut self, msg: &[u8]) -> Verdict {
+        if !std::mem::take(&mut self.sasl_plus_stripped) {
+            return Verdict::Forward;
+        }
+        match fe::sasl_channel_binding_flag(msg) {
+            Ok(Some(b'y')) => {
+                tracing::info!(
+                    connection_id = self.info.connection_id,
+                    "client announced SCRAM channel binding, which cannot work through the proxy; refused"
+                );
+                Verdict::Refuse {
+                    kind: ProxyError::ChannelBindingImpossible,
+                    message: CHANNEL_BINDING_IMPOSSIBLE,
+                }
+            }
+            _ => Verdict::Forward,
+        }
+    }
+
+    /// A client message that does not decode is followed as a request
+    /// whose answer is the server's error (see [`Pending::Unreadable`]).
+    fn unreadable(&mut self, t: u8, e: DecodeError) {
+        self.unread("undecodable client message", &e);
+        match t {
+            tag::QUERY => self.push(Pending::Unreadable { simple: true }),
+            tag::PARSE | tag::BIND | tag::EXECUTE | tag::DESCRIBE | tag::CLOSE => {
+                self.push(Pending::Unreadable { simple: false })
+            }
+            // The other inspected messages have nothing to decode.
+            _ => {}
+        }
+    }
+
+    fn on_frontend(&mut self, t: u8, msg: &[u8]) -> Result<(), DecodeError> {
         match t {
             tag::QUERY => {
                 let sql = fe::query(msg)?;

@@ -29,7 +29,7 @@ use smallvec::SmallVec;
 
 use crate::cancel::CancelKeys;
 use crate::events::EventSink;
-use crate::protocol::DecodeError;
+use crate::protocol::error_response::ProxyError;
 
 /// Caps on per-connection tracking state, so a client cannot make the proxy
 /// grow without bound.
@@ -80,19 +80,21 @@ pub struct SessionInfo {
     pub application_name: Option<Arc<str>>,
 }
 
-/// A tracked message that breaks the protocol; the session answers with
-/// 08P01 and closes.
-#[derive(Debug, thiserror::Error)]
-#[error("malformed message from the client: {0}")]
-pub struct TrackError(#[from] pub DecodeError);
-
-/// What the relay must do with a backend message after the tracker saw it.
+/// What the relay must do with a message after the tracker saw it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Forward the original bytes.
     Forward,
     /// Forward these bytes instead (only the SCRAM `-PLUS` strip).
     Replace(Vec<u8>),
+    /// Forward nothing: end the session, telling the client this (only a
+    /// SCRAM exchange that cannot succeed across the proxy).
+    Refuse {
+        /// The error, and with it the SQLSTATE.
+        kind: ProxyError,
+        /// What the client is told.
+        message: &'static str,
+    },
 }
 
 /// The phases of a session as the tracker sees them.
@@ -198,6 +200,14 @@ enum Pending {
     Query { exec: Box<Execution>, failed: bool },
     /// FunctionCallResponse, then ReadyForQuery.
     FunctionCall,
+    /// A client message the tracker could not decode, forwarded anyway:
+    /// the server is expected to reject it with an ErrorResponse (then,
+    /// for a simple Query, ReadyForQuery; in the extended protocol it skips
+    /// to Sync). Any other answer means the tracker cannot follow.
+    Unreadable {
+        /// It was a simple Query.
+        simple: bool,
+    },
 }
 
 /// Follows one session. See the module docs.
@@ -211,6 +221,9 @@ pub struct Tracker {
     /// Rewrite AuthenticationSASL without `-PLUS` mechanisms (the proxy
     /// terminated the client's TLS).
     strip_channel_binding: bool,
+    /// `-PLUS` was just stripped from the server's offer: the client's
+    /// SASLInitialResponse is read for its channel-binding flag.
+    sasl_plus_stripped: bool,
     /// The server is in COPY FROM STDIN: a Sync from the client gets no
     /// reply until CopyDone/CopyFail.
     copy_in: bool,
@@ -241,6 +254,7 @@ impl Tracker {
             phase: Phase::Startup,
             tx_status: TxStatus::Idle,
             strip_channel_binding,
+            sasl_plus_stripped: false,
             copy_in: false,
             unnamed_statement: None,
             statements: HashMap::new(),
@@ -315,6 +329,19 @@ impl Tracker {
             return;
         }
         self.pending.push_back(p);
+    }
+
+    /// Counts a message forwarded without the tracker reading it.
+    fn unread(&self, what: &'static str, detail: &dyn std::fmt::Display) {
+        self.sink
+            .stats()
+            .unread_messages
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            connection_id = self.info.connection_id,
+            detail = %detail,
+            "{what} forwarded without being analysed"
+        );
     }
 
     fn desync(&mut self) {

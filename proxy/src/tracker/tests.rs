@@ -40,13 +40,13 @@ fn harness_with(limits: TrackerLimits, strip: bool) -> Harness {
 impl Harness {
     fn client(&mut self, msgs: &[Vec<u8>]) {
         for m in msgs {
-            self.t.frontend(m).unwrap();
+            assert_eq!(self.t.frontend(m), Verdict::Forward);
         }
     }
     fn server(&mut self, msgs: &[Vec<u8>]) {
         for m in msgs {
             if backend_inspected(m[0]) {
-                self.t.backend(m).unwrap();
+                self.t.backend(m);
             } else {
                 self.t.backend_streamed(m[0], Some(m));
             }
@@ -392,9 +392,9 @@ fn scram_plus_is_stripped_only_when_asked() {
         TrackerLimits::default(),
         false,
     );
-    assert_eq!(keep.backend(&sasl).unwrap(), Verdict::Forward);
+    assert_eq!(keep.backend(&sasl), Verdict::Forward);
     let mut strip = Tracker::new(SessionInfo::default(), sink, TrackerLimits::default(), true);
-    match strip.backend(&sasl).unwrap() {
+    match strip.backend(&sasl) {
         Verdict::Replace(m) => assert_eq!(m, b('R', b"\0\0\0\x0aSCRAM-SHA-256\0\0")),
         other => panic!("{other:?}"),
     }
@@ -447,12 +447,137 @@ fn closed_statement_is_forgotten() {
     assert!(h.t.is_idle());
 }
 
-#[test]
-fn malformed_client_message_is_an_error() {
-    let mut h = harness();
+/// A Parse whose body ends early, its length field fixed to match: framed
+/// correctly, but not decodable.
+fn garbled_parse() -> Vec<u8> {
     let mut bad = parse("s1", "select 1");
     bad.truncate(bad.len() - 3);
     let len = (bad.len() - 1) as u32;
     bad[1..5].copy_from_slice(&len.to_be_bytes());
-    assert!(h.t.frontend(&bad).is_err());
+    bad
+}
+
+fn unread(h: &Harness) -> u64 {
+    h.t.sink.stats().unread_messages.load(Ordering::Relaxed)
+}
+
+#[test]
+fn garbled_parse_is_forwarded_and_the_servers_error_followed() {
+    let mut h = harness();
+    // Pipelined: the garbled Parse and its Sync, then a good query.
+    h.client(&[garbled_parse(), sync(), query("select 2")]);
+    assert_eq!(unread(&h), 1);
+    h.server(&[err("08P01"), b('Z', b"I")]);
+    assert!(h.t.statements.is_empty(), "a rejected Parse leaves nothing");
+    h.server(&[row(), cc("SELECT 1"), b('Z', b"I")]);
+    let events = h.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(&*events[0].sql, "select 2");
+    assert_eq!(events[0].rows, 1);
+    assert_ne!(h.t.phase, Phase::Desynced);
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn garbled_simple_query_ends_at_its_ready_for_query() {
+    let mut h = harness();
+    let mut bad = query("select 1");
+    // No terminating NUL: PostgreSQL answers "invalid string in message".
+    bad.pop();
+    let len = (bad.len() - 1) as u32;
+    bad[1..5].copy_from_slice(&len.to_be_bytes());
+    h.client(&[bad, query("select 2")]);
+    h.server(&[err("08P01"), b('Z', b"I")]);
+    h.server(&[cc("SELECT 1"), b('Z', b"I")]);
+    let events = h.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(&*events[0].sql, "select 2");
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn a_server_that_accepts_what_the_tracker_could_not_read_stops_analysis() {
+    let mut h = harness();
+    h.client(&[garbled_parse(), sync()]);
+    h.server(&[b('1', b""), b('Z', b"I")]);
+    assert_eq!(h.t.phase, Phase::Desynced);
+}
+
+#[test]
+fn oversized_server_error_is_followed_from_its_first_bytes() {
+    let mut h = harness();
+    h.client(&[
+        parse("", "select f()"),
+        bind("", "", &[]),
+        execute(""),
+        sync(),
+        query("select 2"),
+    ]);
+    h.server(&[b('1', b""), b('2', b"")]);
+    // An ErrorResponse too large to hold: only its start is at hand.
+    let mut huge = b'E'.to_be_bytes().to_vec();
+    huge.extend_from_slice(&(2_000_000u32).to_be_bytes());
+    huge.extend_from_slice(b"SERROR\0VERROR\0CP0001\0Mxxxx");
+    h.t.backend_unread(b'E', &huge);
+    h.server(&[b('Z', b"I"), cc("SELECT 1"), b('Z', b"I")]);
+    let events = h.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        events[0].outcome,
+        Outcome::Error {
+            sqlstate: *b"P0001"
+        }
+    );
+    assert_eq!(&*events[1].sql, "select 2");
+    assert_eq!(unread(&h), 1);
+    // Without the code at hand, the error still ends the execution.
+    h.client(&[query("select 3")]);
+    h.t.backend_unread(b'E', &huge[..5]);
+    h.server(&[b('Z', b"I")]);
+    assert_eq!(
+        h.events()[0].outcome,
+        Outcome::Error {
+            sqlstate: *b"XX000"
+        }
+    );
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn channel_binding_announced_after_a_stripped_offer_is_refused() {
+    let offer = b('R', b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+    let initial =
+        |flag: &[u8]| enc(|buf| fe::sasl_initial_response("SCRAM-SHA-256", flag, buf).unwrap());
+    let tracker = |strip| {
+        let (sink, _rx) = EventSink::channel(4);
+        Tracker::new(
+            SessionInfo::default(),
+            sink,
+            TrackerLimits::default(),
+            strip,
+        )
+    };
+    // The client would send `y`: it supports channel binding and sees no offer.
+    let mut t = tracker(true);
+    assert!(!t.frontend_inspects(b'p'));
+    assert!(matches!(t.backend(&offer), Verdict::Replace(_)));
+    assert!(t.frontend_inspects(b'p'));
+    match t.frontend(&initial(b"y,,n=,r=nonce")) {
+        Verdict::Refuse { kind, message } => {
+            assert_eq!(kind.sqlstate(), "08P01");
+            assert!(message.contains("channel_binding=disable"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Only the one message after the offer is read.
+    assert!(!t.frontend_inspects(b'p'));
+    // A client without channel binding goes through.
+    let mut t = tracker(true);
+    t.backend(&offer);
+    assert_eq!(t.frontend(&initial(b"n,,n=,r=nonce")), Verdict::Forward);
+    // Nothing was stripped (plain upstream leg): the SASL messages are not read.
+    let mut t = tracker(true);
+    t.backend(&b('R', b"\0\0\0\x0aSCRAM-SHA-256\0\0"));
+    assert!(!t.frontend_inspects(b'p'));
+    assert_eq!(t.frontend(&initial(b"y,,n=,r=nonce")), Verdict::Forward);
 }
