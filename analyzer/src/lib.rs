@@ -8,6 +8,7 @@
 //! - [`fingerprint`]: normalization and stable 64-bit fingerprints of SQL.
 //! - [`correlation`]: which executions belong to one request.
 //! - [`values`]: format-independent hashes of parameter and result values.
+//! - [`offset`]: reading a statement's OFFSET (the one bound value read).
 //! - [`catalog`]: tables, sizes and indexes of the upstream database, read
 //!   over a short-lived connection.
 //! - [`detect`]: the detectors (N+1, unbounded SELECT, unindexed filters/sorts).
@@ -24,6 +25,7 @@ pub mod detect;
 pub mod event;
 pub mod finding;
 pub mod fingerprint;
+pub mod offset;
 pub mod pipeline;
 pub mod report;
 pub mod store;
