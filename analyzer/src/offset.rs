@@ -50,7 +50,9 @@ pub fn top_level_offset(sql: &str) -> Option<OffsetClause> {
                 }
                 let value = tokens.next();
                 let clause = match value.map(|v| (v.kind, v.text(sql))) {
-                    Some((TokenKind::Number, text)) => parse_integer(text).map(OffsetClause::Literal),
+                    Some((TokenKind::Number, text)) => {
+                        parse_integer(text).map(OffsetClause::Literal)
+                    }
                     Some((TokenKind::Param, text)) => text[1..]
                         .parse::<u16>()
                         .ok()
@@ -185,10 +187,16 @@ mod tests {
         assert_eq!(top_level_offset("SELECT 1 OFFSET 10.5"), None);
         // Strings, comments and quoted names are not keywords.
         assert_eq!(top_level_offset("SELECT 'offset 5' FROM t"), None);
-        assert_eq!(top_level_offset("SELECT \"offset\" FROM t -- offset 9"), None);
+        assert_eq!(
+            top_level_offset("SELECT \"offset\" FROM t -- offset 9"),
+            None
+        );
         assert_eq!(top_level_offset("SELECT $x$ OFFSET 9 $x$"), None);
         // Two top-level OFFSETs: two statements, ambiguous.
-        assert_eq!(top_level_offset("SELECT 1 OFFSET 5; SELECT 2 OFFSET 6"), None);
+        assert_eq!(
+            top_level_offset("SELECT 1 OFFSET 5; SELECT 2 OFFSET 6"),
+            None
+        );
         assert_eq!(top_level_offset("SELECT 1 OFFSET"), None);
         assert_eq!(top_level_offset(""), None);
     }

@@ -28,7 +28,8 @@ fn catalog() -> Catalog {
                 .index(Index::btree("accounts_code", &["code"]))
                 .index(Index::btree("accounts_lower_handle", &["(lower(handle))"]))
                 .index(
-                    Index::btree("accounts_bio_trgm", &["bio gin_trgm_ops"]).using(IndexMethod::Gin),
+                    Index::btree("accounts_bio_trgm", &["bio gin_trgm_ops"])
+                        .using(IndexMethod::Gin),
                 ),
         )
         .with_table(
@@ -53,7 +54,11 @@ fn found(sql: &str) -> Vec<String> {
 
 #[track_caller]
 fn clean(sql: &str) {
-    assert_eq!(found(sql), Vec::<String>::new(), "expected nothing for {sql}");
+    assert_eq!(
+        found(sql),
+        Vec::<String>::new(),
+        "expected nothing for {sql}"
+    );
 }
 
 /// The one non-sargable issue of `sql`: its suggestion and typed details.

@@ -80,14 +80,20 @@ fn the_shape_names_the_keyset() {
     // No ORDER BY: pages in no defined order, keyset on the primary key.
     let (suggestion, details) = template("SELECT * FROM posts LIMIT 50 OFFSET $1");
     assert!(suggestion.contains("no defined order"), "{suggestion}");
-    assert!(suggestion.contains("WHERE id > $last_id ORDER BY id"), "{suggestion}");
+    assert!(
+        suggestion.contains("WHERE id > $last_id ORDER BY id"),
+        "{suggestion}"
+    );
     assert!(details.order_by.is_empty());
 }
 
 #[test]
 fn only_the_outermost_select_of_a_large_table_pages() {
     assert_eq!(
-        all_found_in(&catalog(), "SELECT * FROM posts ORDER BY id LIMIT 20 OFFSET 9000"),
+        all_found_in(
+            &catalog(),
+            "SELECT * FROM posts ORDER BY id LIMIT 20 OFFSET 9000"
+        ),
         ["offset_pagination public.posts (id)"]
     );
     for sql in [
@@ -152,11 +158,17 @@ fn offset_findings(a: &mut Analyzer) -> Vec<Finding> {
 fn bound_offsets_count_from_the_threshold_and_keep_only_their_magnitude() {
     let mut a = pipeline(AnalyzerConfig::default());
     for offset in [0, 20, 980, 999] {
-        a.process(&event(PAGE, Protocol::Extended, Some(offset)), Instant::now());
+        a.process(
+            &event(PAGE, Protocol::Extended, Some(offset)),
+            Instant::now(),
+        );
     }
     assert!(offset_findings(&mut a).is_empty(), "small offsets only");
     for offset in [1_000, 12_345] {
-        a.process(&event(PAGE, Protocol::Extended, Some(offset)), Instant::now());
+        a.process(
+            &event(PAGE, Protocol::Extended, Some(offset)),
+            Instant::now(),
+        );
     }
     let found = offset_findings(&mut a);
     assert_eq!(found.len(), 1);
@@ -167,10 +179,19 @@ fn bound_offsets_count_from_the_threshold_and_keep_only_their_magnitude() {
     assert_eq!(f.columns, ["id"]);
     assert_eq!(f.details["max_offset"], 10_000);
     let stored = serde_json::to_string(f).unwrap();
-    assert!(!stored.contains("12345"), "the value itself is never kept: {stored}");
+    assert!(
+        !stored.contains("12345"),
+        "the value itself is never kept: {stored}"
+    );
     // From error_offset on, an error; the magnitude only grows.
-    a.process(&event(PAGE, Protocol::Extended, Some(250_000)), Instant::now());
-    a.process(&event(PAGE, Protocol::Extended, Some(3_000)), Instant::now());
+    a.process(
+        &event(PAGE, Protocol::Extended, Some(250_000)),
+        Instant::now(),
+    );
+    a.process(
+        &event(PAGE, Protocol::Extended, Some(3_000)),
+        Instant::now(),
+    );
     let f = &offset_findings(&mut a)[0];
     assert_eq!((f.occurrences, f.severity), (2, Severity::Error));
     assert_eq!(f.details["max_offset"], 100_000);
@@ -194,7 +215,10 @@ fn literal_offsets_are_read_per_execution() {
 #[test]
 fn offsets_seen_before_the_catalog_count_once_it_arrives() {
     let mut a = Analyzer::new(AnalyzerConfig::default());
-    a.process(&event(PAGE, Protocol::Extended, Some(5_000)), Instant::now());
+    a.process(
+        &event(PAGE, Protocol::Extended, Some(5_000)),
+        Instant::now(),
+    );
     a.process(&event(PAGE, Protocol::Extended, Some(10)), Instant::now());
     assert_eq!(a.indexes().catalog_requests(), ["blog"]);
     a.indexes()
@@ -214,6 +238,9 @@ fn thresholds_and_table_size_decide() {
 
     let mut a = pipeline(AnalyzerConfig::default());
     let small = "SELECT id FROM drafts ORDER BY id LIMIT $1 OFFSET $2";
-    a.process(&event(small, Protocol::Extended, Some(500_000)), Instant::now());
+    a.process(
+        &event(small, Protocol::Extended, Some(500_000)),
+        Instant::now(),
+    );
     assert!(offset_findings(&mut a).is_empty(), "a small table");
 }

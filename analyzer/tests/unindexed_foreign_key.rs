@@ -82,10 +82,9 @@ fn a_join_on_the_key_exercises_it_beside_the_filter_finding() {
         ["filter public.orders (user_id)"]
     );
     // A join the orders side drives does not need the key's index.
-    assert!(found(
-        "SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE o.id = $1"
-    )
-    .is_empty());
+    assert!(
+        found("SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE o.id = $1").is_empty()
+    );
 }
 
 #[test]
@@ -119,11 +118,11 @@ fn an_index_leading_with_the_key_serves_it() {
 
 #[test]
 fn small_referencing_tables_and_unreferenced_tables_are_left_alone() {
-    let catalog = shop().with_table(
-        Table::new("reviews", 900)
-            .primary_key(&["id"])
-            .foreign_key(&["product_id"], "public.products", &["id"]),
-    );
+    let catalog = shop().with_table(Table::new("reviews", 900).primary_key(&["id"]).foreign_key(
+        &["product_id"],
+        "public.products",
+        &["id"],
+    ));
     assert!(all_found_in(&catalog, "DELETE FROM products WHERE id = $1").is_empty());
     assert!(found("DELETE FROM orders WHERE id = $1").is_empty());
     assert!(found("DELETE FROM sessions WHERE id = $1").is_empty());

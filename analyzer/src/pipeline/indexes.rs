@@ -278,8 +278,12 @@ impl IndexAdvisor {
         // index suggestion for its own filter or sort. A foreign key's
         // index serves PostgreSQL's lookups, not the plan of the DELETE
         // that triggers them, and the other kinds suggest rewrites.
-        let verifiable =
-            |t: &Finding| matches!(t.kind, FindingKind::UnindexedFilter | FindingKind::UnindexedSort);
+        let verifiable = |t: &Finding| {
+            matches!(
+                t.kind,
+                FindingKind::UnindexedFilter | FindingKind::UnindexedSort
+            )
+        };
         for t in templates.iter().filter(|t| verifiable(t)) {
             let request = VerifyRequest {
                 database: key.0.to_string(),

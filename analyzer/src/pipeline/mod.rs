@@ -433,10 +433,12 @@ impl Analyzer {
     /// compares it with the threshold and hands on only its order of
     /// magnitude (see [`crate::offset`]).
     fn check_offset(&mut self, db: &Arc<str>, fingerprint: FingerprintId, q: &QueryEvent) {
-        let offset = q.offset.or_else(|| match top_level_offset(statement_text(q)) {
-            Some(OffsetClause::Literal(v)) => Some(v),
-            _ => None,
-        });
+        let offset = q
+            .offset
+            .or_else(|| match top_level_offset(statement_text(q)) {
+                Some(OffsetClause::Literal(v)) => Some(v),
+                _ => None,
+            });
         let Some(offset) = offset else {
             return;
         };

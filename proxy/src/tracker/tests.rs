@@ -521,7 +521,9 @@ fn the_offset_parameter_is_decoded_and_nothing_else() {
         sync(),
     ]);
     h.server(&replies);
-    h.client(&[query("SELECT id FROM posts ORDER BY id LIMIT 20 OFFSET 7000")]);
+    h.client(&[query(
+        "SELECT id FROM posts ORDER BY id LIMIT 20 OFFSET 7000",
+    )]);
     h.server(&[row(), cc("SELECT 1"), b('Z', b"I")]);
     let offsets: Vec<Option<u64>> = h.events().iter().map(|e| e.offset).collect();
     assert_eq!(

@@ -9,9 +9,9 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AssignmentTarget, Delete, Distinct, Expr, FromTable, GroupByExpr, JoinConstraint,
-    JoinOperator, LimitClause, ObjectName, ObjectNamePart, OrderBy, Query, Select, SetExpr,
-    Statement, TableFactor, TableWithJoins, Update, UpdateTableFromKind, Visit, Visitor,
+    AssignmentTarget, Delete, Distinct, Expr, FromTable, GroupByExpr, JoinConstraint, JoinOperator,
+    LimitClause, ObjectName, ObjectNamePart, OrderBy, Query, Select, SetExpr, Statement,
+    TableFactor, TableWithJoins, Update, UpdateTableFromKind, Visit, Visitor,
 };
 
 use super::facts::{BlockRole, JoinEdge, Modification, ScopeFacts, SortSpec, SourceFacts};

@@ -202,10 +202,9 @@ pub(crate) fn evaluate(
         if reached[i]
             || source.wrapped.is_empty()
             || table.estimated_rows() < config.min_table_rows as f64
-            || source
-                .wrapped
-                .iter()
-                .any(|w| matches!(w.wrapper, Wrapper::LeadingWildcard { .. }) && trigram(table, &w.column))
+            || source.wrapped.iter().any(|w| {
+                matches!(w.wrapper, Wrapper::LeadingWildcard { .. }) && trigram(table, &w.column)
+            })
         {
             continue;
         }
@@ -357,7 +356,9 @@ fn classify(e: &Expr, column: &str, column_type: &str) -> Option<Wrapper> {
         }
         // A cast around something else: the something else is the wrapper.
         Expr::Cast { expr, .. } => classify(expr, column, column_type),
-        Expr::BinaryOp { left, op, right } if is_column(left, column) || is_column(right, column) => {
+        Expr::BinaryOp { left, op, right }
+            if is_column(left, column) || is_column(right, column) =>
+        {
             match op {
                 BinaryOperator::Plus => Some(Wrapper::Arithmetic { op: "+" }),
                 BinaryOperator::Minus => Some(Wrapper::Arithmetic { op: "-" }),
@@ -368,7 +369,12 @@ fn classify(e: &Expr, column: &str, column_type: &str) -> Option<Wrapper> {
             }
             .map(|w| match (&w, is_column(left, column)) {
                 // `k - id` or `k / id`: not a shape the rewrite text covers.
-                (Wrapper::Arithmetic { op: "-" | "/" | "%" }, false) => Wrapper::Expression,
+                (
+                    Wrapper::Arithmetic {
+                        op: "-" | "/" | "%",
+                    },
+                    false,
+                ) => Wrapper::Expression,
                 _ => w,
             })
         }
@@ -510,9 +516,7 @@ fn leading_wildcard(pattern: &Expr) -> bool {
             op: BinaryOperator::StringConcat,
             ..
         } => leading_wildcard(left),
-        Expr::Function(f)
-            if matches!(f.name.0.last(), Some(ObjectNamePart::Identifier(i)) if fold(i) == "concat") =>
-        {
+        Expr::Function(f) if matches!(f.name.0.last(), Some(ObjectNamePart::Identifier(i)) if fold(i) == "concat") => {
             match &f.args {
                 FunctionArguments::List(list) => matches!(
                     list.args.first(),
@@ -526,7 +530,11 @@ fn leading_wildcard(pattern: &Expr) -> bool {
 }
 
 fn suggestion(table: &Table, w: &Wrapped) -> String {
-    let t = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
+    let t = format!(
+        "{}.{}",
+        quote_ident(&table.schema),
+        quote_ident(&table.name)
+    );
     let c = quote_ident(&w.column);
     let column_type = table.column(&w.column).map_or("", |c| c.type_name.as_str());
     let timestamp = matches!(family(column_type).as_str(), "timestamp" | "timestamptz");
@@ -539,8 +547,13 @@ fn suggestion(table: &Table, w: &Wrapped) -> String {
         } if name == "date_trunc" => Some(*unit),
         _ => None,
     };
-    if let Some(range) = range_unit.zip(w.op).and_then(|(unit, op)| range(&c, op, &w.value, unit)) {
-        return format!("Compare {c} itself with a range, so its index serves the filter: {range}.");
+    if let Some(range) = range_unit
+        .zip(w.op)
+        .and_then(|(unit, op)| range(&c, op, &w.value, unit))
+    {
+        return format!(
+            "Compare {c} itself with a range, so its index serves the filter: {range}."
+        );
     }
     let v = &w.value;
     match &w.wrapper {

@@ -179,7 +179,11 @@ fn keyset(table: &Table, sort: &[(&Target, bool)]) -> Option<Vec<(String, bool)>
     Some(keys)
 }
 
-fn suggestion(table: &Table, sort: &[(&Target, bool)], keyset: Option<&[(String, bool)]>) -> String {
+fn suggestion(
+    table: &Table,
+    sort: &[(&Target, bool)],
+    keyset: Option<&[(String, bool)]>,
+) -> String {
     let Some(keys) = keyset.filter(|k| !k.is_empty()) else {
         return format!(
             "Every page reads and discards the rows its OFFSET skips. Paginate by keyset \
@@ -213,7 +217,12 @@ fn suggestion(table: &Table, sort: &[(&Target, bool)], keyset: Option<&[(String,
     let same_direction = keys.iter().all(|(_, d)| *d == keys[0].1);
     let condition = if keys.len() == 1 {
         let (c, desc) = &keys[0];
-        format!("{} {} {}", quote_ident(c), if *desc { "<" } else { ">" }, last(c))
+        format!(
+            "{} {} {}",
+            quote_ident(c),
+            if *desc { "<" } else { ">" },
+            last(c)
+        )
     } else if same_direction {
         let names: Vec<String> = keys.iter().map(|(c, _)| quote_ident(c)).collect();
         let lasts: Vec<String> = keys.iter().map(|(c, _)| last(c)).collect();
