@@ -552,7 +552,8 @@ fn suggestion(table: &Table, w: &Wrapped) -> String {
         .and_then(|(unit, op)| range(&c, op, &w.value, unit))
     {
         return format!(
-            "Compare {c} itself with a range, so its index serves the filter: {range}."
+            "Compare {c} itself with a range, so its index serves the filter: {range}{}.",
+            stands_for(&w.value)
         );
     }
     let v = &w.value;
@@ -568,7 +569,9 @@ fn suggestion(table: &Table, w: &Wrapped) -> String {
             "Cast the value, not the column, so the index on {c} serves the filter: compare {c} \
              with a value of its own type (the cast to {to} hides the column from its index){}.",
             match w.op {
-                Some(op) if !column_type.is_empty() => format!(": {c} {op} {v}::{column_type}"),
+                Some(op) if !column_type.is_empty() => {
+                    format!(": {c} {op} {v}::{column_type}{}", stands_for(v))
+                }
                 _ => String::new(),
             }
         ),
@@ -583,7 +586,8 @@ fn suggestion(table: &Table, w: &Wrapped) -> String {
             match (inverse, w.op) {
                 (Some(inverse), Some(cmp)) => format!(
                     "Move the arithmetic to the value side so {c} stands alone and its index \
-                     serves the filter: {c} {op} k {cmp} {v} → {c} {cmp} {v} {inverse} k{}.",
+                     serves the filter: {c} {op} k {cmp} {v} → {c} {cmp} {v} {inverse} k{}{}.",
+                    stands_for(v),
                     if matches!(*op, "*" | "/") {
                         " (for a positive k; a negative one flips the comparison)"
                     } else {
@@ -608,6 +612,16 @@ fn suggestion(table: &Table, w: &Wrapped) -> String {
                 w.shown
             ),
         },
+    }
+}
+
+/// Says what `v` means when a rewrite uses it for a value that is not a
+/// parameter (a literal or an expression, never printed).
+fn stands_for(value: &str) -> &'static str {
+    if value == "v" {
+        " (v: the value the query compares with)"
+    } else {
+        ""
     }
 }
 
