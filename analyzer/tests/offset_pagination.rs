@@ -244,3 +244,19 @@ fn thresholds_and_table_size_decide() {
     );
     assert!(offset_findings(&mut a).is_empty(), "a small table");
 }
+
+#[test]
+fn an_order_by_over_several_tables_gets_prose_not_a_wrong_keyset() {
+    let catalog = catalog().with_table(
+        Table::new("authors", 20_000)
+            .primary_key(&["id"])
+            .columns(&["name"]),
+    );
+    let sql = "SELECT p.id FROM posts p JOIN authors a ON a.id = p.author_id \
+               ORDER BY a.name, p.id LIMIT 20 OFFSET $1";
+    let issues = of_kind(all_in(&catalog, sql), FindingKind::OffsetPagination);
+    assert_eq!(issues.len(), 1);
+    let s = &issues[0].suggestion;
+    assert!(s.contains("remember the last row's ORDER BY values"), "{s}");
+    assert!(!s.contains("no defined order"), "{s}");
+}

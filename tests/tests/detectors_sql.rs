@@ -111,7 +111,10 @@ fn run_part(name: &str, part: &str) -> Option<Value> {
     // A finding-free statement makes the proxy load the catalog before the workload, so every
     // statement is judged as it runs.
     run_ok(
-        psql(&url).args(["-c", "SELECT id FROM accounts WHERE id = 1 /*request_id='warm-up'*/"]),
+        psql(&url).args([
+            "-c",
+            "SELECT id FROM accounts WHERE id = 1 /*request_id='warm-up'*/",
+        ]),
         Duration::from_secs(60),
     )
     .unwrap_or_else(|e| panic!("{name}: warm-up: {e:#}\n{}", proxy.log()));

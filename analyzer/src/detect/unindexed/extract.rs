@@ -130,6 +130,7 @@ impl<'c> Extractor<'c, '_> {
             s.selection.as_ref(),
             BlockRole {
                 offset,
+                ordered: order_by.is_some(),
                 modifies: None,
             },
             |scope| {
@@ -168,6 +169,7 @@ impl<'c> Extractor<'c, '_> {
             u.selection.as_ref(),
             BlockRole {
                 offset: false,
+                ordered: false,
                 modifies: Some(Modification::Update {
                     columns: u
                         .assignments
@@ -206,6 +208,7 @@ impl<'c> Extractor<'c, '_> {
             d.selection.as_ref(),
             BlockRole {
                 offset: false,
+                ordered: false,
                 modifies: Some(Modification::Delete),
             },
             |_| None,

@@ -178,6 +178,9 @@ pub(crate) enum Modification {
 pub(crate) struct BlockRole {
     /// The outermost SELECT of the statement, which has an OFFSET.
     pub offset: bool,
+    /// The block's query has an ORDER BY (whether or not it is on one
+    /// table, which `ScopeFacts::sort` requires).
+    pub ordered: bool,
     /// A DELETE or UPDATE block.
     pub modifies: Option<Modification>,
 }

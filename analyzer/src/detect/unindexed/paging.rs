@@ -129,8 +129,14 @@ pub(crate) fn evaluate(
             }
         })
         .collect();
-    let keyset = keyset(table, &sort);
-    let suggestion = suggestion(table, &sort, keyset.as_deref());
+    // An ORDER BY over several tables (or of grouped output) has no keyset
+    // this module can name.
+    let keyset = if facts.role.ordered && sort.is_empty() {
+        None
+    } else {
+        keyset(table, &sort)
+    };
+    let suggestion = suggestion(table, facts.role.ordered, keyset.as_deref());
     let columns: Vec<String> = sort
         .iter()
         .filter_map(|(t, _)| t.column().map(str::to_owned))
@@ -179,21 +185,17 @@ fn keyset(table: &Table, sort: &[(&Target, bool)]) -> Option<Vec<(String, bool)>
     Some(keys)
 }
 
-fn suggestion(
-    table: &Table,
-    sort: &[(&Target, bool)],
-    keyset: Option<&[(String, bool)]>,
-) -> String {
+fn suggestion(table: &Table, ordered: bool, keyset: Option<&[(String, bool)]>) -> String {
     let Some(keys) = keyset.filter(|k| !k.is_empty()) else {
         return format!(
             "Every page reads and discards the rows its OFFSET skips. Paginate by keyset \
              instead: remember the last row's ORDER BY values and ask for the rows after them \
              (WHERE (keys) > (last row's keys) ... LIMIT n), with an index in that order{}.",
-            if sort.is_empty() {
+            if ordered {
+                ""
+            } else {
                 "; and add an ORDER BY on a unique key, since pages without one come in no \
                  defined order"
-            } else {
-                ""
             }
         );
     };
@@ -257,7 +259,7 @@ fn suggestion(
             .collect();
         format!("({})", branches.join(" OR "))
     };
-    let unordered = if sort.is_empty() {
+    let unordered = if !ordered {
         " (without an ORDER BY, OFFSET pages come in no defined order: rows can repeat or go \
          missing between pages)"
     } else {
