@@ -259,6 +259,7 @@ fn request_events(n: usize, start: SystemTime) -> Vec<SessionEvent> {
                 params_hash: Some(s.params_hash()),
                 param_hashes: s.param_hashes(),
                 result_hashes: s.result_hashes(),
+                offset: None,
                 started_at: start + Duration::from_millis(i as u64),
                 duration: Duration::from_micros(300),
                 rows: s.rows.len() as u64,

@@ -4,7 +4,8 @@
 //! multi-statement simple query). It is built on the forwarding path, so it
 //! holds only cheap, already-available values: shared SQL text (`Arc<str>`, so a
 //! prepared statement executed a million times is never copied), hashes of the
-//! bound parameter values (never the values themselves), counts and timestamps.
+//! bound parameter values (never the values themselves, with one exception:
+//! [`QueryEvent::offset`]), counts and timestamps.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -98,6 +99,18 @@ pub struct QueryEvent {
     /// order (`None` entries are SQL NULL). Used to match a child's
     /// parameters against a parent's result values.
     pub param_hashes: SmallVec<[Option<u64>; 4]>,
+    /// The row count the statement's top-level `OFFSET $n` was bound to
+    /// (extended protocol; `None` when the statement has no such OFFSET or
+    /// the value is not a non-negative integer).
+    ///
+    /// This is the one bound value the tracker reads rather than hashes,
+    /// because `offset_pagination` is about its size. It is a row count the
+    /// application computed (page × page size), not user data, and it is
+    /// still never kept: the analyzer compares it with the threshold and
+    /// stores at most its order of magnitude ([`crate::offset::magnitude`])
+    /// on a finding; nothing logs events. A literal OFFSET is read from
+    /// `sql` by the analyzer instead.
+    pub offset: Option<u64>,
     /// Hashes ([`crate::values::value_hash`]) of small values in the first
     /// rows returned (bounded: a few rows and columns), so a later query
     /// whose parameters came from this result can name it as its parent.

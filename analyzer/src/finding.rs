@@ -28,16 +28,29 @@ pub enum FindingKind {
     UnindexedSort,
     /// A SELECT with no LIMIT that returns many rows.
     UnboundedSelect,
+    /// A predicate wraps an indexed column (function, cast, arithmetic,
+    /// leading-wildcard LIKE) so the index cannot serve it.
+    NonSargableFilter,
+    /// A large OFFSET on a large table: every page reads and discards the
+    /// rows before it.
+    OffsetPagination,
+    /// A foreign key no index leads with, on a large referencing table,
+    /// exercised by the traffic (DELETE or key UPDATE of the referenced
+    /// table, or a join on the key).
+    UnindexedForeignKey,
 }
 
 impl FindingKind {
     /// Every kind, in report order.
-    pub const ALL: [FindingKind; 5] = [
+    pub const ALL: [FindingKind; 8] = [
         FindingKind::NPlusOne,
         FindingKind::RepeatedQuery,
         FindingKind::UnindexedFilter,
         FindingKind::UnindexedSort,
         FindingKind::UnboundedSelect,
+        FindingKind::NonSargableFilter,
+        FindingKind::OffsetPagination,
+        FindingKind::UnindexedForeignKey,
     ];
 
     /// The name used in JSON, metrics labels and `--fail-on`.
@@ -48,6 +61,9 @@ impl FindingKind {
             FindingKind::UnindexedFilter => "unindexed_filter",
             FindingKind::UnindexedSort => "unindexed_sort",
             FindingKind::UnboundedSelect => "unbounded_select",
+            FindingKind::NonSargableFilter => "non_sargable_filter",
+            FindingKind::OffsetPagination => "offset_pagination",
+            FindingKind::UnindexedForeignKey => "unindexed_foreign_key",
         }
     }
 

@@ -8,9 +8,11 @@
 //! - [`fingerprint`]: normalization and stable 64-bit fingerprints of SQL.
 //! - [`correlation`]: which executions belong to one request.
 //! - [`values`]: format-independent hashes of parameter and result values.
+//! - [`offset`]: reading a statement's OFFSET (the one bound value read).
 //! - [`catalog`]: tables, sizes and indexes of the upstream database, read
 //!   over a short-lived connection.
-//! - [`detect`]: the detectors (N+1, unbounded SELECT, unindexed filters/sorts).
+//! - [`detect`]: the detectors (N+1, unbounded SELECT, unindexed filters/sorts,
+//!   non-sargable filters, offset pagination, unindexed foreign keys).
 //! - [`pipeline`]: fingerprint → correlate → detect, per event; findings for the store.
 //! - [`finding`]: findings and the report summary, as DESIGN's JSON schema.
 //! - [`store`]: the SQLite findings store and its background writer.
@@ -24,6 +26,7 @@ pub mod detect;
 pub mod event;
 pub mod finding;
 pub mod fingerprint;
+pub mod offset;
 pub mod pipeline;
 pub mod report;
 pub mod store;

@@ -282,3 +282,86 @@ fn bad_baselines_say_why() {
     let err = Baseline::load(&path).unwrap_err().to_string();
     assert!(err.contains("version 2") && err.contains("b.json"), "{err}");
 }
+
+/// The kinds read from statements and the catalog (non-sargable filters,
+/// offset pagination, unindexed foreign keys) in every format: their
+/// heading, sentence and suggestion, their SARIF rule, and JUnit failures
+/// when gating.
+#[test]
+fn every_format_shows_the_statement_and_catalog_kinds() {
+    let mut r = fixed_report();
+    r.findings = sql_kinds();
+    r.sort_findings();
+    let kinds = [
+        FindingKind::NonSargableFilter,
+        FindingKind::OffsetPagination,
+        FindingKind::UnindexedForeignKey,
+    ];
+    for format in [Format::Text, Format::Markdown, Format::Html] {
+        let out = report::render(&r, format, RenderOptions::default());
+        for kind in kinds {
+            // Markdown shows each finding's sentence rather than headings.
+            let title = match format {
+                Format::Markdown => report::kind_heading(kind).split(':').next().unwrap(),
+                _ => report::kind_heading(kind),
+            };
+            let title = title.trim_end_matches('s');
+            assert!(out.contains(title), "{format:?} lacks {title:?}");
+        }
+        for needle in [
+            "((lower(email)))",
+            "ORDER BY id LIMIT n",
+            "public.orders (customer_id);",
+        ] {
+            assert!(out.contains(needle), "{format:?} lacks {needle}:\n{out}");
+        }
+    }
+    let sentences: Vec<String> = r.findings.iter().map(report::finding_sentence).collect();
+    assert!(
+        sentences.iter().any(|s| s.contains("skip 1000+ rows")),
+        "{sentences:?}"
+    );
+    assert!(
+        sentences
+            .iter()
+            .any(|s| s.starts_with("Non-sargable filter: a predicate on public.accounts (email)")),
+        "{sentences:?}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&report::render(&r, Format::Json, RenderOptions::default())).unwrap();
+    let names: HashSet<&str> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from([
+            "non_sargable_filter",
+            "offset_pagination",
+            "unindexed_foreign_key"
+        ])
+    );
+
+    let sarif: serde_json::Value =
+        serde_json::from_str(&report::render(&r, Format::Sarif, RenderOptions::default())).unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    for res in results {
+        let index = res["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(
+            sarif["runs"][0]["tool"]["driver"]["rules"][index]["id"],
+            res["ruleId"]
+        );
+    }
+    assert_eq!(results[0]["level"], "error", "the foreign key is the worst");
+
+    let junit = report::render(&r, Format::Junit, gating(&[FindingKind::OffsetPagination]));
+    let doc = roxmltree::Document::parse(&junit).unwrap();
+    let failures = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .count();
+    assert_eq!(failures, 1, "only the gating kind fails:\n{junit}");
+}

@@ -219,6 +219,10 @@ pub struct ServeArgs {
     /// [default: 10000]
     #[arg(long, env = "QPROXY_UNINDEXED_MIN_ROWS", value_name = "ROWS")]
     pub unindexed_min_rows: Option<u64>,
+    /// An OFFSET of at least this many rows on a large table is reported as
+    /// offset pagination [default: 1000]
+    #[arg(long, env = "QPROXY_OFFSET_PAGINATION_MIN_OFFSET", value_name = "ROWS")]
+    pub offset_pagination_min_offset: Option<u64>,
     /// Fingerprints (and routes) that get their own metrics series: the
     /// first N distinct ones seen; later ones are counted under
     /// `fingerprint="other"` (`route="other"`) [default: 100]
@@ -232,7 +236,8 @@ pub struct ServeArgs {
     pub store_pending_max: Option<usize>,
     /// Every analyzer setting, TOML only: `[analyzer.n_plus_one]`,
     /// `[analyzer.unbounded]`, `[analyzer.unindexed]`,
-    /// `[analyzer.correlation]` (see qproxy.example.toml).
+    /// `[analyzer.offset_pagination]`, `[analyzer.correlation]` (see
+    /// qproxy.example.toml).
     #[arg(skip)]
     pub analyzer: Option<qproxy_analyzer::pipeline::AnalyzerConfig>,
 }
@@ -363,6 +368,9 @@ impl ServeArgs {
             final_flush_timeout: shutdown_grace.min(WriterConfig::DEFAULT_FINAL_FLUSH_TIMEOUT),
             ..WriterConfig::default()
         };
+        if let Some(rows) = pick!(offset_pagination_min_offset) {
+            analysis.analyzer.offset_pagination.min_offset = rows;
+        }
         Ok(ServeConfig {
             listen: pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             upstream,
@@ -456,7 +464,8 @@ mod tests {
     fn flags_win_over_file_and_file_over_defaults() {
         let f = file(
             "upstream = \"postgres://file\"\nlisten = \"127.0.0.1:7000\"\nshutdown_grace = 2.5\n\
-             [analyzer.n_plus_one]\nthreshold = 8\n[analyzer.unindexed]\nmin_table_rows = 500\n",
+             [analyzer.n_plus_one]\nthreshold = 8\n[analyzer.unindexed]\nmin_table_rows = 500\n\
+             [analyzer.offset_pagination]\nmin_offset = 200\nerror_offset = 5000\n",
         );
         let args = ServeArgs {
             listen: Some("127.0.0.1:8000".parse().unwrap()),
@@ -475,6 +484,16 @@ mod tests {
         assert_eq!(c.analysis.analyzer.n_plus_one.threshold, 8);
         assert_eq!(c.analysis.analyzer.unindexed.min_table_rows, 500);
         assert_eq!(c.analysis.analyzer.n_plus_one.repeated_threshold, 3);
+        let paging = &c.analysis.analyzer.offset_pagination;
+        assert_eq!((paging.min_offset, paging.error_offset), (200, 5000));
+        let flagged = ServeArgs {
+            offset_pagination_min_offset: Some(50),
+            config: Some(f.path().to_owned()),
+            ..Default::default()
+        };
+        let c = flagged.resolve().unwrap();
+        assert_eq!(c.analysis.analyzer.offset_pagination.min_offset, 50);
+        assert_eq!(c.analysis.analyzer.offset_pagination.error_offset, 5000);
     }
 
     #[test]
@@ -637,6 +656,7 @@ mod example {
             d.n_plus_one.repeated_threshold
         );
         assert_eq!(a.unindexed, d.unindexed);
+        assert_eq!(a.offset_pagination, d.offset_pagination);
         assert_eq!(a.unbounded.warning_rows, d.unbounded.warning_rows);
         assert_eq!(a.correlation, d.correlation);
     }

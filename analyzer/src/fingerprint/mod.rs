@@ -93,7 +93,7 @@ mod collapse;
 mod dropped;
 mod fallback;
 mod kind;
-mod lexer;
+pub(crate) mod lexer;
 mod literal;
 mod normalize;
 mod render;

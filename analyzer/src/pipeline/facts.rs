@@ -2,7 +2,7 @@
 //! fingerprint, read once per fingerprint from a sample of its SQL.
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, Statement,
+    BinaryOperator, Expr, GroupByExpr, LimitClause, Query, Select, SelectItem, SetExpr, Statement,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -18,6 +18,9 @@ pub struct StatementFacts {
     /// The statement only asks whether rows exist (`SELECT EXISTS(...)`,
     /// `SELECT 1 ... LIMIT 1` is covered by the LIMIT).
     pub exists_only: bool,
+    /// The outermost query has an OFFSET, so each execution's value is read
+    /// for `offset_pagination`.
+    pub offset: bool,
     /// Columns compared by equality (`=`, `IN`, `= ANY`) to a parameter or
     /// literal in the outermost WHERE, lower-cased, in order, each once.
     pub equality_columns: Vec<String>,
@@ -71,6 +74,13 @@ pub fn statement_facts(sql: &str) -> StatementFacts {
     };
     let mut facts = StatementFacts {
         parsed: true,
+        offset: matches!(
+            &query.limit_clause,
+            Some(LimitClause::LimitOffset {
+                offset: Some(_),
+                ..
+            })
+        ),
         ..Default::default()
     };
     if let Some(select) = outer_select(query) {

@@ -1,6 +1,13 @@
-//! Unindexed filters and sorts in the pipeline: which database catalogs are
+//! Unindexed filters and sorts in the pipeline (and the other kinds read
+//! from a statement and the catalog: non-sargable filters, offset
+//! pagination, unindexed foreign keys): which database catalogs are
 //! needed, analysing each statement shape once per database, counting its
 //! executions, and folding in hypopg verdicts.
+//!
+//! An `offset_pagination` finding is prepared per shape like the others
+//! but counted only for executions whose OFFSET the pipeline found large
+//! ([`IndexAdvisor::large_offset`]): the same shape pages with small and
+//! large OFFSETs alike.
 //!
 //! The catalog lives on the other side of an async boundary (the proxy
 //! loads it over its own short-lived connection), so this part only says
@@ -17,7 +24,7 @@ use time::OffsetDateTime;
 
 use crate::catalog::Catalog;
 use crate::detect::unindexed::{self, UnindexedConfig, Verification};
-use crate::finding::{finding_id, Finding, Severity};
+use crate::finding::{finding_id, Finding, FindingKind, Severity};
 use crate::fingerprint::FingerprintId;
 
 /// Statements waiting for their catalog.
@@ -48,6 +55,29 @@ struct StatementIssues {
     templates: Vec<Finding>,
     hits: u64,
     last_seen: Option<OffsetDateTime>,
+    /// Executions with a large OFFSET: what the `offset_pagination`
+    /// template counts instead of `hits`.
+    offsets: LargeOffsets,
+}
+
+/// Executions of one shape whose OFFSET reached the threshold.
+#[derive(Debug, Clone, Copy, Default)]
+struct LargeOffsets {
+    /// Since the last flush.
+    hits: u64,
+    /// The largest OFFSET's order of magnitude so far (never the value).
+    magnitude: u64,
+    severity: Option<Severity>,
+    last_seen: Option<OffsetDateTime>,
+}
+
+impl LargeOffsets {
+    fn add(&mut self, other: &LargeOffsets) {
+        self.hits += other.hits;
+        self.magnitude = self.magnitude.max(other.magnitude);
+        self.severity = self.severity.max(other.severity);
+        self.last_seen = self.last_seen.max(other.last_seen);
+    }
 }
 
 /// A statement seen before its database's catalog arrived, with the
@@ -60,6 +90,7 @@ struct Waiting {
     normalized: Arc<str>,
     hits: u64,
     last_seen: OffsetDateTime,
+    offsets: LargeOffsets,
 }
 
 /// A suggestion to check with hypopg.
@@ -163,9 +194,39 @@ impl IndexAdvisor {
                         normalized: normalized.clone(),
                         hits: 1,
                         last_seen: at,
+                        offsets: LargeOffsets::default(),
                     });
                 }
             }
+        }
+    }
+
+    /// The execution just passed to [`IndexAdvisor::executed`] had an
+    /// OFFSET at or above the threshold: its `offset_pagination` finding, if
+    /// the shape has one, counts it. Only the OFFSET's order of magnitude
+    /// ([`crate::offset::magnitude`]) is passed and kept.
+    pub fn large_offset(
+        &mut self,
+        database: &Arc<str>,
+        fingerprint: FingerprintId,
+        magnitude: u64,
+        severity: Severity,
+        at: OffsetDateTime,
+    ) {
+        let seen = LargeOffsets {
+            hits: 1,
+            magnitude,
+            severity: Some(severity),
+            last_seen: Some(at),
+        };
+        if let Some(s) = self.statements.get_mut(&(database.clone(), fingerprint)) {
+            s.offsets.add(&seen);
+        } else if let Some(w) = self
+            .pending
+            .iter_mut()
+            .find(|w| w.database == *database && w.fingerprint == fingerprint)
+        {
+            w.offsets.add(&seen);
         }
     }
 
@@ -184,7 +245,7 @@ impl IndexAdvisor {
         }
         let fingerprint = key.1.to_string();
         let now = OffsetDateTime::now_utc();
-        let templates: Vec<Finding> = unindexed::analyze(sql, catalog, &self.config)
+        let templates: Vec<Finding> = unindexed::analyze_statement(sql, catalog, &self.config)
             .into_iter()
             .map(|issue| Finding {
                 id: finding_id(
@@ -213,7 +274,17 @@ impl IndexAdvisor {
                 last_seen: now,
             })
             .collect();
-        for t in &templates {
+        // hypopg checks what an index does to this statement's plan: an
+        // index suggestion for its own filter or sort. A foreign key's
+        // index serves PostgreSQL's lookups, not the plan of the DELETE
+        // that triggers them, and the other kinds suggest rewrites.
+        let verifiable = |t: &Finding| {
+            matches!(
+                t.kind,
+                FindingKind::UnindexedFilter | FindingKind::UnindexedSort
+            )
+        };
+        for t in templates.iter().filter(|t| verifiable(t)) {
             let request = VerifyRequest {
                 database: key.0.to_string(),
                 sql: sql.to_string(),
@@ -233,7 +304,7 @@ impl IndexAdvisor {
             }
             .to_details();
             let mut templates = templates;
-            for t in &mut templates {
+            for t in templates.iter_mut().filter(|t| verifiable(t)) {
                 t.details.extend(unverified.clone());
             }
             self.statements.insert(
@@ -242,6 +313,7 @@ impl IndexAdvisor {
                     templates,
                     hits: 0,
                     last_seen: None,
+                    offsets: LargeOffsets::default(),
                 },
             );
             return;
@@ -252,6 +324,7 @@ impl IndexAdvisor {
                 templates,
                 hits: 0,
                 last_seen: None,
+                offsets: LargeOffsets::default(),
             },
         );
     }
@@ -314,6 +387,7 @@ impl IndexAdvisor {
                     if let Some(s) = self.statements.get_mut(&key) {
                         s.hits += w.hits;
                         s.last_seen = Some(w.last_seen);
+                        s.offsets.add(&w.offsets);
                     }
                 }
             }
@@ -382,18 +456,30 @@ impl IndexAdvisor {
     pub fn take_findings(&mut self) -> Vec<Finding> {
         let mut out = Vec::new();
         for s in self.statements.values_mut() {
-            if s.hits == 0 {
+            if s.hits == 0 && s.offsets.hits == 0 {
                 continue;
             }
-            let at = s.last_seen.unwrap_or_else(OffsetDateTime::now_utc);
             for t in &s.templates {
                 let mut f = t.clone();
-                f.occurrences = s.hits;
+                let (hits, last_seen) = if t.kind == FindingKind::OffsetPagination {
+                    f.severity = f.severity.max(s.offsets.severity.unwrap_or(f.severity));
+                    f.details
+                        .insert("max_offset".into(), s.offsets.magnitude.into());
+                    (s.offsets.hits, s.offsets.last_seen)
+                } else {
+                    (s.hits, s.last_seen)
+                };
+                if hits == 0 {
+                    continue;
+                }
+                let at = last_seen.unwrap_or_else(OffsetDateTime::now_utc);
+                f.occurrences = hits;
                 f.last_seen = at;
                 f.first_seen = f.first_seen.min(at);
                 out.push(f);
             }
             s.hits = 0;
+            s.offsets.hits = 0;
         }
         out
     }

@@ -29,12 +29,13 @@ use crate::correlation::{
 };
 use crate::detect::n_plus_one::{Detection, Execution, IdHasher, NPlusOneConfig, RequestWork};
 use crate::detect::unbounded::{self, UnboundedConfig};
-use crate::detect::unindexed::UnindexedConfig;
+use crate::detect::unindexed::{OffsetPaginationConfig, UnindexedConfig};
 use crate::event::{QueryEvent, SessionEvent};
 use crate::finding::{
     finding_id, Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary,
 };
 use crate::fingerprint::{Fingerprint, FingerprintCache, FingerprintId, StatementKind};
+use crate::offset::{magnitude, top_level_offset, OffsetClause};
 
 pub use book::FindingsBook;
 use facts::{statement_facts, StatementFacts};
@@ -51,8 +52,12 @@ pub struct AnalyzerConfig {
     pub n_plus_one: NPlusOneConfig,
     /// Unbounded-SELECT detection.
     pub unbounded: UnboundedConfig,
-    /// Unindexed filter and sort detection.
+    /// Unindexed filter and sort detection; its table-size thresholds also
+    /// apply to non-sargable filters, offset pagination and unindexed
+    /// foreign keys.
     pub unindexed: UnindexedConfig,
+    /// Which OFFSETs count as offset pagination.
+    pub offset_pagination: OffsetPaginationConfig,
     /// Distinct SQL texts whose fingerprints (and, separately, request
     /// tags) are cached.
     pub fingerprint_cache: usize,
@@ -69,6 +74,7 @@ impl Default for AnalyzerConfig {
             n_plus_one: NPlusOneConfig::default(),
             unbounded: UnboundedConfig::default(),
             unindexed: UnindexedConfig::default(),
+            offset_pagination: OffsetPaginationConfig::default(),
             fingerprint_cache: 10_000,
             max_pending_findings: 10_000,
             max_statement_facts: 10_000,
@@ -337,6 +343,9 @@ impl Analyzer {
                     || statement_text(q),
                     to_offset(q.started_at),
                 );
+                if facts.offset {
+                    self.check_offset(db, fp.id, q);
+                }
             }
         }
         Some(processed)
@@ -420,6 +429,30 @@ impl Analyzer {
             self.config.unbounded.info_rows.into(),
         );
         self.book.add(finding);
+    }
+
+    /// Reads this execution's OFFSET (bound, or a literal in its text),
+    /// compares it with the threshold and hands on only its order of
+    /// magnitude (see [`crate::offset`]).
+    fn check_offset(&mut self, db: &Arc<str>, fingerprint: FingerprintId, q: &QueryEvent) {
+        let offset = q
+            .offset
+            .or_else(|| match top_level_offset(statement_text(q)) {
+                Some(OffsetClause::Literal(v)) => Some(v),
+                _ => None,
+            });
+        let Some(offset) = offset else {
+            return;
+        };
+        if let Some(severity) = self.config.offset_pagination.severity(offset) {
+            self.indexes.large_offset(
+                db,
+                fingerprint,
+                magnitude(offset),
+                severity,
+                to_offset(q.started_at),
+            );
+        }
     }
 
     fn judge_ended(&mut self) {

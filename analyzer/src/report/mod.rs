@@ -103,6 +103,13 @@ pub fn kind_heading(kind: FindingKind) -> &'static str {
         FindingKind::UnindexedFilter => "Unindexed filters: predicates no index serves",
         FindingKind::UnindexedSort => "Unindexed sorts: ORDER BY no index serves",
         FindingKind::UnboundedSelect => "Unbounded SELECTs: no LIMIT, many rows returned",
+        FindingKind::NonSargableFilter => {
+            "Non-sargable filters: a function, cast or wildcard hides an indexed column"
+        }
+        FindingKind::OffsetPagination => "Offset pagination: large OFFSETs on large tables",
+        FindingKind::UnindexedForeignKey => {
+            "Unindexed foreign keys: referencing columns no index leads with"
+        }
     }
 }
 
@@ -125,7 +132,9 @@ pub fn coverage_warnings(summary: &Summary) -> Vec<String> {
     }
     if summary.catalog != "available" {
         warnings.push(
-            "catalog unavailable: unindexed_filter and unindexed_sort were not checked".to_string(),
+            "catalog unavailable: unindexed_filter, unindexed_sort, non_sargable_filter, \
+             offset_pagination and unindexed_foreign_key were not checked"
+                .to_string(),
         );
     }
     if summary.dropped_events > 0 {
@@ -179,6 +188,22 @@ pub fn finding_sentence(f: &Finding) -> String {
             ),
             None => format!("Unbounded SELECT: no LIMIT on {table}."),
         },
+        FindingKind::NonSargableFilter => format!(
+            "Non-sargable filter: a predicate on {table}{cols} wraps the indexed column, so its index cannot serve it."
+        ),
+        FindingKind::OffsetPagination => {
+            match f.details.get("max_offset").and_then(|v| v.as_u64()) {
+                Some(at_least) => format!(
+                    "Offset pagination: pages of {table} skip {at_least}+ rows with OFFSET, reading and discarding each of them."
+                ),
+                None => format!(
+                    "Offset pagination: pages of {table} skip many rows with OFFSET, reading and discarding each of them."
+                ),
+            }
+        }
+        FindingKind::UnindexedForeignKey => format!(
+            "Unindexed foreign key: no index leads with the referencing columns on {table}{cols}, and the traffic exercises the key."
+        ),
     }
 }
 

@@ -113,6 +113,23 @@ fn rule_help(kind: FindingKind) -> &'static str {
             "A SELECT without LIMIT returned many rows. Paginate by key or add a LIMIT, so the \
              result cannot grow with the table."
         }
+        FindingKind::NonSargableFilter => {
+            "A predicate applies a function, a cast or arithmetic to an indexed column, or \
+             matches it with a leading-wildcard LIKE, so the column's index cannot serve it and \
+             PostgreSQL scans the large table. Compare the bare column (a range instead of a \
+             cast to date, the arithmetic moved to the value side), or add an expression or \
+             trigram index as suggested."
+        }
+        FindingKind::OffsetPagination => {
+            "A page is fetched with a large OFFSET on a large table: PostgreSQL reads and \
+             discards every skipped row, so each page costs more than the one before. Paginate \
+             by keyset instead: remember the last row's sort key and ask for the rows after it."
+        }
+        FindingKind::UnindexedForeignKey => {
+            "A foreign key's referencing columns lead no index on a large table, and the traffic \
+             deletes or re-keys referenced rows (each makes PostgreSQL scan the referencing \
+             table) or joins on the key. Index the referencing columns."
+        }
     }
 }
 

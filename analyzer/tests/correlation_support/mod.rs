@@ -79,6 +79,7 @@ impl Harness {
             params_hash: None,
             param_hashes: SmallVec::new(),
             result_hashes: Vec::new(),
+            offset: None,
             prepared_at: None,
             started_at: self.sys + self.elapsed,
             duration: Duration::from_millis(1),

@@ -177,6 +177,70 @@ pub fn one_of_each() -> Vec<Finding> {
     ]
 }
 
+pub fn non_sargable_filter() -> Finding {
+    let mut f = base(
+        FindingKind::NonSargableFilter,
+        Severity::Warning,
+        "SELECT id FROM public.accounts WHERE lower(email) = $1",
+        Some("public.accounts"),
+        &["email"],
+    );
+    f.occurrences = 12;
+    f.suggestion = Some(
+        "Index the expression the query filters on (its functions must be IMMUTABLE), or \
+         compare email itself: CREATE INDEX CONCURRENTLY ON public.accounts ((lower(email)));"
+            .into(),
+    );
+    f.details
+        .insert("wrapper".into(), serde_json::json!("function"));
+    with_id(f)
+}
+
+pub fn offset_pagination() -> Finding {
+    let mut f = base(
+        FindingKind::OffsetPagination,
+        Severity::Warning,
+        "SELECT id, title FROM public.posts ORDER BY id LIMIT $1 OFFSET $2",
+        Some("public.posts"),
+        &["id"],
+    );
+    f.occurrences = 4;
+    f.suggestion = Some(
+        "Every page reads and discards the rows its OFFSET skips. Paginate by keyset on \
+         public.posts: remember the last row's values and ask for the next page with WHERE id > \
+         $last_id ORDER BY id LIMIT n, which an index on (id) serves without reading the skipped \
+         rows."
+            .into(),
+    );
+    f.details
+        .insert("max_offset".into(), serde_json::json!(1000));
+    with_id(f)
+}
+
+pub fn unindexed_foreign_key() -> Finding {
+    let mut f = base(
+        FindingKind::UnindexedForeignKey,
+        Severity::Error,
+        "DELETE FROM public.customers WHERE id = $1",
+        Some("public.orders"),
+        &["customer_id"],
+    );
+    f.suggestion = Some("CREATE INDEX CONCURRENTLY ON public.orders (customer_id);".into());
+    f.details
+        .insert("exercised_by".into(), serde_json::json!("delete"));
+    with_id(f)
+}
+
+/// One finding of each kind read from statements and the catalog beyond
+/// the first five (kept out of [`one_of_each`], which the snapshots pin).
+pub fn sql_kinds() -> Vec<Finding> {
+    vec![
+        non_sargable_filter(),
+        offset_pagination(),
+        unindexed_foreign_key(),
+    ]
+}
+
 /// A coverage summary that warns on every count: no catalog, dropped
 /// events, few correlated queries, findings the store lost.
 pub fn poor_summary() -> Summary {

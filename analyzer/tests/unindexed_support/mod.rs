@@ -115,3 +115,19 @@ pub fn clean(sql: &str) {
         "expected no issues for {sql}"
     );
 }
+
+/// Every issue [`analyze_statement`](qproxy_analyzer::detect::unindexed::analyze_statement)
+/// finds in `sql` against `catalog` (all kinds), with the default thresholds.
+pub fn all_in(catalog: &Catalog, sql: &str) -> Vec<UnindexedIssue> {
+    qproxy_analyzer::detect::unindexed::analyze_statement(sql, catalog, &UnindexedConfig::default())
+}
+
+/// [`describe`] of [`all_in`].
+pub fn all_found_in(catalog: &Catalog, sql: &str) -> Vec<String> {
+    describe(&all_in(catalog, sql))
+}
+
+/// The issues of one kind.
+pub fn of_kind(issues: Vec<UnindexedIssue>, kind: FindingKind) -> Vec<UnindexedIssue> {
+    issues.into_iter().filter(|i| i.kind == kind).collect()
+}

@@ -24,6 +24,7 @@ CREATE TABLE comments (
     created_at timestamptz NOT NULL
 );
 CREATE INDEX comments_post_id_idx ON comments (post_id);
+CREATE INDEX comments_created_at_idx ON comments (created_at);
 CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE events (id bigserial PRIMARY KEY, kind text NOT NULL, created_at timestamptz NOT NULL, payload text);
 INSERT INTO authors (name, email) SELECT 'author ' || g, 'author' || g || '@example.com' FROM generate_series(1, 2000) g;
@@ -67,6 +68,9 @@ pub async fn run(proxy_url: &str) -> Result<u32> {
         requests += author_page(&second, round).await?;
         requests += recent_events(&client, round).await?;
         requests += untagged_transaction(&untagged, round).await?;
+        requests += archive_page(&second, round).await?;
+        requests += comments_today(&client, round).await?;
+        requests += account_cleanup(&second, round).await?;
     }
     requests += export_published(&client).await?;
     drop(client);
@@ -188,6 +192,74 @@ async fn untagged_transaction(c: &Client, round: u32) -> Result<u32> {
         }
     }
     c.batch_execute("COMMIT").await?;
+    Ok(1)
+}
+
+/// Offset pagination: a deep page of the post archive, the OFFSET bound
+/// as a parameter (2,000 rows skipped per page). Its control is
+/// `untagged_transaction`'s first page (OFFSET 0 to 40).
+async fn archive_page(c: &Client, round: u32) -> Result<u32> {
+    let tag = django("posts.archive", &format!("req-archive-{round}"));
+    let offset = 2_000 + i64::from(round) * 20;
+    c.query(
+        &format!("SELECT id, title FROM posts ORDER BY id LIMIT 20 OFFSET $1 {tag}"),
+        &[&offset],
+    )
+    .await?;
+    Ok(1)
+}
+
+/// Non-sargable filter: today's comments counted through a function of the
+/// indexed created_at; the control asks for the same rows as a range.
+async fn comments_today(c: &Client, round: u32) -> Result<u32> {
+    let tag = rails("stats", "comments", &format!("req-stats-{round}"));
+    c.query_one(
+        &format!(
+            "SELECT count(*) FROM comments WHERE date_trunc('day', created_at) = date_trunc('day', now()) {tag}"
+        ),
+        &[],
+    )
+    .await?;
+    c.query_one(
+        &format!(
+            "SELECT count(*) FROM comments WHERE created_at >= date_trunc('day', now()) \
+             AND created_at < date_trunc('day', now()) + interval '1 day' {tag}"
+        ),
+        &[],
+    )
+    .await?;
+    Ok(1)
+}
+
+/// Unindexed foreign key: deleting an author makes PostgreSQL look for
+/// their posts, and posts.author_id has no index. The control deletes a
+/// post, whose comments.post_id reference is indexed.
+async fn account_cleanup(c: &Client, round: u32) -> Result<u32> {
+    let tag = rails("accounts", "destroy", &format!("req-cleanup-{round}"));
+    let author: i32 = c
+        .query_one(
+            &format!("INSERT INTO authors (name, email) VALUES ($1, $2) RETURNING id {tag}"),
+            &[&"leaving", &format!("leaving{round}@example.com")],
+        )
+        .await?
+        .get(0);
+    c.execute(
+        &format!("DELETE FROM authors WHERE id = $1 {tag}"),
+        &[&author],
+    )
+    .await?;
+    let post: i32 = c
+        .query_one(
+            &format!(
+                "INSERT INTO posts (author_id, title, published, created_at) \
+                 VALUES ($1, 'draft', false, now()) RETURNING id {tag}"
+            ),
+            &[&1i32],
+        )
+        .await?
+        .get(0);
+    c.execute(&format!("DELETE FROM posts WHERE id = $1 {tag}"), &[&post])
+        .await?;
     Ok(1)
 }
 

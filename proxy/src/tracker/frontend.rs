@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use qproxy_analyzer::event::Protocol;
+use qproxy_analyzer::offset::{decode_bound_offset, top_level_offset, OffsetClause};
 use qproxy_analyzer::values::value_hash;
 use smallvec::SmallVec;
 use xxhash_rust::xxh3::Xxh3;
@@ -104,7 +105,8 @@ impl Tracker {
         match t {
             tag::QUERY => {
                 let sql = fe::query(msg)?;
-                let sql = intern(None, sql);
+                // A literal OFFSET is the analyzer's to read, off this path.
+                let sql: Arc<str> = Arc::from(sql.as_ref());
                 let exec = self.new_execution(sql, None, Protocol::Simple);
                 self.push(Pending::Query {
                     exec,
@@ -145,12 +147,13 @@ impl Tracker {
         let generation = self.next_generation;
         self.next_generation += 1;
         if parse.name.is_empty() {
-            let sql = intern(self.unnamed_statement.as_ref(), parse.query);
+            let (sql, offset_param) = intern(self.unnamed_statement.as_ref(), parse.query);
             self.unnamed_statement = Some(Statement {
                 sql,
                 name: None,
                 parsed_at: SystemTime::now(),
                 generation,
+                offset_param,
             });
             self.push(Pending::Parse {
                 name: None,
@@ -165,7 +168,7 @@ impl Tracker {
             // Over the cap: the statement still reaches the server, but its
             // executions are not analysed (counted as untracked).
         } else {
-            let sql = intern(self.statements.get(name.as_ref()), parse.query);
+            let (sql, offset_param) = intern(self.statements.get(name.as_ref()), parse.query);
             self.statements.insert(
                 Box::from(name.as_ref()),
                 Statement {
@@ -173,6 +176,7 @@ impl Tracker {
                     name: Some(name.clone()),
                     parsed_at: SystemTime::now(),
                     generation,
+                    offset_param,
                 },
             );
         }
@@ -190,11 +194,15 @@ impl Tracker {
         };
         let portal = statement.map(|statement| {
             let (params_hash, param_hashes) = hash_params(&bind, self.limits.max_param_hashes);
+            let offset = statement
+                .offset_param
+                .and_then(|n| bound_offset(&bind, usize::from(n) - 1));
             Portal {
                 statement,
                 params_hash,
                 param_hashes,
                 result_formats: SmallVec::from_slice(bind.result_formats),
+                offset,
             }
         });
         if bind.portal.is_empty() {
@@ -231,6 +239,7 @@ impl Tracker {
                 exec.params_hash = Some(p.params_hash);
                 exec.param_hashes = p.param_hashes.clone();
                 exec.result_formats = p.result_formats.clone();
+                exec.offset = p.offset;
                 if p.statement.name.is_some() {
                     exec.prepared_at = Some(p.statement.parsed_at);
                 }
@@ -245,13 +254,28 @@ impl Tracker {
     }
 }
 
-/// Reuses the previous statement's text when the new one is identical, so an
-/// ORM that re-sends the same Parse for every query costs no allocation.
-fn intern(previous: Option<&Statement>, sql: Cow<'_, str>) -> Arc<str> {
+/// Reuses the previous statement's text (and what was read from it) when
+/// the new one is identical, so an ORM that re-sends the same Parse for
+/// every query costs no allocation and no scan; a new text is scanned once
+/// for `OFFSET $n`.
+fn intern(previous: Option<&Statement>, sql: Cow<'_, str>) -> (Arc<str>, Option<u16>) {
     match previous {
-        Some(p) if *p.sql == *sql => p.sql.clone(),
-        _ => Arc::from(sql.as_ref()),
+        Some(p) if *p.sql == *sql => (p.sql.clone(), p.offset_param),
+        _ => {
+            let offset_param = match top_level_offset(&sql) {
+                Some(OffsetClause::Parameter(n)) => Some(n),
+                _ => None,
+            };
+            (Arc::from(sql.as_ref()), offset_param)
+        }
     }
+}
+
+/// The value bound to the OFFSET parameter at `index` (0-based), decoded
+/// and not kept beyond the execution (see `qproxy_analyzer::offset`).
+fn bound_offset(bind: &Bind<'_>, index: usize) -> Option<u64> {
+    let value = bind.params().nth(index)??;
+    decode_bound_offset(value, bind.param_is_binary(index))
 }
 
 /// Hashes the parameter tuple (formats and values, so equal tuples hash

@@ -119,6 +119,10 @@ struct Statement {
     /// Distinguishes a statement from an older one of the same name, so a
     /// failed Parse removes only what it created.
     generation: u64,
+    /// The bind parameter (1-based) the statement's top-level OFFSET takes,
+    /// found once per new text, so Bind knows which value to decode
+    /// (`qproxy_analyzer::offset`).
+    offset_param: Option<u16>,
 }
 
 /// A bound portal, ready to execute.
@@ -129,6 +133,8 @@ struct Portal {
     param_hashes: SmallVec<[Option<u64>; 4]>,
     /// Result format codes from the Bind (see `format_is_binary`).
     result_formats: SmallVec<[u8; 4]>,
+    /// The bound OFFSET value, when the statement has `OFFSET $n`.
+    offset: Option<u64>,
 }
 
 /// One execution in flight.
@@ -150,6 +156,8 @@ struct Execution {
     result_hashes: Vec<u64>,
     /// When a named statement was prepared.
     prepared_at: Option<SystemTime>,
+    /// The bound OFFSET value (see `QueryEvent::offset`).
+    offset: Option<u64>,
 }
 
 impl Execution {
@@ -173,6 +181,7 @@ impl Execution {
             result_formats: SmallVec::new(),
             result_hashes: Vec::new(),
             prepared_at: None,
+            offset: None,
         })
     }
 }
@@ -380,6 +389,7 @@ impl Tracker {
             params_hash: exec.params_hash,
             param_hashes: exec.param_hashes,
             result_hashes: exec.result_hashes,
+            offset: exec.offset,
             started_at: exec.started_at,
             duration: exec.started.elapsed(),
             rows: exec.rows,

@@ -581,3 +581,78 @@ fn channel_binding_announced_after_a_stripped_offer_is_refused() {
     assert!(!t.frontend_inspects(b'p'));
     assert_eq!(t.frontend(&initial(b"y,,n=,r=nonce")), Verdict::Forward);
 }
+
+/// A Bind with binary parameters (`int8`), as tokio-postgres sends them.
+fn bind_binary(portal: &str, stmt: &str, params: &[i64]) -> Vec<u8> {
+    enc(|b| {
+        fe::bind(
+            portal,
+            stmt,
+            [1i16],
+            params.iter(),
+            |p, buf| {
+                buf.extend_from_slice(&p.to_be_bytes());
+                Ok(postgres_protocol::IsNull::No)
+            },
+            [0i16],
+            b,
+        )
+        .map_err(|_| ())
+        .unwrap()
+    })
+}
+
+#[test]
+fn the_offset_parameter_is_decoded_and_nothing_else() {
+    let mut h = harness();
+    let page = "SELECT id FROM posts ORDER BY id LIMIT $1 OFFSET $2";
+    let replies = [
+        b('1', b""),
+        b('2', b""),
+        row(),
+        cc("SELECT 1"),
+        b('Z', b"I"),
+    ];
+    // Text format, unnamed statement.
+    h.client(&[
+        parse("", page),
+        bind("", "", &[Some("20"), Some("5000")]),
+        execute(""),
+        sync(),
+    ]);
+    h.server(&replies);
+    // Binary int8, named statement, bound twice.
+    h.client(&[
+        parse("page", page),
+        bind_binary("", "page", &[20, 40]),
+        execute(""),
+        sync(),
+    ]);
+    h.server(&replies);
+    h.client(&[bind_binary("", "page", &[20, 123_456]), execute(""), sync()]);
+    h.server(&replies[1..]);
+    // No OFFSET parameter: a literal, a LIMIT only, or a NULL value.
+    h.client(&[
+        parse("", "SELECT id FROM posts ORDER BY id LIMIT $1 OFFSET 9000"),
+        bind("", "", &[Some("5000")]),
+        execute(""),
+        sync(),
+    ]);
+    h.server(&replies);
+    h.client(&[
+        parse("", page),
+        bind("", "", &[Some("20"), None]),
+        execute(""),
+        sync(),
+    ]);
+    h.server(&replies);
+    h.client(&[query(
+        "SELECT id FROM posts ORDER BY id LIMIT 20 OFFSET 7000",
+    )]);
+    h.server(&[row(), cc("SELECT 1"), b('Z', b"I")]);
+    let offsets: Vec<Option<u64>> = h.events().iter().map(|e| e.offset).collect();
+    assert_eq!(
+        offsets,
+        [Some(5000), Some(40), Some(123_456), None, None, None]
+    );
+}

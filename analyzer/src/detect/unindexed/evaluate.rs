@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use super::ddl::{create_index, pattern_opclass, KeyDef};
 use super::facts::{PredKind, Predicate, ScopeFacts, SourceFacts, Target};
 use super::serve::{constant, serves_filter, serves_sort, unique_lookup, usable};
-use super::{UnindexedConfig, UnindexedIssue};
+use super::{foreign_key, non_sargable, UnindexedConfig, UnindexedIssue};
 use crate::catalog::{Catalog, Index, Table};
 use crate::finding::{FindingKind, Severity};
 
@@ -63,28 +63,23 @@ pub(crate) fn evaluate(
         })
         .collect();
     let any_filter = (0..n).any(|i| filtered[i] || served[i]);
-    let mut reached: Vec<bool> = (0..n)
-        .map(|i| large[i].is_none() || served[i] || !any_filter)
-        .collect();
-    loop {
-        let mut changed = false;
-        for edge in &facts.joins {
-            for (a, b) in [(&edge.left, &edge.right), (&edge.right, &edge.left)] {
-                if !reached[a.0]
-                    && reached[b.0]
-                    && served_with(a.0, &with_join_key(&facts.sources[a.0], &a.1))
-                {
-                    reached[a.0] = true;
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
+    // Reachability as if every block filtered: a predicate that wraps a
+    // column is a filter too, just not one an index serves.
+    let strict = reach(
+        facts,
+        (0..n).map(|i| large[i].is_none() || served[i]).collect(),
+        &served_with,
+    );
+    let reached = if any_filter {
+        strict.clone()
+    } else {
+        vec![true; n]
+    };
+    // A table with a non-sargable predicate gets that finding instead of
+    // an unindexed filter (see `non_sargable`'s docs).
+    let flagged = non_sargable::evaluate(facts, config, &strict, bytewise, out);
 
-    for i in (0..n).filter(|&i| !reached[i]) {
+    for i in (0..n).filter(|&i| !reached[i] && !flagged.contains(&i)) {
         let (Some(table), source) = (large[i], &facts.sources[i]) else {
             continue;
         };
@@ -132,11 +127,12 @@ pub(crate) fn evaluate(
         let severity = size_severity(table, config);
         let mut details = base_details(table, source);
         details.insert("join_columns".into(), json!(join_columns));
-        if let Some(fk) = table.foreign_keys.iter().find(|fk| {
+        let fk = table.foreign_keys.iter().find(|fk| {
             !fk.columns.is_empty()
                 && fk.columns.len() <= keys.len()
                 && fk.columns.iter().zip(&keys).all(|(c, k)| *c == k.column)
-        }) {
+        });
+        if let Some(fk) = fk {
             details.insert("foreign_key".into(), json!(fk.name));
         }
         out.push(issue(
@@ -146,6 +142,9 @@ pub(crate) fn evaluate(
             severity,
             details,
         ));
+        if let Some(fk) = fk {
+            out.extend(foreign_key::joined(facts, i, table, fk, config));
+        }
     }
 
     if let Some(sort) = &facts.sort {
@@ -209,6 +208,33 @@ pub(crate) fn evaluate(
     }
 }
 
+/// Extends `reached` along join edges: a source becomes reachable when an
+/// index serves its join key towards a reachable source (it is the inner
+/// side of a nested loop).
+fn reach(
+    facts: &ScopeFacts<'_>,
+    mut reached: Vec<bool>,
+    served_with: &dyn Fn(usize, &[Predicate]) -> bool,
+) -> Vec<bool> {
+    loop {
+        let mut changed = false;
+        for edge in &facts.joins {
+            for (a, b) in [(&edge.left, &edge.right), (&edge.right, &edge.left)] {
+                if !reached[a.0]
+                    && reached[b.0]
+                    && served_with(a.0, &with_join_key(&facts.sources[a.0], &a.1))
+                {
+                    reached[a.0] = true;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return reached;
+        }
+    }
+}
+
 /// The column a predicate filters on, unless it cannot narrow much by
 /// itself: a boolean column matches about half the table, where the
 /// planner prefers a sequential scan and the fix is a partial index, not
@@ -230,7 +256,8 @@ fn with_join_key(source: &SourceFacts<'_>, column: &str) -> Vec<Predicate> {
     preds
 }
 
-fn size_severity(table: &Table, config: &UnindexedConfig) -> Severity {
+/// Warning from `min_table_rows`, error from `error_table_rows`.
+pub(crate) fn size_severity(table: &Table, config: &UnindexedConfig) -> Severity {
     if table.estimated_rows() >= config.error_table_rows as f64 {
         Severity::Error
     } else {
@@ -333,7 +360,8 @@ fn base_details(table: &Table, source: &SourceFacts<'_>) -> Map<String, Value> {
     details
 }
 
-fn describe_index(index: &Index) -> String {
+/// `name method (keys) [WHERE ..] [INVALID]`, as findings list indexes.
+pub(crate) fn describe_index(index: &Index) -> String {
     let keys: Vec<String> = index
         .keys
         .iter()

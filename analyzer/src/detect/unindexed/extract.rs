@@ -9,12 +9,12 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Delete, Distinct, Expr, FromTable, GroupByExpr, JoinConstraint, JoinOperator, LimitClause,
-    ObjectNamePart, OrderBy, Query, Select, SetExpr, Statement, TableFactor, TableWithJoins,
-    Update, UpdateTableFromKind, Visit, Visitor,
+    AssignmentTarget, Delete, Distinct, Expr, FromTable, GroupByExpr, JoinConstraint, JoinOperator,
+    LimitClause, ObjectName, ObjectNamePart, OrderBy, Query, Select, SetExpr, Statement,
+    TableFactor, TableWithJoins, Update, UpdateTableFromKind, Visit, Visitor,
 };
 
-use super::facts::{JoinEdge, ScopeFacts, SortSpec, SourceFacts};
+use super::facts::{BlockRole, JoinEdge, Modification, ScopeFacts, SortSpec, SourceFacts};
 use super::normal_form::fold;
 use super::predicates::{predicates, sort_spec};
 use super::scope::{Scope, Source};
@@ -73,7 +73,18 @@ impl<'c> Extractor<'c, '_> {
                 Some(LimitClause::OffsetCommaLimit { .. }) => true,
                 None => false,
             };
-        self.set_expr(&q.body, q.order_by.as_ref(), limited, &level);
+        // OFFSET pages the statement's result only on the outermost query,
+        // and is read only over a single SELECT (not a set operation).
+        let offset = parent.is_none()
+            && matches!(
+                &q.limit_clause,
+                Some(LimitClause::LimitOffset {
+                    offset: Some(_),
+                    ..
+                })
+            )
+            && matches!(*q.body, SetExpr::Select(_));
+        self.set_expr(&q.body, q.order_by.as_ref(), limited, offset, &level);
     }
 
     fn set_expr(
@@ -81,14 +92,15 @@ impl<'c> Extractor<'c, '_> {
         body: &SetExpr,
         order_by: Option<&OrderBy>,
         limited: bool,
+        offset: bool,
         scope: &Scope<'_, 'c>,
     ) {
         match body {
-            SetExpr::Select(select) => self.select(select, order_by, limited, scope),
+            SetExpr::Select(select) => self.select(select, order_by, limited, offset, scope),
             SetExpr::Query(q) => self.query(q, Some(scope)),
             SetExpr::SetOperation { left, right, .. } => {
-                self.set_expr(left, None, false, scope);
-                self.set_expr(right, None, false, scope);
+                self.set_expr(left, None, false, false, scope);
+                self.set_expr(right, None, false, false, scope);
             }
             SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => {
                 self.statement(s, Some(scope))
@@ -103,6 +115,7 @@ impl<'c> Extractor<'c, '_> {
         s: &Select,
         order_by: Option<&OrderBy>,
         limited: bool,
+        offset: bool,
         parent: &Scope<'_, 'c>,
     ) {
         let mut from = FromList::default();
@@ -115,6 +128,11 @@ impl<'c> Extractor<'c, '_> {
             Some(parent),
             from,
             s.selection.as_ref(),
+            BlockRole {
+                offset,
+                ordered: order_by.is_some(),
+                modifies: None,
+            },
             |scope| {
                 order_by
                     .filter(|_| sorts)
@@ -149,6 +167,21 @@ impl<'c> Extractor<'c, '_> {
             parent,
             from,
             u.selection.as_ref(),
+            BlockRole {
+                offset: false,
+                ordered: false,
+                modifies: Some(Modification::Update {
+                    columns: u
+                        .assignments
+                        .iter()
+                        .flat_map(|a| match &a.target {
+                            AssignmentTarget::ColumnName(c) => std::slice::from_ref(c),
+                            AssignmentTarget::Tuple(cs) => &cs[..],
+                        })
+                        .filter_map(last_name)
+                        .collect(),
+                }),
+            },
             |_| None,
             |ex, scope| {
                 ex.subqueries(&u.assignments, scope);
@@ -173,6 +206,11 @@ impl<'c> Extractor<'c, '_> {
             parent,
             from,
             d.selection.as_ref(),
+            BlockRole {
+                offset: false,
+                ordered: false,
+                modifies: Some(Modification::Delete),
+            },
             |_| None,
             |ex, scope| {
                 ex.subqueries(&d.selection, scope);
@@ -187,6 +225,7 @@ impl<'c> Extractor<'c, '_> {
         parent: Option<&Scope<'_, 'c>>,
         from: FromList<'_, 'c>,
         selection: Option<&Expr>,
+        role: BlockRole,
         sort: impl FnOnce(&Scope<'_, 'c>) -> Option<SortSpec>,
         descend: impl FnOnce(&mut Self, &Scope<'_, 'c>),
     ) {
@@ -211,6 +250,7 @@ impl<'c> Extractor<'c, '_> {
                     ..SourceFacts::opaque()
                 })
                 .collect(),
+            role,
             ..ScopeFacts::default()
         };
         for (joined, columns) in &using {
@@ -253,13 +293,7 @@ impl<'c> Extractor<'c, '_> {
             match join_constraint(&join.join_operator) {
                 Some(JoinConstraint::On(e)) => from.on.push(e),
                 Some(JoinConstraint::Using(cols)) => {
-                    let names = cols
-                        .iter()
-                        .filter_map(|c| match c.0.last() {
-                            Some(ObjectNamePart::Identifier(i)) => Some(fold(i)),
-                            _ => None,
-                        })
-                        .collect();
+                    let names = cols.iter().filter_map(last_name).collect();
                     from.using.push((from.sources.len() - 1, names));
                 }
                 _ => {}
@@ -362,6 +396,14 @@ impl<'c> Extractor<'c, '_> {
             depth: 0,
         };
         let _ = node.visit(&mut finder);
+    }
+}
+
+/// The folded last part of a name (`col` of `t.col`).
+fn last_name(name: &ObjectName) -> Option<String> {
+    match name.0.last() {
+        Some(ObjectNamePart::Identifier(i)) => Some(fold(i)),
+        _ => None,
     }
 }
 

@@ -45,6 +45,60 @@ pub(crate) struct Predicate {
     pub kind: PredKind,
 }
 
+/// How a predicate hides its column from the column's indexes
+/// (`non_sargable_filter`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Wrapper {
+    /// `lower(email)`, `date_trunc('day', created_at)`.
+    Function {
+        /// Folded function name (`lower`).
+        name: String,
+        /// `date_trunc`'s unit when it is a literal of the known set: the
+        /// rewrite to a range needs it.
+        unit: Option<&'static str>,
+    },
+    /// `created_at::date`: a cast to a type of another family.
+    Cast {
+        /// The target type, lower case (`date`).
+        to: String,
+    },
+    /// `id + 1`, `price * 2`: arithmetic with the column on one side.
+    Arithmetic {
+        /// `+`, `-`, `*`, `/`, `%`.
+        op: &'static str,
+    },
+    /// Any other expression of the one column (`a || 'x'`, CASE, ...).
+    Expression,
+    /// `LIKE '%abc'` or `ILIKE '%abc'` on the bare column.
+    LeadingWildcard {
+        /// ILIKE rather than LIKE.
+        ilike: bool,
+    },
+}
+
+/// A predicate that compares an expression of one indexed-or-not column
+/// with a value, or matches the column with a leading wildcard: what
+/// `non_sargable_filter` judges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Wrapped {
+    /// The one column the expression reads.
+    pub column: String,
+    pub wrapper: Wrapper,
+    /// The comparison, as an index on the bare column would see it.
+    pub kind: PredKind,
+    /// The expression as written, qualifiers dropped and literals shown as
+    /// `?` (values never reach a finding): `lower(email)`, `id + ?`.
+    pub shown: String,
+    /// Normalized expression text, for an expression-index suggestion;
+    /// `None` when the expression holds literals (printing them could leak
+    /// values).
+    pub index_expression: Option<String>,
+    /// The comparison operator and the value side when it is a parameter
+    /// (`=`, `$1`), for rewrites that name it; `v` stands in for a literal.
+    pub op: Option<&'static str>,
+    pub value: String,
+}
+
 /// One entry of a FROM list.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceFacts<'c> {
@@ -64,6 +118,8 @@ pub(crate) struct SourceFacts<'c> {
     /// Normalized text of every conjunct that mentions only this source,
     /// for partial-index predicates that the statement repeats.
     pub conjuncts: Vec<String>,
+    /// Predicates that wrap one of this source's columns (see [`Wrapped`]).
+    pub wrapped: Vec<Wrapped>,
 }
 
 impl SourceFacts<'_> {
@@ -74,6 +130,7 @@ impl SourceFacts<'_> {
             predicates: Vec::new(),
             not_null: Vec::new(),
             conjuncts: Vec::new(),
+            wrapped: Vec::new(),
         }
     }
 }
@@ -105,10 +162,34 @@ pub(crate) struct SortSpec {
     pub limited: bool,
 }
 
+/// What a DELETE or UPDATE block changes in its target (source 0), for
+/// `unindexed_foreign_key`: both make PostgreSQL look up referencing rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Modification {
+    /// DELETE: every foreign key referencing the table is checked.
+    Delete,
+    /// UPDATE ... SET these columns: foreign keys referencing any of them
+    /// are checked.
+    Update { columns: Vec<String> },
+}
+
+/// Facts about a block that depend on where it sits in the statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct BlockRole {
+    /// The outermost SELECT of the statement, which has an OFFSET.
+    pub offset: bool,
+    /// The block's query has an ORDER BY (whether or not it is on one
+    /// table, which `ScopeFacts::sort` requires).
+    pub ordered: bool,
+    /// A DELETE or UPDATE block.
+    pub modifies: Option<Modification>,
+}
+
 /// Everything about one query block.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ScopeFacts<'c> {
     pub sources: Vec<SourceFacts<'c>>,
     pub joins: Vec<JoinEdge>,
     pub sort: Option<SortSpec>,
+    pub role: BlockRole,
 }

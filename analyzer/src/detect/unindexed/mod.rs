@@ -1,8 +1,15 @@
 //! `unindexed_filter` and `unindexed_sort`: predicates and ORDER BYs on
-//! large tables that no index serves, with the `CREATE INDEX` that would.
+//! large tables that no index serves, with the `CREATE INDEX` that would;
+//! and the other findings read from one statement and the catalog:
+//! `non_sargable_filter` (an indexed column hidden in a function, cast,
+//! arithmetic or leading-wildcard LIKE; `non_sargable.rs`),
+//! `offset_pagination` (an OFFSET paging a large table; `paging.rs`) and
+//! `unindexed_foreign_key` (a foreign key without index that a DELETE,
+//! key UPDATE or join exercises; `foreign_key.rs`).
 //!
-//! [`analyze`] reads one statement's syntax tree (sqlparser, PostgreSQL
-//! dialect) against a [`Catalog`] snapshot. It is pure and costs one parse
+//! [`analyze_statement`] reads one statement's syntax tree (sqlparser,
+//! PostgreSQL dialect) against a [`Catalog`] snapshot and returns every
+//! kind; [`analyze`] only the first two. It is pure and costs one parse
 //! plus a walk, so the pipeline runs it once per distinct fingerprint.
 //!
 //! # What is read
@@ -26,7 +33,9 @@
 //!
 //! Ignored: predicates under OR (other than the one-column form), NOT,
 //! `<>`, functions of columns (except where an expression index has the
-//! same expression, which then serves it), and tables the catalog does not
+//! same expression, which then serves it; a function of an indexed column
+//! is a `non_sargable_filter`, and a table with one gets no
+//! `unindexed_filter` in that block), and tables the catalog does not
 //! hold.
 //!
 //! # Thresholds (see [`UnindexedConfig`])
@@ -78,6 +87,8 @@
 //! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`).
 //! - `normal_form.rs`: comparable text of expressions.
 //! - `verify.rs`: hypopg verification over a short-lived connection.
+//! - `non_sargable.rs`, `paging.rs`, `foreign_key.rs`: the other kinds,
+//!   each with its rules, severity and typed `details`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -92,12 +103,18 @@ mod ddl;
 mod evaluate;
 mod extract;
 mod facts;
+mod foreign_key;
+mod non_sargable;
 mod normal_form;
+mod paging;
 mod predicates;
 mod scope;
 mod serve;
 mod verify;
 
+pub use foreign_key::UnindexedForeignKeyDetails;
+pub use non_sargable::NonSargableDetails;
+pub use paging::{OffsetPaginationConfig, OffsetPaginationDetails};
 pub use verify::{verify_with_hypopg, Verification};
 
 /// Statements longer than this are skipped: they are machine-generated
@@ -111,7 +128,9 @@ pub const MAX_ANALYZED_BYTES: usize = 256 << 10;
 /// has a 2 MB stack.
 pub const MAX_NESTING: usize = 400;
 
-/// Thresholds; the module docs say why each default was chosen.
+/// Thresholds; the module docs say why each default was chosen. They apply
+/// to every kind [`analyze_statement`] finds (a table "large enough to
+/// matter" is the same table for all of them).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UnindexedConfig {
@@ -133,12 +152,13 @@ impl Default for UnindexedConfig {
     }
 }
 
-/// One unindexed filter or sort, before the pipeline attaches the
-/// fingerprint, request and times that make it a
+/// One issue found in a statement against the catalog, before the
+/// pipeline attaches the fingerprint, request and times that make it a
 /// [`Finding`](crate::finding::Finding).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnindexedIssue {
-    /// `UnindexedFilter` or `UnindexedSort`.
+    /// `UnindexedFilter`, `UnindexedSort`, `NonSargableFilter`,
+    /// `OffsetPagination` or `UnindexedForeignKey`.
     pub kind: FindingKind,
     /// `schema.table`.
     pub table: String,
@@ -147,22 +167,52 @@ pub struct UnindexedIssue {
     pub columns: Vec<String>,
     /// From table size, LIMIT and existing indexes (module docs).
     pub severity: Severity,
-    /// `CREATE INDEX CONCURRENTLY ...;` to paste.
+    /// `CREATE INDEX CONCURRENTLY ...;` to paste, or the rewrite to make.
     pub suggestion: String,
-    /// Evidence: `rows_estimate`, `predicates` by kind, `join_columns`,
-    /// `sort`, `limited`, `existing_indexes`, `foreign_key`.
+    /// Evidence. Unindexed filters and sorts: `rows_estimate`, `predicates`
+    /// by kind, `join_columns`, `sort`, `limited`, `existing_indexes`,
+    /// `foreign_key`. The other kinds: their details struct
+    /// ([`NonSargableDetails`], [`OffsetPaginationDetails`],
+    /// [`UnindexedForeignKeyDetails`]) serialized.
     pub details: Map<String, Value>,
 }
 
 /// Finds unindexed filters and sorts in one statement as the client sent
-/// it (literals or `$n` placeholders). Text that does not parse, or is
-/// not a SELECT/UPDATE/DELETE/INSERT ... SELECT, yields nothing. Never
-/// panics.
+/// it (literals or `$n` placeholders): [`analyze_statement`] without the
+/// other kinds. Never panics.
 pub fn analyze(sql: &str, catalog: &Catalog, config: &UnindexedConfig) -> Vec<UnindexedIssue> {
+    let mut issues = analyze_statement(sql, catalog, config);
+    issues.retain(|i| {
+        matches!(
+            i.kind,
+            FindingKind::UnindexedFilter | FindingKind::UnindexedSort
+        )
+    });
+    issues
+}
+
+/// Every issue one statement shows against the catalog: unindexed
+/// filters and sorts, non-sargable filters, the offset-pagination template
+/// (counted only for executions with a large OFFSET, see `paging.rs`) and
+/// unindexed foreign keys it exercises. Text that does not parse, or is not
+/// a SELECT/UPDATE/DELETE/INSERT ... SELECT, yields nothing. Never panics.
+pub fn analyze_statement(
+    sql: &str,
+    catalog: &Catalog,
+    config: &UnindexedConfig,
+) -> Vec<UnindexedIssue> {
     if sql.len() > MAX_ANALYZED_BYTES || nesting(sql) > MAX_NESTING {
         return Vec::new();
     }
     catch_unwind(AssertUnwindSafe(|| analyze_parsed(sql, catalog, config))).unwrap_or_default()
+}
+
+/// A kind's details struct as the finding's `details` map.
+fn to_details<T: serde::Serialize>(details: &T) -> Map<String, Value> {
+    match serde_json::to_value(details) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
 }
 
 fn analyze_parsed(sql: &str, catalog: &Catalog, config: &UnindexedConfig) -> Vec<UnindexedIssue> {
@@ -173,8 +223,11 @@ fn analyze_parsed(sql: &str, catalog: &Catalog, config: &UnindexedConfig) -> Vec
         return Vec::new();
     };
     let mut issues: Vec<UnindexedIssue> = Vec::new();
-    let mut sink =
-        |facts: facts::ScopeFacts<'_>| evaluate::evaluate(&facts, catalog, config, &mut issues);
+    let mut sink = |facts: facts::ScopeFacts<'_>| {
+        evaluate::evaluate(&facts, catalog, config, &mut issues);
+        paging::evaluate(&facts, config, &mut issues);
+        foreign_key::modification(&facts, catalog, config, &mut issues);
+    };
     let mut extractor = extract::Extractor {
         catalog,
         sink: &mut sink,

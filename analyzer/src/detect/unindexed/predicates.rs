@@ -5,6 +5,7 @@
 use sqlparser::ast::{BinaryOperator, Expr, OrderBy, OrderByKind, OrderBySort, SelectItem, Value};
 
 use super::facts::{JoinEdge, PredKind, Predicate, ScopeFacts, SortKey, SortSpec, Target};
+use super::non_sargable;
 use super::normal_form::{conjuncts, fold, normalize};
 use super::scope::{Operand, Scope};
 
@@ -28,16 +29,22 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
     let many = PredKind::Eq { single: false };
     match c {
         Expr::BinaryOp { left, op, right } => match op {
-            BinaryOperator::Eq => comparison(scope.operand(left), scope.operand(right), eq, facts),
+            BinaryOperator::Eq => {
+                comparison(scope.operand(left), scope.operand(right), eq, facts);
+                wrapped_comparison(left, op, right, eq, scope, facts);
+            }
             BinaryOperator::Lt
             | BinaryOperator::LtEq
             | BinaryOperator::Gt
-            | BinaryOperator::GtEq => comparison(
-                scope.operand(left),
-                scope.operand(right),
-                PredKind::Range,
-                facts,
-            ),
+            | BinaryOperator::GtEq => {
+                comparison(
+                    scope.operand(left),
+                    scope.operand(right),
+                    PredKind::Range,
+                    facts,
+                );
+                wrapped_comparison(left, op, right, PredKind::Range, scope, facts);
+            }
             BinaryOperator::Or => {
                 if let Some((i, column)) = same_column_disjunction(c, scope) {
                     push(facts, i, Target::Column(column), many);
@@ -51,7 +58,8 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
             right,
             ..
         } if scope.operand(right) == Operand::Value => {
-            value_predicate(scope.operand(left), many, facts)
+            value_predicate(scope.operand(left), many, facts);
+            non_sargable::record_comparison(left, None, many, scope, facts);
         }
         Expr::InList {
             expr,
@@ -60,12 +68,16 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
         } if list.iter().all(|e| scope.operand(e) == Operand::Value) => {
             let kind = if list.len() == 1 { eq } else { many };
             value_predicate(scope.operand(expr), kind, facts);
+            non_sargable::record_comparison(expr, None, kind, scope, facts);
         }
         Expr::InSubquery {
             expr,
             negated: false,
             ..
-        } => value_predicate(scope.operand(expr), many, facts),
+        } => {
+            value_predicate(scope.operand(expr), many, facts);
+            non_sargable::record_comparison(expr, None, many, scope, facts);
+        }
         Expr::IsNull(e) => value_predicate(scope.operand(e), PredKind::IsNull, facts),
         Expr::IsNotNull(e) => {
             if let Operand::Column(i, column) = scope.operand(e) {
@@ -78,7 +90,8 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
             low,
             high,
         } if scope.operand(low) == Operand::Value && scope.operand(high) == Operand::Value => {
-            value_predicate(scope.operand(expr), PredKind::Range, facts)
+            value_predicate(scope.operand(expr), PredKind::Range, facts);
+            non_sargable::record_comparison(expr, None, PredKind::Range, scope, facts);
         }
         Expr::Like {
             negated: false,
@@ -87,8 +100,23 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
             pattern,
             ..
         } if literal_prefix(pattern) => {
-            value_predicate(scope.operand(expr), PredKind::Prefix, facts)
+            value_predicate(scope.operand(expr), PredKind::Prefix, facts);
+            non_sargable::record_comparison(expr, None, PredKind::Prefix, scope, facts);
         }
+        Expr::Like {
+            negated: false,
+            any: false,
+            expr,
+            pattern,
+            ..
+        } => non_sargable::record_like(expr, pattern, false, scope, facts),
+        Expr::ILike {
+            negated: false,
+            any: false,
+            expr,
+            pattern,
+            ..
+        } => non_sargable::record_like(expr, pattern, true, scope, facts),
         _ => {}
     }
 }
@@ -108,6 +136,32 @@ fn comparison<'c>(a: Operand, b: Operand, kind: PredKind, facts: &mut ScopeFacts
         }
         (side, Operand::Value) | (Operand::Value, side) => value_predicate(side, kind, facts),
         _ => {}
+    }
+}
+
+/// `left op right` where one side is a value and the other wraps a column:
+/// a candidate `non_sargable_filter`, recorded with the operator as seen
+/// from the column's side.
+fn wrapped_comparison(
+    left: &Expr,
+    op: &BinaryOperator,
+    right: &Expr,
+    kind: PredKind,
+    scope: &Scope<'_, '_>,
+    facts: &mut ScopeFacts<'_>,
+) {
+    let (as_written, flipped) = match op {
+        BinaryOperator::Eq => ("=", "="),
+        BinaryOperator::Lt => ("<", ">"),
+        BinaryOperator::LtEq => ("<=", ">="),
+        BinaryOperator::Gt => (">", "<"),
+        BinaryOperator::GtEq => (">=", "<="),
+        _ => return,
+    };
+    if scope.operand(right) == Operand::Value {
+        non_sargable::record_comparison(left, Some((as_written, right)), kind, scope, facts);
+    } else if scope.operand(left) == Operand::Value {
+        non_sargable::record_comparison(right, Some((flipped, left)), kind, scope, facts);
     }
 }
 
