@@ -245,6 +245,11 @@ pub struct Summary {
     pub dropped_events: u64,
     /// `available` or `unavailable`.
     pub catalog: String,
+    /// Statements the proxy forwarded without analysing them: those past
+    /// the per-message statement cap of a simple Query, and those in a
+    /// message too large for the proxy's budget for held bytes.
+    #[serde(default)]
+    pub statements_not_analysed: u64,
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ fn sarif_has_schema_rules_and_partial_fingerprints() {
     let notes = runs[0]["invocations"][0]["toolExecutionNotifications"]
         .as_array()
         .unwrap();
-    assert_eq!(notes.len(), 3, "poor coverage is reported to the tool");
+    assert_eq!(notes.len(), 4, "poor coverage is reported to the tool");
 }
 
 #[test]

@@ -73,6 +73,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX run_findings_by_finding ON run_findings (finding_id);
     "#,
+    // v2: statements forwarded but not analysed (per-message statement cap,
+    // messages too large for the held-bytes budget).
+    r#"
+    ALTER TABLE runs ADD COLUMN statements_not_analysed INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -178,7 +178,7 @@ pub fn one_of_each() -> Vec<Finding> {
 }
 
 /// A coverage summary that warns on every count: no catalog, dropped
-/// events, few correlated queries.
+/// events, statements not analysed, few correlated queries.
 pub fn poor_summary() -> Summary {
     Summary {
         queries: 1200,
@@ -188,6 +188,7 @@ pub fn poor_summary() -> Summary {
         parse_failures: 3,
         dropped_events: 17,
         catalog: "unavailable".into(),
+        statements_not_analysed: 250,
     }
 }
 
