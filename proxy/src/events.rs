@@ -22,6 +22,9 @@ pub struct EventStats {
     /// Connections whose tracker lost sync with the protocol and stopped
     /// analysing (traffic is still forwarded).
     pub desynced_connections: AtomicU64,
+    /// Statements forwarded but not analysed: past the per-message cap of
+    /// a simple Query, or in a message too large for the held-bytes budget.
+    pub statements_not_analysed: AtomicU64,
 }
 
 /// The sending side, cloned into every connection.

@@ -21,6 +21,8 @@
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: flags, env and TOML merged into one configuration.
 //! - [`workers`]: the threads that forward traffic.
+//! - [`limits`]: the budget for bytes held whole and the slots for
+//!   connections still in startup.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -30,6 +32,7 @@ pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod relay;

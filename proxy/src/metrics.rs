@@ -52,6 +52,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "qproxy_catalog_available",
     "qproxy_untracked_executions_total",
     "qproxy_desynced_connections_total",
+    "qproxy_statements_not_analysed_total",
+    "qproxy_held_bytes",
+    "qproxy_messages_not_held_total",
+    "qproxy_startup_evictions_total",
     "qproxy_build_info",
 ];
 
@@ -163,6 +167,9 @@ struct Synced {
     dropped: u64,
     untracked: u64,
     desynced: u64,
+    not_analysed: u64,
+    not_held: u64,
+    startup_evictions: u64,
 }
 
 /// The process's metrics and their registry.
@@ -186,6 +193,10 @@ pub struct Metrics {
     catalog_available: IntGauge,
     untracked: IntCounter,
     desynced: IntCounter,
+    not_analysed: IntCounter,
+    held_bytes: IntGauge,
+    not_held: IntCounter,
+    startup_evictions: IntCounter,
     per_query: Mutex<PerQuery>,
     synced: Mutex<Synced>,
     server_stats: Arc<ServerStats>,
@@ -336,6 +347,30 @@ impl Metrics {
                 "qproxy_desynced_connections_total",
                 "Connections whose tracker lost protocol sync and stopped analysing.",
             ),
+            not_analysed: counter(
+                &r,
+                "qproxy_statements_not_analysed_total",
+                "Statements forwarded but not analysed: past --max-statements-per-message in one \
+                 simple Query, or in a message too large for --max-held-bytes.",
+            ),
+            held_bytes: gauge(
+                &r,
+                "qproxy_held_bytes",
+                "Bytes held whole now beyond the connections' ordinary buffers (large messages \
+                 and SQL texts), charged against --max-held-bytes.",
+            ),
+            not_held: counter(
+                &r,
+                "qproxy_messages_not_held_total",
+                "Messages forwarded without being held whole, so not analysed, because \
+                 --max-held-bytes was spent.",
+            ),
+            startup_evictions: counter(
+                &r,
+                "qproxy_startup_evictions_total",
+                "Connections still in startup closed to make room for a newer one \
+                 (--max-startup-connections).",
+            ),
             per_query: Mutex::new(PerQuery {
                 fingerprints: HashMap::new(),
                 other: HashMap::new(),
@@ -348,6 +383,9 @@ impl Metrics {
                 dropped: 0,
                 untracked: 0,
                 desynced: 0,
+                not_analysed: 0,
+                not_held: 0,
+                startup_evictions: 0,
             }),
             server_stats,
             event_stats,
@@ -516,6 +554,19 @@ impl Metrics {
                 &self.desynced,
                 &mut s.desynced,
                 load(&events.desynced_connections),
+            );
+            sync_counter(
+                &self.not_analysed,
+                &mut s.not_analysed,
+                load(&events.statements_not_analysed),
+            );
+            self.held_bytes
+                .set(i64::try_from(server.held.held()).unwrap_or(i64::MAX));
+            sync_counter(&self.not_held, &mut s.not_held, server.held.not_held());
+            sync_counter(
+                &self.startup_evictions,
+                &mut s.startup_evictions,
+                load(&server.startup_evictions),
             );
         }
         let mut out = Vec::with_capacity(16 * 1024);

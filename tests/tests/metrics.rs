@@ -29,6 +29,10 @@ const TYPES: &[(&str, &str)] = &[
     ("qproxy_catalog_available", "gauge"),
     ("qproxy_untracked_executions_total", "counter"),
     ("qproxy_desynced_connections_total", "counter"),
+    ("qproxy_statements_not_analysed_total", "counter"),
+    ("qproxy_held_bytes", "gauge"),
+    ("qproxy_messages_not_held_total", "counter"),
+    ("qproxy_startup_evictions_total", "counter"),
     ("qproxy_build_info", "gauge"),
 ];
 
