@@ -166,6 +166,11 @@ impl Proxy {
         self.port
     }
 
+    /// The process id, e.g. to read its memory use from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin HTTP port (`/metrics`, `/healthz`, `/readyz`).
     pub fn admin_port(&self) -> u16 {
         self.admin_port
