@@ -268,6 +268,7 @@ fn request_events(n: usize, start: SystemTime) -> Vec<SessionEvent> {
                 application_name: Some("web".into()),
                 database: Some("app".into()),
                 user: Some("app".into()),
+                text_hold: None,
             })
         })
         .collect()

@@ -131,7 +131,16 @@ pub struct QueryEvent {
     pub database: Option<Arc<str>>,
     /// The user the client connected as (from its StartupMessage).
     pub user: Option<Arc<str>>,
+    /// Keeps the proxy's memory accounting for a large `sql` alive while
+    /// this event exists: the proxy charges big SQL texts against its
+    /// budget for held bytes until the last event sharing the text is
+    /// dropped. Analysis never looks at it; `None` for ordinary texts.
+    pub text_hold: Option<TextHold>,
 }
+
+/// An opaque guard whose drop tells the proxy a large SQL text is no
+/// longer referenced (see [`QueryEvent::text_hold`]).
+pub type TextHold = Arc<dyn std::fmt::Debug + Send + Sync>;
 
 /// Connection lifecycle, so the analyzer can end per-connection state.
 // `Query` is by far the common variant; boxing it would cost an allocation

@@ -267,6 +267,11 @@ pub struct Summary {
     /// written before it existed, hence the default.
     #[serde(default)]
     pub findings_lost: u64,
+    /// Statements the proxy forwarded without analysing them: those past
+    /// the per-message statement cap of a simple Query, and those in a
+    /// message too large for the proxy's budget for held bytes.
+    #[serde(default)]
+    pub statements_not_analysed: u64,
 }
 
 #[cfg(test)]

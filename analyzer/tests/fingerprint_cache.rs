@@ -119,3 +119,24 @@ fn fallbacks_are_counted_per_lookup() {
     cache.get("VACUUM ANALYZE t; SELECT 1");
     assert_eq!(cache.stats().fallbacks, 2);
 }
+
+#[test]
+fn only_the_first_statements_of_a_long_text_are_fingerprinted() {
+    let sql = "SELECT 1; ".repeat(5_000);
+    let mut cache = FingerprintCache::new(8).with_statement_cap(3);
+    let fingerprints = cache.get(&sql);
+    assert_eq!(fingerprints.len(), 3);
+    let indexes: Vec<u16> = fingerprints.iter().map(|f| f.statement_index).collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    assert!(fingerprints.iter().all(|f| !f.fallback));
+    // A cap of zero still fingerprints the first statement.
+    assert_eq!(
+        FingerprintCache::new(8)
+            .with_statement_cap(0)
+            .get(&sql)
+            .len(),
+        1
+    );
+    // Without a cap every statement gets one.
+    assert_eq!(FingerprintCache::new(8).get(&sql).len(), 5_000);
+}

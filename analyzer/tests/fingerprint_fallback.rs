@@ -156,3 +156,15 @@ fn fallback_ids_are_hashes_of_the_normalized_text() {
         xxhash_rust::xxh3::xxh3_64(fp.normalized.as_bytes())
     );
 }
+
+#[test]
+fn the_parse_limit_is_per_statement_not_per_text() {
+    // A megabyte and more of short statements: each is parsed on its own.
+    let one = format!("SELECT a FROM t WHERE b = '{}'; ", "x".repeat(250));
+    let sql = one.repeat(MAX_PARSE_BYTES / 250);
+    assert!(sql.len() > MAX_PARSE_BYTES);
+    let fps = fingerprint_sql(&sql);
+    assert_eq!(fps.len(), MAX_PARSE_BYTES / 250);
+    assert!(fps.iter().all(|f| !f.fallback));
+    assert_eq!(&*fps[0].normalized, "SELECT a FROM t WHERE b = $1");
+}

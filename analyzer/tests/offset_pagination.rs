@@ -137,6 +137,7 @@ fn event(sql: &str, protocol: Protocol, offset: Option<u64>) -> SessionEvent {
         application_name: None,
         database: Some("blog".into()),
         user: None,
+        text_hold: None,
     })
 }
 

@@ -4,14 +4,19 @@
 //!
 //! It is kept away from the proxy path: its own listener, a cap on open
 //! admin connections, small request buffers and timeouts on every
-//! connection. A slow or hostile scraper can only tie up its own slots.
+//! connection. Each connection is served on its own task. When the cap is
+//! reached, a new connection is never turned away: the open connection
+//! that has been idle longest is closed to make room, so sockets that
+//! connect and send nothing cannot starve liveness probes (they are also
+//! closed after [`HEADER_TIMEOUT`] without a request).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -20,14 +25,17 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-/// Admin connections served at once; more are closed on accept.
-const MAX_CONNECTIONS: usize = 32;
-/// Time a client gets to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections open at once; a new one beyond this closes the one
+/// idle longest.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Time a client gets to send a request's headers, counted from the
+/// connection's start and again after each response (hyper's header read
+/// timeout runs whenever it waits for a request head).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest an admin connection may stay open.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read buffer cap: bounds the request line and headers.
@@ -95,7 +103,7 @@ impl AdminServer {
 
     /// Serves until `stop` resolves.
     pub async fn run(self, stop: impl Future<Output = ()>) {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let open = Arc::new(OpenConnections::new(MAX_CONNECTIONS));
         tokio::pin!(stop);
         loop {
             let accepted = tokio::select! {
@@ -110,21 +118,101 @@ impl AdminServer {
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                drop(socket);
-                continue;
-            };
-            let (metrics, health) = (self.metrics.clone(), self.health.clone());
+            let (id, connection) = open.admit();
+            let (metrics, health, open) = (self.metrics.clone(), self.health.clone(), open.clone());
             tokio::spawn(async move {
-                serve_connection(socket, metrics, health).await;
-                drop(slot);
+                tokio::select! {
+                    () = serve_connection(socket, metrics, health, open.start, &connection) => {}
+                    () = connection.close.notified() => {
+                        tracing::debug!("admin connection closed to make room for a new one");
+                    }
+                }
+                open.remove(id);
             });
         }
     }
 }
 
-async fn serve_connection(socket: TcpStream, metrics: Arc<Metrics>, health: Arc<Health>) {
+/// The open admin connections, so that a new one can replace the one idle
+/// longest instead of being refused.
+#[derive(Debug)]
+struct OpenConnections {
+    cap: usize,
+    /// Origin of the activity timestamps.
+    start: Instant,
+    open: Mutex<(u64, HashMap<u64, Arc<Connection>>)>,
+}
+
+/// One open admin connection.
+#[derive(Debug)]
+struct Connection {
+    /// Milliseconds after [`OpenConnections::start`] of its last request
+    /// (or of its accept).
+    last_active: AtomicU64,
+    /// Notified to close it.
+    close: Notify,
+}
+
+impl OpenConnections {
+    fn new(cap: usize) -> Self {
+        OpenConnections {
+            cap: cap.max(1),
+            start: Instant::now(),
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        millis_since(self.start)
+    }
+
+    /// Registers a new connection, closing the one idle longest when the
+    /// cap is reached.
+    fn admit(&self) -> (u64, Arc<Connection>) {
+        let connection = Arc::new(Connection {
+            last_active: AtomicU64::new(self.now()),
+            close: Notify::new(),
+        });
+        let mut guard = crate::lock(&self.open);
+        let (next_id, open) = &mut *guard;
+        if open.len() >= self.cap {
+            let idlest = open
+                .iter()
+                .min_by_key(|(id, c)| (c.last_active.load(Ordering::Relaxed), **id))
+                .map(|(id, _)| *id);
+            if let Some(victim) = idlest.and_then(|id| open.remove(&id)) {
+                // Stored as a permit if its task is not waiting yet.
+                victim.close.notify_one();
+            }
+        }
+        let id = *next_id;
+        *next_id += 1;
+        open.insert(id, connection.clone());
+        (id, connection)
+    }
+
+    fn remove(&self, id: u64) {
+        crate::lock(&self.open).1.remove(&id);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        crate::lock(&self.open).1.len()
+    }
+}
+
+async fn serve_connection(
+    socket: TcpStream,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    clock: Instant,
+    connection: &Arc<Connection>,
+) {
+    let active = connection.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        active
+            .last_active
+            .fetch_max(millis_since(clock), Ordering::Relaxed);
         let response = respond(&req, &metrics, &health);
         async move { Ok::<_, Infallible>(response) }
     });
@@ -137,6 +225,10 @@ async fn serve_connection(socket: TcpStream, metrics: Arc<Metrics>, health: Arc<
     if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
         tracing::debug!(error = %e, "admin connection ended with an error");
     }
+}
+
+fn millis_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -229,6 +321,39 @@ mod tests {
             .uri(path)
             .body(())
             .unwrap()
+    }
+
+    #[test]
+    fn a_full_house_closes_the_connection_idle_longest() {
+        let open = OpenConnections::new(3);
+        let (a, first) = open.admit();
+        let (_, second) = open.admit();
+        let (_, third) = open.admit();
+        // The first one made a request since: the second is now idle longest.
+        first
+            .last_active
+            .store(open.now() + 1_000, Ordering::Relaxed);
+        third
+            .last_active
+            .store(open.now() + 1_000, Ordering::Relaxed);
+        let (_, _fourth) = open.admit();
+        assert_eq!(open.len(), 3);
+        let closed = |c: &Arc<Connection>| {
+            let notified = c.close.notified();
+            tokio::pin!(notified);
+            // A stored permit completes the first poll.
+            notified
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+                .is_ready()
+        };
+        assert!(closed(&second));
+        assert!(!closed(&first) && !closed(&third));
+        // A connection that ended leaves room without closing anyone.
+        open.remove(a);
+        let (_, _fifth) = open.admit();
+        assert_eq!(open.len(), 3);
+        assert!(!closed(&third));
     }
 
     #[test]

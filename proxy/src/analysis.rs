@@ -1,7 +1,9 @@
 //! The task at the other end of the event queue: runs the analyzer
 //! pipeline apart from the relay, so however slow analysis gets, traffic is
 //! not held up (the queue fills and further events are dropped and
-//! counted). It also runs the catalog loads and hypopg checks the pipeline
+//! counted). In the proxy it runs on a thread of its own
+//! ([`AnalysisThread`]), never on the runtime that accepts clients and
+//! serves the admin port. It also runs the catalog loads and hypopg checks the pipeline
 //! asks for, each on its own short-lived connection. Every flush interval
 //! it hands new findings and the coverage summary to the store; at
 //! shutdown it ends every open request and flushes once more.
@@ -18,7 +20,7 @@ use qproxy_analyzer::pipeline::indexes::VerifyRequest;
 use qproxy_analyzer::pipeline::{Analyzer, AnalyzerConfig};
 // Database names come from clients' StartupMessages: escaped like report text.
 use qproxy_analyzer::report::escape::for_terminal_line;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::catalog::CatalogConnector;
 use crate::events::EventStats;
@@ -69,6 +71,73 @@ const BATCH_WINDOW: Duration = Duration::from_millis(2);
 enum CatalogReply {
     Loaded(String, Option<(Arc<Catalog>, bool)>),
     Verified(Box<VerifyRequest>, Verification),
+}
+
+/// The analysis task on a thread of its own with a single-threaded
+/// runtime: fingerprinting a Query of a hundred thousand statements, a
+/// catalog load or a burst of events then cannot hold up the runtime that
+/// accepts clients and answers `/healthz` (a multi-thread runtime can: a
+/// task that computes for seconds keeps its worker, and whatever waits in
+/// that worker's queue, from running).
+#[derive(Debug)]
+pub struct AnalysisThread {
+    stop: Option<oneshot::Sender<()>>,
+    done: oneshot::Receiver<Analyzer>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AnalysisThread {
+    /// Starts [`run_with_metrics`] on a new thread.
+    pub fn spawn(
+        events: mpsc::Receiver<SessionEvent>,
+        settings: AnalysisSettings,
+        event_stats: Arc<EventStats>,
+        catalog: Option<CatalogConnector>,
+        sink: Box<dyn FindingSink>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> std::io::Result<AnalysisThread> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (finished, done) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("qproxy-analysis".into())
+            .spawn(move || {
+                let analyzer = runtime.block_on(run_with_metrics(
+                    events,
+                    settings,
+                    event_stats,
+                    catalog,
+                    sink,
+                    metrics,
+                    async move {
+                        // A dropped handle stops it too.
+                        let _ = stopped.await;
+                    },
+                ));
+                let _ = finished.send(analyzer);
+            })?;
+        Ok(AnalysisThread {
+            stop: Some(stop),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the task (what is queued is still analysed, every open request
+    /// ended and the findings flushed) and waits for it; `None` if the
+    /// thread died.
+    pub async fn finish(mut self) -> Option<Analyzer> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let analyzer = (&mut self.done).await.ok();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        analyzer
+    }
 }
 
 /// Consumes events until every sender is gone or `stop` resolves (then the
@@ -142,7 +211,7 @@ pub async fn run_with_metrics(
                 }
                 if last_flush.elapsed() >= settings.flush_interval {
                     last_flush = Instant::now();
-                    let summary = analyzer.summary(event_stats.dropped.load(Ordering::Relaxed));
+                    let summary = summary(&analyzer, &event_stats);
                     let findings = analyzer.take_findings();
                     if let Some(m) = &metrics {
                         m.record_findings(&findings);
@@ -154,7 +223,7 @@ pub async fn run_with_metrics(
         start_catalog_jobs(&mut analyzer, catalog.as_ref(), &reply_tx, &jobs);
     }
     analyzer.finish();
-    let summary = analyzer.summary(event_stats.dropped.load(Ordering::Relaxed));
+    let summary = summary(&analyzer, &event_stats);
     let findings = analyzer.take_findings();
     if let Some(m) = &metrics {
         m.record_analyzer(&analyzer);
@@ -162,6 +231,13 @@ pub async fn run_with_metrics(
     }
     sink.finish(findings, summary);
     analyzer
+}
+
+/// The coverage summary: the analyzer's, with what only the relay counts.
+fn summary(analyzer: &Analyzer, event_stats: &EventStats) -> Summary {
+    let mut summary = analyzer.summary(event_stats.dropped.load(Ordering::Relaxed));
+    summary.statements_not_analysed = event_stats.statements_not_analysed.load(Ordering::Relaxed);
+    summary
 }
 
 fn start_catalog_jobs(

@@ -190,12 +190,30 @@ pub struct ServeArgs {
     /// Most client connections at once; more are refused with 53300 [default: 10000]
     #[arg(long, env = "QPROXY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Most connections still in startup (connected, not yet past
+    /// authentication) at once, so sockets that connect and stall cannot
+    /// take every connection: when all are taken, a new connection replaces
+    /// the one starting up longest if that one has been at it for a second,
+    /// else it is refused with 53300 [default: max_connections / 4, at least 1]
+    #[arg(long, env = "QPROXY_MAX_STARTUP_CONNECTIONS", value_name = "N")]
+    pub max_startup_connections: Option<usize>,
     /// Largest message the proxy holds whole to analyse it (Query, Parse,
     /// Bind, ...); larger client messages are refused with 08P01, larger
     /// server messages (a huge error text) stream through unanalysed.
     /// Results and COPY data stream through whatever their size [default: 67108864]
     #[arg(long, env = "QPROXY_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
+    /// Memory all sessions together may use to hold large messages whole
+    /// (and the analyzer's copies of large SQL texts). A message the budget
+    /// cannot cover is forwarded as it arrives, without being held, and is
+    /// not analysed (counted in qproxy_statements_not_analysed_total); the
+    /// client notices nothing [default: 268435456]
+    #[arg(long, env = "QPROXY_MAX_HELD_BYTES", value_name = "BYTES")]
+    pub max_held_bytes: Option<usize>,
+    /// Statements of one simple Query that are analysed; the rest are
+    /// forwarded as usual and counted as not analysed (1 to 65535) [default: 1000]
+    #[arg(long, env = "QPROXY_MAX_STATEMENTS_PER_MESSAGE", value_name = "N")]
+    pub max_statements_per_message: Option<usize>,
     /// Capacity of the queue from the relay to the analyzer; when full,
     /// events are dropped and counted, never waited for [default: 65536]
     #[arg(long, env = "QPROXY_EVENT_QUEUE", value_name = "N")]
@@ -268,8 +286,12 @@ pub struct ServeConfig {
     pub connect_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Cap on connections still in startup.
+    pub max_startup_connections: usize,
     /// Cap on messages held whole.
     pub max_message_bytes: usize,
+    /// Budget for bytes held whole, all sessions together.
+    pub max_held_bytes: usize,
     /// Analyzer queue capacity.
     pub event_queue: usize,
     /// Forwarding threads.
@@ -371,6 +393,24 @@ impl ServeArgs {
         if let Some(rows) = pick!(offset_pagination_min_offset) {
             analysis.analyzer.offset_pagination.min_offset = rows;
         }
+        let max_statements_per_message = pick!(max_statements_per_message)
+            .unwrap_or(qproxy_analyzer::pipeline::DEFAULT_MAX_STATEMENTS_PER_TEXT);
+        // Statement indexes are 16-bit; the cap keeps every analysed one
+        // distinct.
+        if !(1..=usize::from(u16::MAX)).contains(&max_statements_per_message) {
+            return Err(ConfigError::Invalid(
+                "max_statements_per_message must be between 1 and 65535".into(),
+            ));
+        }
+        analysis.analyzer.max_statements_per_text = max_statements_per_message;
+        let tracker_limits = TrackerLimits {
+            max_statements_per_message,
+            ..TrackerLimits::default()
+        };
+        let max_connections = pick!(max_connections).unwrap_or(10_000).max(1);
+        let max_startup_connections = pick!(max_startup_connections)
+            .unwrap_or(max_connections / 4)
+            .clamp(1, max_connections);
         Ok(ServeConfig {
             listen: pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             upstream,
@@ -383,15 +423,17 @@ impl ServeArgs {
             shutdown_grace,
             startup_timeout: seconds(pick!(startup_timeout), 15.0, "startup_timeout")?,
             connect_timeout: seconds(pick!(connect_timeout), 5.0, "connect_timeout")?,
-            max_connections: pick!(max_connections).unwrap_or(10_000).max(1),
+            max_connections,
+            max_startup_connections,
             max_message_bytes,
+            max_held_bytes: pick!(max_held_bytes).unwrap_or(256 << 20),
             event_queue: pick!(event_queue).unwrap_or(65_536).max(1),
             workers: pick!(workers)
                 .unwrap_or_else(crate::workers::default_workers)
                 .clamp(1, 1024),
             log_format: pick!(log_format).unwrap_or(LogFormat::Auto),
             metrics_top_k: pick!(metrics_top_k).unwrap_or(crate::metrics::DEFAULT_TOP_K),
-            tracker_limits: TrackerLimits::default(),
+            tracker_limits,
             analysis,
         })
     }
@@ -494,6 +536,56 @@ mod tests {
         let c = flagged.resolve().unwrap();
         assert_eq!(c.analysis.analyzer.offset_pagination.min_offset, 50);
         assert_eq!(c.analysis.analyzer.offset_pagination.error_offset, 5000);
+        assert_eq!(c.max_held_bytes, 256 << 20);
+        assert_eq!(c.max_startup_connections, 2500);
+        assert_eq!(c.tracker_limits.max_statements_per_message, 1000);
+        assert_eq!(c.analysis.analyzer.max_statements_per_text, 1000);
+    }
+
+    #[test]
+    fn limits_follow_each_other_and_are_checked() {
+        let base = || ServeArgs {
+            upstream: Some("postgres://h".into()),
+            ..Default::default()
+        };
+        let c = ServeArgs {
+            max_connections: Some(8),
+            max_statements_per_message: Some(50),
+            max_held_bytes: Some(1 << 20),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.max_startup_connections, 2);
+        assert_eq!(c.tracker_limits.max_statements_per_message, 50);
+        assert_eq!(c.analysis.analyzer.max_statements_per_text, 50);
+        assert_eq!(c.max_held_bytes, 1 << 20);
+        // Never more startup slots than connections, never none.
+        let c = ServeArgs {
+            max_connections: Some(3),
+            max_startup_connections: Some(10),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.max_startup_connections, 3);
+        let c = ServeArgs {
+            max_connections: Some(2),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.max_startup_connections, 1);
+        for bad in [0, 65_536] {
+            let err = ServeArgs {
+                max_statements_per_message: Some(bad),
+                ..base()
+            }
+            .resolve()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("max_statements_per_message"), "{err}");
+        }
     }
 
     #[test]
@@ -647,6 +739,12 @@ mod example {
         assert_eq!(c.listen, defaults.listen);
         assert_eq!(c.shutdown_grace, defaults.shutdown_grace);
         assert_eq!(c.max_message_bytes, defaults.max_message_bytes);
+        assert_eq!(c.max_held_bytes, defaults.max_held_bytes);
+        assert_eq!(c.max_startup_connections, defaults.max_startup_connections);
+        assert_eq!(
+            c.tracker_limits.max_statements_per_message,
+            defaults.tracker_limits.max_statements_per_message
+        );
         assert_eq!(c.analysis.flush_interval, defaults.analysis.flush_interval);
         assert_eq!(c.store_writer, defaults.store_writer);
         let (a, d) = (&c.analysis.analyzer, &defaults.analysis.analyzer);

@@ -26,6 +26,9 @@ pub struct EventStats {
     /// messages over `--max-message-bytes` and client messages that do not
     /// decode (the server answers those).
     pub unread_messages: AtomicU64,
+    /// Statements forwarded but not analysed: past the per-message cap of
+    /// a simple Query, or in a message too large for the held-bytes budget.
+    pub statements_not_analysed: AtomicU64,
 }
 
 /// The sending side, cloned into every connection.

@@ -24,6 +24,8 @@
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: flags, env and TOML merged into one configuration.
 //! - [`workers`]: the threads that forward traffic.
+//! - [`limits`]: the budget for bytes held whole and the slots for
+//!   connections still in startup.
 //! - [`log_limit`]: rate-limited logging for events outsiders can trigger.
 #![forbid(unsafe_code)]
 
@@ -34,6 +36,7 @@ pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod limits;
 pub mod log_limit;
 pub mod metrics;
 pub mod negotiation;

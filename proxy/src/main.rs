@@ -106,7 +106,6 @@ fn serve(args: ServeArgs, upstream_on_command_line: bool) -> anyhow::Result<()> 
         let check_timeout = config.connect_timeout.min(qproxy::admin::CHECK_INTERVAL);
         let mut server = Server::bind(config).await?;
         let events = server.take_events().expect("events not taken yet");
-        let (analysis_stop, analysis_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let event_stats = server.context().sink.stats().clone();
         let metrics = Arc::new(
             Metrics::new(
@@ -139,7 +138,9 @@ fn serve(args: ServeArgs, upstream_on_command_line: bool) -> anyhow::Result<()> 
             stopped(admin_stop_rx.clone()),
         ));
         let admin = tokio::spawn(admin.run(stopped(admin_stop_rx)));
-        let analysis = tokio::spawn(qproxy::analysis::run_with_metrics(
+        // Its own thread and runtime: nothing analysis does can hold up
+        // accepting clients or the admin port, which run on this runtime.
+        let analysis = qproxy::analysis::AnalysisThread::spawn(
             events,
             config_analysis,
             event_stats,
@@ -148,10 +149,8 @@ fn serve(args: ServeArgs, upstream_on_command_line: bool) -> anyhow::Result<()> 
             )),
             Box::new(store),
             Some(metrics),
-            async move {
-                let _ = analysis_stop_rx.await;
-            },
-        ));
+        )
+        .context("cannot start the analysis thread")?;
         let draining = health.clone();
         server
             .run(async move {
@@ -163,8 +162,7 @@ fn serve(args: ServeArgs, upstream_on_command_line: bool) -> anyhow::Result<()> 
             .await;
         // Sessions are drained (or past their grace period): analyse what is
         // queued, end every open request and flush.
-        let _ = analysis_stop.send(());
-        let _ = analysis.await;
+        analysis.finish().await;
         let _ = admin_stop.send(true);
         let _ = admin.await;
         let _ = checker.await;

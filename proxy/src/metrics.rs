@@ -58,6 +58,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "qproxy_store_write_failures_total",
     "qproxy_store_pending_findings",
     "qproxy_unread_messages_total",
+    "qproxy_statements_not_analysed_total",
+    "qproxy_held_bytes",
+    "qproxy_messages_not_held_total",
+    "qproxy_startup_evictions_total",
     "qproxy_build_info",
 ];
 
@@ -172,6 +176,9 @@ struct Synced {
     findings_lost: u64,
     store_write_failures: u64,
     unread: u64,
+    not_analysed: u64,
+    not_held: u64,
+    startup_evictions: u64,
 }
 
 /// The process's metrics and their registry.
@@ -199,6 +206,10 @@ pub struct Metrics {
     store_write_failures: IntCounter,
     store_pending: IntGauge,
     unread: IntCounter,
+    not_analysed: IntCounter,
+    held_bytes: IntGauge,
+    not_held: IntCounter,
+    startup_evictions: IntCounter,
     per_query: Mutex<PerQuery>,
     synced: Mutex<Synced>,
     server_stats: Arc<ServerStats>,
@@ -373,6 +384,30 @@ impl Metrics {
                 "Messages forwarded without being analysed: server messages over \
                  --max-message-bytes, client messages that do not decode.",
             ),
+            not_analysed: counter(
+                &r,
+                "qproxy_statements_not_analysed_total",
+                "Statements forwarded but not analysed: past --max-statements-per-message in one \
+                 simple Query, or in a message too large for --max-held-bytes.",
+            ),
+            held_bytes: gauge(
+                &r,
+                "qproxy_held_bytes",
+                "Bytes held whole now beyond the connections' ordinary buffers (large messages \
+                 and SQL texts), charged against --max-held-bytes.",
+            ),
+            not_held: counter(
+                &r,
+                "qproxy_messages_not_held_total",
+                "Messages forwarded without being held whole, so not analysed, because \
+                 --max-held-bytes was spent.",
+            ),
+            startup_evictions: counter(
+                &r,
+                "qproxy_startup_evictions_total",
+                "Connections still in startup closed to make room for a newer one \
+                 (--max-startup-connections).",
+            ),
             per_query: Mutex::new(PerQuery {
                 fingerprints: HashMap::new(),
                 other: HashMap::new(),
@@ -388,6 +423,9 @@ impl Metrics {
                 findings_lost: 0,
                 store_write_failures: 0,
                 unread: 0,
+                not_analysed: 0,
+                not_held: 0,
+                startup_evictions: 0,
             }),
             server_stats,
             event_stats,
@@ -580,6 +618,19 @@ impl Metrics {
                     .set(i64::try_from(load(&store.pending_findings)).unwrap_or(i64::MAX));
             }
             sync_counter(&self.unread, &mut s.unread, load(&events.unread_messages));
+            sync_counter(
+                &self.not_analysed,
+                &mut s.not_analysed,
+                load(&events.statements_not_analysed),
+            );
+            self.held_bytes
+                .set(i64::try_from(server.held.held()).unwrap_or(i64::MAX));
+            sync_counter(&self.not_held, &mut s.not_held, server.held.not_held());
+            sync_counter(
+                &self.startup_evictions,
+                &mut s.startup_evictions,
+                load(&server.startup_evictions),
+            );
         }
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -16,14 +16,25 @@
 //! readable, then borrows a buffer from its thread's spare list and gives
 //! it back once everything read has been forwarded. A thousand idle
 //! sessions therefore cost their task state, not 32 KiB each.
+//!
+//! Holding a message larger than the ordinary buffer needs memory beyond
+//! it, which comes from the process-wide budget for held bytes
+//! ([`HeldBudget`]): the pump reserves the message's size and holds it in a
+//! buffer of exactly that size, freed (and the reservation returned) once
+//! the message is forwarded. When the budget cannot cover it, the message
+//! is not held: it streams through like a DataRow, and the tracker is shown
+//! only its first bytes ([`Direction::unheld`]), enough to keep following
+//! the protocol while not analysing what the message runs. The client sees
+//! no difference, so the budget bounds memory without refusing anyone.
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::limits::{HeldBudget, HeldBytes, UNCHARGED_BYTES};
 use crate::protocol::backend;
 use crate::protocol::error_response::ProxyError;
 use crate::protocol::framing::{self, FrameError, Header};
@@ -115,6 +126,9 @@ pub trait Direction {
     /// Shows a message that streams through: its tag, and its bytes when
     /// the whole message is already in the buffer.
     fn streamed(tracker: &mut Tracker, tag: u8, whole: Option<&[u8]>);
+    /// Shows the start of an inspected message that is forwarded without
+    /// being held whole, because the budget for held bytes is spent.
+    fn unheld(tracker: &mut Tracker, prefix: &[u8]);
 }
 
 /// Client → server.
@@ -137,6 +151,9 @@ impl Direction for Frontend {
         framing::check_cap(header, cap)
     }
     fn streamed(_tracker: &mut Tracker, _tag: u8, _whole: Option<&[u8]>) {}
+    fn unheld(tracker: &mut Tracker, prefix: &[u8]) {
+        tracker.frontend_unheld(prefix)
+    }
 }
 
 /// Server → client.
@@ -162,6 +179,9 @@ impl Direction for Backend {
     fn streamed(tracker: &mut Tracker, tag: u8, whole: Option<&[u8]>) {
         tracker.backend_streamed(tag, whole)
     }
+    fn unheld(tracker: &mut Tracker, prefix: &[u8]) {
+        tracker.backend_unheld(prefix)
+    }
 }
 
 /// The framing state of one direction.
@@ -172,10 +192,16 @@ pub struct Pump {
     skip: usize,
     /// Cap for messages that must be held whole.
     max_message: usize,
+    /// Where memory for large held messages is reserved; `None` holds any
+    /// message up to the cap (fuzz targets and tests).
+    budget: Option<Arc<HeldBudget>>,
+    /// The reservation behind `buf` while it is a buffer made for one
+    /// large message; returned when that buffer is freed.
+    held: Option<HeldBytes>,
 }
 
 /// The outcome of scanning the buffer.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Scan {
     /// Leading bytes that may be forwarded as they are.
     forward: usize,
@@ -184,15 +210,29 @@ struct Scan {
     replace: Option<(usize, Vec<u8>)>,
     /// Size the buffer must reach to hold the next inspected message whole.
     need: usize,
+    /// Memory reserved for that message, when it needs more than the
+    /// ordinary buffer.
+    reservation: Option<HeldBytes>,
 }
 
 impl Pump {
-    /// A pump with the given cap on held messages.
+    /// A pump with the given cap on held messages and no budget.
     pub fn new(max_message: usize) -> Self {
         Pump {
             buf: BytesMut::new(),
             skip: 0,
             max_message,
+            budget: None,
+            held: None,
+        }
+    }
+
+    /// A pump that reserves memory for large held messages in `budget`,
+    /// and streams those it cannot cover.
+    pub fn with_budget(max_message: usize, budget: Arc<HeldBudget>) -> Self {
+        Pump {
+            budget: Some(budget),
+            ..Pump::new(max_message)
         }
     }
 
@@ -212,10 +252,14 @@ impl Pump {
                 if self.buf.capacity() > 0 {
                     give_back(std::mem::take(&mut self.buf));
                 }
+                // A buffer made for one large message is gone with it.
+                self.held = None;
                 src.wait_readable().await?;
                 self.buf = take_buffer();
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
+            // A buffer made for one message has exactly its room: never
+            // grown beyond what was reserved.
+            if self.held.is_none() && self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(INITIAL_BUFFER.max(self.buf.len()));
             }
             if src.read_buf(&mut self.buf).await? == 0 {
@@ -236,14 +280,28 @@ impl Pump {
                         self.buf.advance(len);
                     }
                     None => {
-                        if scan.need > self.buf.len() {
-                            self.buf.reserve(scan.need - self.buf.len());
-                        }
+                        self.make_room(scan.need, scan.reservation);
                         break;
                     }
                 }
             }
             dst.flush().await?;
+        }
+    }
+
+    /// Makes the buffer (whose front is the message waited for) big enough
+    /// for `need` bytes: within the ordinary buffer, or, with memory
+    /// reserved for it, in a buffer of exactly that size.
+    fn make_room(&mut self, need: usize, reservation: Option<HeldBytes>) {
+        match reservation {
+            Some(reservation) => {
+                let mut own = BytesMut::with_capacity(need);
+                own.extend_from_slice(&self.buf);
+                give_back(std::mem::replace(&mut self.buf, own));
+                self.held = Some(reservation);
+            }
+            None if need > self.buf.len() => self.buf.reserve(need - self.buf.len()),
+            None => {}
         }
     }
 
@@ -257,20 +315,12 @@ impl Pump {
                 pos += n;
                 self.skip -= n;
                 if self.skip > 0 {
-                    return Ok(Scan {
-                        forward: pos,
-                        replace: None,
-                        need: 0,
-                    });
+                    return Ok(Scan::forward(pos));
                 }
                 continue;
             }
             let Some(header) = framing::peek_header(&buf[pos..])? else {
-                return Ok(Scan {
-                    forward: pos,
-                    replace: None,
-                    need: 0,
-                });
+                return Ok(Scan::forward(pos));
             };
             let available = buf.len() - pos;
             let mut held = D::inspected(tracker, header.tag);
@@ -280,9 +330,8 @@ impl Pump {
                 let want = header.total.min(OVER_CAP_PREFIX);
                 if available < want {
                     return Ok(Scan {
-                        forward: pos,
-                        replace: None,
                         need: want,
+                        ..Scan::forward(pos)
                     });
                 }
                 let prefix = &buf[pos..buf.len().min(pos + header.total)];
@@ -291,19 +340,42 @@ impl Pump {
             }
             if held {
                 if available < header.total {
+                    // Held if it fits the ordinary buffer (or the one made
+                    // for it) or the budget covers it; else streamed once
+                    // its first bytes are here for the tracker.
+                    let room = self.buf.capacity() - pos;
+                    let reservation = match &self.budget {
+                        _ if header.total <= UNCHARGED_BYTES.max(room) => None,
+                        None => None,
+                        Some(budget) => match budget.try_reserve(header.total) {
+                            Some(reserved) => Some(reserved),
+                            None if available < UNCHARGED_BYTES => {
+                                return Ok(Scan {
+                                    need: UNCHARGED_BYTES,
+                                    ..Scan::forward(pos)
+                                });
+                            }
+                            None => {
+                                budget.note_not_held();
+                                D::unheld(tracker, &buf[pos..]);
+                                self.skip = header.total - available;
+                                pos = buf.len();
+                                continue;
+                            }
+                        },
+                    };
                     return Ok(Scan {
-                        forward: pos,
-                        replace: None,
                         need: header.total,
+                        reservation,
+                        ..Scan::forward(pos)
                     });
                 }
                 match D::observe(tracker, &buf[pos..pos + header.total]) {
                     Verdict::Forward => pos += header.total,
                     Verdict::Replace(bytes) => {
                         return Ok(Scan {
-                            forward: pos,
                             replace: Some((header.total, bytes)),
-                            need: 0,
+                            ..Scan::forward(pos)
                         })
                     }
                     Verdict::Refuse { kind, message } => {
@@ -320,6 +392,18 @@ impl Pump {
                     pos = buf.len();
                 }
             }
+        }
+    }
+}
+
+impl Scan {
+    /// Forward `n` bytes; nothing else to do.
+    fn forward(n: usize) -> Scan {
+        Scan {
+            forward: n,
+            replace: None,
+            need: 0,
+            reservation: None,
         }
     }
 }
@@ -369,6 +453,8 @@ mod tests {
         pos: usize,
         sizes: Vec<usize>,
         next: usize,
+        /// Records the budget's highest use seen at any read.
+        probe: Option<(Arc<HeldBudget>, u64)>,
     }
 
     impl WaitReadable for Chunked {
@@ -390,6 +476,9 @@ mod tests {
                 .unwrap_or(usize::MAX)
                 .max(1);
             self.next += 1;
+            if let Some((budget, peak)) = &mut self.probe {
+                *peak = (*peak).max(budget.held());
+            }
             let n = size.min(self.data.len() - self.pos).min(buf.remaining());
             let start = self.pos;
             buf.put_slice(&self.data[start..start + n]);
@@ -456,6 +545,7 @@ mod tests {
                 pos: 0,
                 sizes,
                 next: 0,
+                probe: None,
             };
             let mut out = Vec::new();
             let t = tracker();
@@ -530,6 +620,72 @@ mod tests {
             matches!(err, RelayError::Frame(FrameError::BadLength { .. })),
             "{err}"
         );
+    }
+
+    /// Relays client traffic through a pump with `budget`: the output and
+    /// the budget's peak use seen at reads.
+    fn relay_with_budget(
+        data: &[u8],
+        sizes: Vec<usize>,
+        budget: &Arc<HeldBudget>,
+    ) -> (Vec<u8>, u64, Mutex<Tracker>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut src = Chunked {
+                data: data.to_vec(),
+                pos: 0,
+                sizes,
+                next: 0,
+                probe: Some((budget.clone(), 0)),
+            };
+            let mut out = Vec::new();
+            let t = tracker();
+            Pump::with_budget(64 << 20, budget.clone())
+                .run::<Frontend, _, _>(&mut src, &mut out, &t)
+                .await
+                .unwrap();
+            (out, src.probe.unwrap().1, t)
+        })
+    }
+
+    /// A large Query and a Sync behind it.
+    fn large_query_then_sync() -> Vec<u8> {
+        let mut q = msg(b'Q', &[b"select '", &[b'x'; 100_000][..], b"'\0"].concat());
+        q.extend(msg(b'S', b""));
+        q
+    }
+
+    #[test]
+    fn a_large_message_the_budget_covers_is_held_in_a_buffer_of_its_own() {
+        let data = large_query_then_sync();
+        let budget = Arc::new(HeldBudget::new(1 << 20));
+        let (out, peak, t) = relay_with_budget(&data, vec![4096; 100], &budget);
+        assert_eq!(out, data);
+        // The message's size was reserved while it was held; the buffer,
+        // and with it the reservation, went once it was forwarded.
+        let message = (data.len() - 5) as u64;
+        assert_eq!(peak, message);
+        assert_eq!(budget.not_held(), 0);
+        assert_eq!(budget.held(), 0);
+        drop(t);
+    }
+
+    #[test]
+    fn a_large_message_the_budget_cannot_cover_streams_through_unchanged() {
+        let data = large_query_then_sync();
+        for size in [1, 7, 1000, 4096, 65536, usize::MAX] {
+            let budget = Arc::new(HeldBudget::new(1 << 20));
+            // Someone else holds most of it.
+            let taken = budget.try_reserve((1 << 20) - 50_000).unwrap();
+            let (out, peak, t) = relay_with_budget(&data, vec![size; 200_000], &budget);
+            assert_eq!(out, data, "chunk size {size}");
+            assert_eq!(peak, taken.bytes(), "nothing more was held");
+            assert_eq!(budget.not_held(), 1);
+            // The tracker followed it: a Query and a Sync are pending.
+            assert!(!crate::lock(&t).is_idle());
+        }
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -17,6 +18,8 @@ use qproxy_analyzer::event::SessionEvent;
 use crate::cancel::CancelKeys;
 use crate::config::ServeConfig;
 use crate::events::EventSink;
+use crate::limits::{HeldBudget, StartupSlot, StartupSlots};
+use crate::protocol::error_response::{fatal, ProxyError};
 use crate::tls;
 use crate::upstream::{Upstream, UpstreamError};
 use crate::workers::WorkerPool;
@@ -57,7 +60,17 @@ pub struct ServerStats {
     pub connections_accepted: AtomicU64,
     /// Failures to reach or keep the upstream.
     pub upstream_errors: AtomicU64,
+    /// The budget for bytes held whole, shared by every session; its
+    /// counters are exported.
+    pub held: Arc<HeldBudget>,
+    /// Connections in startup closed to make room for a newer one.
+    pub startup_evictions: AtomicU64,
 }
+
+/// How long a connection must have been starting up before a newer one
+/// may take its startup slot: a real client is past authentication in
+/// milliseconds, so a burst of them does not evict its own members.
+pub const STARTUP_EVICTION_AGE: Duration = Duration::from_secs(1);
 
 /// What every session shares.
 pub struct ServerContext {
@@ -75,6 +88,8 @@ pub struct ServerContext {
     pub shutdown: watch::Receiver<bool>,
     /// Counters.
     pub stats: Arc<ServerStats>,
+    /// Slots for connections that have not finished startup.
+    pub startup: Arc<StartupSlots>,
     next_connection_id: AtomicU64,
 }
 
@@ -126,6 +141,14 @@ impl Server {
         let workers = WorkerPool::start(config.workers).map_err(ServeError::Workers)?;
         let (sink, events) = EventSink::channel(config.event_queue);
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let stats = Arc::new(ServerStats {
+            held: Arc::new(HeldBudget::new(config.max_held_bytes)),
+            ..ServerStats::default()
+        });
+        let startup = Arc::new(StartupSlots::new(
+            config.max_startup_connections,
+            STARTUP_EVICTION_AGE,
+        ));
         let ctx = Arc::new(ServerContext {
             config,
             upstream,
@@ -133,7 +156,8 @@ impl Server {
             sink,
             cancel_keys: Arc::default(),
             shutdown,
-            stats: Arc::default(),
+            stats,
+            startup,
             next_connection_id: AtomicU64::new(0),
         });
         Ok(Server {
@@ -230,11 +254,40 @@ impl Server {
             }
             return;
         };
+        let Some(slot) = self.admit_startup(&ctx) else {
+            // A flood of connections that never finish startup: told at
+            // once, without spending a negotiation on each.
+            refuse(
+                socket,
+                "too many connections are still starting up (--max-startup-connections)",
+            );
+            return;
+        };
         self.workers.submit(socket, move |socket| async move {
             ctx.stats.client_connections.fetch_add(1, Ordering::Relaxed);
-            crate::session::run(socket, ctx.clone()).await;
+            crate::session::run(socket, ctx.clone(), slot).await;
             ctx.stats.client_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
+
+    /// A startup slot for a new connection, evicting the one starting up
+    /// longest if need be; `None` when every slot is taken by connections
+    /// too young to evict.
+    fn admit_startup(&self, ctx: &ServerContext) -> Option<StartupSlot> {
+        let (slot, evicted) = ctx.startup.admit(Instant::now())?;
+        if evicted {
+            ctx.stats.startup_evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(slot)
+    }
+}
+
+/// Tells a connection it cannot be served (53300) and closes it.
+fn refuse(socket: TcpStream, message: &'static str) {
+    tokio::spawn(async move {
+        let mut socket = socket;
+        let msg = fatal(ProxyError::TooManyConnections, message);
+        let _ = socket.write_all(&msg).await;
+    });
 }

@@ -7,6 +7,10 @@
 //! in which authentication passes through like any other traffic until the
 //! first ReadyForQuery. Both directions of the relay run independently in
 //! one task; when either ends, the session ends.
+//!
+//! Until that first ReadyForQuery the session holds a startup slot
+//! ([`StartupSlot`]); if a newer connection is given the slot, the session
+//! is closed, whichever phase it is in.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::limits::{Eviction, StartupSlot};
 use crate::log_limit::{self, LogLimiter};
 use crate::negotiation::{self, Peer};
 use crate::protocol::error_response::{fatal, ProxyError};
@@ -42,26 +47,61 @@ struct Established {
     server_rd: ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>,
     server_wr: WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
     tracker: Box<Mutex<Tracker>>,
+    /// Raised if the startup slot (held by the tracker until the first
+    /// ReadyForQuery) is given to a newer connection.
+    eviction: Arc<Eviction>,
 }
 
-/// Serves one accepted connection to completion.
+/// Serves one accepted connection to completion; `slot` is its startup
+/// slot.
 ///
 /// Negotiation and connecting (TLS handshakes included) need far more task
 /// state than forwarding does; they run boxed, so the task that lives as
 /// long as the connection holds only the relay's state.
-pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>) {
-    let Some(session) = Box::pin(establish(socket, &ctx)).await else {
+pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>, slot: StartupSlot) {
+    let Some(session) = Box::pin(establish(socket, &ctx, slot)).await else {
         return;
     };
     relay(session, &ctx).await;
 }
 
 /// Negotiates with the client, connects upstream and forwards the
-/// StartupMessage; `None` when the session ended on the way.
-async fn establish(socket: TcpStream, ctx: &Arc<ServerContext>) -> Option<Box<Established>> {
+/// StartupMessage; `None` when the session ended on the way (or was
+/// evicted from its startup slot: then its socket is simply closed).
+async fn establish(
+    socket: TcpStream,
+    ctx: &Arc<ServerContext>,
+    slot: StartupSlot,
+) -> Option<Box<Established>> {
     let connection_id = ctx.next_connection_id();
     socket.set_nodelay(true).ok();
     let peer = Peer::of(&socket);
+    let eviction = slot.eviction();
+    tokio::select! {
+        biased;
+        () = eviction.wait() => {
+            tracing::info!(
+                connection_id,
+                %peer,
+                "closing a connection still in startup to make room for a newer one (--max-startup-connections)"
+            );
+            None
+        }
+        established = negotiate_and_connect(socket, ctx, connection_id, peer, slot) => {
+            established.map(Box::new)
+        }
+    }
+}
+
+/// [`establish`] without the eviction.
+async fn negotiate_and_connect(
+    socket: TcpStream,
+    ctx: &Arc<ServerContext>,
+    connection_id: u64,
+    peer: Peer,
+    slot: StartupSlot,
+) -> Option<Established> {
+    let eviction = slot.eviction();
     let (client, packet, mut info) = negotiation::startup(socket, ctx, connection_id, peer).await?;
     info.connection_id = connection_id;
     tracing::debug!(
@@ -72,16 +112,17 @@ async fn establish(socket: TcpStream, ctx: &Arc<ServerContext>) -> Option<Box<Es
         tls = client.is_tls(),
         "client connected"
     );
-    let (client, upstream, tracker) = connect(client, packet, info, ctx).await?;
+    let (client, upstream, tracker) = connect(client, packet, info, ctx, slot).await?;
     let (client_rd, client_wr) = client.into_split();
     let (server_rd, server_wr) = upstream.into_split();
-    Some(Box::new(Established {
+    Some(Established {
         client_rd,
         client_wr,
         server_rd,
         server_wr,
         tracker,
-    }))
+        eviction,
+    })
 }
 
 /// Connects to the upstream and forwards the StartupMessage; `None` when
@@ -91,6 +132,7 @@ async fn connect(
     packet: Vec<u8>,
     info: SessionInfo,
     ctx: &Arc<ServerContext>,
+    slot: StartupSlot,
 ) -> Option<(ClientStream, UpstreamStream, Box<Mutex<Tracker>>)> {
     let connection_id = info.connection_id;
     let mut upstream = match ctx.upstream.connect().await {
@@ -122,7 +164,9 @@ async fn connect(
     // terminates the client's TLS or the client has none), so channel
     // binding can never succeed across the proxy: `-PLUS` is always removed.
     let tracker = Tracker::new(info, ctx.sink.clone(), ctx.config.tracker_limits, true)
-        .with_cancel_keys(ctx.cancel_keys.clone());
+        .with_cancel_keys(ctx.cancel_keys.clone())
+        .with_budget(ctx.stats.held.clone())
+        .with_startup_slot(slot);
     Some((client, upstream, Box::new(Mutex::new(tracker))))
 }
 
@@ -143,6 +187,8 @@ enum End {
     Server(Result<(), RelayError>),
     Drain,
     StartupTimeout,
+    /// Still authenticating when a newer connection was given its slot.
+    Evicted,
 }
 
 async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
@@ -152,10 +198,12 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         mut server_rd,
         mut server_wr,
         tracker,
+        eviction,
     } = *session;
     let connection_id = crate::lock(&tracker).connection_id();
-    let mut frontend = Pump::new(ctx.config.max_message_bytes);
-    let mut backend = Pump::new(ctx.config.max_message_bytes);
+    let held = &ctx.stats.held;
+    let mut frontend = Pump::with_budget(ctx.config.max_message_bytes, held.clone());
+    let mut backend = Pump::with_budget(ctx.config.max_message_bytes, held.clone());
     let end = {
         let to_server = frontend.run::<Frontend, _, _>(&mut client_rd, &mut server_wr, &tracker);
         let to_client = backend.run::<Backend, _, _>(&mut server_rd, &mut client_wr, &tracker);
@@ -163,7 +211,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         tokio::select! {
             r = &mut to_server => End::Client(r),
             r = &mut to_client => End::Server(r),
-            end = OnWake::new(watchdog(ctx, &tracker)) => end,
+            end = OnWake::new(watchdog(ctx, &tracker, &eviction)) => end,
         }
     };
     match end {
@@ -217,6 +265,18 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
             )
             .await;
         }
+        End::Evicted => {
+            tracing::info!(
+                connection_id,
+                "closing a connection still authenticating to make room for a newer one (--max-startup-connections)"
+            );
+            let _ = send_and_close(
+                &mut client_wr,
+                ProxyError::TooManyConnections,
+                "too many connections are still starting up; this one waited longest (--max-startup-connections)",
+            )
+            .await;
+        }
     }
     let _ = client_wr.shutdown().await;
     let _ = server_wr.shutdown().await;
@@ -224,17 +284,21 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
 }
 
 /// Ends the session from outside its traffic: when authentication has not
-/// finished by the startup timeout, or when the proxy drains and the
-/// session is idle (no query, no transaction) or out of grace. One future
-/// in phases, so a session carries one timer, not two.
-async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>) -> End {
+/// finished by the startup timeout or its startup slot went to a newer
+/// connection, or when the proxy drains and the session is idle (no query,
+/// no transaction) or out of grace. One future in phases, so a session
+/// carries one timer, not two.
+async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>, eviction: &Eviction) -> End {
     let mut shutdown = ctx.shutdown.clone();
     // Boxed: the startup timer is freed once the startup timeout has passed
     // instead of staying in the session's state for its whole life.
-    let draining = Box::pin(until_startup_deadline(ctx, &mut shutdown)).await;
-    if !draining {
+    let startup = Box::pin(until_startup_deadline(ctx, &mut shutdown, eviction)).await;
+    if startup != StartupEnd::Draining {
         if !crate::lock(tracker).is_started() {
-            return End::StartupTimeout;
+            return match startup {
+                StartupEnd::Evicted => End::Evicted,
+                _ => End::StartupTimeout,
+            };
         }
         if shutdown.wait_for(|draining| *draining).await.is_err() {
             // The sender is gone only when the server is dropped: never drain.
@@ -254,24 +318,40 @@ async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>) -> End {
     }
 }
 
-/// Waits out the startup timeout; `true` if the proxy started draining
-/// first.
+/// How the startup phase of the watchdog ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartupEnd {
+    /// The startup timeout passed.
+    Deadline,
+    /// The proxy started draining.
+    Draining,
+    /// The startup slot was given to a newer connection.
+    Evicted,
+}
+
+/// Waits out the startup timeout, unless the proxy drains or the session
+/// is evicted from its startup slot first.
 async fn until_startup_deadline(
     ctx: &ServerContext,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> bool {
+    eviction: &Eviction,
+) -> StartupEnd {
     let deadline = tokio::time::sleep(ctx.config.startup_timeout);
     tokio::pin!(deadline);
     let draining = tokio::select! {
-        () = &mut deadline => false,
+        () = &mut deadline => return StartupEnd::Deadline,
+        () = eviction.wait() => return StartupEnd::Evicted,
         r = shutdown.wait_for(|draining| *draining) => r.is_ok(),
     };
-    if !draining && !deadline.is_elapsed() {
-        // No sender: the server was dropped and never drains; only the
-        // deadline is left.
-        (&mut deadline).await;
+    if draining {
+        return StartupEnd::Draining;
     }
-    draining
+    // No sender: the server was dropped and never drains; only the
+    // deadline and eviction are left.
+    tokio::select! {
+        () = &mut deadline => StartupEnd::Deadline,
+        () = eviction.wait() => StartupEnd::Evicted,
+    }
 }
 
 /// Polls its future only when that future asked to be woken.

@@ -33,6 +33,10 @@ const TYPES: &[(&str, &str)] = &[
     ("qproxy_store_write_failures_total", "counter"),
     ("qproxy_store_pending_findings", "gauge"),
     ("qproxy_unread_messages_total", "counter"),
+    ("qproxy_statements_not_analysed_total", "counter"),
+    ("qproxy_held_bytes", "gauge"),
+    ("qproxy_messages_not_held_total", "counter"),
+    ("qproxy_startup_evictions_total", "counter"),
     ("qproxy_build_info", "gauge"),
 ];
 

@@ -57,6 +57,8 @@ pub struct FingerprintCache {
     texts: Clock<Arc<[Fingerprint]>>,
     shapes: Clock<Fingerprint>,
     stats: CacheStats,
+    /// Statements of one text that are fingerprinted; later ones get none.
+    max_statements: usize,
 }
 
 impl Default for FingerprintCache {
@@ -93,7 +95,16 @@ impl FingerprintCache {
             texts: Clock::new(capacity, max_bytes),
             shapes: Clock::new(capacity, max_bytes),
             stats: CacheStats::default(),
+            max_statements: super::MAX_STATEMENTS,
         }
+    }
+
+    /// Fingerprints only the first `max` statements of each text (at least
+    /// one): the rest of a text with a hundred thousand statements costs a
+    /// scan, not a parse each, and nothing is cached for it.
+    pub fn with_statement_cap(mut self, max: usize) -> Self {
+        self.max_statements = max.max(1);
+        self
     }
 
     /// The fingerprints of every statement in `sql`, computed on a miss.
@@ -131,7 +142,8 @@ impl FingerprintCache {
             }
         }
         self.stats.misses += 1;
-        let fingerprints: Arc<[Fingerprint]> = fingerprint_scanned(sql, scans).into();
+        let fingerprints: Arc<[Fingerprint]> =
+            fingerprint_scanned(sql, scans, self.max_statements).into();
         let fallbacks = fingerprints.iter().filter(|f| f.fallback).count();
         let fallbacks = u32::try_from(fallbacks).unwrap_or(u32::MAX);
         self.stats.fallbacks += u64::from(fallbacks);

@@ -227,20 +227,29 @@ fn serialize_arc_str<S: serde::Serializer>(s: &Arc<str>, serializer: S) -> Resul
 /// fingerprint, and empty statements (whitespace, comments, stray `;`) get
 /// none, as PostgreSQL sends no reply for them.
 pub fn fingerprint_sql(sql: &str) -> Vec<Fingerprint> {
-    fingerprint_scanned(sql, scan::scan(sql, false))
+    fingerprint_scanned(sql, scan::scan(sql, false), MAX_STATEMENTS)
 }
 
+/// Statements of one text that get a fingerprint at most: every statement
+/// index an event can carry (`u16`).
+pub const MAX_STATEMENTS: usize = u16::MAX as usize + 1;
+
 /// [`fingerprint_sql`] after the scan (the cache scans first to look for
-/// a known shape).
-pub(crate) fn fingerprint_scanned(sql: &str, scans: Vec<scan::StatementScan>) -> Vec<Fingerprint> {
-    let too_long = sql.len() > MAX_PARSE_BYTES;
+/// a known shape), for the first `max_statements` statements only: a
+/// simple Query may hold a hundred thousand statements, and the proxy
+/// analyses only the first few (the rest are counted as not analysed).
+pub(crate) fn fingerprint_scanned(
+    sql: &str,
+    scans: Vec<scan::StatementScan>,
+    max_statements: usize,
+) -> Vec<Fingerprint> {
     scans
         .into_iter()
-        .take(usize::from(u16::MAX) + 1)
+        .take(max_statements.min(MAX_STATEMENTS))
         .enumerate()
         .map(|(index, span)| {
             let text = &sql[span.start..span.end];
-            let parsed = if too_long {
+            let parsed = if text.len() > MAX_PARSE_BYTES {
                 None
             } else if span.depth_score <= INLINE_DEPTH_SCORE {
                 parse_guarded(text)

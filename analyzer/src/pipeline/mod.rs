@@ -65,7 +65,19 @@ pub struct AnalyzerConfig {
     pub max_pending_findings: usize,
     /// Fingerprints whose statement facts are cached.
     pub max_statement_facts: usize,
+    /// Statements of one SQL text (a simple Query) that are fingerprinted;
+    /// events for later ones are not expected. Set by the proxy from its
+    /// `--max-statements-per-message`, not from the `[analyzer]` section.
+    #[serde(skip, default = "default_max_statements_per_text")]
+    pub max_statements_per_text: usize,
 }
+
+fn default_max_statements_per_text() -> usize {
+    DEFAULT_MAX_STATEMENTS_PER_TEXT
+}
+
+/// Default for [`AnalyzerConfig::max_statements_per_text`].
+pub const DEFAULT_MAX_STATEMENTS_PER_TEXT: usize = 1_000;
 
 impl Default for AnalyzerConfig {
     fn default() -> Self {
@@ -78,6 +90,7 @@ impl Default for AnalyzerConfig {
             fingerprint_cache: 10_000,
             max_pending_findings: 10_000,
             max_statement_facts: 10_000,
+            max_statements_per_text: DEFAULT_MAX_STATEMENTS_PER_TEXT,
         }
     }
 }
@@ -135,6 +148,12 @@ pub struct Analyzer {
     stats: PipelineStats,
     indexes: IndexAdvisor,
     requests_by_source: [u64; CORRELATION_SOURCES.len()],
+    /// The text of the last query event and its cache key: the events of
+    /// one multi-statement Query share one `Arc`, and hashing a megabyte
+    /// of text once per statement would make such a Query quadratic. The
+    /// event's text hold is kept with it (the text is still in memory) and
+    /// both are let go at the next tick.
+    last_text: Option<(Arc<str>, Option<crate::event::TextHold>, u128)>,
 }
 
 /// Every correlation source, in the order
@@ -160,7 +179,8 @@ impl Analyzer {
     /// A pipeline with the given settings.
     pub fn new(config: AnalyzerConfig) -> Self {
         Analyzer {
-            fingerprints: FingerprintCache::new(config.fingerprint_cache),
+            fingerprints: FingerprintCache::new(config.fingerprint_cache)
+                .with_statement_cap(config.max_statements_per_text),
             tags: RequestTagsCache::new(config.fingerprint_cache),
             correlator: Correlator::new(config.correlation.clone()),
             facts: HashMap::default(),
@@ -169,6 +189,7 @@ impl Analyzer {
             stats: PipelineStats::default(),
             indexes: IndexAdvisor::new(config.unindexed.clone()),
             requests_by_source: [0; CORRELATION_SOURCES.len()],
+            last_text: None,
             config,
         }
     }
@@ -205,6 +226,7 @@ impl Analyzer {
     /// Ends requests that went idle and refreshes old catalogs; call
     /// periodically.
     pub fn tick(&mut self, now: Instant) {
+        self.last_text = None;
         self.correlator.expire_idle(now);
         self.judge_ended();
         self.indexes.tick(now);
@@ -218,6 +240,7 @@ impl Analyzer {
 
     /// Ends every open request (shutdown) and judges them.
     pub fn finish(&mut self) {
+        self.last_text = None;
         self.correlator.finish_all();
         self.judge_ended();
     }
@@ -253,13 +276,22 @@ impl Analyzer {
             .to_string(),
             // Only the store's writer knows; it fills this in as it writes.
             findings_lost: 0,
+            // Only the proxy knows what it forwarded without analysis.
+            statements_not_analysed: 0,
         }
     }
 
     fn query(&mut self, q: &QueryEvent, now: Instant) -> Option<Processed> {
         self.stats.queries += 1;
         // One hash of the text keys both per-text caches.
-        let text_key = FingerprintCache::text_key(&q.sql);
+        let text_key = match &self.last_text {
+            Some((text, _, key)) if Arc::ptr_eq(text, &q.sql) => *key,
+            _ => {
+                let key = FingerprintCache::text_key(&q.sql);
+                self.last_text = Some((q.sql.clone(), q.text_hold.clone(), key));
+                key
+            }
+        };
         let all = self.fingerprints.get_keyed(text_key, &q.sql);
         let Some(fp) = all
             .iter()
@@ -601,4 +633,78 @@ fn statement_text(q: &QueryEvent) -> &str {
 
 fn to_offset(t: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::{Outcome, Protocol, TxStatus};
+
+    fn statement(sql: &Arc<str>, index: u16, hold: Option<crate::event::TextHold>) -> SessionEvent {
+        SessionEvent::Query(QueryEvent {
+            connection_id: 1,
+            sql: sql.clone(),
+            statement_index: index,
+            statement_name: None,
+            prepared_at: None,
+            protocol: Protocol::Simple,
+            params_hash: None,
+            param_hashes: SmallVec::new(),
+            result_hashes: Vec::new(),
+            offset: None,
+            started_at: SystemTime::now(),
+            duration: Duration::from_millis(1),
+            rows: 1,
+            outcome: Outcome::Complete {
+                tag: "SELECT 1".into(),
+            },
+            tx_status: TxStatus::Idle,
+            application_name: None,
+            database: None,
+            user: None,
+            text_hold: hold,
+        })
+    }
+
+    #[test]
+    fn statements_of_one_text_are_analysed_up_to_the_cap() {
+        let mut analyzer = Analyzer::new(AnalyzerConfig {
+            max_statements_per_text: 3,
+            ..AnalyzerConfig::default()
+        });
+        let sql: Arc<str> = Arc::from("SELECT 1; SELECT 2 FROM t; SELECT 3 FROM u; SELECT 4");
+        let now = Instant::now();
+        let kinds: Vec<_> = (0..3)
+            .map(|i| analyzer.process(&statement(&sql, i, None), now).unwrap())
+            .collect();
+        assert_eq!(analyzer.stats().queries, 3);
+        assert_eq!(analyzer.stats().unmatched_statements, 0);
+        assert_eq!(analyzer.stats().fingerprints, 3);
+        assert!(kinds.iter().all(|p| !p.fallback));
+        // A later statement has no fingerprint of its own (the proxy never
+        // sends one): counted as unmatched, not fingerprinted afresh.
+        analyzer.process(&statement(&sql, 3, None), now);
+        assert_eq!(analyzer.stats().unmatched_statements, 1);
+        assert_eq!(analyzer.stats().fingerprints, 3);
+    }
+
+    #[test]
+    fn a_large_texts_hold_is_kept_while_its_text_is_and_let_go_at_the_tick() {
+        let mut analyzer = Analyzer::new(AnalyzerConfig::default());
+        let sql: Arc<str> = Arc::from("SELECT 1; SELECT 2");
+        let hold: crate::event::TextHold = Arc::new("charged");
+        let now = Instant::now();
+        for i in 0..2 {
+            let event = statement(&sql, i, Some(hold.clone()));
+            analyzer.process(&event, now);
+        }
+        // The analyzer still refers to the text, so it keeps the hold too.
+        assert_eq!(Arc::strong_count(&hold), 2);
+        assert_eq!(Arc::strong_count(&sql), 2);
+        analyzer.tick(now);
+        assert_eq!(Arc::strong_count(&hold), 1);
+        assert_eq!(Arc::strong_count(&sql), 1);
+    }
 }

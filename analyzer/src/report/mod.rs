@@ -143,6 +143,14 @@ pub fn coverage_warnings(summary: &Summary) -> Vec<String> {
             summary.dropped_events
         ));
     }
+    if summary.statements_not_analysed > 0 {
+        warnings.push(format!(
+            "{} statements forwarded but not analysed: past the per-message statement cap \
+             (--max-statements-per-message) or too large for the held-bytes budget \
+             (--max-held-bytes)",
+            summary.statements_not_analysed
+        ));
+    }
     if summary.queries > 0 && summary.correlated_fraction < POOR_CORRELATION {
         warnings.push(format!(
             "only {} of queries were correlated to a request: tag queries (sqlcommenter) \

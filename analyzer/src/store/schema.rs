@@ -78,6 +78,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN findings_lost INTEGER NOT NULL DEFAULT 0;
     "#,
+    // v3: statements forwarded but not analysed (per-message statement cap,
+    // messages too large for the held-bytes budget).
+    r#"
+    ALTER TABLE runs ADD COLUMN statements_not_analysed INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

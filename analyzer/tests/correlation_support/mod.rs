@@ -91,6 +91,7 @@ impl Harness {
             application_name: self.app.get(&conn).cloned(),
             database: None,
             user: None,
+            text_hold: None,
         };
         Stmt {
             h: self,

@@ -242,7 +242,7 @@ pub fn sql_kinds() -> Vec<Finding> {
 }
 
 /// A coverage summary that warns on every count: no catalog, dropped
-/// events, few correlated queries, findings the store lost.
+/// events, statements not analysed, few correlated queries, findings the store lost.
 pub fn poor_summary() -> Summary {
     Summary {
         queries: 1200,
@@ -253,6 +253,7 @@ pub fn poor_summary() -> Summary {
         dropped_events: 17,
         catalog: "unavailable".into(),
         findings_lost: 12,
+        statements_not_analysed: 250,
     }
 }
 

@@ -65,8 +65,7 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
     let port = server.local_addr()?.port();
     let events = server.take_events().expect("events not taken");
     let event_stats = server.context().sink.stats().clone();
-    let (stop_analysis, analysis_stopped) = tokio::sync::oneshot::channel::<()>();
-    let analysis = tokio::spawn(crate::analysis::run(
+    let analysis = crate::analysis::AnalysisThread::spawn(
         events,
         analysis_settings,
         event_stats,
@@ -74,10 +73,8 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
             server.context().upstream.clone(),
         )),
         Box::new(store),
-        async move {
-            let _ = analysis_stopped.await;
-        },
-    ));
+        None,
+    )?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async move {
         let _ = server_stopped.await;
@@ -88,8 +85,7 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
     eprintln!("demo: {requests} requests done; stopping the proxy ...");
     let _ = stop_server.send(());
     let _ = serving.await;
-    let _ = stop_analysis.send(());
-    analysis.await?;
+    analysis.finish().await;
     let report = qproxy_analyzer::store::Store::open_read_only(&store_path)?
         .load_report(&qproxy_analyzer::store::RunSelection::Latest)?;
     let color = std::io::IsTerminal::is_terminal(&std::io::stdout())

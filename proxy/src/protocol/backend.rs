@@ -137,6 +137,12 @@ impl<'a> ErrorFields<'a> {
         Ok(ErrorFields { body: b })
     }
 
+    /// The fields whole in `prefix`, the start of a message that did not
+    /// arrive whole; a field cut off and everything after it are absent.
+    pub fn prefix(prefix: &'a [u8]) -> Self {
+        ErrorFields { body: body(prefix) }
+    }
+
     /// The value of the field with this code (`C` SQLSTATE, `M` message...).
     pub fn field(&self, code: u8) -> Option<&'a [u8]> {
         let mut f = Fields::new(self.body, "ErrorResponse");

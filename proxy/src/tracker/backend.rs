@@ -81,6 +81,25 @@ impl Tracker {
         }
     }
 
+    /// Observes a server message the relay forwards without holding it
+    /// whole (too large for the budget for held bytes); `prefix` is its
+    /// header and as much of its body as had arrived. Only an error, a
+    /// RowDescription or a ParameterStatus can be that large; an
+    /// ErrorResponse still ends its statement with the SQLSTATE when that
+    /// field is in `prefix` (the server sends it third). Anything else
+    /// means the tracker cannot follow any more: it stops analysing.
+    pub fn backend_unheld(&mut self, prefix: &[u8]) {
+        match prefix.first().copied() {
+            Some(tag::ERROR_RESPONSE) => {
+                let sqlstate = ErrorFields::prefix(prefix).sqlstate();
+                self.on_error(sqlstate.unwrap_or(*b"XX000"));
+            }
+            Some(tag::ROW_DESCRIPTION) => self.pop_if(|p| matches!(p, Pending::Describe)),
+            Some(tag::PARAMETER_STATUS) | None => {}
+            Some(_) => self.desync(),
+        }
+    }
+
     fn on_backend(&mut self, msg: &[u8]) -> Result<Verdict, DecodeError> {
         let Some(&t) = msg.first() else {
             return Ok(Verdict::Forward);
@@ -174,7 +193,7 @@ impl Tracker {
                 }
             }
             Some(Pending::Query { exec, .. }) => {
-                let next = Execution::start(exec.sql.clone(), None, exec.protocol, tx_status);
+                let next = exec.next_statement(tx_status);
                 let index = exec.statement_index;
                 let finished = std::mem::replace(exec, next);
                 if let Some(Pending::Query { exec, .. }) = self.pending.front_mut() {
@@ -211,7 +230,7 @@ impl Tracker {
             Some(Pending::Query { exec, failed }) => {
                 if !*failed {
                     *failed = true;
-                    let next = Execution::start(exec.sql.clone(), None, exec.protocol, tx_status);
+                    let next = exec.next_statement(tx_status);
                     let finished = std::mem::replace(exec, next);
                     self.emit(*finished, Outcome::Error { sqlstate });
                 }
@@ -281,6 +300,8 @@ impl Tracker {
         self.copy_in = false;
         if self.phase == Phase::Startup {
             self.phase = Phase::Ready;
+            // Authenticated: no longer one of the connections in startup.
+            self.startup_slot = None;
             return;
         }
         // Pop through the request this ReadyForQuery answers. Anything

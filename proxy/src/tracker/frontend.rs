@@ -11,10 +11,11 @@ use qproxy_analyzer::values::value_hash;
 use smallvec::SmallVec;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{Pending, Phase, Portal, Statement, Tracker, Verdict};
+use super::{Execution, HeldBytes, Pending, Phase, Portal, Statement, Tracker, Verdict};
+use crate::limits::UNCHARGED_BYTES;
 use crate::protocol::error_response::ProxyError;
 use crate::protocol::frontend::{self as fe, tag, Bind, Execute, Parse, Target, TargetRef};
-use crate::protocol::DecodeError;
+use crate::protocol::{body, DecodeError, Fields};
 
 /// What a client that announced SCRAM channel binding is told when the
 /// server's offer of it had to be withheld (see [`Tracker::frontend`]).
@@ -105,16 +106,27 @@ impl Tracker {
         match t {
             tag::QUERY => {
                 let sql = fe::query(msg)?;
-                // A literal OFFSET is the analyzer's to read, off this path.
-                let sql: Arc<str> = Arc::from(sql.as_ref());
-                let exec = self.new_execution(sql, None, Protocol::Simple);
+                let exec = match self.keep_text(None, sql) {
+                    Some((sql, hold)) => {
+                        let mut exec = self.new_execution(sql, None, Protocol::Simple);
+                        exec.hold = hold;
+                        exec
+                    }
+                    None => self.unanalysed_execution(Protocol::Simple),
+                };
                 self.push(Pending::Query {
                     exec,
                     failed: false,
                 });
             }
-            tag::PARSE => self.on_parse(Parse::decode(msg)?),
-            tag::BIND => self.on_bind(Bind::decode(msg)?),
+            tag::PARSE => {
+                let parse = Parse::decode(msg)?;
+                self.on_parse(parse.name, Some(parse.query));
+            }
+            tag::BIND => {
+                let bind = Bind::decode(msg)?;
+                self.on_bind(&bind.portal, &bind.statement, Some(&bind));
+            }
             tag::EXECUTE => self.on_execute(Execute::decode(msg)?),
             tag::DESCRIBE => {
                 TargetRef::decode(msg)?;
@@ -143,40 +155,77 @@ impl Tracker {
         Ok(())
     }
 
-    fn on_parse(&mut self, parse: Parse<'_>) {
+    /// Observes a message the relay forwards without holding it whole (it
+    /// is too large for the budget for held bytes): `prefix` is its header
+    /// and as much of its body as had arrived. The request is followed as
+    /// usual, so the replies still match, but what it runs is counted, not
+    /// analysed. When even the names it refers to are not in `prefix`, the
+    /// tracker cannot follow the connection any more and stops analysing it.
+    pub fn frontend_unheld(&mut self, prefix: &[u8]) {
+        let Some(&t) = prefix.first() else {
+            return;
+        };
+        if self.phase == Phase::Startup {
+            return;
+        }
+        let mut names = Fields::new(body(prefix), "unheld message");
+        match t {
+            tag::QUERY => {
+                let exec = self.unanalysed_execution(Protocol::Simple);
+                self.push(Pending::Query {
+                    exec,
+                    failed: false,
+                });
+            }
+            tag::PARSE => match names.text() {
+                Ok(name) => self.on_parse(name, None),
+                Err(_) => self.desync(),
+            },
+            tag::BIND => match (names.text(), names.text()) {
+                (Ok(portal), Ok(statement)) => self.on_bind(&portal, &statement, None),
+                _ => self.desync(),
+            },
+            tag::SYNC if !self.copy_in => self.push(Pending::Sync),
+            tag::FUNCTION_CALL => self.push(Pending::FunctionCall),
+            tag::COPY_DONE | tag::COPY_FAIL => self.copy_in = false,
+            // Execute, Describe or Close with a name of many kilobytes.
+            _ => self.desync(),
+        }
+    }
+
+    /// An execution the tracker follows but does not analyse.
+    fn unanalysed_execution(&self, protocol: Protocol) -> Box<Execution> {
+        let mut exec = self.new_execution(Arc::from(""), None, protocol);
+        exec.analysed = false;
+        exec
+    }
+
+    /// A Parse; `query` is `None` when the message was not held whole.
+    fn on_parse(&mut self, name: Cow<'_, str>, query: Option<Cow<'_, str>>) {
         let generation = self.next_generation;
         self.next_generation += 1;
-        if parse.name.is_empty() {
-            let (sql, offset_param) = intern(self.unnamed_statement.as_ref(), parse.query);
-            self.unnamed_statement = Some(Statement {
-                sql,
-                name: None,
-                parsed_at: SystemTime::now(),
-                generation,
-                offset_param,
-            });
+        if name.is_empty() {
+            let statement = self.statement(self.unnamed_statement.as_ref(), query, generation);
+            self.unnamed_statement = Some(statement);
             self.push(Pending::Parse {
                 name: None,
                 generation,
             });
             return;
         }
-        let name: Arc<str> = Arc::from(parse.name.as_ref());
+        let name: Arc<str> = Arc::from(name.as_ref());
         if self.statements.len() >= self.limits.max_statements
             && !self.statements.contains_key(name.as_ref())
         {
             // Over the cap: the statement still reaches the server, but its
             // executions are not analysed (counted as untracked).
         } else {
-            let (sql, offset_param) = intern(self.statements.get(name.as_ref()), parse.query);
+            let statement = self.statement(self.statements.get(name.as_ref()), query, generation);
             self.statements.insert(
                 Box::from(name.as_ref()),
                 Statement {
-                    sql,
                     name: Some(name.clone()),
-                    parsed_at: SystemTime::now(),
-                    generation,
-                    offset_param,
+                    ..statement
                 },
             );
         }
@@ -186,37 +235,83 @@ impl Tracker {
         });
     }
 
-    fn on_bind(&mut self, bind: Bind<'_>) {
-        let statement = if bind.statement.is_empty() {
+    /// The statement a Parse creates (its name is set by the caller): the
+    /// text shared with `previous` when identical, or a new copy charged to
+    /// the budget when large; not analysed when `query` was not held or the
+    /// budget could not cover the copy.
+    fn statement(
+        &self,
+        previous: Option<&Statement>,
+        query: Option<Cow<'_, str>>,
+        generation: u64,
+    ) -> Statement {
+        let kept = query.and_then(|q| self.keep_text(previous, q));
+        let analysed = kept.is_some();
+        let (sql, hold) = kept.unwrap_or_else(|| (Arc::from(""), None));
+        // A reused text keeps what was read from it; a new one is scanned
+        // once for `OFFSET $n`.
+        let offset_param = match previous {
+            _ if !analysed => None,
+            Some(p) if Arc::ptr_eq(&p.sql, &sql) => p.offset_param,
+            _ => offset_parameter(&sql),
+        };
+        Statement {
+            sql,
+            hold,
+            analysed,
+            name: None,
+            parsed_at: SystemTime::now(),
+            generation,
+            offset_param,
+        }
+    }
+
+    /// A Bind; `bind` is `None` when the message was not held whole (its
+    /// parameters are unknown, so executions of the portal are not
+    /// analysed).
+    fn on_bind(&mut self, portal_name: &str, statement_name: &str, bind: Option<&Bind<'_>>) {
+        let statement = if statement_name.is_empty() {
             self.unnamed_statement.clone()
         } else {
-            self.statements.get(bind.statement.as_ref()).cloned()
+            self.statements.get(statement_name).cloned()
         };
-        let portal = statement.map(|statement| {
-            let (params_hash, param_hashes) = hash_params(&bind, self.limits.max_param_hashes);
-            let offset = statement
-                .offset_param
-                .and_then(|n| bound_offset(&bind, usize::from(n) - 1));
-            Portal {
-                statement,
-                params_hash,
-                param_hashes,
-                result_formats: SmallVec::from_slice(bind.result_formats),
-                offset,
+        let portal = statement.map(|statement| match bind {
+            Some(bind) => {
+                let (params_hash, param_hashes) = hash_params(bind, self.limits.max_param_hashes);
+                let offset = statement
+                    .offset_param
+                    .and_then(|n| bound_offset(bind, usize::from(n) - 1));
+                Portal {
+                    statement,
+                    params_hash,
+                    param_hashes,
+                    result_formats: SmallVec::from_slice(bind.result_formats),
+                    offset,
+                }
             }
+            None => Portal {
+                statement: Statement {
+                    analysed: false,
+                    ..statement
+                },
+                params_hash: 0,
+                param_hashes: SmallVec::new(),
+                result_formats: SmallVec::new(),
+                offset: None,
+            },
         });
-        if bind.portal.is_empty() {
+        if portal_name.is_empty() {
             self.unnamed_portal = portal;
         } else {
             match portal {
                 Some(p)
                     if self.portals.len() < self.limits.max_portals
-                        || self.portals.contains_key(bind.portal.as_ref()) =>
+                        || self.portals.contains_key(portal_name) =>
                 {
-                    self.portals.insert(Box::from(bind.portal.as_ref()), p);
+                    self.portals.insert(Box::from(portal_name), p);
                 }
                 _ => {
-                    self.portals.remove(bind.portal.as_ref());
+                    self.portals.remove(portal_name);
                 }
             }
         }
@@ -236,6 +331,8 @@ impl Tracker {
                     p.statement.name.clone(),
                     Protocol::Extended,
                 );
+                exec.hold = p.statement.hold.clone();
+                exec.analysed = p.statement.analysed;
                 exec.params_hash = Some(p.params_hash);
                 exec.param_hashes = p.param_hashes.clone();
                 exec.result_formats = p.result_formats.clone();
@@ -254,20 +351,43 @@ impl Tracker {
     }
 }
 
-/// Reuses the previous statement's text (and what was read from it) when
-/// the new one is identical, so an ORM that re-sends the same Parse for
-/// every query costs no allocation and no scan; a new text is scanned once
-/// for `OFFSET $n`.
-fn intern(previous: Option<&Statement>, sql: Cow<'_, str>) -> (Arc<str>, Option<u16>) {
-    match previous {
-        Some(p) if *p.sql == *sql => (p.sql.clone(), p.offset_param),
-        _ => {
-            let offset_param = match top_level_offset(&sql) {
-                Some(OffsetClause::Parameter(n)) => Some(n),
-                _ => None,
-            };
-            (Arc::from(sql.as_ref()), offset_param)
+impl Tracker {
+    /// The text to keep for analysis: the previous statement's when the new
+    /// one is identical (an ORM that re-sends the same Parse for every query
+    /// costs no allocation), else a copy; a large copy is charged to the
+    /// budget, and `None` means the budget could not cover it.
+    fn keep_text(
+        &self,
+        previous: Option<&Statement>,
+        sql: Cow<'_, str>,
+    ) -> Option<(Arc<str>, Option<Arc<HeldBytes>>)> {
+        if let Some(p) = previous.filter(|p| p.analysed && *p.sql == *sql) {
+            return Some((p.sql.clone(), p.hold.clone()));
         }
+        let hold = match &self.budget {
+            Some(budget) if sql.len() > UNCHARGED_BYTES => {
+                let Some(held) = budget.try_reserve(sql.len()) else {
+                    tracing::debug!(
+                        connection_id = self.info.connection_id,
+                        bytes = sql.len(),
+                        "SQL text too large for the held-bytes budget; not analysed"
+                    );
+                    return None;
+                };
+                Some(Arc::new(held))
+            }
+            _ => None,
+        };
+        Some((Arc::from(sql.as_ref()), hold))
+    }
+}
+
+/// The bind parameter (1-based) a new statement text's top-level OFFSET
+/// takes, found once per text so Bind knows which value to decode.
+fn offset_parameter(sql: &str) -> Option<u16> {
+    match top_level_offset(sql) {
+        Some(OffsetClause::Parameter(n)) => Some(n),
+        _ => None,
     }
 }
 

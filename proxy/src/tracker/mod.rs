@@ -29,6 +29,7 @@ use smallvec::SmallVec;
 
 use crate::cancel::CancelKeys;
 use crate::events::EventSink;
+use crate::limits::{HeldBudget, HeldBytes, StartupSlot};
 use crate::protocol::error_response::ProxyError;
 
 /// Caps on per-connection tracking state, so a client cannot make the proxy
@@ -51,6 +52,10 @@ pub struct TrackerLimits {
     pub result_columns_hashed: usize,
     /// Values longer than this are not hashed (ids and keys are short).
     pub result_value_max_len: usize,
+    /// Statements of one simple Query that are analysed; events for later
+    /// ones are not built (they are counted as not analysed), so a Query of
+    /// a hundred thousand statements costs the analyzer a thousand.
+    pub max_statements_per_message: usize,
 }
 
 impl Default for TrackerLimits {
@@ -63,6 +68,7 @@ impl Default for TrackerLimits {
             result_rows_hashed: 32,
             result_columns_hashed: 8,
             result_value_max_len: 64,
+            max_statements_per_message: 1_000,
         }
     }
 }
@@ -113,6 +119,12 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct Statement {
     sql: Arc<str>,
+    /// The budget's reservation for a large `sql`, shared by everything
+    /// that refers to the text (see [`QueryEvent::text_hold`]).
+    hold: Option<Arc<HeldBytes>>,
+    /// False when the Parse was too large to hold or its text to keep: its
+    /// executions are counted, not analysed.
+    analysed: bool,
     name: Option<Arc<str>>,
     /// When the Parse passed through.
     parsed_at: SystemTime,
@@ -141,6 +153,10 @@ struct Portal {
 #[derive(Debug)]
 struct Execution {
     sql: Arc<str>,
+    /// See [`Statement::hold`].
+    hold: Option<Arc<HeldBytes>>,
+    /// See [`Statement::analysed`].
+    analysed: bool,
     statement_name: Option<Arc<str>>,
     protocol: Protocol,
     params_hash: Option<u64>,
@@ -169,6 +185,8 @@ impl Execution {
     ) -> Box<Execution> {
         Box::new(Execution {
             sql,
+            hold: None,
+            analysed: true,
             statement_name,
             protocol,
             params_hash: None,
@@ -183,6 +201,14 @@ impl Execution {
             prepared_at: None,
             offset: None,
         })
+    }
+
+    /// The execution of the next statement of the same simple Query.
+    fn next_statement(&self, tx_status: TxStatus) -> Box<Execution> {
+        let mut next = Execution::start(self.sql.clone(), None, self.protocol, tx_status);
+        next.hold = self.hold.clone();
+        next.analysed = self.analysed;
+        next
     }
 }
 
@@ -246,6 +272,10 @@ pub struct Tracker {
     backend_key: Option<(i32, Box<[u8]>)>,
     /// Where live sessions' cancel keys are registered.
     cancel_keys: Option<Arc<CancelKeys>>,
+    /// Where large SQL texts kept for analysis are charged; `None`: no limit.
+    budget: Option<Arc<HeldBudget>>,
+    /// The connection's startup slot, freed at the first ReadyForQuery.
+    startup_slot: Option<StartupSlot>,
 }
 
 impl Tracker {
@@ -273,7 +303,23 @@ impl Tracker {
             next_generation: 0,
             backend_key: None,
             cancel_keys: None,
+            budget: None,
+            startup_slot: None,
         }
+    }
+
+    /// Charges copies of large SQL texts to `budget`; a text it cannot
+    /// cover is not kept, and its executions are not analysed.
+    pub fn with_budget(mut self, budget: Arc<HeldBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Holds the connection's startup slot until authentication finishes
+    /// (the first ReadyForQuery) or the session ends.
+    pub fn with_startup_slot(mut self, slot: StartupSlot) -> Self {
+        self.startup_slot = Some(slot);
+        self
     }
 
     /// Registers the session's cancel key here when the server sends it,
@@ -354,6 +400,9 @@ impl Tracker {
     }
 
     fn desync(&mut self) {
+        if self.phase == Phase::Desynced {
+            return;
+        }
         self.phase = Phase::Desynced;
         self.pending.clear();
         self.sink
@@ -379,8 +428,18 @@ impl Tracker {
         if self.phase == Phase::Desynced {
             return;
         }
+        if !exec.analysed
+            || usize::from(exec.statement_index) >= self.limits.max_statements_per_message
+        {
+            self.sink
+                .stats()
+                .statements_not_analysed
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let event = QueryEvent {
             connection_id: self.info.connection_id,
+            text_hold: exec.hold.map(|h| h as qproxy_analyzer::event::TextHold),
             sql: exec.sql,
             statement_index: exec.statement_index,
             statement_name: exec.statement_name,

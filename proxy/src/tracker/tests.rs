@@ -656,3 +656,174 @@ fn the_offset_parameter_is_decoded_and_nothing_else() {
         [Some(5000), Some(40), Some(123_456), None, None, None]
     );
 }
+
+fn not_analysed(h: &Harness) -> u64 {
+    h.t.sink
+        .stats()
+        .statements_not_analysed
+        .load(Ordering::Relaxed)
+}
+
+#[test]
+fn statements_past_the_per_message_cap_are_counted_not_emitted() {
+    let mut h = harness_with(
+        TrackerLimits {
+            max_statements_per_message: 2,
+            ..TrackerLimits::default()
+        },
+        false,
+    );
+    h.client(&[query("select 1; select 2; select 3; select 4")]);
+    let mut replies: Vec<Vec<u8>> = (0..4).map(|_| cc("SELECT 1")).collect();
+    replies.push(b('Z', b"I"));
+    h.server(&replies);
+    let ev = h.events();
+    assert_eq!(
+        ev.iter().map(|e| e.statement_index).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert_eq!(not_analysed(&h), 2);
+    assert!(h.t.is_idle());
+    // The cap is per message: the next Query starts over.
+    h.client(&[query("select 5")]);
+    h.server(&[cc("SELECT 1"), b('Z', b"I")]);
+    assert_eq!(h.events().len(), 1);
+    assert_eq!(not_analysed(&h), 2);
+}
+
+#[test]
+fn messages_not_held_are_followed_but_not_analysed() {
+    let mut h = harness();
+    // Only the first bytes of each reach the tracker.
+    let big_query = query(&format!("select '{}'", "x".repeat(100)));
+    h.t.frontend_unheld(&big_query[..20]);
+    h.server(&[b('T', b"\0\0"), row(), cc("SELECT 1"), b('Z', b"I")]);
+    assert!(h.events().is_empty());
+    assert_eq!(not_analysed(&h), 1);
+    assert!(h.t.is_idle());
+
+    // A named Parse and a Bind not held: the replies still match, the
+    // executions are counted, and a later whole Bind of the same statement
+    // is still not analysed (its text is unknown).
+    let big_parse = parse("s1", &format!("select '{}' where $1", "x".repeat(100)));
+    h.t.frontend_unheld(&big_parse[..12]);
+    let big_bind = bind("", "s1", &[Some(&"y".repeat(100))]);
+    h.t.frontend_unheld(&big_bind[..12]);
+    h.client(&[
+        execute(""),
+        bind("", "s1", &[Some("1")]),
+        execute(""),
+        sync(),
+    ]);
+    h.server(&[
+        b('1', b""),
+        b('2', b""),
+        cc("SELECT 1"),
+        b('2', b""),
+        cc("SELECT 1"),
+        b('Z', b"I"),
+    ]);
+    assert!(h.events().is_empty());
+    assert_eq!(not_analysed(&h), 3);
+    assert!(h.t.is_idle());
+
+    // A Parse held whole afterwards is analysed again.
+    h.client(&[
+        parse("s1", "select 1"),
+        bind("", "s1", &[]),
+        execute(""),
+        sync(),
+    ]);
+    h.server(&[b('1', b""), b('2', b""), cc("SELECT 1"), b('Z', b"I")]);
+    assert_eq!(h.events().len(), 1);
+
+    // A Bind whose names did not arrive: the tracker cannot follow; it
+    // stops analysing instead of guessing.
+    h.t.frontend_unheld(&big_bind[..7]);
+    assert_eq!(
+        h.t.sink
+            .stats()
+            .desynced_connections
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_server_error_not_held_still_ends_its_statement() {
+    let mut h = harness();
+    h.client(&[
+        parse("", "select 1"),
+        bind("", "", &[]),
+        execute(""),
+        sync(),
+    ]);
+    let big_error = b(
+        'E',
+        format!("SERROR\0VERROR\0C22012\0M{}\0\0", "x".repeat(100)).as_bytes(),
+    );
+    h.server(&[b('1', b""), b('2', b"")]);
+    h.t.backend_unheld(&big_error[..40]);
+    h.server(&[b('Z', b"I")]);
+    let ev = h.events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        ev[0].outcome,
+        Outcome::Error {
+            sqlstate: *b"22012"
+        }
+    );
+    assert!(h.t.is_idle());
+}
+
+#[test]
+fn large_texts_are_charged_to_the_budget_until_their_last_event_is_gone() {
+    use crate::limits::{HeldBudget, UNCHARGED_BYTES};
+    let budget = std::sync::Arc::new(HeldBudget::new(3 * UNCHARGED_BYTES));
+    let mut h = harness();
+    h.t = Tracker::new(
+        SessionInfo::default(),
+        h.t.sink.clone(),
+        TrackerLimits::default(),
+        false,
+    )
+    .with_budget(budget.clone());
+    h.server(&[b('Z', b"I")]);
+    let sql = format!("select '{}'; select 2", "x".repeat(2 * UNCHARGED_BYTES));
+    h.client(&[query(&sql)]);
+    assert_eq!(budget.held(), sql.len() as u64);
+    // A second copy does not fit while the first is held: not analysed.
+    h.client(&[query(&sql)]);
+    h.server(&[cc("SELECT 1"), cc("SELECT 1"), b('Z', b"I")]);
+    h.server(&[cc("SELECT 1"), cc("SELECT 1"), b('Z', b"I")]);
+    assert_eq!(not_analysed(&h), 2);
+    // The tracker is done with the text; its two events still hold it.
+    let events = h.events();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.text_hold.is_some()));
+    assert_eq!(budget.held(), sql.len() as u64);
+    drop(events);
+    assert_eq!(budget.held(), 0);
+    // Small texts are never charged.
+    h.client(&[query("select 1")]);
+    assert_eq!(budget.held(), 0);
+}
+
+#[test]
+fn the_startup_slot_is_freed_by_the_first_ready_for_query() {
+    use crate::limits::StartupSlots;
+    let slots = std::sync::Arc::new(StartupSlots::new(4, std::time::Duration::ZERO));
+    let (slot, _) = slots.admit(std::time::Instant::now()).unwrap();
+    let (sink, _rx) = EventSink::channel(16);
+    let mut t = Tracker::new(
+        SessionInfo::default(),
+        sink,
+        TrackerLimits::default(),
+        false,
+    )
+    .with_startup_slot(slot);
+    t.backend(&b('R', &[0, 0, 0, 0]));
+    assert_eq!(slots.len(), 1);
+    t.backend(&b('Z', b"I"));
+    assert!(slots.is_empty());
+}
