@@ -18,6 +18,8 @@ pub struct StatementFacts {
     /// The statement only asks whether rows exist (`SELECT EXISTS(...)`,
     /// `SELECT 1 ... LIMIT 1` is covered by the LIMIT).
     pub exists_only: bool,
+    /// The SELECT locks the rows it reads (`FOR UPDATE`, `FOR SHARE`, ...).
+    pub locking: bool,
     /// Columns compared by equality (`=`, `IN`, `= ANY`) to a parameter or
     /// literal in the outermost WHERE, lower-cased, in order, each once.
     pub equality_columns: Vec<String>,
@@ -71,6 +73,7 @@ pub fn statement_facts(sql: &str) -> StatementFacts {
     };
     let mut facts = StatementFacts {
         parsed: true,
+        locking: !query.locks.is_empty(),
         ..Default::default()
     };
     if let Some(select) = outer_select(query) {
@@ -210,6 +213,9 @@ mod tests {
         assert!(!statement_facts("select id, count(*) over () from orders").aggregate_only);
         assert!(!statement_facts("select * from orders").aggregate_only);
         assert!(statement_facts("select exists(select 1 from orders where id = 1)").exists_only);
+        assert!(statement_facts("select * from orders where id = $1 for update").locking);
+        assert!(statement_facts("select * from orders for share skip locked").locking);
+        assert!(!statement_facts("select * from orders").locking);
     }
 
     #[test]
