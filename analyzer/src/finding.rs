@@ -274,8 +274,12 @@ impl Finding {
             self.suggestion = later.suggestion.clone();
         }
         if self.kind.details_follow_count() {
+            // The suggestion quotes the same figures as the details.
             if later_is_worse || self.details.is_empty() {
                 self.details = later.details.clone();
+                if later.suggestion.is_some() {
+                    self.suggestion = later.suggestion.clone();
+                }
             }
         } else {
             for (k, v) in &later.details {

@@ -10,7 +10,8 @@
 //! - [`values`]: format-independent hashes of parameter and result values.
 //! - [`catalog`]: tables, sizes and indexes of the upstream database, read
 //!   over a short-lived connection.
-//! - [`detect`]: the detectors (N+1, unbounded SELECT, unindexed filters/sorts).
+//! - [`detect`]: the detectors (N+1 reads and writes, the query budget, idle
+//!   transactions, slow queries, unbounded SELECT, unindexed filters/sorts).
 //! - [`pipeline`]: fingerprint → correlate → detect, per event; findings for the store.
 //! - [`finding`]: findings and the report summary, as DESIGN's JSON schema.
 //! - [`store`]: the SQLite findings store and its background writer.

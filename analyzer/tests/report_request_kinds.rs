@@ -266,16 +266,19 @@ fn a_merge_keeps_the_details_of_the_worst_sighting() {
     let mut smaller = too_many_queries();
     smaller.count = Some(55);
     smaller.details["statements"] = 55.into();
+    smaller.suggestion = Some("55 statements in one request".into());
     // Smaller after worse: the worse one's details stay.
     let mut merged = worst.clone();
     merged.merge(&smaller);
     assert_eq!(merged.count, Some(73));
     assert_eq!(merged.details["statements"], 73);
     assert_eq!(merged.occurrences, 12);
+    assert_eq!(merged.suggestion, worst.suggestion);
     // Worse after smaller: its details replace the smaller one's.
     let mut merged = smaller.clone();
     merged.merge(&worst);
     assert_eq!(merged.details["statements"], 73);
+    assert_eq!(merged.suggestion, worst.suggestion);
     // The first-wave kinds still merge details key by key from the latest.
     let mut n1 = n_plus_one();
     let mut later = n_plus_one();

@@ -63,8 +63,9 @@ pub struct SlowQueryConfig {
     pub threshold: Duration,
     /// Executions a fingerprint needs before its p95 is judged. Default 3.
     pub min_executions: u64,
-    /// One execution this slow is reported on its own. Default 1 s: a user
-    /// notices it, and no hiccup of a fast query lasts that long.
+    /// One execution this slow is reported on its own (never less than
+    /// `threshold`). Default 1 s: a user notices it, and no hiccup of a
+    /// fast query lasts that long.
     #[serde(deserialize_with = "crate::correlation::duration_setting")]
     pub single_execution: Duration,
     /// Fingerprints whose latencies are tracked. When full, the ones never
@@ -410,6 +411,7 @@ struct Verdict {
 
 /// Decides from exact counts (see the module docs).
 fn judge(config: &SlowQueryConfig, l: &Latencies) -> Option<Verdict> {
+    let single_execution = config.single_execution.max(config.threshold);
     let n = l.executions;
     // Nearest rank: the p95 is the value at rank ceil(0.95 n), so it is at
     // or over the threshold when at least n - ceil(0.95 n) + 1 are.
@@ -417,7 +419,7 @@ fn judge(config: &SlowQueryConfig, l: &Latencies) -> Option<Verdict> {
     let sustained = n >= config.min_executions && l.over >= needed.max(2);
     if sustained {
         let p95 = l.histogram.quantile(0.95).unwrap_or(l.max);
-        let severity = if p95 >= config.single_execution {
+        let severity = if p95 >= single_execution {
             Severity::Error
         } else {
             Severity::Warning
@@ -427,7 +429,7 @@ fn judge(config: &SlowQueryConfig, l: &Latencies) -> Option<Verdict> {
             reason: "p95",
         });
     }
-    (l.max >= config.single_execution).then_some(Verdict {
+    (l.max >= single_execution).then_some(Verdict {
         severity: Severity::Info,
         reason: "single_execution",
     })
