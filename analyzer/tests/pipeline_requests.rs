@@ -183,6 +183,26 @@ fn n_plus_one_write_loop_versus_one_set_based_insert_and_three_singles() {
 }
 
 #[test]
+fn a_select_whose_with_clause_writes_is_never_a_read_n_plus_one_child() {
+    let mut w = World::new();
+    let mut c = w.client(1);
+    let t = tag("cte-1", "jobs.claim");
+    for job in 0..8 {
+        w.quick(
+            &mut c,
+            &format!(
+                "WITH claimed AS (UPDATE jobs SET taken = true WHERE id = $1 RETURNING id) \
+                 SELECT id FROM claimed {t}"
+            ),
+            Some(job),
+            "SELECT 1",
+        );
+    }
+    let findings = w.findings();
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+#[test]
 fn too_many_queries_over_the_budget_not_within_it_and_transaction_control_not_counted() {
     let mut w = World::new();
     let mut c = w.client(1);

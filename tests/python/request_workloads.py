@@ -62,6 +62,15 @@ def writes():
                 f"INSERT INTO cart_items (cart_id, sku) VALUES (%s, %s) {t}",
                 [(4, f"many-{i}") for i in range(40)],
             )
+        # Control: a SELECT whose WITH clause writes, in a loop: a write, so never a read
+        # N+1 child (and its command tag counts returned rows, so not judged as a write).
+        t = django("w-cte", "cart.touch")
+        for cart in range(1, 7):
+            conn.execute(
+                f"WITH touched AS (UPDATE carts SET owner = owner WHERE id = %s RETURNING id) "
+                f"SELECT id FROM touched {t}",
+                (cart,),
+            ).fetchone()
         # Reads: a read N+1 stays an n_plus_one.
         t = django("w-reads", "cart.show")
         for cart in range(1, 7):

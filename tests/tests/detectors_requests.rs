@@ -8,7 +8,7 @@
 //!
 //! | kind | planted | control |
 //! | --- | --- | --- |
-//! | `n_plus_one_write` | 8 single-row INSERTs (Django), 6 UPDATEs (Rails), one request each | one multi-row INSERT; 3 single INSERTs; `executemany` (pipelined); a read N+1 stays `n_plus_one` |
+//! | `n_plus_one_write` | 8 single-row INSERTs (Django), 6 UPDATEs (Rails), one request each | one multi-row INSERT; 3 single INSERTs; `executemany` (pipelined); a loop of `WITH .. UPDATE .. SELECT` is no read N+1; a read N+1 stays `n_plus_one` |
 //! | `too_many_queries` | 56 statements in one request | 30 statements, each in its own transaction (BEGIN/COMMIT not counted) |
 //! | `idle_in_transaction` | 1.3 s between a `FOR UPDATE` and the UPDATE; a transaction left open until close | the same transaction without the pause; a pause outside any transaction |
 //! | `slow_query` | `pg_sleep(0.15)` four times | 30 primary-key lookups |

@@ -23,7 +23,7 @@
 //! `details.locks_taken` says whether a statement of the transaction that
 //! completed before the gap took row or table locks that other sessions can
 //! wait on: INSERT, UPDATE, DELETE, MERGE, `SELECT ... FOR UPDATE/SHARE`,
-//! `LOCK`, or DDL. Locks taken implicitly (a foreign key check's `FOR KEY
+//! a SELECT whose `WITH` clause writes, `LOCK`, or DDL. Locks taken implicitly (a foreign key check's `FOR KEY
 //! SHARE`, a function's writes) are not visible on the wire and are not
 //! claimed.
 
@@ -70,8 +70,10 @@ pub struct Statement<'a> {
     pub normalized: &'a Arc<str>,
     /// What it does.
     pub kind: StatementKind,
-    /// Whether it locks rows on its own (`SELECT ... FOR UPDATE/SHARE`).
+    /// Whether a SELECT locks the rows it reads (`FOR UPDATE/SHARE`).
     pub locking_read: bool,
+    /// Whether a SELECT's `WITH` clause writes.
+    pub cte_write: bool,
     /// It completed (CommandComplete), so whatever it locked is held.
     pub completed: bool,
     /// For a multi-statement simple query: which statement (later ones
@@ -292,6 +294,7 @@ fn lock_taken(s: &Statement<'_>) -> Option<&'static str> {
         StatementKind::Merge => Some("MERGE"),
         StatementKind::Ddl => Some("DDL"),
         StatementKind::Select if s.locking_read => Some("SELECT ... FOR UPDATE/SHARE"),
+        StatementKind::Select if s.cte_write => Some("WITH ... INSERT/UPDATE/DELETE"),
         StatementKind::Other if starts_with_keyword(s.normalized, "LOCK") => Some("LOCK"),
         _ => None,
     }
@@ -378,6 +381,7 @@ mod tests {
                 normalized: &self.sql,
                 kind,
                 locking_read: false,
+                cte_write: false,
                 completed: true,
                 statement_index: 0,
                 tx_status: tx,
@@ -510,6 +514,7 @@ mod tests {
                 normalized: &sql,
                 kind: StatementKind::Select,
                 locking_read: false,
+                cte_write: false,
                 completed: true,
                 statement_index: 0,
                 tx_status: TxStatus::Idle,

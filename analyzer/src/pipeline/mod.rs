@@ -344,10 +344,18 @@ impl Analyzer {
                 (Outcome::Complete { tag }, ShapeClass::Write) => rows_changed(tag),
                 _ => None,
             };
+            // A SELECT whose WITH clause writes is no read N+1 child, and
+            // its command tag counts the rows it returned, not the rows it
+            // changed: only the query budget counts it.
+            let kind = if facts.modifies {
+                StatementKind::Other
+            } else {
+                fp.kind
+            };
             let execution = Execution {
                 fingerprint: fp.id,
                 normalized: &fp.normalized,
-                kind: fp.kind,
+                kind,
                 changed,
                 statement_index: q.statement_index,
                 tuple_hash,
@@ -379,6 +387,7 @@ impl Analyzer {
             normalized: &fp.normalized,
             kind: fp.kind,
             locking_read: facts.locking,
+            cte_write: facts.modifies,
             completed: matches!(q.outcome, Outcome::Complete { .. }),
             statement_index: q.statement_index,
             tx_status: q.tx_status,
