@@ -529,9 +529,6 @@ mod tests {
         work: RequestWork,
         cfg: NPlusOneConfig,
         sql: Vec<Arc<str>>,
-        /// Start of the next execution: each takes 1 ms and the next one
-        /// starts 1 ms after it ends, as a client waiting for replies does.
-        clock: SystemTime,
     }
 
     fn req() -> Req {
@@ -542,55 +539,12 @@ mod tests {
                 Arc::from("select * from posts"),
                 Arc::from("select * from users where id = ?"),
             ],
-            clock: SystemTime::UNIX_EPOCH,
         }
-    }
-
-    /// How a write execution went out.
-    #[derive(Clone, Copy)]
-    enum Sent {
-        /// After the previous reply.
-        Waited,
-        /// Before the previous execution completed.
-        Pipelined,
-        /// As a later statement of one multi-statement query.
-        SameQuery,
     }
 
     impl Req {
-        /// Runs SELECT shape `fp` with integer parameter `param`, returning `results`.
+        /// Runs shape `fp` with integer parameter `param`, returning `results`.
         fn run(&mut self, fp: u64, param: Option<i64>, results: &[i64]) {
-            self.exec(
-                fp,
-                StatementKind::Select,
-                param,
-                results,
-                None,
-                Sent::Waited,
-            );
-        }
-
-        /// Runs write shape `fp` with `param`, changing `changed` rows.
-        fn write(&mut self, fp: u64, param: i64, changed: u64, sent: Sent) {
-            self.exec(
-                fp,
-                StatementKind::Insert,
-                Some(param),
-                &[],
-                Some(changed),
-                sent,
-            );
-        }
-
-        fn exec(
-            &mut self,
-            fp: u64,
-            kind: StatementKind,
-            param: Option<i64>,
-            results: &[i64],
-            changed: Option<u64>,
-            sent: Sent,
-        ) {
             let params: Vec<u64> = param
                 .map(|p| value_hash(p.to_string().as_bytes(), false))
                 .into_iter()
@@ -599,28 +553,20 @@ mod tests {
                 .iter()
                 .map(|r| value_hash(r.to_string().as_bytes(), false))
                 .collect();
-            let ms = Duration::from_millis(1);
-            let at = match sent {
-                Sent::Waited => self.clock,
-                // Sent while the previous execution was still running.
-                Sent::Pipelined => self.clock - ms - ms,
-                Sent::SameQuery => self.clock - ms,
-            };
             let e = Execution {
                 fingerprint: FingerprintId(fp),
                 normalized: &self.sql[(fp as usize) % 2],
-                kind,
-                changed,
-                statement_index: u16::from(matches!(sent, Sent::SameQuery)),
+                kind: StatementKind::Select,
+                changed: None,
+                statement_index: 0,
                 tuple_hash: params.first().copied().unwrap_or(0),
                 param_hashes: &params,
                 result_hashes: &res,
                 rows: results.len() as u64,
-                duration: ms,
-                at,
+                duration: Duration::from_millis(1),
+                at: SystemTime::UNIX_EPOCH,
             };
             self.work.record(&e, &self.cfg);
-            self.clock = at + ms + ms;
         }
     }
 
@@ -687,94 +633,5 @@ mod tests {
         assert_eq!(r.work.shapes.len(), 2);
         assert_eq!(r.work.truncated, 98);
         assert!(r.work.results.len() <= r.cfg.max_result_sets);
-    }
-
-    #[test]
-    fn loop_of_single_row_writes_is_an_n_plus_one_write_with_its_parent() {
-        let mut r = req();
-        r.run(10, None, &[11, 12, 13, 14, 15, 16]);
-        for post in 11..=16 {
-            r.write(31, post, 1, Sent::Waited);
-        }
-        let d = r.work.evaluate(&r.cfg);
-        assert_eq!(d.len(), 1, "{d:?}");
-        assert_eq!(
-            (d[0].kind, d[0].count, d[0].distinct, d[0].statement),
-            (FindingKind::NPlusOneWrite, 6, 6, StatementKind::Insert)
-        );
-        assert_eq!(
-            d[0].writes,
-            Some(WriteStats {
-                looped: 6,
-                pipelined: 0,
-                set_based: 0
-            })
-        );
-        assert_eq!(
-            d[0].parent.as_ref().map(|p| p.fingerprint),
-            Some(FingerprintId(10))
-        );
-    }
-
-    #[test]
-    fn writes_are_never_read_n_plus_one_or_repeated_children() {
-        let mut r = req();
-        // Identical writes: not a repeated query, and not an N+1 write
-        // either (one parameter tuple).
-        for _ in 0..6 {
-            r.write(31, 7, 1, Sent::Waited);
-        }
-        // Distinct writes below the write threshold.
-        r.cfg.write_threshold = 10;
-        for id in 0..8 {
-            r.write(33, id, 1, Sent::Waited);
-        }
-        assert!(r.work.evaluate(&r.cfg).is_empty());
-        r.cfg.write_threshold = 8;
-        let d = r.work.evaluate(&r.cfg);
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[0].kind, FindingKind::NPlusOneWrite);
-        assert!(d.iter().all(|d| d.kind != FindingKind::NPlusOne));
-    }
-
-    #[test]
-    fn batched_and_set_based_writes_are_clean() {
-        // A pipeline (executemany), a multi-statement query, chunked bulk
-        // inserts, and three single inserts.
-        let mut r = req();
-        r.write(31, 0, 1, Sent::Waited);
-        for id in 1..50 {
-            r.write(31, id, 1, Sent::Pipelined);
-        }
-        r.write(33, 0, 1, Sent::Waited);
-        for id in 1..10 {
-            r.write(33, id, 1, Sent::SameQuery);
-        }
-        for chunk in 0..6 {
-            r.write(35, chunk, 500, Sent::Waited);
-        }
-        for id in 0..3 {
-            r.write(37, id, 1, Sent::Waited);
-        }
-        assert!(
-            r.work.evaluate(&r.cfg).is_empty(),
-            "{:?}",
-            r.work.evaluate(&r.cfg)
-        );
-    }
-
-    #[test]
-    fn top_shapes_count_every_statement_kind() {
-        let mut r = req();
-        r.run(10, None, &[]);
-        for id in 0..3 {
-            r.write(31, id, 1, Sent::Waited);
-        }
-        r.exec(41, StatementKind::Ddl, None, &[], None, Sent::Waited);
-        r.exec(41, StatementKind::Ddl, None, &[], None, Sent::Waited);
-        let top = r.work.top_shapes(2);
-        let got: Vec<(u64, u64)> = top.iter().map(|s| (s.fingerprint.0, s.count)).collect();
-        assert_eq!(got, [(31, 3), (41, 2)]);
-        assert_eq!(r.work.top_shapes(10).len(), 3);
     }
 }
