@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use qproxy_analyzer::detect::n_plus_one::{Execution, NPlusOneConfig, RequestWork};
+use qproxy_analyzer::detect::n_plus_one::{Execution, NPlusOneConfig, RequestWork, ShapeClass};
 use qproxy_analyzer::event::{Outcome, Protocol, QueryEvent, SessionEvent, TxStatus};
 use qproxy_analyzer::finding::FindingKind;
 use qproxy_analyzer::fingerprint::{fingerprint_sql, FingerprintId, StatementKind};
@@ -150,7 +150,8 @@ fn request(n: usize) -> Vec<Statement> {
 struct Recorded {
     fingerprint: FingerprintId,
     normalized: Arc<str>,
-    is_select: bool,
+    kind: StatementKind,
+    changed: Option<u64>,
     tuple_hash: u64,
     param_hashes: Vec<u64>,
     result_hashes: Vec<u64>,
@@ -165,7 +166,10 @@ fn recorded(statements: &[Statement]) -> Vec<Recorded> {
             Recorded {
                 fingerprint: fp.id,
                 normalized: fp.normalized,
-                is_select: fp.kind == StatementKind::Select,
+                kind: fp.kind,
+                changed: (ShapeClass::of(fp.kind) == ShapeClass::Write)
+                    .then(|| s.tag.rsplit(' ').next().and_then(|n| n.parse().ok()))
+                    .flatten(),
                 tuple_hash: s.params_hash(),
                 param_hashes: s.param_hashes().into_iter().flatten().collect(),
                 result_hashes: s.result_hashes(),
@@ -182,7 +186,9 @@ fn record_all(work: &mut RequestWork, executions: &[Recorded], cfg: &NPlusOneCon
             &Execution {
                 fingerprint: r.fingerprint,
                 normalized: &r.normalized,
-                is_select: r.is_select,
+                kind: r.kind,
+                changed: r.changed,
+                statement_index: 0,
                 tuple_hash: r.tuple_hash,
                 param_hashes: &r.param_hashes,
                 result_hashes: &r.result_hashes,

@@ -154,5 +154,12 @@ pub enum SessionEvent {
     Closed {
         /// The connection that closed.
         connection_id: u64,
+        /// When the proxy saw it close: a transaction left open until then
+        /// was idle from its last statement to this moment.
+        at: SystemTime,
+        /// Transaction status from the last `ReadyForQuery` the tracker saw;
+        /// `None` when it cannot vouch for one (the session never finished
+        /// startup, or the tracker lost protocol sync).
+        tx_status: Option<TxStatus>,
     },
 }

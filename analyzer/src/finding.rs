@@ -28,6 +28,16 @@ pub enum FindingKind {
     UnindexedSort,
     /// A SELECT with no LIMIT that returns many rows.
     UnboundedSelect,
+    /// One INSERT/UPDATE/DELETE shape run many times in one request with
+    /// distinct parameters, a round trip each: the write side of an N+1.
+    NPlusOneWrite,
+    /// A fingerprint whose executions exceed the latency threshold.
+    SlowQuery,
+    /// One request ran more statements than the query budget allows.
+    TooManyQueries,
+    /// A request held a transaction open while the application sent
+    /// nothing.
+    IdleInTransaction,
     /// A predicate wraps an indexed column (function, cast, arithmetic,
     /// leading-wildcard LIKE) so the index cannot serve it.
     NonSargableFilter,
@@ -42,12 +52,16 @@ pub enum FindingKind {
 
 impl FindingKind {
     /// Every kind, in report order.
-    pub const ALL: [FindingKind; 8] = [
+    pub const ALL: [FindingKind; 12] = [
         FindingKind::NPlusOne,
         FindingKind::RepeatedQuery,
         FindingKind::UnindexedFilter,
         FindingKind::UnindexedSort,
         FindingKind::UnboundedSelect,
+        FindingKind::NPlusOneWrite,
+        FindingKind::SlowQuery,
+        FindingKind::TooManyQueries,
+        FindingKind::IdleInTransaction,
         FindingKind::NonSargableFilter,
         FindingKind::OffsetPagination,
         FindingKind::UnindexedForeignKey,
@@ -61,10 +75,28 @@ impl FindingKind {
             FindingKind::UnindexedFilter => "unindexed_filter",
             FindingKind::UnindexedSort => "unindexed_sort",
             FindingKind::UnboundedSelect => "unbounded_select",
+            FindingKind::NPlusOneWrite => "n_plus_one_write",
+            FindingKind::SlowQuery => "slow_query",
+            FindingKind::TooManyQueries => "too_many_queries",
+            FindingKind::IdleInTransaction => "idle_in_transaction",
             FindingKind::NonSargableFilter => "non_sargable_filter",
             FindingKind::OffsetPagination => "offset_pagination",
             FindingKind::UnindexedForeignKey => "unindexed_foreign_key",
         }
+    }
+
+    /// Whether a finding's `details` describe its worst sighting as a
+    /// whole (the top shapes of the worst request, the timings behind the
+    /// largest count), so a merge takes them from the sighting with the
+    /// larger `count` instead of key by key from the latest.
+    pub fn details_follow_count(self) -> bool {
+        matches!(
+            self,
+            FindingKind::NPlusOneWrite
+                | FindingKind::SlowQuery
+                | FindingKind::TooManyQueries
+                | FindingKind::IdleInTransaction
+        )
     }
 
     /// Parses a kind name as [`FindingKind::as_str`] writes it.
@@ -149,7 +181,10 @@ pub struct Finding {
     pub table: Option<String>,
     /// Columns involved (filter/sort columns, or N+1 parameter columns).
     pub columns: Vec<String>,
-    /// Worst per-request execution count (N+1, repeated query).
+    /// Worst per-request execution count (N+1, repeated query, N+1 write),
+    /// statements of the worst request (too many queries), executions
+    /// measured (slow query), or the longest idle time in milliseconds
+    /// (idle in transaction).
     pub count: Option<u64>,
     /// How often the finding was seen (requests, or executions for
     /// per-statement kinds).
@@ -174,6 +209,17 @@ pub struct Finding {
     /// Last time seen.
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
+}
+
+/// Kind-specific evidence as the `details` map: each kind defines a serde
+/// struct for its details and serializes it here, so the keys cannot drift
+/// between the detector, the store and the reports.
+pub fn details_map<T: Serialize>(details: &T) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(details) {
+        Ok(serde_json::Value::Object(map)) => map,
+        // A struct of plain fields always serializes to an object.
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// The stable finding id: XXH3-64 over the identifying parts, each
@@ -202,13 +248,19 @@ pub fn finding_id(
 
 impl Finding {
     /// Recomputes [`Finding::id`] from the identifying fields. (The
-    /// per-request and unbounded kinds hash the table as the statement
-    /// names it, before catalog qualification, so for those this matches
-    /// only while `table` is as written.)
+    /// per-request, unbounded and slow-query kinds hash the table as the
+    /// statement names it, before catalog qualification, so for those this
+    /// matches only while `table` is as written. A `too_many_queries`
+    /// finding is one per route: its `fingerprint`, the request's most
+    /// frequent shape, is not part of its identity.)
     pub fn compute_id(&self) -> String {
+        let fingerprint = match self.kind {
+            FindingKind::TooManyQueries => "",
+            _ => &self.fingerprint,
+        };
         finding_id(
             self.kind,
-            &self.fingerprint,
+            fingerprint,
             self.table.as_deref(),
             &self.columns,
             self.request.as_ref().and_then(|r| r.route.as_deref()),
@@ -221,7 +273,8 @@ impl Finding {
     pub fn merge(&mut self, later: &Finding) {
         debug_assert_eq!(self.id, later.id);
         self.occurrences += later.occurrences;
-        if later.count > self.count {
+        let later_is_worse = later.count > self.count;
+        if later_is_worse {
             self.count = later.count;
             self.request = later.request.clone();
         }
@@ -236,8 +289,18 @@ impl Finding {
         if self.suggestion.is_none() {
             self.suggestion = later.suggestion.clone();
         }
-        for (k, v) in &later.details {
-            self.details.insert(k.clone(), v.clone());
+        if self.kind.details_follow_count() {
+            // The suggestion quotes the same figures as the details.
+            if later_is_worse || self.details.is_empty() {
+                self.details = later.details.clone();
+                if later.suggestion.is_some() {
+                    self.suggestion = later.suggestion.clone();
+                }
+            }
+        } else {
+            for (k, v) in &later.details {
+                self.details.insert(k.clone(), v.clone());
+            }
         }
     }
 }

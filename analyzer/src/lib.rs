@@ -11,7 +11,8 @@
 //! - [`offset`]: reading a statement's OFFSET (the one bound value read).
 //! - [`catalog`]: tables, sizes and indexes of the upstream database, read
 //!   over a short-lived connection.
-//! - [`detect`]: the detectors (N+1, unbounded SELECT, unindexed filters/sorts,
+//! - [`detect`]: the detectors (N+1 reads and writes, the query budget, idle
+//!   transactions, slow queries, unbounded SELECT, unindexed filters/sorts,
 //!   non-sargable filters, offset pagination, unindexed foreign keys).
 //! - [`pipeline`]: fingerprint → correlate → detect, per event; findings for the store.
 //! - [`finding`]: findings and the report summary, as DESIGN's JSON schema.

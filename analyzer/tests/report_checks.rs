@@ -79,9 +79,13 @@ fn sarif_has_schema_rules_and_partial_fingerprints() {
         .unwrap();
     assert_eq!(
         notes.len(),
-        4,
-        "poor coverage and lost findings are reported to the tool"
+        5,
+        "poor coverage, statements not analysed and lost findings are reported to the tool"
     );
+    assert!(notes.iter().any(|n| n["message"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("not analysed")));
     assert!(notes[0]["message"]["text"]
         .as_str()
         .unwrap()

@@ -233,6 +233,22 @@ pub struct ServeArgs {
     /// N+1 [default: 5]
     #[arg(long, env = "QPROXY_N_PLUS_ONE_THRESHOLD", value_name = "N")]
     pub n_plus_one_threshold: Option<u32>,
+    /// Single-row executions of one INSERT/UPDATE/DELETE in one request,
+    /// each its own round trip, that make an N+1 write [default: 5]
+    #[arg(long, env = "QPROXY_N_PLUS_ONE_WRITE_THRESHOLD", value_name = "N")]
+    pub n_plus_one_write_threshold: Option<u32>,
+    /// p95 latency in milliseconds from which a query is slow (one
+    /// execution of 1 s or more is reported on its own) [default: 100]
+    #[arg(long, env = "QPROXY_SLOW_QUERY_MS", value_name = "MS")]
+    pub slow_query_ms: Option<u64>,
+    /// Statements one request may run before it is reported as too many
+    /// queries (transaction control and SET/SHOW not counted) [default: 50]
+    #[arg(long, env = "QPROXY_QUERY_BUDGET", value_name = "N")]
+    pub query_budget: Option<u64>,
+    /// Milliseconds a transaction may sit idle (the application sending
+    /// nothing) before it is reported [default: 1000]
+    #[arg(long, env = "QPROXY_IDLE_IN_TRANSACTION_MS", value_name = "MS")]
+    pub idle_in_transaction_ms: Option<u64>,
     /// Tables with fewer estimated rows are never reported as unindexed
     /// [default: 10000]
     #[arg(long, env = "QPROXY_UNINDEXED_MIN_ROWS", value_name = "ROWS")]
@@ -254,7 +270,9 @@ pub struct ServeArgs {
     pub store_pending_max: Option<usize>,
     /// Every analyzer setting, TOML only: `[analyzer.n_plus_one]`,
     /// `[analyzer.unbounded]`, `[analyzer.unindexed]`,
-    /// `[analyzer.offset_pagination]`, `[analyzer.correlation]` (see
+    /// `[analyzer.slow_query]`, `[analyzer.too_many_queries]`,
+    /// `[analyzer.idle_in_transaction]`, `[analyzer.offset_pagination]`,
+    /// `[analyzer.correlation]` (see
     /// qproxy.example.toml).
     #[arg(skip)]
     pub analyzer: Option<qproxy_analyzer::pipeline::AnalyzerConfig>,
@@ -375,6 +393,18 @@ impl ServeArgs {
         };
         if let Some(n) = pick!(n_plus_one_threshold) {
             analysis.analyzer.n_plus_one.threshold = n.max(2);
+        }
+        if let Some(n) = pick!(n_plus_one_write_threshold) {
+            analysis.analyzer.n_plus_one.write_threshold = n.max(2);
+        }
+        if let Some(ms) = pick!(slow_query_ms) {
+            analysis.analyzer.slow_query.threshold = Duration::from_millis(ms.max(1));
+        }
+        if let Some(n) = pick!(query_budget) {
+            analysis.analyzer.too_many_queries.budget = n.max(1);
+        }
+        if let Some(ms) = pick!(idle_in_transaction_ms) {
+            analysis.analyzer.idle_in_transaction.threshold = Duration::from_millis(ms.max(1));
         }
         if let Some(rows) = pick!(unindexed_min_rows) {
             analysis.analyzer.unindexed.min_table_rows = rows;
@@ -589,6 +619,54 @@ mod tests {
     }
 
     #[test]
+    fn request_and_timing_thresholds_from_flags_env_names_and_file() {
+        let f = file(
+            "upstream = \"postgres://file\"\nquery_budget = 80\nslow_query_ms = 250\n\
+             [analyzer.n_plus_one]\nwrite_threshold = 9\n\
+             [analyzer.slow_query]\nmin_executions = 7\nsingle_execution = \"3s\"\n\
+             [analyzer.idle_in_transaction]\nthreshold = \"2s\"\n",
+        );
+        let args = ServeArgs {
+            config: Some(f.path().to_owned()),
+            idle_in_transaction_ms: Some(1500),
+            ..Default::default()
+        };
+        let a = args.resolve().unwrap().analysis.analyzer;
+        assert_eq!(a.n_plus_one.write_threshold, 9);
+        assert_eq!(a.too_many_queries.budget, 80);
+        assert_eq!(a.slow_query.threshold, Duration::from_millis(250));
+        assert_eq!(a.slow_query.min_executions, 7);
+        assert_eq!(a.slow_query.single_execution, Duration::from_secs(3));
+        // The flag wins over the file's [analyzer.idle_in_transaction].
+        assert_eq!(a.idle_in_transaction.threshold, Duration::from_millis(1500));
+
+        // The flags' environment variables are the documented ones.
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let envs: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        for env in [
+            "QPROXY_N_PLUS_ONE_WRITE_THRESHOLD",
+            "QPROXY_SLOW_QUERY_MS",
+            "QPROXY_QUERY_BUDGET",
+            "QPROXY_IDLE_IN_TRANSACTION_MS",
+        ] {
+            assert!(envs.iter().any(|e| e == env), "{env} not in {envs:?}");
+        }
+        let cli = Cli::try_parse_from(["qproxy", "--query-budget", "12", "--slow-query-ms", "40"])
+            .unwrap();
+        assert_eq!(cli.serve.query_budget, Some(12));
+        assert_eq!(cli.serve.slow_query_ms, Some(40));
+    }
+
+    #[test]
     fn clear_errors() {
         assert!(ServeArgs::default()
             .resolve()
@@ -754,6 +832,10 @@ mod example {
             d.n_plus_one.repeated_threshold
         );
         assert_eq!(a.unindexed, d.unindexed);
+        assert_eq!(a.n_plus_one.write_threshold, d.n_plus_one.write_threshold);
+        assert_eq!(a.slow_query, d.slow_query);
+        assert_eq!(a.too_many_queries, d.too_many_queries);
+        assert_eq!(a.idle_in_transaction, d.idle_in_transaction);
         assert_eq!(a.offset_pagination, d.offset_pagination);
         assert_eq!(a.unbounded.warning_rows, d.unbounded.warning_rows);
         assert_eq!(a.correlation, d.correlation);

@@ -73,7 +73,11 @@ mod tests {
     fn full_channel_drops_and_counts() {
         let (sink, mut rx) = EventSink::channel(2);
         for id in 0..5 {
-            sink.emit(SessionEvent::Closed { connection_id: id });
+            sink.emit(SessionEvent::Closed {
+                connection_id: id,
+                at: std::time::SystemTime::now(),
+                tx_status: None,
+            });
         }
         assert_eq!(sink.stats().emitted.load(Ordering::Relaxed), 2);
         assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 3);

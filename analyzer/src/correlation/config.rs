@@ -53,7 +53,8 @@ impl Default for CorrelationConfig {
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Deserializes a duration setting: milliseconds, or a string with a unit.
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct V;
     impl Visitor<'_> for V {
         type Value = Duration;

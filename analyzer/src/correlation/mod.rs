@@ -81,6 +81,7 @@ mod lexer;
 pub mod statement;
 pub mod tags;
 
+pub(crate) use config::duration as duration_setting;
 pub use config::CorrelationConfig;
 pub use correlator::Correlator;
 pub use statement::{request_id_signal, statement_role, RequestIdSignal, SetScope, StatementRole};

@@ -9,7 +9,27 @@
 //!   parameter tuples;
 //! - `repeated_query`: one shape ran with the *same* tuple at least
 //!   [`repeated_threshold`](NPlusOneConfig::repeated_threshold) times (a
-//!   cache or hoist candidate).
+//!   cache or hoist candidate);
+//! - `n_plus_one_write`: one INSERT/UPDATE/DELETE/MERGE shape ran at least
+//!   [`write_threshold`](NPlusOneConfig::write_threshold) times with
+//!   distinct parameters, each execution changing at most one row and
+//!   waiting for the previous one's reply (a loop of single-row writes).
+//!   Writes are never `n_plus_one` or `repeated_query` children.
+//!
+//! Every other statement of the request is counted by shape too, for the
+//! query budget ([`RequestWork::top_shapes`]).
+//!
+//! # What counts as one write per row
+//! - An execution that changed more than one row (the command tag says how
+//!   many) is set-based: a chunked bulk INSERT of 500 rows per statement
+//!   run five times is not a loop. So a per-parent `DELETE ... WHERE
+//!   parent_id = $1` that removes several rows each time is not reported
+//!   either (precision first).
+//! - An execution sent before the previous execution of the same shape had
+//!   completed did not wait for it: the client pipelined them (psycopg's
+//!   `executemany`, JDBC batches), one round trip for the batch, which is
+//!   the fix this finding suggests. So is each statement after the first of
+//!   a multi-statement simple query.
 //!
 //! The parent of an N+1 is the earlier query in the same request whose
 //! returned values contain the children's parameter values. It is named
@@ -29,7 +49,7 @@ use serde::Deserialize;
 use smallvec::SmallVec;
 
 use crate::finding::FindingKind;
-use crate::fingerprint::FingerprintId;
+use crate::fingerprint::{FingerprintId, StatementKind};
 
 /// Thresholds and caps of the N+1 detector.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +65,12 @@ pub struct NPlusOneConfig {
     /// repeated query. Default 3: the same lookup twice can be a retry;
     /// three times is a missing cache or hoist.
     pub repeated_threshold: u32,
+    /// Single-row executions of one INSERT/UPDATE/DELETE shape in one
+    /// request, each its own round trip and with distinct parameters, that
+    /// make an N+1 write. Default 5, as for reads: a form that saves a
+    /// handful of rows one by one is not worth a finding, a loop over a
+    /// page of items is.
+    pub write_threshold: u32,
     /// SELECT shapes tracked per request; executions of further shapes are
     /// not analysed (counted as truncated).
     pub max_shapes: usize,
@@ -64,6 +90,7 @@ impl Default for NPlusOneConfig {
         NPlusOneConfig {
             threshold: 5,
             repeated_threshold: 3,
+            write_threshold: 5,
             max_shapes: 256,
             max_tuples: 64,
             max_result_sets: 32,
@@ -98,6 +125,31 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<FingerprintId, V, BuildHasherDefault<IdHasher>>;
 
+/// What per-request bookkeeping does with a statement kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShapeClass {
+    /// A SELECT: a possible `n_plus_one` or `repeated_query` child.
+    Read,
+    /// INSERT, UPDATE, DELETE or MERGE: a possible `n_plus_one_write`.
+    Write,
+    /// Anything else: only counted for the query budget.
+    Other,
+}
+
+impl ShapeClass {
+    /// The class of a statement kind.
+    pub fn of(kind: StatementKind) -> ShapeClass {
+        match kind {
+            StatementKind::Select => ShapeClass::Read,
+            StatementKind::Insert
+            | StatementKind::Update
+            | StatementKind::Delete
+            | StatementKind::Merge => ShapeClass::Write,
+            _ => ShapeClass::Other,
+        }
+    }
+}
+
 /// One execution, as the pipeline hands it to the detector.
 #[derive(Debug, Clone, Copy)]
 pub struct Execution<'a> {
@@ -105,8 +157,15 @@ pub struct Execution<'a> {
     pub fingerprint: FingerprintId,
     /// Its normalized SQL (shared, never copied).
     pub normalized: &'a Arc<str>,
-    /// Whether the statement is a SELECT (only SELECTs are N+1 children).
-    pub is_select: bool,
+    /// What the statement does (only SELECTs are N+1 children, only
+    /// writes N+1 write children).
+    pub kind: StatementKind,
+    /// Rows a write changed, from its command tag (`INSERT 0 1` → 1);
+    /// `None` when the statement failed or is not a write.
+    pub changed: Option<u64>,
+    /// For a simple query holding several statements: which one this is.
+    /// Statements after the first went in the same round trip.
+    pub statement_index: u16,
     /// Hash of the whole parameter tuple (bind parameters, or the literal
     /// values of a simple query).
     pub tuple_hash: u64,
@@ -125,6 +184,7 @@ pub struct Execution<'a> {
 #[derive(Debug)]
 struct Shape {
     normalized: Arc<str>,
+    kind: StatementKind,
     first_seq: u32,
     executions: u32,
     /// Inline room for a few: most shapes run once or twice per request,
@@ -139,6 +199,26 @@ struct Shape {
     total: Duration,
     first_at: SystemTime,
     last_at: SystemTime,
+    /// Write bookkeeping (zero for other classes).
+    writes: WriteStats,
+    /// When the latest execution of the shape completed, to tell an
+    /// execution that waited for it from one pipelined behind it.
+    last_end: SystemTime,
+}
+
+/// How a write shape's executions went out, for `n_plus_one_write`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Executions that changed at most one row and were sent only after
+    /// the previous execution of the shape had completed: one row per
+    /// round trip.
+    pub looped: u32,
+    /// Executions sent while the previous one was still running (a
+    /// pipeline or batch), or after the first statement of a
+    /// multi-statement query.
+    pub pipelined: u32,
+    /// Executions that changed more than one row.
+    pub set_based: u32,
 }
 
 #[derive(Debug)]
@@ -165,12 +245,17 @@ pub struct RequestWork {
 /// A verdict for one shape in one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
-    /// `NPlusOne` or `RepeatedQuery`.
+    /// `NPlusOne`, `RepeatedQuery` or `NPlusOneWrite`.
     pub kind: FindingKind,
     /// The repeated shape.
     pub fingerprint: FingerprintId,
     /// Its normalized SQL.
     pub normalized: Arc<str>,
+    /// What the statement does (SELECT for reads; INSERT, UPDATE, ... for
+    /// writes).
+    pub statement: StatementKind,
+    /// How the executions of a write went out (`NPlusOneWrite` only).
+    pub writes: Option<WriteStats>,
     /// Executions in the request (N+1) or of the most repeated tuple
     /// (repeated query).
     pub count: u64,
@@ -187,6 +272,18 @@ pub struct Detection {
     pub first_seen: SystemTime,
     /// Last execution.
     pub last_seen: SystemTime,
+}
+
+/// One statement shape of a request and how often it ran, for the query
+/// budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeCount {
+    /// The shape's fingerprint.
+    pub fingerprint: FingerprintId,
+    /// Its normalized SQL.
+    pub normalized: Arc<str>,
+    /// Executions in the request.
+    pub count: u64,
 }
 
 /// The query whose results fed an N+1's parameters.
@@ -207,9 +304,7 @@ impl RequestWork {
     pub fn record(&mut self, e: &Execution<'_>, cfg: &NPlusOneConfig) {
         self.seq = self.seq.saturating_add(1);
         let seq = self.seq;
-        if e.is_select {
-            self.record_child(e, seq, cfg);
-        }
+        self.record_child(e, seq, cfg);
         if !e.result_hashes.is_empty() {
             self.record_results(e, seq, cfg);
         }
@@ -220,9 +315,12 @@ impl RequestWork {
             self.truncated = self.truncated.saturating_add(1);
             return;
         }
+        let class = ShapeClass::of(e.kind);
+        let end = e.at.checked_add(e.duration).unwrap_or(e.at);
         let shape = self.shapes.entry(e.fingerprint).or_insert_with(|| {
             Box::new(Shape {
                 normalized: e.normalized.clone(),
+                kind: e.kind,
                 first_seq: seq,
                 executions: 0,
                 tuples: SmallVec::new(),
@@ -232,10 +330,26 @@ impl RequestWork {
                 total: Duration::ZERO,
                 first_at: e.at,
                 last_at: e.at,
+                writes: WriteStats::default(),
+                last_end: SystemTime::UNIX_EPOCH,
             })
         });
         let ordinal = shape.executions;
         shape.executions = shape.executions.saturating_add(1);
+        if class == ShapeClass::Write {
+            let w = &mut shape.writes;
+            let waited = e.statement_index == 0 && e.at >= shape.last_end;
+            match e.changed {
+                Some(n) if n > 1 => w.set_based = w.set_based.saturating_add(1),
+                _ if !waited => w.pipelined = w.pipelined.saturating_add(1),
+                _ => w.looped = w.looped.saturating_add(1),
+            }
+        }
+        shape.last_end = shape.last_end.max(end);
+        if class == ShapeClass::Other {
+            // Counted for the budget only: no tuples or values to match.
+            return;
+        }
         shape.rows_max = shape.rows_max.max(e.rows);
         shape.total += e.duration;
         shape.last_at = shape.last_at.max(e.at);
@@ -290,23 +404,36 @@ impl RequestWork {
         let mut out = Vec::new();
         for (&fingerprint, shape) in &self.shapes {
             let distinct = shape.tuples.len() as u64 + u64::from(shape.untracked_tuples);
-            let most_repeated = shape.tuples.iter().map(|(_, n)| *n).max().unwrap_or(0);
-            let (kind, count) = if distinct >= u64::from(cfg.threshold) {
-                (FindingKind::NPlusOne, u64::from(shape.executions))
-            } else if most_repeated >= cfg.repeated_threshold {
-                (FindingKind::RepeatedQuery, u64::from(most_repeated))
-            } else {
-                continue;
+            let (kind, count) = match ShapeClass::of(shape.kind) {
+                ShapeClass::Read => {
+                    let most_repeated = shape.tuples.iter().map(|(_, n)| *n).max().unwrap_or(0);
+                    if distinct >= u64::from(cfg.threshold) {
+                        (FindingKind::NPlusOne, u64::from(shape.executions))
+                    } else if most_repeated >= cfg.repeated_threshold {
+                        (FindingKind::RepeatedQuery, u64::from(most_repeated))
+                    } else {
+                        continue;
+                    }
+                }
+                ShapeClass::Write
+                    if shape.writes.looped >= cfg.write_threshold
+                        && distinct >= u64::from(cfg.write_threshold) =>
+                {
+                    (FindingKind::NPlusOneWrite, u64::from(shape.executions))
+                }
+                ShapeClass::Write | ShapeClass::Other => continue,
             };
-            let parent = if kind == FindingKind::NPlusOne {
-                self.find_parent(fingerprint, shape)
-            } else {
+            let parent = if kind == FindingKind::RepeatedQuery {
                 None
+            } else {
+                self.find_parent(fingerprint, shape)
             };
             out.push(Detection {
                 kind,
                 fingerprint,
                 normalized: shape.normalized.clone(),
+                statement: shape.kind,
+                writes: (kind == FindingKind::NPlusOneWrite).then_some(shape.writes),
                 count,
                 distinct,
                 total_duration: shape.total,
@@ -322,6 +449,33 @@ impl RequestWork {
                 .then(a.fingerprint.0.cmp(&b.fingerprint.0))
         });
         out
+    }
+
+    /// Distinct statement shapes recorded in the request.
+    pub fn shape_count(&self) -> usize {
+        self.shapes.len()
+    }
+
+    /// The `n` shapes that ran most often in the request (ties: the one
+    /// seen first), every statement kind counted; shapes past
+    /// [`max_shapes`](NPlusOneConfig::max_shapes) are not among them
+    /// ([`RequestWork::truncated`] says how many executions that left out).
+    pub fn top_shapes(&self, n: usize) -> Vec<ShapeCount> {
+        let mut shapes: Vec<(&FingerprintId, &Box<Shape>)> = self.shapes.iter().collect();
+        shapes.sort_by(|a, b| {
+            b.1.executions
+                .cmp(&a.1.executions)
+                .then(a.1.first_seq.cmp(&b.1.first_seq))
+        });
+        shapes
+            .into_iter()
+            .take(n)
+            .map(|(&fingerprint, shape)| ShapeCount {
+                fingerprint,
+                normalized: shape.normalized.clone(),
+                count: u64::from(shape.executions),
+            })
+            .collect()
     }
 
     fn find_parent(&self, child: FingerprintId, shape: &Shape) -> Option<Parent> {
@@ -402,7 +556,9 @@ mod tests {
             let e = Execution {
                 fingerprint: FingerprintId(fp),
                 normalized: &self.sql[(fp as usize) % 2],
-                is_select: true,
+                kind: StatementKind::Select,
+                changed: None,
+                statement_index: 0,
                 tuple_hash: params.first().copied().unwrap_or(0),
                 param_hashes: &params,
                 result_hashes: &res,

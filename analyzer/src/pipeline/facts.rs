@@ -21,6 +21,12 @@ pub struct StatementFacts {
     /// The outermost query has an OFFSET, so each execution's value is read
     /// for `offset_pagination`.
     pub offset: bool,
+    /// The SELECT locks the rows it reads (`FOR UPDATE`, `FOR SHARE`, ...).
+    pub locking: bool,
+    /// A `WITH` clause writes (`WITH moved AS (UPDATE ... RETURNING ...)
+    /// SELECT ...`): the statement counts as a SELECT but changes rows, so
+    /// it is never an N+1 child and its locks count.
+    pub modifies: bool,
     /// Columns compared by equality (`=`, `IN`, `= ANY`) to a parameter or
     /// literal in the outermost WHERE, lower-cased, in order, each once.
     pub equality_columns: Vec<String>,
@@ -81,6 +87,8 @@ pub fn statement_facts(sql: &str) -> StatementFacts {
                 ..
             })
         ),
+        locking: !query.locks.is_empty(),
+        modifies: modifies(query),
         ..Default::default()
     };
     if let Some(select) = outer_select(query) {
@@ -99,6 +107,20 @@ pub fn statement_facts(sql: &str) -> StatementFacts {
         }
     }
     facts
+}
+
+/// Whether a CTE of the query (or of a nested one) is an INSERT, UPDATE,
+/// DELETE or MERGE.
+fn modifies(query: &Query) -> bool {
+    let cte_writes = query.with.as_ref().is_some_and(|with| {
+        with.cte_tables.iter().any(|cte| {
+            matches!(
+                cte.query.body.as_ref(),
+                SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+            ) || modifies(&cte.query)
+        })
+    });
+    cte_writes || matches!(query.body.as_ref(), SetExpr::Query(inner) if modifies(inner))
 }
 
 fn outer_select(query: &Query) -> Option<&Select> {
@@ -220,6 +242,22 @@ mod tests {
         assert!(!statement_facts("select id, count(*) over () from orders").aggregate_only);
         assert!(!statement_facts("select * from orders").aggregate_only);
         assert!(statement_facts("select exists(select 1 from orders where id = 1)").exists_only);
+        assert!(statement_facts("select * from orders where id = $1 for update").locking);
+        assert!(statement_facts("select * from orders for share skip locked").locking);
+        assert!(!statement_facts("select * from orders").locking);
+        assert!(
+            statement_facts(
+                "with m as (update t set a = 1 where id = $1 returning id) select id from m"
+            )
+            .modifies
+        );
+        assert!(
+            statement_facts(
+                "with m as (delete from t where id = $1 returning *) insert into u select * from m"
+            )
+            .parsed
+        );
+        assert!(!statement_facts("with m as (select 1) select * from m").modifies);
     }
 
     #[test]

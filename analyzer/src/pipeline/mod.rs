@@ -1,7 +1,9 @@
 //! The analysis pipeline: each [`QueryEvent`] is fingerprinted and its
 //! request tags read (both cached by text), assigned to a request, and fed
-//! to the detectors; ended requests are judged for N+1s; findings gather
-//! in a book the caller flushes to the store.
+//! to the detectors; ended requests are judged for N+1s (reads and writes)
+//! and the query budget; idle transactions are judged as statements arrive
+//! and connections close, slow queries at each flush; findings gather in a
+//! book the caller flushes to the store.
 //!
 //! The pipeline is synchronous and single-threaded: the proxy runs it on
 //! its analysis task, fed by the bounded event queue, so nothing here is
@@ -12,6 +14,7 @@ pub mod facts;
 pub mod indexes;
 mod request_tags;
 pub mod suggest;
+mod verdicts;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -24,15 +27,21 @@ use time::OffsetDateTime;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::correlation::{
-    CorrelationConfig, CorrelationSource, Correlator, EndedRequest, LabelKey, RequestInfo,
-    StatementRole,
+    CorrelationConfig, CorrelationSource, Correlator, EndedRequest, RequestInfo, StatementRole,
 };
-use crate::detect::n_plus_one::{Detection, Execution, IdHasher, NPlusOneConfig, RequestWork};
+use crate::detect::idle_in_transaction::{self, IdleInTransactionConfig, IdleTransactions};
+use crate::detect::n_plus_one::{
+    Detection, Execution, IdHasher, NPlusOneConfig, RequestWork, ShapeClass,
+};
+use crate::detect::n_plus_one_write;
+use crate::detect::slow_query::{self, SlowQueries, SlowQueryConfig, Timed};
+use crate::detect::too_many_queries::{self, TooManyQueriesConfig};
 use crate::detect::unbounded::{self, UnboundedConfig};
 use crate::detect::unindexed::{OffsetPaginationConfig, UnindexedConfig};
-use crate::event::{QueryEvent, SessionEvent};
+use crate::event::{Outcome, QueryEvent, SessionEvent};
 use crate::finding::{
-    finding_id, Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary,
+    details_map, finding_id, Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity,
+    Summary,
 };
 use crate::fingerprint::{Fingerprint, FingerprintCache, FingerprintId, StatementKind};
 use crate::offset::{magnitude, top_level_offset, OffsetClause};
@@ -58,6 +67,12 @@ pub struct AnalyzerConfig {
     pub unindexed: UnindexedConfig,
     /// Which OFFSETs count as offset pagination.
     pub offset_pagination: OffsetPaginationConfig,
+    /// Slow-query detection.
+    pub slow_query: SlowQueryConfig,
+    /// The per-request query budget.
+    pub too_many_queries: TooManyQueriesConfig,
+    /// Idle-in-transaction detection.
+    pub idle_in_transaction: IdleInTransactionConfig,
     /// Distinct SQL texts whose fingerprints (and, separately, request
     /// tags) are cached.
     pub fingerprint_cache: usize,
@@ -87,6 +102,9 @@ impl Default for AnalyzerConfig {
             unbounded: UnboundedConfig::default(),
             unindexed: UnindexedConfig::default(),
             offset_pagination: OffsetPaginationConfig::default(),
+            slow_query: SlowQueryConfig::default(),
+            too_many_queries: TooManyQueriesConfig::default(),
+            idle_in_transaction: IdleInTransactionConfig::default(),
             fingerprint_cache: 10_000,
             max_pending_findings: 10_000,
             max_statement_facts: 10_000,
@@ -147,6 +165,8 @@ pub struct Analyzer {
     book: FindingsBook,
     stats: PipelineStats,
     indexes: IndexAdvisor,
+    slow: SlowQueries,
+    idle: IdleTransactions,
     requests_by_source: [u64; CORRELATION_SOURCES.len()],
     /// The text of the last query event and its cache key: the events of
     /// one multi-statement Query share one `Arc`, and hashing a megabyte
@@ -188,6 +208,11 @@ impl Analyzer {
             book: FindingsBook::new(config.max_pending_findings),
             stats: PipelineStats::default(),
             indexes: IndexAdvisor::new(config.unindexed.clone()),
+            slow: SlowQueries::new(config.slow_query.clone()),
+            idle: IdleTransactions::new(
+                config.idle_in_transaction.clone(),
+                config.correlation.max_contexts,
+            ),
             requests_by_source: [0; CORRELATION_SOURCES.len()],
             last_text: None,
             config,
@@ -198,8 +223,15 @@ impl Analyzer {
     pub fn process(&mut self, event: &SessionEvent, now: Instant) -> Option<Processed> {
         let processed = match event {
             SessionEvent::Query(q) => self.query(q, now),
-            SessionEvent::Closed { connection_id } => {
+            SessionEvent::Closed {
+                connection_id,
+                at,
+                tx_status,
+            } => {
                 self.correlator.connection_closed(*connection_id);
+                if let Some(gap) = self.idle.closed(*connection_id, *at, *tx_status) {
+                    self.book.add(verdicts::idle_finding(&gap));
+                }
                 None
             }
         };
@@ -249,6 +281,13 @@ impl Analyzer {
     pub fn take_findings(&mut self) -> Vec<Finding> {
         for f in self.indexes.take_findings() {
             self.book.add(f);
+        }
+        for slow in self.slow.take() {
+            let table = slow
+                .table
+                .as_deref()
+                .map(|t| self.indexes.qualify(slow.database.as_deref(), t));
+            self.book.add(verdicts::slow_finding(&slow, table));
         }
         self.book.take()
     }
@@ -341,10 +380,24 @@ impl Analyzer {
                     h.digest()
                 }
             };
+            let changed = match (&q.outcome, ShapeClass::of(fp.kind)) {
+                (Outcome::Complete { tag }, ShapeClass::Write) => rows_changed(tag),
+                _ => None,
+            };
+            // A SELECT whose WITH clause writes is no read N+1 child, and
+            // its command tag counts the rows it returned, not the rows it
+            // changed: only the query budget counts it.
+            let kind = if facts.modifies {
+                StatementKind::Other
+            } else {
+                fp.kind
+            };
             let execution = Execution {
                 fingerprint: fp.id,
                 normalized: &fp.normalized,
-                is_select: fp.kind == StatementKind::Select,
+                kind,
+                changed,
+                statement_index: q.statement_index,
                 tuple_hash,
                 param_hashes: &params,
                 result_hashes: &q.result_hashes,
@@ -353,6 +406,40 @@ impl Analyzer {
                 at: q.started_at,
             };
             observed.state.record(&execution, &self.config.n_plus_one);
+            if slow_query::is_measured(fp.kind)
+                && !matches!(q.outcome, Outcome::Aborted | Outcome::CopyFailed)
+            {
+                self.slow.record(&Timed {
+                    fingerprint: fp.id,
+                    normalized: &fp.normalized,
+                    table: fp.tables.first().map(String::as_str),
+                    database: q.database.as_ref(),
+                    duration: q.duration,
+                    at: q.started_at,
+                });
+            }
+        }
+        // Every statement, bookkeeping included: the COMMIT after an idle
+        // gap is where the gap ends.
+        let statement = idle_in_transaction::Statement {
+            connection_id: q.connection_id,
+            fingerprint: fp.id,
+            normalized: &fp.normalized,
+            kind: fp.kind,
+            locking_read: facts.locking,
+            cte_write: facts.modifies,
+            completed: matches!(q.outcome, Outcome::Complete { .. }),
+            statement_index: q.statement_index,
+            tx_status: q.tx_status,
+            started_at: q.started_at,
+            ended_at: q.started_at.checked_add(q.duration).unwrap_or(q.started_at),
+        };
+        let request = observed.request;
+        if let Some(gap) = self
+            .idle
+            .observe(&statement, request.id, || verdicts::request_labels(request))
+        {
+            self.book.add(verdicts::idle_finding(&gap));
         }
         self.check_unbounded(fp, &facts, q);
         if let Some(db) = &q.database {
@@ -503,6 +590,19 @@ impl Analyzer {
                 let finding = self.detection_finding(&detection, &request.request);
                 self.book.add(finding);
             }
+            if let Some(over) = too_many_queries::evaluate(
+                &self.config.too_many_queries,
+                request.request.source,
+                request.work_statements,
+                &request.state,
+            ) {
+                self.book.add(verdicts::budget_finding(
+                    &over,
+                    &request.request,
+                    request.started_at,
+                    request.ended_at,
+                ));
+            }
         }
     }
 
@@ -511,18 +611,7 @@ impl Analyzer {
         let columns: Vec<String> = facts
             .map(|f| f.equality_columns.clone())
             .unwrap_or_default();
-        let framework = request
-            .labels
-            .iter()
-            .find(|(k, _)| matches!(k, LabelKey::Framework | LabelKey::DbDriver))
-            .map(|(_, v)| v.as_ref())
-            .or_else(|| {
-                request
-                    .route
-                    .as_deref()
-                    .filter(|r| r.contains('#'))
-                    .map(|_| "rails")
-            });
+        let framework = verdicts::framework_of(request);
         let suggestion = suggest::for_detection(d, &columns, framework);
         let route = request.route.as_deref().map(str::to_string);
         let fingerprint = d.fingerprint.to_string();
@@ -543,6 +632,7 @@ impl Analyzer {
             parent.as_ref().map(|p| p.fingerprint.as_str()),
         );
         let severity = match (d.kind, d.count) {
+            (FindingKind::NPlusOneWrite, n) => n_plus_one_write::severity(n),
             (FindingKind::NPlusOne, n) if n >= 25 => Severity::Error,
             (FindingKind::NPlusOne, _) => Severity::Warning,
             (_, n) if n >= 10 => Severity::Warning,
@@ -585,6 +675,9 @@ impl Analyzer {
                 .into(),
             );
         }
+        if d.kind == FindingKind::NPlusOneWrite {
+            details = details_map(&verdicts::write_details(d, request.source));
+        }
         Finding {
             id,
             kind: d.kind,
@@ -624,6 +717,12 @@ impl Analyzer {
         let table = facts.table.as_deref()?;
         Some(self.indexes.qualify(facts.database.as_deref(), table))
     }
+}
+
+/// Rows a write changed, from its command tag (`INSERT 0 3`, `UPDATE 2`,
+/// `DELETE 0`, `MERGE 1`): the last number.
+fn rows_changed(tag: &str) -> Option<u64> {
+    tag.rsplit(' ').next()?.parse().ok()
 }
 
 /// The one statement of a (possibly multi-statement) text the event is about.

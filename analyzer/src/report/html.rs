@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 
 use super::escape::escaped_report;
 use super::{
-    coverage_warnings, escape_markup as esc, finding_sentence, kind_heading, percent, runs_line,
-    timestamp, RenderOptions, Report,
+    count_fact, coverage_warnings, escape_markup as esc, finding_sentence, kind_facts,
+    kind_heading, percent, runs_line, timestamp, RenderOptions, Report,
 };
 use crate::finding::{Finding, FindingKind, Severity};
 
@@ -276,8 +276,8 @@ fn finding(out: &mut String, f: &Finding) {
     if !f.columns.is_empty() {
         row("columns", &f.columns.join(", "));
     }
-    if let Some(c) = f.count {
-        row("per request", &format!("{c} executions (worst request)"));
+    if let Some((label, value)) = count_fact(f) {
+        row(label, &value);
     }
     row(
         "seen",
@@ -304,6 +304,9 @@ fn finding(out: &mut String, f: &Finding) {
     }
     if let Some(db) = &f.database {
         row("database", db);
+    }
+    for (label, value) in kind_facts(f) {
+        row(label, &value);
     }
     row("fingerprint", &f.fingerprint);
     let _ = writeln!(out, "</dl>\n<pre class=\"sql\">{}</pre>", esc(&f.query));

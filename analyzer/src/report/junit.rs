@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 
 use super::escape::escaped_report;
 use super::{
-    coverage_warnings, escape_markup, finding_sentence, percent, timestamp, RenderOptions, Report,
+    count_fact, coverage_warnings, escape_markup, finding_sentence, kind_facts, percent, timestamp,
+    RenderOptions, Report,
 };
 use crate::finding::{Finding, FindingKind};
 
@@ -150,8 +151,8 @@ fn finding_body(f: &Finding) -> String {
     if !f.columns.is_empty() {
         let _ = writeln!(b, "columns: {}", f.columns.join(", "));
     }
-    if let Some(c) = f.count {
-        let _ = writeln!(b, "per request: {c} executions (worst request)");
+    if let Some((label, value)) = count_fact(f) {
+        let _ = writeln!(b, "{label}: {value}");
     }
     let _ = writeln!(
         b,
@@ -174,6 +175,9 @@ fn finding_body(f: &Finding) -> String {
     }
     if let Some(rows) = f.rows {
         let _ = writeln!(b, "rows max: {}", rows.max);
+    }
+    for (label, value) in kind_facts(f) {
+        let _ = writeln!(b, "{label}: {value}");
     }
     let _ = writeln!(b, "fingerprint: {}", f.fingerprint);
     let _ = writeln!(b, "query: {}", f.query);

@@ -15,8 +15,8 @@ use std::fmt::Write as _;
 
 use super::escape::escaped_report;
 use super::{
-    coverage_warnings, escape_markup, finding_sentence, percent, runs_line, timestamp,
-    RenderOptions, Report,
+    count_fact, coverage_warnings, escape_markup, finding_sentence, kind_facts, percent, runs_line,
+    timestamp, RenderOptions, Report,
 };
 use crate::finding::{Finding, Severity};
 
@@ -163,8 +163,8 @@ fn details(out: &mut String, f: &Finding) {
     if !f.columns.is_empty() {
         facts.push(format!("**Columns:** {}", code(&f.columns.join(", "))));
     }
-    if let Some(c) = f.count {
-        facts.push(format!("**Per request:** {c} executions (worst request)"));
+    if let Some((label, value)) = count_fact(f) {
+        facts.push(format!("**{}:** {}", capitalized(label), text(&value)));
     }
     facts.push(format!(
         "**Seen:** {} times, {} to {}",
@@ -191,6 +191,9 @@ fn details(out: &mut String, f: &Finding) {
     if let Some(db) = &f.database {
         facts.push(format!("**Database:** {}", code(db)));
     }
+    for (label, value) in kind_facts(f) {
+        facts.push(format!("**{}:** {}", capitalized(label), text(&value)));
+    }
     facts.push(format!("**Fingerprint:** {}", code(&f.fingerprint)));
     // Two trailing spaces: a hard line break, one fact per line.
     let _ = writeln!(out, "{}\n", facts.join("  \n"));
@@ -208,6 +211,15 @@ fn details(out: &mut String, f: &Finding) {
         }
     }
     let _ = writeln!(out, "</details>\n");
+}
+
+/// A fact label as a markdown label (`per request` → `Per request`).
+fn capitalized(label: &str) -> String {
+    let mut chars = label.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// A ```sql fence longer than any backtick run inside, with the SQL cut at

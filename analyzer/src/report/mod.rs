@@ -24,6 +24,10 @@ use std::str::FromStr;
 
 use time::OffsetDateTime;
 
+use crate::detect::idle_in_transaction::IdleInTransactionDetails;
+use crate::detect::n_plus_one_write::NPlusOneWriteDetails;
+use crate::detect::slow_query::SlowQueryDetails;
+use crate::detect::too_many_queries::TooManyQueriesDetails;
 use crate::finding::{Finding, FindingKind, Summary};
 
 pub mod baseline;
@@ -103,6 +107,12 @@ pub fn kind_heading(kind: FindingKind) -> &'static str {
         FindingKind::UnindexedFilter => "Unindexed filters: predicates no index serves",
         FindingKind::UnindexedSort => "Unindexed sorts: ORDER BY no index serves",
         FindingKind::UnboundedSelect => "Unbounded SELECTs: no LIMIT, many rows returned",
+        FindingKind::NPlusOneWrite => "N+1 writes: one single-row write per round trip",
+        FindingKind::SlowQuery => "Slow queries: latency over the threshold",
+        FindingKind::TooManyQueries => "Too many queries: requests over the statement budget",
+        FindingKind::IdleInTransaction => {
+            "Idle in transaction: a transaction held open while the application sent nothing"
+        }
         FindingKind::NonSargableFilter => {
             "Non-sargable filters: a function, cast or wildcard hides an indexed column"
         }
@@ -196,6 +206,45 @@ pub fn finding_sentence(f: &Finding) -> String {
             ),
             None => format!("Unbounded SELECT: no LIMIT on {table}."),
         },
+        FindingKind::NPlusOneWrite => {
+            let statement = details::<NPlusOneWriteDetails>(f)
+                .map_or_else(|| "write".to_string(), |d| d.statement.to_uppercase());
+            format!(
+                "N+1 write: a single-row {statement} on {table} ran {} times in one request, one round trip per row.",
+                f.count.unwrap_or(0)
+            )
+        }
+        FindingKind::SlowQuery => match details::<SlowQueryDetails>(f) {
+            Some(d) if d.reason == "single_execution" => format!(
+                "Slow query on {table}: one execution took {} ms (p95 {} ms over {} executions).",
+                d.max_ms, d.p95_ms, d.count
+            ),
+            Some(d) => format!(
+                "Slow query on {table}: p95 {} ms over {} executions, over the {} ms threshold.",
+                d.p95_ms, d.count, d.threshold_ms
+            ),
+            None => format!("Slow query on {table}."),
+        },
+        FindingKind::TooManyQueries => match details::<TooManyQueriesDetails>(f) {
+            Some(d) => format!(
+                "Too many queries: one request ran {} statements, over the budget of {}.",
+                d.statements, d.budget
+            ),
+            None => format!(
+                "Too many queries: one request ran {} statements.",
+                f.count.unwrap_or(0)
+            ),
+        },
+        FindingKind::IdleInTransaction => {
+            let locks = match details::<IdleInTransactionDetails>(f) {
+                Some(d) if d.locks_taken => ", holding locks",
+                _ => "",
+            };
+            format!(
+                "Idle in transaction: a transaction stayed open {} ms while the application sent nothing{locks}.",
+                f.count.unwrap_or(0)
+            )
+        }
         FindingKind::NonSargableFilter => format!(
             "Non-sargable filter: a predicate on {table}{cols} wraps the indexed column, so its index cannot serve it."
         ),
@@ -213,6 +262,117 @@ pub fn finding_sentence(f: &Finding) -> String {
             "Unindexed foreign key: no index leads with the referencing columns on {table}{cols}, and the traffic exercises the key."
         ),
     }
+}
+
+/// A finding's typed details, when they parse as the kind's struct (a
+/// store written by another qproxy version may hold others).
+pub fn details<T: serde::de::DeserializeOwned>(f: &Finding) -> Option<T> {
+    serde_json::from_value(serde_json::Value::Object(f.details.clone())).ok()
+}
+
+/// What a finding's `count` means, as a labelled fact every format shows:
+/// executions per request for the N+1 kinds, statements for the query
+/// budget, measured executions for slow queries, milliseconds for idle
+/// transactions.
+pub fn count_fact(f: &Finding) -> Option<(&'static str, String)> {
+    let c = f.count?;
+    Some(match f.kind {
+        FindingKind::TooManyQueries => ("per request", format!("{c} statements (worst request)")),
+        FindingKind::SlowQuery => ("executions", format!("{c} measured")),
+        FindingKind::IdleInTransaction => ("idle", format!("{c} ms (longest)")),
+        _ => ("per request", format!("{c} executions (worst request)")),
+    })
+}
+
+/// The evidence of the request and timing kinds, as labelled facts every
+/// format shows (read from their typed details; other kinds have none).
+pub fn kind_facts(f: &Finding) -> Vec<(&'static str, String)> {
+    let mut facts = Vec::new();
+    match f.kind {
+        FindingKind::NPlusOneWrite => {
+            if let Some(d) = details::<NPlusOneWriteDetails>(f) {
+                facts.push((
+                    "round trips",
+                    format!(
+                        "{} one-row round trips, {} distinct parameter sets ({} pipelined and {} \
+                         set-based executions not counted)",
+                        d.round_trips,
+                        d.distinct_parameters,
+                        d.pipelined_executions,
+                        d.set_based_executions
+                    ),
+                ));
+            }
+        }
+        FindingKind::SlowQuery => {
+            if let Some(d) = details::<SlowQueryDetails>(f) {
+                facts.push((
+                    "timings",
+                    format!(
+                        "p50 {} ms, p95 {} ms, max {} ms, mean {} ms over {} executions ({} at or \
+                         over {} ms)",
+                        d.p50_ms,
+                        d.p95_ms,
+                        d.max_ms,
+                        d.mean_ms,
+                        d.count,
+                        d.slow_count,
+                        d.threshold_ms
+                    ),
+                ));
+                let plan = match &d.plan {
+                    Some(_) => format!("attached ({}; --format json has it)", d.plan_note),
+                    None => d.plan_note,
+                };
+                facts.push(("plan", plan));
+            }
+        }
+        FindingKind::TooManyQueries => {
+            if let Some(d) = details::<TooManyQueriesDetails>(f) {
+                facts.push((
+                    "budget",
+                    format!(
+                        "{} statements, budget {}, {} distinct shapes",
+                        d.statements, d.budget, d.distinct_shapes
+                    ),
+                ));
+                for shape in &d.top_shapes {
+                    facts.push((
+                        "top shape",
+                        format!("{} × {} {}", shape.count, shape.fingerprint, shape.query),
+                    ));
+                }
+            }
+        }
+        FindingKind::IdleInTransaction => {
+            if let Some(d) = details::<IdleInTransactionDetails>(f) {
+                facts.push((
+                    "locks",
+                    match &d.lock_statement {
+                        Some(what) => format!("taken before the gap ({what})"),
+                        None => "none seen before the gap".to_string(),
+                    },
+                ));
+                if d.transaction_failed {
+                    facts.push((
+                        "transaction",
+                        "had already failed (only a rollback was possible)".to_string(),
+                    ));
+                }
+                facts.push((
+                    "ended by",
+                    match &d.next_statement {
+                        Some(next) => {
+                            format!("the next statement, {} {}", next.fingerprint, next.query)
+                        }
+                        None => "the connection closing (the server rolled back)".to_string(),
+                    },
+                ));
+            }
+        }
+        _ => {}
+    }
+    facts
 }
 
 /// Which runs a report covers, in one line (`run 3 on host (pid 1,

@@ -113,6 +113,28 @@ fn rule_help(kind: FindingKind) -> &'static str {
             "A SELECT without LIMIT returned many rows. Paginate by key or add a LIMIT, so the \
              result cannot grow with the table."
         }
+        FindingKind::NPlusOneWrite => {
+            "One INSERT, UPDATE or DELETE shape ran once per row within a single request, each \
+             execution changing one row and waiting for the previous reply. Write the rows in \
+             one statement (a multi-row INSERT, COPY, UPDATE ... FROM (VALUES ...), DELETE ... \
+             WHERE id = ANY($1)) or with the ORM's bulk API (bulk_create/bulk_update, \
+             insert_all/upsert_all, executemany)."
+        }
+        FindingKind::SlowQuery => {
+            "A query's executions take longer than the latency threshold (p95 over at least a \
+             few executions, or one very slow execution). EXPLAIN (ANALYZE, BUFFERS) it with real \
+             parameters to find the scan, sort or lock wait that costs the time."
+        }
+        FindingKind::TooManyQueries => {
+            "One request ran more statements than the query budget allows. Every statement is a \
+             round trip: batch lookups and writes, load relations eagerly, and cache what does \
+             not change per request. The finding lists the request's most frequent shapes."
+        }
+        FindingKind::IdleInTransaction => {
+            "A request kept a transaction open while the application sent nothing (an HTTP call, \
+             a file upload, a sleep), holding its snapshot and any locks it took. Do slow work \
+             before BEGIN or after COMMIT, and set idle_in_transaction_session_timeout."
+        }
         FindingKind::NonSargableFilter => {
             "A predicate applies a function, a cast or arithmetic to an indexed column, or \
              matches it with a leading-wildcard LIKE, so the column's index cannot serve it and \

@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 
 use super::escape::escaped_report;
 use super::{
-    coverage_warnings, ended_phrase, kind_heading, percent, timestamp, RenderOptions, Report,
-    RunMeta,
+    count_fact, coverage_warnings, ended_phrase, kind_facts, kind_heading, percent, timestamp,
+    RenderOptions, Report, RunMeta,
 };
 use crate::finding::{Finding, FindingKind, Severity, Summary};
 
@@ -279,13 +279,8 @@ fn finding(out: &mut String, p: &Painter, f: &Finding) {
     }
     let _ = writeln!(out, "\n  {sev}  {place}  {}", p.paint(&f.id, DIM));
 
-    if let Some(c) = f.count {
-        field(
-            out,
-            p,
-            "per request",
-            &format!("{c} executions (worst request)"),
-        );
+    if let Some((label, value)) = count_fact(f) {
+        field(out, p, label, &value);
     }
     let seen = format!(
         "{} {}, {} to {}",
@@ -315,6 +310,9 @@ fn finding(out: &mut String, p: &Painter, f: &Finding) {
     }
     if let Some(db) = &f.database {
         field(out, p, "database", db);
+    }
+    for (label, value) in kind_facts(f) {
+        field(out, p, label, &value);
     }
     field(out, p, "fingerprint", &f.fingerprint);
     sql_field(out, p, "query", &f.query);

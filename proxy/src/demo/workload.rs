@@ -3,6 +3,8 @@
 //! clean controls next to each, so the report shows both what qproxy flags
 //! and what it leaves alone.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use tokio_postgres::{Client, NoTls};
 
@@ -26,6 +28,7 @@ CREATE TABLE comments (
 CREATE INDEX comments_post_id_idx ON comments (post_id);
 CREATE INDEX comments_created_at_idx ON comments (created_at);
 CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE post_reads (post_id int NOT NULL, reader text NOT NULL, read_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE events (id bigserial PRIMARY KEY, kind text NOT NULL, created_at timestamptz NOT NULL, payload text);
 INSERT INTO authors (name, email) SELECT 'author ' || g, 'author' || g || '@example.com' FROM generate_series(1, 2000) g;
 INSERT INTO posts (author_id, title, published, created_at)
@@ -71,8 +74,15 @@ pub async fn run(proxy_url: &str) -> Result<u32> {
         requests += archive_page(&second, round).await?;
         requests += comments_today(&client, round).await?;
         requests += account_cleanup(&second, round).await?;
+        requests += daily_report(&client, round).await?;
     }
     requests += export_published(&client).await?;
+    requests += mark_read_one_by_one(&client).await?;
+    requests += mark_read_in_one_insert(&second).await?;
+    requests += dashboard(&client, "dashboard.full", 14).await?;
+    requests += dashboard(&second, "dashboard.compact", 7).await?;
+    requests += pay_order(&client, "orders.pay", Duration::from_millis(1200)).await?;
+    requests += pay_order(&second, "orders.pay_quick", Duration::ZERO).await?;
     drop(client);
     drop(second);
     drop(untagged);
@@ -271,5 +281,79 @@ async fn export_published(c: &Client) -> Result<u32> {
         &[],
     )
     .await?;
+    Ok(1)
+}
+
+/// Slow query: a report whose query takes about 150 ms every time
+/// (`pg_sleep` stands in for a heavy aggregate); the primary-key lookups
+/// of the other requests are the fast control.
+async fn daily_report(c: &Client, round: u32) -> Result<u32> {
+    let tag = django("reports.daily", &format!("req-report-{round}"));
+    c.query_one(
+        &format!("SELECT pg_sleep(0.15)::text AS waited, value FROM settings WHERE key = $1 {tag}"),
+        &[&"theme"],
+    )
+    .await?;
+    Ok(1)
+}
+
+/// N+1 write: one INSERT per post read, each its own round trip.
+async fn mark_read_one_by_one(c: &Client) -> Result<u32> {
+    let tag = django("posts.mark_read", "req-mark-read-1");
+    let insert = c
+        .prepare(&format!(
+            "INSERT INTO post_reads (post_id, reader) VALUES ($1, $2) {tag}"
+        ))
+        .await?;
+    for post in 1..=10i32 {
+        c.execute(&insert, &[&post, &"reader-1"]).await?;
+    }
+    Ok(1)
+}
+
+/// Control: the same rows in one set-based INSERT.
+async fn mark_read_in_one_insert(c: &Client) -> Result<u32> {
+    let tag = django("posts.mark_read_bulk", "req-mark-read-2");
+    let posts: Vec<i32> = (1..=10).collect();
+    c.execute(
+        &format!("INSERT INTO post_reads (post_id, reader) SELECT unnest($1::int[]), $2 {tag}"),
+        &[&posts, &"reader-2"],
+    )
+    .await?;
+    Ok(1)
+}
+
+/// Too many queries (14 widgets: 56 statements) and its control (7
+/// widgets: 28): each widget reads four settings with its own query, so
+/// no single shape is an N+1, only the total is too much.
+async fn dashboard(c: &Client, route: &str, widgets: u32) -> Result<u32> {
+    let tag = django(route, &format!("req-{route}"));
+    for widget in 0..widgets {
+        let sql = format!("SELECT value AS widget_{widget} FROM settings WHERE key = $1 {tag}");
+        for key in ["key1", "key2", "key3", "key4"] {
+            c.query_opt(&sql, &[&key]).await?;
+        }
+    }
+    Ok(1)
+}
+
+/// Idle in transaction: the order row is locked, then the request waits
+/// `payment` for a payment API before it writes and commits. With no wait
+/// it is the control.
+async fn pay_order(c: &Client, route: &str, payment: Duration) -> Result<u32> {
+    let tag = django(route, &format!("req-{route}"));
+    c.batch_execute(&format!("BEGIN {tag}")).await?;
+    c.query_one(
+        &format!("SELECT id, name FROM authors WHERE id = $1 FOR UPDATE {tag}"),
+        &[&7i32],
+    )
+    .await?;
+    tokio::time::sleep(payment).await;
+    c.execute(
+        &format!("UPDATE authors SET name = name WHERE id = $1 {tag}"),
+        &[&7i32],
+    )
+    .await?;
+    c.batch_execute(&format!("COMMIT {tag}")).await?;
     Ok(1)
 }

@@ -372,6 +372,8 @@ impl Tracker {
         }
         self.sink.emit(SessionEvent::Closed {
             connection_id: self.info.connection_id,
+            at: SystemTime::now(),
+            tx_status: (self.phase == Phase::Ready).then_some(self.tx_status),
         });
     }
 

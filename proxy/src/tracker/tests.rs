@@ -433,7 +433,47 @@ fn close_aborts_what_is_in_flight_and_ends_the_session() {
         got.push(e);
     }
     assert!(matches!(&got[0], SessionEvent::Query(q) if q.outcome == Outcome::Aborted));
-    assert!(matches!(got[1], SessionEvent::Closed { connection_id: 7 }));
+    assert!(matches!(
+        got[1],
+        SessionEvent::Closed {
+            connection_id: 7,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn close_reports_the_last_transaction_status() {
+    // An application that began a transaction and then went quiet: the
+    // analyzer learns at close that the transaction was still open.
+    let mut h = harness();
+    h.client(&[query("begin")]);
+    h.server(&[cc("BEGIN"), b('Z', b"T")]);
+    h.t.close();
+    let mut closed = None;
+    while let Ok(e) = h.rx.try_recv() {
+        if let SessionEvent::Closed { tx_status, .. } = e {
+            closed = Some(tx_status);
+        }
+    }
+    assert_eq!(closed, Some(Some(TxStatus::InTransaction)));
+
+    // Before startup finished there is no status to vouch for.
+    let (sink, mut rx) = EventSink::channel(8);
+    let mut t = Tracker::new(
+        SessionInfo::default(),
+        sink,
+        TrackerLimits::default(),
+        false,
+    );
+    t.close();
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(SessionEvent::Closed {
+            tx_status: None,
+            ..
+        })
+    ));
 }
 
 #[test]
