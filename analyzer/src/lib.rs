@@ -11,6 +11,7 @@
 //! - [`catalog`]: tables, sizes and indexes of the upstream database, read
 //!   over a short-lived connection.
 //! - [`detect`]: the detectors (N+1, unbounded SELECT, unindexed filters/sorts).
+//! - [`explain`]: EXPLAIN a client's statement with the client's rights only.
 //! - [`pipeline`]: fingerprint → correlate → detect, per event; findings for the store.
 //! - [`finding`]: findings and the report summary, as DESIGN's JSON schema.
 //! - [`store`]: the SQLite findings store and its background writer.
@@ -22,6 +23,7 @@ pub mod catalog;
 pub mod correlation;
 pub mod detect;
 pub mod event;
+pub mod explain;
 pub mod finding;
 pub mod fingerprint;
 pub mod pipeline;

@@ -60,6 +60,7 @@ fn coverage_suite(out: &mut String, report: &Report, options: &RenderOptions) {
         ("correlated", percent(s.correlated_fraction)),
         ("parse_failures", s.parse_failures.to_string()),
         ("dropped_events", s.dropped_events.to_string()),
+        ("verifications_skipped", s.verifications_skipped.to_string()),
         ("catalog", s.catalog.clone()),
         ("baselined", options.baselined.to_string()),
     ];
@@ -77,13 +78,14 @@ fn coverage_suite(out: &mut String, report: &Report, options: &RenderOptions) {
     );
     let mut body = format!(
         "{} queries, {} fingerprints, {} requests, {} correlated, {} parse failures, \
-         {} dropped events, catalog {}",
+         {} dropped events, {} verifications skipped, catalog {}",
         s.queries,
         s.fingerprints,
         s.requests,
         percent(s.correlated_fraction),
         s.parse_failures,
         s.dropped_events,
+        s.verifications_skipped,
         s.catalog
     );
     if options.baselined > 0 {

@@ -55,18 +55,22 @@ fn coverage(out: &mut String, report: &Report) {
     let _ = writeln!(out, "### Coverage\n");
     let _ = writeln!(
         out,
-        "| queries | fingerprints | requests | correlated | parse failures | dropped events | catalog |"
+        "| queries | fingerprints | requests | correlated | parse failures | dropped events | verifications skipped | catalog |"
     );
-    let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {} |\n",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
         s.queries,
         s.fingerprints,
         s.requests,
         percent(s.correlated_fraction),
         s.parse_failures,
         s.dropped_events,
+        s.verifications_skipped,
         cell(catalog)
     );
     let warnings = coverage_warnings(s);

@@ -256,8 +256,8 @@ impl Store {
         if let Some(s) = summary {
             let changed = tx.execute(
                 "UPDATE runs SET queries = ?2, fingerprints = ?3, requests = ?4, \
-                 correlated_fraction = ?5, parse_failures = ?6, dropped_events = ?7, catalog = ?8 \
-                 WHERE id = ?1",
+                 correlated_fraction = ?5, parse_failures = ?6, dropped_events = ?7, catalog = ?8, \
+                 verifications_skipped = ?9 WHERE id = ?1",
                 params![
                     run.0,
                     rows::to_i64(s.queries),
@@ -267,6 +267,7 @@ impl Store {
                     rows::to_i64(s.parse_failures),
                     rows::to_i64(s.dropped_events),
                     s.catalog,
+                    rows::to_i64(s.verifications_skipped),
                 ],
             )?;
             if changed == 0 {
@@ -358,7 +359,8 @@ impl Store {
         };
         let sql = format!(
             "SELECT id, started_at, ended_at, host, pid, version, queries, fingerprints, requests, \
-             correlated_fraction, parse_failures, dropped_events, catalog FROM runs {tail} {order}"
+             correlated_fraction, parse_failures, dropped_events, catalog, verifications_skipped \
+             FROM runs {tail} {order}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let runs = stmt
@@ -378,6 +380,7 @@ impl Store {
                         parse_failures: rows::to_u64(r.get(10)?),
                         dropped_events: rows::to_u64(r.get(11)?),
                         catalog: r.get(12)?,
+                        verifications_skipped: rows::to_u64(r.get(13)?),
                     },
                 })
             })?

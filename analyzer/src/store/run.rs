@@ -97,6 +97,7 @@ pub fn combine_summaries<'a>(summaries: impl IntoIterator<Item = &'a Summary>) -
         out.requests += s.requests;
         out.parse_failures += s.parse_failures;
         out.dropped_events += s.dropped_events;
+        out.verifications_skipped += s.verifications_skipped;
         correlated += s.correlated_fraction * s.queries as f64;
         if s.catalog == "available" {
             out.catalog = "available".into();

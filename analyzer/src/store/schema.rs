@@ -73,6 +73,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX run_findings_by_finding ON run_findings (finding_id);
     "#,
+    // v2: index suggestions hypopg did not check (Summary::verifications_skipped).
+    r#"
+    ALTER TABLE runs ADD COLUMN verifications_skipped INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -187,6 +187,7 @@ pub fn poor_summary() -> Summary {
         correlated_fraction: 0.35,
         parse_failures: 3,
         dropped_events: 17,
+        verifications_skipped: 5,
         catalog: "unavailable".into(),
     }
 }

@@ -77,7 +77,8 @@
 //! - `serve.rs`: whether an index serves predicates or a sort.
 //! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`).
 //! - `normal_form.rs`: comparable text of expressions.
-//! - `verify.rs`: hypopg verification over a short-lived connection.
+//! - `verify.rs`: hypopg verification over a short-lived connection, as
+//!   the client (see [`crate::explain`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -98,7 +99,10 @@ mod scope;
 mod serve;
 mod verify;
 
-pub use verify::{verify_with_hypopg, Verification};
+pub use verify::{
+    verify_batch, verify_with_hypopg, SkipReason, Verification, VerifyJob,
+    APPLICATION_NAME as VERIFY_APPLICATION_NAME,
+};
 
 /// Statements longer than this are skipped: they are machine-generated
 /// (bulk loads, huge IN lists), and their tree would cost more than the
