@@ -696,7 +696,9 @@ mod tests {
         };
         let err = typo.resolve().unwrap_err().to_string();
         assert!(err.contains("upstreem"), "{err}");
-        let f = file("upstream = \"x\"\n[analyzer.verification]\nconnections_per_second = 0\n");
+        let f = file(
+            "upstream = \"postgres://h\"\n[analyzer.verification]\nconnections_per_second = 0\n",
+        );
         let stalled = ServeArgs {
             config: Some(f.path().to_owned()),
             ..Default::default()
