@@ -249,9 +249,8 @@ pub async fn run_with_metrics(
         m.record_analyzer(&analyzer);
         m.record_findings(&findings);
     }
-    if let Some(mut live) = live {
-        live.flush(&analyzer, &summary, &findings);
-        live.publish(&analyzer, &summary);
+    if let Some(live) = live {
+        live.finish(&analyzer, &summary, &findings);
     }
     sink.finish(findings, summary);
     analyzer

@@ -59,6 +59,8 @@ impl LiveFeed {
     }
 
     /// The latest snapshot; counts as a view, so fresh ones keep coming.
+    /// After a quiet spell the first view gets the last snapshot built (the
+    /// page shows its time) and the views after it fresh ones.
     pub fn view(&self) -> Bytes {
         let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.last_viewed.store(now + 1, Ordering::Relaxed);
@@ -100,17 +102,20 @@ impl LiveView {
     /// Folds a flush's findings in and, if someone is watching, publishes a
     /// snapshot.
     pub fn flush(&mut self, analyzer: &Analyzer, summary: &Summary, findings: &[Finding]) {
-        for f in findings {
-            self.add(f);
-        }
+        findings.iter().for_each(|f| self.add(f));
         if self.feed.watched() {
             self.publish(analyzer, summary);
         }
     }
 
-    /// Publishes a snapshot whether or not anyone is watching (the last
-    /// one, at shutdown).
-    pub fn publish(&self, analyzer: &Analyzer, summary: &Summary) {
+    /// Folds the last findings in and publishes, watched or not: what the
+    /// page shows while the proxy drains.
+    pub fn finish(mut self, analyzer: &Analyzer, summary: &Summary, findings: &[Finding]) {
+        findings.iter().for_each(|f| self.add(f));
+        self.publish(analyzer, summary);
+    }
+
+    fn publish(&self, analyzer: &Analyzer, summary: &Summary) {
         let mut shown: Vec<&Finding> = self.findings.values().collect();
         shown.sort_by(|a, b| report_order(a, b));
         shown.truncate(snapshot::MAX_SHOWN_FINDINGS);
@@ -138,7 +143,7 @@ impl LiveView {
                 None => {}
             }
         }
-        self.findings.insert(f.id.clone(), f.clone());
+        self.findings.insert(f.id.clone(), snapshot::trimmed(f));
     }
 
     /// Findings held (tests).

@@ -255,6 +255,18 @@ fn route_row(r: RouteFigures) -> RouteRow {
     }
 }
 
+/// A copy of `f` with its long texts cut as a snapshot would cut them, so
+/// the findings the live view holds stay small whatever the SQL.
+pub fn trimmed(f: &Finding) -> Finding {
+    let mut f = f.clone();
+    f.query = cut(&f.query);
+    f.suggestion = f.suggestion.as_deref().map(cut);
+    if let Some(p) = &mut f.parent {
+        p.query = cut(&p.query);
+    }
+    f
+}
+
 /// `s` cut to [`MAX_TEXT_CHARS`] characters.
 fn cut(s: &str) -> String {
     match s.char_indices().nth(MAX_TEXT_CHARS) {
@@ -320,6 +332,21 @@ mod tests {
         assert_eq!(shown.chars().count(), MAX_TEXT_CHARS + 1);
         assert!(shown.ends_with('…'));
         assert_eq!(cut("short"), "short");
+        let mut f = finding("a", FindingKind::NPlusOne, Severity::Warning);
+        f.query = long.clone();
+        f.suggestion = Some(long.clone());
+        f.parent = Some(ParentRef {
+            fingerprint: "00000000000000bb".into(),
+            query: long,
+        });
+        let held = trimmed(&f);
+        assert_eq!(held.query.chars().count(), MAX_TEXT_CHARS + 1);
+        assert_eq!(held.suggestion.unwrap().chars().count(), MAX_TEXT_CHARS + 1);
+        assert_eq!(
+            held.parent.unwrap().query.chars().count(),
+            MAX_TEXT_CHARS + 1
+        );
+        assert_eq!(held.id, f.id);
     }
 
     #[test]
