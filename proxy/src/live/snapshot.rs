@@ -68,7 +68,9 @@ pub struct LiveFinding {
     pub count: Option<u64>,
     /// Sightings.
     pub occurrences: u64,
-    /// Request id of the worst sighting.
+    /// Request id of the worst sighting. (A link to the trace, once a
+    /// `--trace-url` setting exists, belongs next to it: built here, http(s)
+    /// only, and set by the page as an `<a>`'s `href`.)
     pub request_id: Option<String>,
     /// Its route.
     pub route: Option<String>,
