@@ -131,6 +131,7 @@ fn quick(pending_max: usize, final_flush_timeout: Duration) -> WriterConfig {
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(80),
         final_flush_timeout,
+        retention: None,
     }
 }
 

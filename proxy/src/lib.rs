@@ -23,6 +23,7 @@
 //! - [`metrics`]: the Prometheus registry and every metric qproxy exports.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: flags, env and TOML merged into one configuration.
+//! - [`store_target`]: `--store`, a SQLite file or a PostgreSQL fleet store.
 //! - [`workers`]: the threads that forward traffic.
 //! - [`limits`]: the budget for bytes held whole and the slots for
 //!   connections still in startup.
@@ -45,6 +46,7 @@ pub mod relay;
 pub mod report_cmd;
 pub mod server;
 pub mod session;
+pub mod store_target;
 pub mod stream;
 pub mod tls;
 pub mod tracker;

@@ -199,6 +199,38 @@ impl UpstreamUrl {
         })
     }
 
+    /// A tokio-postgres configuration for the proxy's own connections to
+    /// this server (catalog, the findings store): its host, port and
+    /// credentials, `database` (the URL's own when `None`), and TLS as its
+    /// `sslmode` says (the TLS connector comes from [`Upstream::tls_config`]).
+    pub fn client_config(
+        &self,
+        database: Option<&str>,
+        application_name: &str,
+    ) -> tokio_postgres::Config {
+        use tokio_postgres::config::SslMode as PgSslMode;
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            // Without a user in the URL there is no better guess than the
+            // superuser's conventional name; say so in the README.
+            .user(self.user.as_deref().unwrap_or("postgres"))
+            .application_name(application_name)
+            .connect_timeout(Duration::from_secs(5))
+            .ssl_mode(match self.sslmode {
+                SslMode::Disable | SslMode::Allow => PgSslMode::Disable,
+                SslMode::Prefer => PgSslMode::Prefer,
+                _ => PgSslMode::Require,
+            });
+        if let Some(db) = database.or(self.database.as_deref()) {
+            c.dbname(db);
+        }
+        if let Some(pw) = &self.password {
+            c.password(pw);
+        }
+        c
+    }
+
     /// `host:port`, for messages.
     pub fn addr(&self) -> String {
         if self.host.contains(':') {
