@@ -975,6 +975,8 @@ mod example {
         );
         assert_eq!(c.analysis.flush_interval, defaults.analysis.flush_interval);
         assert_eq!(c.store_writer, defaults.store_writer);
+        assert_eq!(c.store.to_string(), defaults.store.to_string());
+        assert_eq!(c.instance, defaults.instance);
         let (a, d) = (&c.analysis.analyzer, &defaults.analysis.analyzer);
         assert_eq!(a.n_plus_one.threshold, d.n_plus_one.threshold);
         assert_eq!(
