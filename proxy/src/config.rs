@@ -158,7 +158,12 @@ pub struct ServeArgs {
     /// authenticate with their own.
     /// Keep the password out of it on the command line (`ps` shows it):
     /// use QPROXY_UPSTREAM_PASSWORD or --upstream-password-file.
-    #[arg(long, env = "QPROXY_UPSTREAM", value_name = "URL")]
+    #[arg(
+        long,
+        env = "QPROXY_UPSTREAM",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub upstream: Option<UpstreamArg>,
     /// File whose first line is the password for the --upstream user (a
     /// mounted secret); the password may also come from the
@@ -171,7 +176,13 @@ pub struct ServeArgs {
     /// Findings store: a SQLite file, or a postgres://[user[:pw]@]host[:port]/db[?sslmode=..]
     /// URL that many proxies share (TLS per sslmode, as for --upstream)
     /// [default: .qproxy/findings.db]
-    #[arg(long, env = "QPROXY_STORE", value_name = "PATH|URL")]
+    // hide_env_values: --help would print the URL, password and all.
+    #[arg(
+        long,
+        env = "QPROXY_STORE",
+        value_name = "PATH|URL",
+        hide_env_values = true
+    )]
     pub store: Option<StoreArg>,
     /// Schema of a PostgreSQL findings store; created and migrated on
     /// start [default: qproxy]

@@ -34,7 +34,7 @@ enum Command {
         sql: Vec<String>,
     },
     /// Print the findings report from the store; the exit code can gate CI.
-    Report(qproxy::report_cmd::ReportArgs),
+    Report(Box<qproxy::report_cmd::ReportArgs>),
     /// Start a throwaway PostgreSQL, run a workload with real problems
     /// through qproxy, and print the report.
     Demo(qproxy::demo::DemoArgs),
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Report(args) = cli.command {
-        return qproxy::report_cmd::run(args);
+        return qproxy::report_cmd::run(*args);
     }
     // A flag, unlike the environment, is visible to every user (`ps`).
     let on_command_line = |arg: &str| {

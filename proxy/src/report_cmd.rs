@@ -30,7 +30,14 @@ use crate::store_target::StoreArg;
 pub struct ReportArgs {
     /// Findings store written by `qproxy serve`: a SQLite file, or the
     /// postgres:// URL a fleet of proxies writes to.
-    #[arg(long, env = "QPROXY_STORE", default_value = DEFAULT_STORE, value_name = "PATH|URL")]
+    #[arg(
+        long,
+        env = "QPROXY_STORE",
+        default_value = DEFAULT_STORE,
+        value_name = "PATH|URL",
+        // --help would print the URL, password and all.
+        hide_env_values = true
+    )]
     pub store: StoreArg,
     /// Schema of a PostgreSQL findings store [default: qproxy]
     #[arg(long, env = "QPROXY_STORE_SCHEMA", value_name = "NAME")]

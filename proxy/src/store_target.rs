@@ -127,7 +127,7 @@ impl StoreTarget {
         };
         let config = url.client_config(None, "qproxy-store");
         PgLocation::new(config, schema, connector, url.to_string())
-            .map(StoreLocation::Postgres)
+            .map(StoreLocation::from)
             .map_err(StoreTargetError::Schema)
     }
 }

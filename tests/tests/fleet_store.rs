@@ -308,3 +308,26 @@ async fn sqlite_store_instance_since_and_retention() {
         "{log}"
     );
 }
+
+/// `--help` prints flags' environment values; never a URL with a password in it.
+#[test]
+fn help_never_shows_a_store_or_upstream_password() {
+    let url = "postgres://fleet:hunter2@db.internal/findings";
+    for command in ["serve", "report"] {
+        let out = qproxy_tests::programs::run(
+            std::process::Command::new(qproxy_tests::proxy::qproxy_bin().unwrap())
+                .args([command, "--help"])
+                .env("QPROXY_STORE", url)
+                .env("QPROXY_UPSTREAM", url),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert!(out.status.success(), "{out}");
+        let text = out.combined();
+        assert!(text.contains("QPROXY_STORE"), "{text}");
+        assert!(
+            !text.contains("hunter2"),
+            "qproxy {command} --help:\n{text}"
+        );
+    }
+}

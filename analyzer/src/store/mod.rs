@@ -181,7 +181,7 @@ pub enum StoreLocation {
     /// An SQLite file.
     Sqlite(PathBuf),
     /// A schema in a PostgreSQL database.
-    Postgres(PgLocation),
+    Postgres(Box<PgLocation>),
 }
 
 impl From<&Path> for StoreLocation {
@@ -204,7 +204,7 @@ impl From<&PathBuf> for StoreLocation {
 
 impl From<PgLocation> for StoreLocation {
     fn from(location: PgLocation) -> StoreLocation {
-        StoreLocation::Postgres(location)
+        StoreLocation::Postgres(Box::new(location))
     }
 }
 
@@ -253,7 +253,7 @@ impl Store {
         let backend = match location.into() {
             StoreLocation::Sqlite(path) => Backend::Sqlite(sqlite::SqliteStore::open(&path)?),
             StoreLocation::Postgres(pg) => {
-                Backend::Postgres(Box::new(postgres::PgStore::open(pg, true)?))
+                Backend::Postgres(Box::new(postgres::PgStore::open(*pg, true)?))
             }
         };
         Ok(Store { backend })
@@ -268,7 +268,7 @@ impl Store {
                 Backend::Sqlite(sqlite::SqliteStore::open_read_only(&path)?)
             }
             StoreLocation::Postgres(pg) => {
-                Backend::Postgres(Box::new(postgres::PgStore::open(pg, false)?))
+                Backend::Postgres(Box::new(postgres::PgStore::open(*pg, false)?))
             }
         };
         Ok(Store { backend })
