@@ -282,26 +282,36 @@ impl FindingSink for LogSink {
 }
 
 /// The production sink: batches go to the findings store's writer thread,
-/// so SQLite never runs on the async workers.
+/// so the store (SQLite or PostgreSQL) never runs on the async workers.
 #[derive(Debug)]
 pub struct StoreSink {
     writer: qproxy_analyzer::store::Writer,
 }
 
 impl StoreSink {
-    /// Opens (or creates) the store and starts a run in it.
-    pub fn open(path: &std::path::Path) -> Result<StoreSink, qproxy_analyzer::store::StoreError> {
-        StoreSink::open_with(path, qproxy_analyzer::store::WriterConfig::default())
+    /// Opens (or creates) the store and starts a run in it named
+    /// `instance`.
+    pub fn open(
+        location: impl Into<qproxy_analyzer::store::StoreLocation>,
+        instance: &str,
+    ) -> Result<StoreSink, qproxy_analyzer::store::StoreError> {
+        StoreSink::open_with(
+            location,
+            instance,
+            qproxy_analyzer::store::WriterConfig::default(),
+        )
     }
 
-    /// [`StoreSink::open`] with the writer's retry and cap settings.
+    /// [`StoreSink::open`] with the writer's retry, cap and retention
+    /// settings.
     pub fn open_with(
-        path: &std::path::Path,
+        location: impl Into<qproxy_analyzer::store::StoreLocation>,
+        instance: &str,
         config: qproxy_analyzer::store::WriterConfig,
     ) -> Result<StoreSink, qproxy_analyzer::store::StoreError> {
-        let info = qproxy_analyzer::store::RunInfo::current(env!("CARGO_PKG_VERSION"));
+        let info = qproxy_analyzer::store::RunInfo::current(env!("CARGO_PKG_VERSION"), instance);
         Ok(StoreSink {
-            writer: qproxy_analyzer::store::Writer::spawn_with(path, info, config)?,
+            writer: qproxy_analyzer::store::Writer::spawn_with(location, info, config)?,
         })
     }
 

@@ -50,6 +50,9 @@ pub struct RunMeta {
     /// When the proxy shut down cleanly; `None` while it runs, or when it
     /// stopped without flushing (crash, kill -9).
     pub ended_at: Option<OffsetDateTime>,
+    /// The proxy's instance name (`--instance`), to tell a fleet's
+    /// proxies apart.
+    pub instance: String,
     /// Host the proxy ran on, to tell sidecars sharing a store apart.
     pub host: String,
     /// Process id of the proxy.
