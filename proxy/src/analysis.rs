@@ -67,6 +67,12 @@ const BATCH: usize = 1024;
 /// path).
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
+/// At shutdown, how long a catalog load still in flight may take to land,
+/// so the last findings name their tables schema-qualified (the pipeline
+/// holds such findings back while their catalog loads). Short: the drain
+/// has already waited for the clients.
+const CATALOG_WAIT_AT_EXIT: Duration = Duration::from_secs(5);
+
 /// What comes back from a catalog job.
 enum CatalogReply {
     Loaded(String, Option<(Arc<Catalog>, bool)>),
@@ -194,12 +200,7 @@ pub async fn run_with_metrics(
                     tokio::time::sleep(BATCH_WINDOW).await;
                 }
             }
-            Some(reply) = replies.recv() => match reply {
-                CatalogReply::Loaded(db, loaded) => analyzer.indexes().install_catalog(&db, loaded),
-                CatalogReply::Verified(request, verdict) => {
-                    analyzer.indexes().install_verification(&request, verdict)
-                }
-            },
+            Some(reply) = replies.recv() => install(&mut analyzer, reply),
             () = &mut stop, if !stopping => {
                 stopping = true;
                 events.close();
@@ -222,6 +223,14 @@ pub async fn run_with_metrics(
         }
         start_catalog_jobs(&mut analyzer, catalog.as_ref(), &reply_tx, &jobs);
     }
+    start_catalog_jobs(&mut analyzer, catalog.as_ref(), &reply_tx, &jobs);
+    let deadline = tokio::time::Instant::now() + CATALOG_WAIT_AT_EXIT;
+    while analyzer.indexes().catalogs_in_flight() {
+        match tokio::time::timeout_at(deadline, replies.recv()).await {
+            Ok(Some(reply)) => install(&mut analyzer, reply),
+            _ => break,
+        }
+    }
     analyzer.finish();
     let summary = summary(&analyzer, &event_stats);
     let findings = analyzer.take_findings();
@@ -231,6 +240,15 @@ pub async fn run_with_metrics(
     }
     sink.finish(findings, summary);
     analyzer
+}
+
+fn install(analyzer: &mut Analyzer, reply: CatalogReply) {
+    match reply {
+        CatalogReply::Loaded(db, loaded) => analyzer.indexes().install_catalog(&db, loaded),
+        CatalogReply::Verified(request, verdict) => {
+            analyzer.indexes().install_verification(&request, verdict)
+        }
+    }
 }
 
 /// The coverage summary: the analyzer's, with what only the relay counts.

@@ -79,8 +79,8 @@ impl SuspendedPortals {
     }
 
     /// Every parked execution, oldest first.
-    pub(super) fn take_all(&mut self) -> Vec<Box<Execution>> {
-        self.parked.drain(..).map(|(_, e)| e).collect()
+    pub(super) fn take_all(&mut self) -> Vec<(Box<str>, Box<Execution>)> {
+        std::mem::take(&mut self.parked)
     }
 
     pub(super) fn clear(&mut self) {
@@ -174,7 +174,7 @@ impl Tracker {
         if self.suspended.is_empty() {
             return;
         }
-        for exec in self.suspended.take_all() {
+        for (_, exec) in self.suspended.take_all() {
             self.emit(*exec, Outcome::Suspended);
         }
     }
