@@ -65,6 +65,11 @@ const BATCH: usize = 1024;
 /// path).
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
+/// At shutdown, how long a first catalog load still to come may take to
+/// land, so the last findings name their tables schema-qualified (the
+/// pipeline holds such findings back while their catalog loads). Short: the
+/// drain has already waited for the clients.
+const CATALOG_WAIT_AT_EXIT: Duration = Duration::from_secs(5);
 /// The analysis task on a thread of its own with a single-threaded
 /// runtime: fingerprinting a Query of a hundred thousand statements, a
 /// catalog load or a burst of events then cannot hold up the runtime that
@@ -233,6 +238,16 @@ pub async fn run_with_metrics(
             }
         }
         background.start(&mut analyzer, Instant::now(), metrics.as_deref());
+    }
+    let deadline = tokio::time::Instant::now() + CATALOG_WAIT_AT_EXIT;
+    while analyzer.indexes().catalogs_in_flight() && tokio::time::Instant::now() < deadline {
+        // Loads wait for their turn (the connection budget), so keep
+        // starting them while waiting for replies.
+        background.start(&mut analyzer, Instant::now(), metrics.as_deref());
+        let wake = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+        if let Ok(Some(finished)) = tokio::time::timeout_at(wake, replies.recv()).await {
+            background.finished(finished, &mut analyzer, metrics.as_deref());
+        }
     }
     analyzer.finish();
     let summary = summary(&analyzer, &event_stats);

@@ -179,6 +179,13 @@ impl CatalogSlots {
             .any(|s| matches!(s.state, CatalogState::Loaded { .. }))
     }
 
+    /// Whether some database has never had a catalog load answered.
+    pub(crate) fn any_unknown(&self) -> bool {
+        self.slots
+            .values()
+            .any(|s| matches!(s.state, CatalogState::Unknown))
+    }
+
     /// Loads in flight.
     pub(crate) fn loading(&self) -> usize {
         self.slots.values().filter(|s| s.loading).count()
