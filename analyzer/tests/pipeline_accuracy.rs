@@ -108,7 +108,7 @@ impl World {
 
     fn load_catalog(&mut self, catalog: Catalog) {
         let idx = self.analyzer.indexes();
-        let _ = idx.catalog_requests();
+        let _ = idx.take_catalog_loads(Instant::now(), 8);
         idx.install_catalog("shop", Some((Arc::new(catalog), false)));
     }
 }
@@ -237,7 +237,7 @@ fn without_a_catalog_the_written_name_says_it_is_unresolved_until_a_sighting_res
     let mut c = World::conn(1);
     w.transaction_n_plus_one(&mut c, 6);
     let idx = w.analyzer.indexes();
-    let _ = idx.catalog_requests();
+    let _ = idx.take_catalog_loads(Instant::now(), 8);
     idx.install_catalog("shop", None);
     let findings = w.analyzer.take_findings();
     let unresolved = of_kind(&findings, FindingKind::NPlusOne)[0].clone();

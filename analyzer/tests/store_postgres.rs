@@ -426,6 +426,23 @@ fn a_lost_connection_is_reopened() {
          WHERE datname = 'reconnect' AND application_name = 'qproxy-store'",
     );
     assert_eq!(killed.trim(), "1");
+    // pg_terminate_backend only signals: wait until the backend is gone, so
+    // the next write meets a dead connection however loaded the machine is.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = 'reconnect' AND application_name = 'qproxy-store'",
+    )
+    .trim()
+        != "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend never went"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // The first write may find the connection dead (and fails whole); the
     // next opens a new one.
     let mut written = 1;

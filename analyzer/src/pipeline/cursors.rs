@@ -21,12 +21,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use time::OffsetDateTime;
 
 use super::facts::statement_facts;
-use super::{statement_text, Analyzer};
+use super::{indexes, statement_text, Analyzer};
 use crate::correlation::Lexer;
 use crate::detect::unbounded;
 use crate::event::{Outcome, QueryEvent};
@@ -221,7 +221,7 @@ impl Analyzer {
     /// Follows SQL cursors (see the module docs): a DECLARE of an unbounded
     /// candidate opens one, FETCHes add their rows, and CLOSE, the end of
     /// the transaction or of the connection rates the whole.
-    pub(super) fn follow_cursor(&mut self, fp: &Fingerprint, q: &QueryEvent) {
+    pub(super) fn follow_cursor(&mut self, fp: &Fingerprint, q: &QueryEvent, now: Instant) {
         let conn = q.connection_id;
         match fp.kind {
             StatementKind::Commit | StatementKind::Rollback => {
@@ -248,9 +248,14 @@ impl Analyzer {
                     // judged like any other execution's (and this asks for
                     // the catalog that qualifies its table).
                     if inner.kind == StatementKind::Select && !inner.tables.is_empty() {
-                        let at = OffsetDateTime::from(q.started_at);
-                        self.indexes
-                            .executed(db, inner.id, &inner.normalized, || query, at);
+                        let execution = indexes::Execution {
+                            database: db,
+                            fingerprint: inner.id,
+                            normalized: &inner.normalized,
+                            user: q.user.as_ref(),
+                            at: OffsetDateTime::from(q.started_at),
+                        };
+                        self.indexes.executed(execution, || query, now);
                     }
                 }
                 let facts = self.facts_for_text(inner, query, q.database.as_ref());

@@ -57,9 +57,9 @@ use facts::{statement_facts, StatementFacts};
 use indexes::IndexAdvisor;
 use live::LiveTally;
 use request_tags::RequestTagsCache;
-pub use verify_queue::VerificationConfig;
 use tables::TableNames;
 pub use tables::CATALOG_WAIT;
+pub use verify_queue::VerificationConfig;
 
 /// Settings of the whole pipeline (the `[analyzer]` part of the config).
 #[derive(Debug, Clone, Deserialize)]
@@ -505,7 +505,7 @@ impl Analyzer {
             self.book.add(verdicts::idle_finding(&gap));
         }
         self.check_unbounded(fp, &facts, q.database.as_ref(), q.rows, q.started_at, false);
-        self.follow_cursor(fp, q);
+        self.follow_cursor(fp, q, now);
         if let Some(db) = &q.database {
             if fp.kind == StatementKind::Ddl {
                 self.indexes.schema_changed(db, now);
