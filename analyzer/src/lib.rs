@@ -16,6 +16,10 @@
 //!   non-sargable filters, offset pagination, unindexed foreign keys).
 //! - [`pipeline`]: fingerprint → correlate → detect, per event; findings for the store.
 //! - [`finding`]: findings and the report summary, as DESIGN's JSON schema.
+//! - [`source`]: where in the application a statement was issued, from its
+//!   tags.
+//! - [`routes`]: per-route statements per request, and the regression rule
+//!   `qproxy report --baseline` applies to them.
 //! - [`store`]: the SQLite findings store and its background writer.
 //! - [`report`]: report data and its output formats (text, JSON).
 #![forbid(unsafe_code)]
@@ -30,5 +34,7 @@ pub mod fingerprint;
 pub mod offset;
 pub mod pipeline;
 pub mod report;
+pub mod routes;
+pub mod source;
 pub mod store;
 pub mod values;

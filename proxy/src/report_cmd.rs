@@ -10,6 +10,12 @@
 //! rendering and gating; `--write-baseline FILE` writes the current
 //! findings. Both together is the update flow: the written baseline keeps
 //! only entries still found (stale ones pruned), never adds new findings.
+//!
+//! A baseline also records each route's statements per request. With
+//! `--baseline`, a route whose median grew beyond the tolerance
+//! (`--regression-ratio`, `--regression-min-increase`) is reported as a
+//! `query_count_regression` finding, gated by `--fail-on` like any kind;
+//! the update flow does not accept a regressed route's new figures.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -19,7 +25,8 @@ use std::process::ExitCode;
 use clap::builder::PossibleValuesParser;
 use qproxy_analyzer::finding::FindingKind;
 use qproxy_analyzer::report::baseline::{Baseline, BaselineUpdate};
-use qproxy_analyzer::report::{self, Format, RenderOptions, Report};
+use qproxy_analyzer::report::{self, Format, RenderOptions, Report, TraceUrl};
+use qproxy_analyzer::routes::Tolerance;
 use qproxy_analyzer::store::{RunSelection, Store};
 
 use crate::config::DEFAULT_STORE;
@@ -47,10 +54,24 @@ pub struct ReportArgs {
     /// show nor gate.
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
-    /// Write the current findings' ids to FILE as a baseline. With
-    /// --baseline, keep only its entries still found (prune stale ones).
+    /// Write the current findings' ids and each route's statements per
+    /// request to FILE as a baseline. With --baseline, keep only its
+    /// entries still found (prune stale ones) and keep a regressed route's
+    /// old figures.
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
+    /// With --baseline: a route regressed when its median statements per
+    /// request grew by more than this factor...
+    #[arg(long, default_value_t = Tolerance::default().ratio, value_name = "RATIO")]
+    pub regression_ratio: f64,
+    /// ...and by at least this many statements.
+    #[arg(long, default_value_t = Tolerance::default().min_increase, value_name = "N")]
+    pub regression_min_increase: u64,
+    /// Link findings' trace ids in markdown and html reports:
+    /// a URL with {trace_id} where the id goes
+    /// (e.g. https://tempo.example/trace/{trace_id}).
+    #[arg(long, env = "QPROXY_TRACE_URL", value_name = "URL")]
+    pub trace_url: Option<String>,
 }
 
 /// Exit code: nothing gating.
@@ -135,6 +156,11 @@ fn report(
         None => Vec::new(),
     };
     let selection: RunSelection = args.run.parse().map_err(|e| format!("{e}"))?;
+    let tolerance = tolerance(args)?;
+    let trace_url = match &args.trace_url {
+        Some(s) if !s.is_empty() => Some(s.parse::<TraceUrl>().map_err(|e| e.to_string())?),
+        _ => None,
+    };
     let store = Store::open_read_only(&args.store).map_err(|e| e.to_string())?;
     let mut report = store.load_report(&selection).map_err(|e| e.to_string())?;
     // Read before anything is written, so a bad baseline leaves no output.
@@ -145,14 +171,20 @@ fn report(
     let update = (args.write_baseline.as_ref()).map(|path| {
         (
             path,
-            BaselineUpdate::new(baseline.as_ref(), &report.findings),
+            BaselineUpdate::for_report(baseline.as_ref(), &report, &tolerance),
         )
     });
     let baselined = baseline.as_ref().map_or(0, |b| b.suppress(&mut report));
+    if let Some(baseline) = &baseline {
+        // Made after suppression: a regression is judged against the
+        // baseline's routes, never accepted by its finding ids.
+        baseline.report_regressions(&mut report, &tolerance);
+    }
     let options = RenderOptions {
         color: color && args.output.is_none(),
         gating: gate.clone(),
         baselined,
+        trace_url,
     };
     let rendered = report::render(&report, format, options);
     match &args.output {
@@ -178,6 +210,21 @@ fn report(
         );
     }
     Ok((report, gate))
+}
+
+/// The regression tolerance from the flags; a ratio below 1 would call a
+/// shrinking route a regression, so it is refused.
+fn tolerance(args: &ReportArgs) -> Result<Tolerance, String> {
+    if !(args.regression_ratio.is_finite() && args.regression_ratio >= 1.0) {
+        return Err(format!(
+            "--regression-ratio must be a number of at least 1 (got {})",
+            args.regression_ratio
+        ));
+    }
+    Ok(Tolerance {
+        ratio: args.regression_ratio,
+        min_increase: args.regression_min_increase,
+    })
 }
 
 /// `3 gating findings (--fail-on): n_plus_one 2, unbounded_select 1`.
@@ -213,6 +260,9 @@ mod tests {
             run: "latest".into(),
             baseline: None,
             write_baseline: None,
+            regression_ratio: 1.5,
+            regression_min_increase: 5,
+            trace_url: None,
         }
     }
 

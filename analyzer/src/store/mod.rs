@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 
 use crate::finding::{Finding, Summary};
 use crate::report::{Report, RunMeta};
+use crate::routes::{merge_routes, RouteStats};
 
 mod rows;
 mod run;
@@ -234,19 +235,30 @@ impl Store {
     /// add up; count, rows, severity and last_seen keep the maximum;
     /// first_seen the minimum (the rules of [`Finding::merge`]).
     pub fn record(&mut self, run: RunId, deltas: &[Finding]) -> Result<Recorded, StoreError> {
-        self.write(run, deltas, None)
+        self.write(run, deltas, None, None)
+    }
+
+    /// Replaces the run's per-route figures with `routes`, the run's
+    /// running totals (not a delta).
+    pub fn record_routes(&mut self, run: RunId, routes: &[RouteStats]) -> Result<(), StoreError> {
+        self.write(run, &[], None, Some(routes)).map(drop)
     }
 
     /// Replaces the run's coverage counters with `summary`, which holds the
     /// run's running totals (not a delta).
     pub fn update_summary(&mut self, run: RunId, summary: &Summary) -> Result<(), StoreError> {
-        self.write(run, &[], Some(summary)).map(drop)
+        self.write(run, &[], Some(summary), None).map(drop)
     }
 
     /// [`Store::record`] and [`Store::update_summary`] in one transaction,
     /// as the writer flushes a batch.
     pub fn record_batch(&mut self, run: RunId, batch: &Batch) -> Result<Recorded, StoreError> {
-        self.write(run, &batch.findings, Some(&batch.summary))
+        self.write(
+            run,
+            &batch.findings,
+            Some(&batch.summary),
+            batch.routes.as_deref(),
+        )
     }
 
     fn write(
@@ -254,6 +266,7 @@ impl Store {
         run: RunId,
         deltas: &[Finding],
         summary: Option<&Summary>,
+        routes: Option<&[RouteStats]>,
     ) -> Result<Recorded, StoreError> {
         let tx = self
             .conn
@@ -285,6 +298,9 @@ impl Store {
             if changed == 0 {
                 return Err(StoreError::NoSuchRun(run.0));
             }
+        }
+        if let Some(routes) = routes {
+            rows::replace_routes(&tx, run, routes)?;
         }
         tx.commit()?;
         Ok(recorded)
@@ -349,11 +365,19 @@ impl Store {
             }
         }
         drop(stmt);
+        let mut routes = Vec::new();
+        for run in &runs {
+            routes.extend(rows::routes_of(&tx, run.id)?);
+        }
         tx.finish()?;
         let mut report = Report {
             summary: combine_summaries(runs.iter().map(|r| &r.summary)),
             runs,
             findings: merged.into_values().collect(),
+            routes: merge_routes(&routes)
+                .iter()
+                .map(RouteStats::figures)
+                .collect(),
         };
         report.sort_findings();
         Ok(report)
