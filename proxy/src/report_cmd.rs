@@ -540,6 +540,113 @@ mod tests {
         }
     }
 
+    /// A store with one run per entry of `items`: four `/orders` requests
+    /// running one order lookup and that many item lookups each, and two
+    /// unchanged `users#show` requests of four statements.
+    fn store_with_routes(dir: &tempfile::TempDir, items: &[u64]) -> PathBuf {
+        use qproxy_analyzer::detect::n_plus_one::ShapeCount;
+        use qproxy_analyzer::fingerprint::FingerprintId;
+        use qproxy_analyzer::routes::RouteStats;
+        let shape = |fp: u64, count: u64| ShapeCount {
+            fingerprint: FingerprintId(fp),
+            normalized: format!("SELECT {fp} FROM t WHERE id = $1").into(),
+            count,
+        };
+        let path = dir.path().join("routes.db");
+        let mut store = Store::open(&path).unwrap();
+        for &n in items {
+            let run = store.begin_run(&RunInfo::current("test")).unwrap();
+            let mut orders = RouteStats::new("/orders", false);
+            let mut users = RouteStats::new("users#show", false);
+            for _ in 0..4 {
+                orders.record(1 + n, &[shape(1, 1), shape(2, n)]);
+            }
+            for _ in 0..2 {
+                users.record(4, &[shape(3, 4)]);
+            }
+            store.record_routes(run, &[orders, users]).unwrap();
+            store.update_summary(run, &Summary::default()).unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn a_route_that_grew_past_the_tolerance_gates_as_a_regression() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baseline.json");
+        let mut a = args(&store_with_routes(&dir, &[2, 22, 5]));
+        // The baseline from the first run: /orders at 3 per request.
+        a.run = "1".into();
+        a.write_baseline = Some(file.clone());
+        let (code, _, err) = exec(&a);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("with 0 findings and 2 routes"), "{err}");
+        a.write_baseline = None;
+        a.baseline = Some(file);
+        a.fail_on = Some("query_count_regression".into());
+        a.format = "json".into();
+        // Run 2 runs 23 per request: exit 1, naming the route and the shape.
+        a.run = "2".into();
+        let (code, out, err) = exec(&a);
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(
+            err,
+            "qproxy report: 1 gating finding (--fail-on): query_count_regression 1\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let findings = json["findings"].as_array().unwrap();
+        assert_eq!(findings.len(), 1, "users#show is unchanged: {findings:?}");
+        let f = &findings[0];
+        assert_eq!(f["kind"], "query_count_regression");
+        assert_eq!(f["request"]["route"], "/orders");
+        assert_eq!(
+            (&f["details"]["median_before"], &f["details"]["median_after"]),
+            (&serde_json::json!(3), &serde_json::json!(23))
+        );
+        assert_eq!(f["details"]["grown_shapes"][0]["fingerprint"], "0000000000000002");
+        // Run 3 runs 6 per request: 2×, but only +3: within the default
+        // tolerance, outside a stricter one.
+        a.run = "3".into();
+        assert_eq!(exec(&a).0, 0);
+        a.regression_min_increase = 3;
+        assert_eq!(exec(&a).0, 1);
+        a.regression_ratio = 2.0;
+        assert_eq!(exec(&a).0, 0, "exactly 2× is within --regression-ratio 2");
+        // `all` gates it too; without --baseline there is nothing to compare.
+        a.regression_ratio = 1.5;
+        a.run = "2".into();
+        a.fail_on = Some("all".into());
+        assert_eq!(exec(&a).0, 1);
+        a.baseline = None;
+        assert_eq!(exec(&a).0, 0);
+    }
+
+    #[test]
+    fn exit_2_on_a_bad_regression_ratio_or_trace_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = args(&store_with_n_plus_one(&dir));
+        type Edit = fn(&mut ReportArgs);
+        let cases: [(&str, Edit); 4] = [
+            ("--regression-ratio must be", |a| a.regression_ratio = 0.5),
+            ("--regression-ratio must be", |a| {
+                a.regression_ratio = f64::NAN
+            }),
+            ("no {trace_id} placeholder", |a| {
+                a.trace_url = Some("https://tempo.example/trace/".into())
+            }),
+            ("not an http:// or https:// URL", |a| {
+                a.trace_url = Some("file:///{trace_id}".into())
+            }),
+        ];
+        for (expected, change) in cases {
+            let mut a = base.clone();
+            change(&mut a);
+            let (code, out, err) = exec(&a);
+            assert_eq!((code, out.as_str()), (2, ""), "{expected}");
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
     #[test]
     fn parses_fail_on_lists() {
         assert_eq!(parse_fail_on("all").unwrap().len(), FindingKind::ALL.len());

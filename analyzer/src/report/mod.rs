@@ -437,7 +437,7 @@ pub fn kind_facts(f: &Finding) -> Vec<(&'static str, String)> {
                     facts.push((
                         "grew",
                         format!(
-                            "{} → {} per request {} {}",
+                            "{} → {} per request: {} {}",
                             trim(g.before),
                             trim(g.after),
                             g.fingerprint,
