@@ -63,8 +63,7 @@ impl World {
             "COMMIT" => TxStatus::Idle,
             _ => self.tx,
         };
-        self.analyzer
-            .process(&SessionEvent::Query(event), self.now);
+        self.analyzer.process(&SessionEvent::Query(event), self.now);
     }
 
     /// One request of `route` (named by a request id) in a transaction:
@@ -158,7 +157,12 @@ fn findings_carry_the_source_location_and_trace_of_their_statement() {
         "/*code.filepath='shop%2Forders.py',code.lineno='42',code.function='list_items',\
          route='/orders',traceparent='00-{TRACE}-b7ad6b7169203331-01'*/"
     );
-    w.run(&format!("SELECT * FROM orders WHERE id = $1 {tag}"), 1, 1, "SELECT 1");
+    w.run(
+        &format!("SELECT * FROM orders WHERE id = $1 {tag}"),
+        1,
+        1,
+        "SELECT 1",
+    );
     for i in 0..6 {
         w.run(
             &format!("SELECT * FROM items WHERE order_id = $1 {tag}"),
@@ -184,7 +188,11 @@ fn findings_carry_the_source_location_and_trace_of_their_statement() {
     assert_eq!(n1.trace_id(), Some(TRACE));
     let source = n1.source().expect("a source location");
     assert_eq!(
-        (source.file.as_str(), source.line, source.function.as_deref()),
+        (
+            source.file.as_str(),
+            source.line,
+            source.function.as_deref()
+        ),
         ("shop/orders.py", Some(42), Some("list_items"))
     );
     let unbounded = findings
@@ -194,7 +202,11 @@ fn findings_carry_the_source_location_and_trace_of_their_statement() {
     assert_eq!(unbounded.trace_id(), None);
     let source = unbounded.source().expect("a source location");
     assert_eq!(
-        (source.file.as_str(), source.line, source.function.as_deref()),
+        (
+            source.file.as_str(),
+            source.line,
+            source.function.as_deref()
+        ),
         ("app/models/event.rb", Some(7), Some("all"))
     );
     // Where and which trace never change what the finding is.

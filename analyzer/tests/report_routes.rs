@@ -180,14 +180,20 @@ fn the_regression_names_the_route_the_figures_and_the_grown_shape() {
         .collect();
     assert_eq!(regressions.len(), 1, "only /orders: {:#?}", report.findings);
     let r = regressions[0];
-    assert_eq!(r.request.as_ref().unwrap().route.as_deref(), Some("/orders"));
+    assert_eq!(
+        r.request.as_ref().unwrap().route.as_deref(),
+        Some("/orders")
+    );
     assert_eq!(r.count, Some(23));
     assert_eq!(r.fingerprint, FingerprintId(ITEMS).to_string());
     assert_eq!(r.details["median_before"], 3);
     assert_eq!(r.details["median_after"], 23);
     let grown = r.details["grown_shapes"].as_array().unwrap();
     assert_eq!(grown.len(), 1, "the order lookup did not grow: {grown:?}");
-    assert_eq!((grown[0]["before"].as_f64(), grown[0]["after"].as_f64()), (Some(2.0), Some(22.0)));
+    assert_eq!(
+        (grown[0]["before"].as_f64(), grown[0]["after"].as_f64()),
+        (Some(2.0), Some(22.0))
+    );
     // Gated like any kind.
     assert_eq!(
         report.gating(&[FindingKind::QueryCountRegression]).count(),
@@ -197,7 +203,10 @@ fn the_regression_names_the_route_the_figures_and_the_grown_shape() {
     let json: serde_json::Value = serde_json::from_str(&render(Format::Json)).unwrap();
     let routes = json["routes"].as_array().unwrap();
     assert_eq!(routes[0]["route"], "/orders");
-    assert_eq!(routes[0]["statements"], serde_json::json!({"median": 23, "max": 23}));
+    assert_eq!(
+        routes[0]["statements"],
+        serde_json::json!({"median": 23, "max": 23})
+    );
     assert_eq!(routes.last().unwrap()["other"], true);
     let n1 = json["findings"]
         .as_array()
@@ -237,10 +246,16 @@ fn unchanged_new_and_improved_routes_are_quiet() {
     let baseline = Baseline::from_report(&before());
     // The same figures: nothing to report.
     let mut same = before();
-    assert_eq!(baseline.report_regressions(&mut same, &Tolerance::default()), 0);
+    assert_eq!(
+        baseline.report_regressions(&mut same, &Tolerance::default()),
+        0
+    );
     // Within the tolerance (3 → 7 is +4) and fewer statements: quiet.
     let mut within = report_of(&[orders("/orders", 10, 6), users(2)], Vec::new());
-    assert_eq!(baseline.report_regressions(&mut within, &Tolerance::default()), 0);
+    assert_eq!(
+        baseline.report_regressions(&mut within, &Tolerance::default()),
+        0
+    );
     // A stricter tolerance catches it.
     let strict = Tolerance {
         ratio: 2.0,
@@ -264,7 +279,10 @@ fn old_baselines_without_routes_load_and_report_no_regression() {
     assert!(old.routes.is_empty());
     assert_eq!(old.findings.len(), 1);
     let mut report = after(Vec::new());
-    assert_eq!(old.report_regressions(&mut report, &Tolerance::default()), 0);
+    assert_eq!(
+        old.report_regressions(&mut report, &Tolerance::default()),
+        0
+    );
     // A baseline without routes writes no `routes` key, as before.
     let text = Baseline::from_findings(&[n_plus_one()]).to_json();
     assert!(!text.contains("routes"), "{text}");
@@ -311,7 +329,10 @@ fn the_update_flow_keeps_a_regressed_routes_old_figures() {
     // Without an old baseline, everything is recorded as it is now.
     let fresh = BaselineUpdate::for_report(None, &current, &Tolerance::default());
     let orders: &RouteFigures = &fresh.baseline.routes[0];
-    assert_eq!((orders.route.as_str(), orders.statements.median), ("/orders", 23));
+    assert_eq!(
+        (orders.route.as_str(), orders.statements.median),
+        ("/orders", 23)
+    );
     // A route the current run did not exercise is pruned.
     let only_users = report_of(&[users(5)], Vec::new());
     let pruned = BaselineUpdate::for_report(Some(&old), &only_users, &Tolerance::default());
@@ -325,7 +346,9 @@ fn the_store_keeps_each_runs_routes_and_reports_merge_them() {
     let mut store = Store::open(&path).unwrap();
     let first = store.begin_run(&run_info("a", 0)).unwrap();
     // Running totals: a later write replaces the run's rows.
-    store.record_routes(first, &[orders("/orders", 1, 2)]).unwrap();
+    store
+        .record_routes(first, &[orders("/orders", 1, 2)])
+        .unwrap();
     store
         .record_routes(first, &[orders("/orders", 10, 2), other(3)])
         .unwrap();

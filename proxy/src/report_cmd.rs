@@ -600,10 +600,16 @@ mod tests {
         assert_eq!(f["kind"], "query_count_regression");
         assert_eq!(f["request"]["route"], "/orders");
         assert_eq!(
-            (&f["details"]["median_before"], &f["details"]["median_after"]),
+            (
+                &f["details"]["median_before"],
+                &f["details"]["median_after"]
+            ),
             (&serde_json::json!(3), &serde_json::json!(23))
         );
-        assert_eq!(f["details"]["grown_shapes"][0]["fingerprint"], "0000000000000002");
+        assert_eq!(
+            f["details"]["grown_shapes"][0]["fingerprint"],
+            "0000000000000002"
+        );
         // Run 3 runs 6 per request: 2×, but only +3: within the default
         // tolerance, outside a stricter one.
         a.run = "3".into();
