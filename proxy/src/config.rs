@@ -150,7 +150,8 @@ pub struct ServeArgs {
     /// Address clients connect to [default: 127.0.0.1:6432]
     #[arg(long, env = "QPROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// The PostgreSQL server: postgres://[user[:pw]@]host[:port][/db][?sslmode=..&sslrootcert=..].
+    /// The PostgreSQL server: postgres://[user[:pw]@]host[:port][/db][?sslmode=..&sslrootcert=..],
+    /// or a Unix-domain socket: postgres://[user@]/db?host=/var/run/postgresql[&port=5432].
     /// Its credentials serve the proxy's catalog connection only; clients
     /// authenticate with their own.
     /// Keep the password out of it on the command line (`ps` shows it):
@@ -409,6 +410,12 @@ impl ServeArgs {
             flush_interval: seconds(pick!(flush_interval), 1.0, "flush_interval")?,
             ..AnalysisSettings::default()
         };
+        let rate = analysis.analyzer.verification.connections_per_second;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(ConfigError::Invalid(
+                "analyzer.verification.connections_per_second must be a positive number".into(),
+            ));
+        }
         if let Some(n) = pick!(n_plus_one_threshold) {
             analysis.analyzer.n_plus_one.threshold = n.max(2);
         }
@@ -767,6 +774,15 @@ mod tests {
         };
         let err = typo.resolve().unwrap_err().to_string();
         assert!(err.contains("upstreem"), "{err}");
+        let f = file(
+            "upstream = \"postgres://h\"\n[analyzer.verification]\nconnections_per_second = 0\n",
+        );
+        let stalled = ServeArgs {
+            config: Some(f.path().to_owned()),
+            ..Default::default()
+        };
+        let err = stalled.resolve().unwrap_err().to_string();
+        assert!(err.contains("connections_per_second"), "{err}");
     }
 
     fn with_upstream(url: &str) -> ServeArgs {
@@ -914,6 +930,7 @@ mod example {
         assert_eq!(a.too_many_queries, d.too_many_queries);
         assert_eq!(a.idle_in_transaction, d.idle_in_transaction);
         assert_eq!(a.offset_pagination, d.offset_pagination);
+        assert_eq!(a.verification, d.verification);
         assert_eq!(a.unbounded.warning_rows, d.unbounded.warning_rows);
         assert_eq!(a.correlation, d.correlation);
         assert_eq!(a.max_routes, d.max_routes);

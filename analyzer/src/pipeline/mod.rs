@@ -12,11 +12,14 @@
 //! ever on the forwarding path.
 
 mod book;
+mod catalogs;
 pub mod facts;
 pub mod indexes;
+pub mod live;
 mod request_tags;
 pub mod suggest;
 mod verdicts;
+mod verify_queue;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -53,7 +56,9 @@ use crate::source::SourceLocation;
 pub use book::FindingsBook;
 use facts::{statement_facts, StatementFacts};
 use indexes::IndexAdvisor;
+use live::LiveTally;
 use request_tags::RequestTagsCache;
+pub use verify_queue::VerificationConfig;
 
 /// Settings of the whole pipeline (the `[analyzer]` part of the config).
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +82,8 @@ pub struct AnalyzerConfig {
     pub too_many_queries: TooManyQueriesConfig,
     /// Idle-in-transaction detection.
     pub idle_in_transaction: IdleInTransactionConfig,
+    /// How much hypopg verification (and catalog loading) runs.
+    pub verification: VerificationConfig,
     /// Distinct SQL texts whose fingerprints (and, separately, request
     /// tags) are cached.
     pub fingerprint_cache: usize,
@@ -113,6 +120,7 @@ impl Default for AnalyzerConfig {
             slow_query: SlowQueryConfig::default(),
             too_many_queries: TooManyQueriesConfig::default(),
             idle_in_transaction: IdleInTransactionConfig::default(),
+            verification: VerificationConfig::default(),
             fingerprint_cache: 10_000,
             max_pending_findings: 10_000,
             max_statement_facts: 10_000,
@@ -182,6 +190,9 @@ pub struct Analyzer {
     /// Where each fingerprint was last issued and in which trace, for the
     /// findings made from fingerprints later (unindexed, slow, N+1 shapes).
     origins: HashMap<FingerprintId, Origin, BuildHasherDefault<IdHasher>>,
+    /// Time per fingerprint and statements per request by route, for the
+    /// proxy's live view.
+    live: LiveTally,
     /// The text of the last query event and its cache key: the events of
     /// one multi-statement Query share one `Arc`, and hashing a megabyte
     /// of text once per statement would make such a Query quadratic. The
@@ -229,7 +240,7 @@ impl Analyzer {
             seen: HashSet::default(),
             book: FindingsBook::new(config.max_pending_findings),
             stats: PipelineStats::default(),
-            indexes: IndexAdvisor::new(config.unindexed.clone()),
+            indexes: IndexAdvisor::new(config.unindexed.clone(), config.verification.clone()),
             slow: SlowQueries::new(config.slow_query.clone()),
             idle: IdleTransactions::new(
                 config.idle_in_transaction.clone(),
@@ -238,6 +249,7 @@ impl Analyzer {
             requests_by_source: [0; CORRELATION_SOURCES.len()],
             routes: RouteTable::new(config.max_routes),
             origins: HashMap::default(),
+            live: LiveTally::default(),
             last_text: None,
             config,
         }
@@ -294,6 +306,19 @@ impl Analyzer {
         &mut self.indexes
     }
 
+    /// Index suggestions waiting for a hypopg check or being checked.
+    pub fn verifications_queued(&self) -> usize {
+        self.indexes.verifications_queued()
+    }
+
+    /// Index suggestions hypopg could have checked but did not, by reason.
+    pub fn verifications_skipped(
+        &self,
+    ) -> [(crate::detect::unindexed::SkipReason, u64);
+           crate::detect::unindexed::SkipReason::ALL.len()] {
+        self.indexes.verifications_skipped()
+    }
+
     /// Ends every open request (shutdown) and judges them.
     pub fn finish(&mut self) {
         self.last_text = None;
@@ -344,6 +369,12 @@ impl Analyzer {
         }
     }
 
+    /// Time per fingerprint and statements per request by route, for the
+    /// proxy's live view.
+    pub fn live(&self) -> &LiveTally {
+        &self.live
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
@@ -359,6 +390,7 @@ impl Analyzer {
             correlated_fraction: self.correlator.stats().correlated_fraction(),
             parse_failures: self.stats.parse_failures,
             dropped_events,
+            verifications_skipped: self.verifications_skipped().iter().map(|(_, n)| n).sum(),
             catalog: if catalog_available {
                 "available"
             } else {
@@ -401,6 +433,8 @@ impl Analyzer {
         if self.seen.len() < MAX_COUNTED_FINGERPRINTS && self.seen.insert(fp.id) {
             self.stats.fingerprints += 1;
         }
+        self.live
+            .record_execution(fp.id, &fp.normalized, fp.kind, q.duration);
         let facts = self.facts_for(fp, q);
         let tags = self.tags.get(text_key, &q.sql);
         let source = tags.and_then(|t| t.source.clone());
@@ -510,7 +544,7 @@ impl Analyzer {
         self.check_unbounded(fp, &facts, q, &origin);
         if let Some(db) = &q.database {
             if fp.kind == StatementKind::Ddl {
-                self.indexes.schema_changed(db);
+                self.indexes.schema_changed(db, now);
             } else if !fp.fallback
                 && matches!(
                     fp.kind,
@@ -521,13 +555,14 @@ impl Analyzer {
                 )
                 && !fp.tables.is_empty()
             {
-                self.indexes.executed(
-                    db,
-                    fp.id,
-                    &fp.normalized,
-                    || statement_text(q),
-                    to_offset(q.started_at),
-                );
+                let execution = indexes::Execution {
+                    database: db,
+                    fingerprint: fp.id,
+                    normalized: &fp.normalized,
+                    user: q.user.as_ref(),
+                    at: to_offset(q.started_at),
+                };
+                self.indexes.executed(execution, || statement_text(q), now);
                 if facts.offset {
                     self.check_offset(db, fp.id, q);
                 }
@@ -676,6 +711,8 @@ impl Analyzer {
                         &request.state.top_shapes(ROUTE_SHAPES),
                     );
                 }
+                self.live
+                    .record_request(request.request.route.as_ref(), request.work_statements);
             }
             for detection in request.state.evaluate(&self.config.n_plus_one) {
                 let finding = self.detection_finding(&detection, &request.request);

@@ -83,7 +83,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN statements_not_analysed INTEGER NOT NULL DEFAULT 0;
     "#,
-    // v4: statements per request by route, per run (the run's running
+    // v4: index suggestions hypopg did not check (Summary::verifications_skipped).
+    r#"
+    ALTER TABLE runs ADD COLUMN verifications_skipped INTEGER NOT NULL DEFAULT 0;
+    "#,
+    // v5: statements per request by route, per run (the run's running
     // totals, replaced at each flush that has new ones), so reports show
     // them and baselines can compare them.
     r#"
