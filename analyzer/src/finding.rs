@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::source::SourceLocation;
+
 /// The kinds of finding. New kinds are added, never renamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,11 +66,15 @@ pub enum FindingKind {
     /// exercised by the traffic (DELETE or key UPDATE of the referenced
     /// table, or a join on the key).
     UnindexedForeignKey,
+    /// A route's statements per request grew beyond the tolerance since a
+    /// baseline. Made by `qproxy report --baseline`, never by the proxy:
+    /// it compares two runs, not traffic.
+    QueryCountRegression,
 }
 
 impl FindingKind {
     /// Every kind, in report order.
-    pub const ALL: [FindingKind; 12] = [
+    pub const ALL: [FindingKind; 13] = [
         FindingKind::NPlusOne,
         FindingKind::RepeatedQuery,
         FindingKind::UnindexedFilter,
@@ -81,6 +87,7 @@ impl FindingKind {
         FindingKind::NonSargableFilter,
         FindingKind::OffsetPagination,
         FindingKind::UnindexedForeignKey,
+        FindingKind::QueryCountRegression,
     ];
 
     /// The name used in JSON, metrics labels and `--fail-on`.
@@ -98,6 +105,7 @@ impl FindingKind {
             FindingKind::NonSargableFilter => "non_sargable_filter",
             FindingKind::OffsetPagination => "offset_pagination",
             FindingKind::UnindexedForeignKey => "unindexed_foreign_key",
+            FindingKind::QueryCountRegression => "query_count_regression",
         }
     }
 
@@ -217,6 +225,10 @@ pub struct Finding {
     pub database: Option<String>,
     /// Kind-specific evidence (e.g. hypopg cost before/after, why no parent
     /// was named). Additive; consumers must ignore keys they do not know.
+    /// Two keys are common to every kind: [`SOURCE_KEY`] and
+    /// [`TRACE_ID_KEY`] (read them with [`Finding::source`] and
+    /// [`Finding::trace_id`]; the JSON report shows them as top-level
+    /// fields).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub details: serde_json::Map<String, serde_json::Value>,
     /// First time seen.
@@ -236,6 +248,16 @@ pub const TABLE_UNRESOLVED: &str = "table_unresolved";
 /// is one request (`high`, `medium`, `low`). They go with
 /// [`Finding::request`], the worst sighting's.
 pub const REQUEST_DETAILS: [&str; 2] = ["grouping", "confidence"];
+/// The `details` key of where in the application the offending statement
+/// was issued (a [`SourceLocation`]), when its SQL comment said so. Kept in
+/// `details` rather than in a field of its own so that every detector,
+/// the store and its schema carry it without knowing about it.
+pub const SOURCE_KEY: &str = "source";
+
+/// The `details` key of the W3C trace id (32 hex digits) of the request the
+/// finding was seen in, from a `traceparent` tag; see [`SOURCE_KEY`] for
+/// why it lives in `details`.
+pub const TRACE_ID_KEY: &str = "trace_id";
 
 /// Kind-specific evidence as the `details` map: each kind defines a serde
 /// struct for its details and serializes it here, so the keys cannot drift
@@ -276,12 +298,13 @@ impl Finding {
     /// Recomputes [`Finding::id`] from the identifying fields. (The
     /// per-request, unbounded and slow-query kinds hash the table as the
     /// statement names it, before catalog qualification, so for those this
-    /// matches only while `table` is as written. A `too_many_queries`
-    /// finding is one per route: its `fingerprint`, the request's most
-    /// frequent shape, is not part of its identity.)
+    /// matches only while `table` is as written. A `too_many_queries` or
+    /// `query_count_regression` finding is one per route: its
+    /// `fingerprint`, the request's most frequent or most grown shape, is
+    /// not part of its identity.)
     pub fn compute_id(&self) -> String {
         let fingerprint = match self.kind {
-            FindingKind::TooManyQueries => "",
+            FindingKind::TooManyQueries | FindingKind::QueryCountRegression => "",
             _ => &self.fingerprint,
         };
         finding_id(
@@ -292,6 +315,30 @@ impl Finding {
             self.request.as_ref().and_then(|r| r.route.as_deref()),
             self.parent.as_ref().map(|p| p.fingerprint.as_str()),
         )
+    }
+
+    /// Where the offending statement was issued, when a tag said so.
+    pub fn source(&self) -> Option<SourceLocation> {
+        serde_json::from_value(self.details.get(SOURCE_KEY)?.clone()).ok()
+    }
+
+    /// Records where the offending statement was issued.
+    pub fn set_source(&mut self, source: &SourceLocation) {
+        if let Ok(value) = serde_json::to_value(source) {
+            self.details.insert(SOURCE_KEY.into(), value);
+        }
+    }
+
+    /// The trace id of the request the finding was seen in, when the
+    /// request carried a `traceparent`.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.details.get(TRACE_ID_KEY)?.as_str()
+    }
+
+    /// Records the trace id of the request the finding was seen in.
+    pub fn set_trace_id(&mut self, trace_id: &str) {
+        self.details
+            .insert(TRACE_ID_KEY.into(), serde_json::Value::from(trace_id));
     }
 
     /// Folds a later sighting of the same finding into this one: counts

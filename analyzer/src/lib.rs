@@ -17,6 +17,10 @@
 //! - [`explain`]: EXPLAIN a client's statement with the client's rights only.
 //! - [`pipeline`]: fingerprint → correlate → detect, per event; findings for the store.
 //! - [`finding`]: findings and the report summary, as DESIGN's JSON schema.
+//! - [`source`]: where in the application a statement was issued, from its
+//!   tags.
+//! - [`routes`]: per-route statements per request, and the regression rule
+//!   `qproxy report --baseline` applies to them.
 //! - [`store`]: the SQLite findings store and its background writer.
 //! - [`report`]: report data and its output formats (text, JSON).
 #![forbid(unsafe_code)]
@@ -32,5 +36,7 @@ pub mod fingerprint;
 pub mod offset;
 pub mod pipeline;
 pub mod report;
+pub mod routes;
+pub mod source;
 pub mod store;
 pub mod values;

@@ -240,3 +240,91 @@ fn huge_statements_cost_only_their_edges() {
     assert_eq!(extract_tags(&unterminated), None);
     assert!(started.elapsed() < std::time::Duration::from_millis(500));
 }
+
+// Source locations: one test per spelling, as each library writes it.
+
+fn source(sql: &str) -> (String, Option<u64>, Option<String>) {
+    let s = tags(sql)
+        .source
+        .unwrap_or_else(|| panic!("no source location in {sql}"));
+    (s.file.clone(), s.line, s.function.clone())
+}
+
+#[test]
+fn rails_source_location_in_sqlcommenter_format() {
+    // Rails 7.1 `config.active_record.query_log_tags = [..., :source_location]`
+    // with the :sqlcommenter formatter: URL-encoded, Ruby 3.4 quoting.
+    let (file, line, function) = source(
+        r#"SELECT "orders".* FROM "orders" /*action='index',controller='orders',source_location='app%2Fmodels%2Forder.rb%3A12%3Ain%20%27Order.recent%27'*/"#,
+    );
+    assert_eq!(
+        (file.as_str(), line, function.as_deref()),
+        ("app/models/order.rb", Some(12), Some("Order.recent"))
+    );
+    // The source location is no request identity and no route of its own.
+    let t = tags(r#"SELECT 1 /*source_location='app%2Fa.rb%3A3'*/"#);
+    assert!(!t.has_identity() && t.route.is_none() && t.labels.is_empty());
+}
+
+#[test]
+fn rails_source_location_in_legacy_format_with_old_ruby_quoting() {
+    let (file, line, function) = source(
+        "SELECT 1 /*application:Shop,controller:orders,action:index,source_location:app/controllers/orders_controller.rb:7:in `block in index'*/",
+    );
+    assert_eq!(
+        (file.as_str(), line, function.as_deref()),
+        (
+            "app/controllers/orders_controller.rb",
+            Some(7),
+            Some("block in index")
+        )
+    );
+}
+
+#[test]
+fn marginalia_line() {
+    let t = tags(
+        "SELECT 1 /*application:Shop,controller:users,action:show,line:/app/models/user.rb:42:in `orders'*/",
+    );
+    assert_eq!(t.route.as_deref(), Some("users#show"));
+    let s = t.source.expect("a source location");
+    assert_eq!(
+        (s.file.as_str(), s.line, s.function.as_deref()),
+        ("/app/models/user.rb", Some(42), Some("orders"))
+    );
+}
+
+#[test]
+fn opentelemetry_code_attributes_in_any_order() {
+    let (file, line, function) = source(
+        "SELECT 1 /*code.lineno='88',code.function='list_orders',code.filepath='shop%2Fviews.py',traceparent='00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01'*/",
+    );
+    assert_eq!(
+        (file.as_str(), line, function.as_deref()),
+        ("shop/views.py", Some(88), Some("list_orders"))
+    );
+    // The newer semantic-convention names.
+    let (file, line, function) = source(
+        "/*code.file.path='src/Orders.java',code.line.number='17',code.function.name='com.shop.Orders.list'*/ SELECT 1",
+    );
+    assert_eq!(
+        (file.as_str(), line, function.as_deref()),
+        ("src/Orders.java", Some(17), Some("com.shop.Orders.list"))
+    );
+}
+
+#[test]
+fn source_locations_that_say_nothing_are_dropped() {
+    // A line or function without a file, and a backtrace line without a
+    // line number, name no place.
+    for sql in [
+        "SELECT 1 /*code.lineno='3',code.function='f',route='/a'*/",
+        "SELECT 1 /*source_location='app%2Fa.rb',route='/a'*/",
+        "SELECT 1 /*line:somewhere,controller:a*/",
+    ] {
+        assert_eq!(tags(sql).source, None, "{sql}");
+    }
+    // A one-string location wins over OpenTelemetry parts.
+    let (file, ..) = source("SELECT 1 /*source_location='a.rb%3A1',code.filepath='b.py'*/");
+    assert_eq!(file, "a.rb");
+}

@@ -15,6 +15,7 @@ fn ci_options() -> RenderOptions {
         color: false,
         gating: vec![FindingKind::NPlusOne, FindingKind::UnboundedSelect],
         baselined: 2,
+        trace_url: None,
     }
 }
 

@@ -176,6 +176,7 @@ fn request_kinds_report() -> Report {
             too_many_queries(),
             idle_in_transaction(),
         ],
+        routes: Vec::new(),
     };
     report.sort_findings();
     report

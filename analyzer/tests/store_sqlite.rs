@@ -373,7 +373,8 @@ fn a_v1_store_migrates_and_reports_no_losses() {
     // What qproxy before `findings_lost` left behind.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP INDEX runs_by_instance; ALTER TABLE runs DROP COLUMN instance; \
+        "DROP TABLE run_routes; \
+         DROP INDEX runs_by_instance; ALTER TABLE runs DROP COLUMN instance; \
          ALTER TABLE runs DROP COLUMN updated_at; \
          ALTER TABLE runs DROP COLUMN verifications_skipped; \
          ALTER TABLE runs DROP COLUMN statements_not_analysed; \

@@ -23,6 +23,7 @@ fn batch(findings: Vec<qproxy_analyzer::finding::Finding>, queries: u64) -> Batc
             catalog: "available".into(),
             ..Summary::default()
         },
+        routes: None,
     }
 }
 

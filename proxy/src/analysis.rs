@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use qproxy_analyzer::event::SessionEvent;
 use qproxy_analyzer::finding::{Finding, Summary};
 use qproxy_analyzer::pipeline::{Analyzer, AnalyzerConfig};
+use qproxy_analyzer::routes::RouteStats;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::background::{Background, Finished};
@@ -29,6 +30,10 @@ pub trait FindingSink: Send {
     fn submit(&mut self, findings: Vec<Finding>, summary: Summary);
     /// The last flush before exit.
     fn finish(self: Box<Self>, findings: Vec<Finding>, summary: Summary);
+    /// The run's per-route figures so far, handed over just before the
+    /// flush they belong to when they changed (the store keeps them with
+    /// the run; a sink without a store may ignore them).
+    fn routes(&mut self, _routes: Vec<RouteStats>) {}
 }
 
 /// How the analysis task runs.
@@ -230,6 +235,9 @@ pub async fn run_with_metrics(
                     if let Some(m) = &metrics {
                         m.record_findings(&findings);
                     }
+                    if let Some(routes) = analyzer.take_routes() {
+                        sink.routes(routes);
+                    }
                     if let Some(live) = &mut live {
                         live.flush(&analyzer, &summary, &findings);
                     }
@@ -255,6 +263,9 @@ pub async fn run_with_metrics(
     if let Some(m) = &metrics {
         m.record_analyzer(&analyzer);
         m.record_findings(&findings);
+    }
+    if let Some(routes) = analyzer.take_routes() {
+        sink.routes(routes);
     }
     if let Some(live) = live {
         live.finish(&analyzer, &summary, &findings);
@@ -301,6 +312,8 @@ impl FindingSink for LogSink {
 #[derive(Debug)]
 pub struct StoreSink {
     writer: qproxy_analyzer::store::Writer,
+    /// Route figures handed over since the last batch, sent with the next.
+    routes: Option<Vec<RouteStats>>,
 }
 
 impl StoreSink {
@@ -327,6 +340,7 @@ impl StoreSink {
         let info = qproxy_analyzer::store::RunInfo::current(env!("CARGO_PKG_VERSION"), instance);
         Ok(StoreSink {
             writer: qproxy_analyzer::store::Writer::spawn_with(location, info, config)?,
+            routes: None,
         })
     }
 
@@ -339,15 +353,30 @@ impl StoreSink {
 impl FindingSink for StoreSink {
     fn submit(&mut self, findings: Vec<Finding>, summary: Summary) {
         use qproxy_analyzer::store::{Batch, Submitted};
-        if self.writer.submit(Batch { findings, summary }) == Submitted::Lost {
+        let routes = self.routes.take();
+        let batch = Batch {
+            findings,
+            summary,
+            routes,
+        };
+        if self.writer.submit(batch) == Submitted::Lost {
             tracing::error!("the findings store writer has stopped; findings are being lost");
         }
+    }
+
+    fn routes(&mut self, routes: Vec<RouteStats>) {
+        self.routes = Some(routes);
     }
 
     fn finish(self: Box<Self>, findings: Vec<Finding>, summary: Summary) {
         use qproxy_analyzer::store::Batch;
         let stats = self.writer.stats();
-        if let Err(e) = self.writer.finish(Batch { findings, summary }) {
+        let batch = Batch {
+            findings,
+            summary,
+            routes: self.routes,
+        };
+        if let Err(e) = self.writer.finish(batch) {
             tracing::error!(
                 error = %e,
                 findings_lost_total = stats.findings_lost.load(Ordering::Relaxed),

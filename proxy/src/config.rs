@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use qproxy_analyzer::report::TraceUrl;
 use qproxy_analyzer::store::{period, WriterConfig};
 
 use crate::analysis::AnalysisSettings;
@@ -293,6 +294,11 @@ pub struct ServeArgs {
     /// `fingerprint="other"` (`route="other"`) [default: 100]
     #[arg(long, env = "QPROXY_METRICS_TOP_K", value_name = "N")]
     pub metrics_top_k: Option<usize>,
+    /// Link trace ids to a trace viewer: a URL with {trace_id} where the
+    /// id goes (e.g. https://tempo.example/trace/{trace_id}); the same
+    /// setting as `qproxy report --trace-url`
+    #[arg(long, env = "QPROXY_TRACE_URL", value_name = "URL")]
+    pub trace_url: Option<String>,
     /// Advanced: distinct findings held in memory while the findings store
     /// cannot be written (locked by another process, disk full); deltas of
     /// further findings are dropped and counted in
@@ -351,10 +357,22 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Fingerprints (and routes) with their own metrics series.
     pub metrics_top_k: usize,
+    /// Where trace ids link to (`--trace-url`); see
+    /// [`ServeConfig::trace_link`].
+    pub trace_url: Option<TraceUrl>,
     /// Per-connection tracker caps.
     pub tracker_limits: TrackerLimits,
     /// The analysis task's settings.
     pub analysis: AnalysisSettings,
+}
+
+impl ServeConfig {
+    /// The link to a trace in the configured trace viewer, or `None`
+    /// without `--trace-url`: for anything that shows a finding's or a
+    /// request's trace id (the live view).
+    pub fn trace_link(&self, trace_id: &str) -> Option<String> {
+        self.trace_url.as_ref().map(|url| url.link(trace_id))
+    }
 }
 
 impl ServeArgs {
@@ -480,6 +498,13 @@ impl ServeArgs {
             max_statements_per_message,
             ..TrackerLimits::default()
         };
+        let trace_url = match pick!(trace_url) {
+            Some(s) if !s.is_empty() => Some(
+                s.parse::<TraceUrl>()
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let max_connections = pick!(max_connections).unwrap_or(10_000).max(1);
         let max_startup_connections = pick!(max_startup_connections)
             .unwrap_or(max_connections / 4)
@@ -513,6 +538,7 @@ impl ServeArgs {
                 .clamp(1, 1024),
             log_format: pick!(log_format).unwrap_or(LogFormat::Auto),
             metrics_top_k: pick!(metrics_top_k).unwrap_or(crate::metrics::DEFAULT_TOP_K),
+            trace_url,
             tracker_limits,
             analysis,
         })
@@ -702,6 +728,57 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(err.contains("max_statements_per_message"), "{err}");
+        }
+    }
+
+    #[test]
+    fn trace_url_from_flag_or_file_links_trace_ids_and_is_checked() {
+        let f = file(
+            "upstream = \"postgres://file\"\ntrace_url = \"https://tempo.example/trace/{trace_id}\"\n\
+             [analyzer]\nmax_routes = 7\n",
+        );
+        let from_file = ServeArgs {
+            config: Some(f.path().to_owned()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            from_file
+                .trace_link("0af7651916cd43dd8448eb211c80319c")
+                .as_deref(),
+            Some("https://tempo.example/trace/0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(from_file.analysis.analyzer.max_routes, 7);
+        let base = || ServeArgs {
+            upstream: Some("postgres://h".into()),
+            ..Default::default()
+        };
+        assert_eq!(base().resolve().unwrap().trace_link("ab"), None);
+        let flag = ServeArgs {
+            trace_url: Some("http://jaeger:16686/trace/{trace_id}?x=1".into()),
+            config: Some(f.path().to_owned()),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            flag.trace_link("ab").as_deref(),
+            Some("http://jaeger:16686/trace/ab?x=1")
+        );
+        for (bad, why) in [
+            ("https://tempo.example/trace/", "placeholder"),
+            ("javascript:alert(1)//{trace_id}", "http"),
+            ("https://t.example/{trace_id}\"><script>", "quote"),
+        ] {
+            let err = ServeArgs {
+                trace_url: Some(bad.into()),
+                ..base()
+            }
+            .resolve()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("--trace-url") && err.contains(why), "{err}");
         }
     }
 
@@ -1019,5 +1096,6 @@ mod example {
         assert_eq!(a.verification, d.verification);
         assert_eq!(a.unbounded.warning_rows, d.unbounded.warning_rows);
         assert_eq!(a.correlation, d.correlation);
+        assert_eq!(a.max_routes, d.max_routes);
     }
 }

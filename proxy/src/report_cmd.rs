@@ -10,6 +10,12 @@
 //! rendering and gating; `--write-baseline FILE` writes the current
 //! findings. Both together is the update flow: the written baseline keeps
 //! only entries still found (stale ones pruned), never adds new findings.
+//!
+//! A baseline also records each route's statements per request. With
+//! `--baseline`, a route whose median grew beyond the tolerance
+//! (`--regression-ratio`, `--regression-min-increase`) is reported as a
+//! `query_count_regression` finding, gated by `--fail-on` like any kind;
+//! the update flow does not accept a regressed route's new figures.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -19,7 +25,8 @@ use std::process::ExitCode;
 use clap::builder::PossibleValuesParser;
 use qproxy_analyzer::finding::FindingKind;
 use qproxy_analyzer::report::baseline::{Baseline, BaselineUpdate};
-use qproxy_analyzer::report::{self, Format, RenderOptions, Report};
+use qproxy_analyzer::report::{self, Format, RenderOptions, Report, TraceUrl};
+use qproxy_analyzer::routes::Tolerance;
 use qproxy_analyzer::store::{period, RunFilter, RunSelection, Store};
 
 use crate::config::DEFAULT_STORE;
@@ -68,10 +75,24 @@ pub struct ReportArgs {
     /// show nor gate.
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
-    /// Write the current findings' ids to FILE as a baseline. With
-    /// --baseline, keep only its entries still found (prune stale ones).
+    /// Write the current findings' ids and each route's statements per
+    /// request to FILE as a baseline. With --baseline, keep only its
+    /// entries still found (prune stale ones) and keep a regressed route's
+    /// old figures.
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
+    /// With --baseline: a route regressed when its median statements per
+    /// request grew by more than this factor...
+    #[arg(long, default_value_t = Tolerance::default().ratio, value_name = "RATIO")]
+    pub regression_ratio: f64,
+    /// ...and by at least this many statements.
+    #[arg(long, default_value_t = Tolerance::default().min_increase, value_name = "N")]
+    pub regression_min_increase: u64,
+    /// Link findings' trace ids in markdown and html reports:
+    /// a URL with {trace_id} where the id goes
+    /// (e.g. https://tempo.example/trace/{trace_id}).
+    #[arg(long, env = "QPROXY_TRACE_URL", value_name = "URL")]
+    pub trace_url: Option<String>,
 }
 
 /// Exit code: nothing gating.
@@ -170,6 +191,11 @@ fn report(
             .transpose()
             .map_err(|e| e.to_string())?,
     };
+    let tolerance = tolerance(args)?;
+    let trace_url = match &args.trace_url {
+        Some(s) if !s.is_empty() => Some(s.parse::<TraceUrl>().map_err(|e| e.to_string())?),
+        _ => None,
+    };
     let location = target.location().map_err(|e| e.to_string())?;
     let store = Store::open_read_only(location).map_err(|e| e.to_string())?;
     let mut report =
@@ -182,14 +208,20 @@ fn report(
     let update = (args.write_baseline.as_ref()).map(|path| {
         (
             path,
-            BaselineUpdate::new(baseline.as_ref(), &report.findings),
+            BaselineUpdate::for_report(baseline.as_ref(), &report, &tolerance),
         )
     });
     let baselined = baseline.as_ref().map_or(0, |b| b.suppress(&mut report));
+    if let Some(baseline) = &baseline {
+        // Made after suppression: a regression is judged against the
+        // baseline's routes, never accepted by its finding ids.
+        baseline.report_regressions(&mut report, &tolerance);
+    }
     let options = RenderOptions {
         color: color && args.output.is_none(),
         gating: gate.clone(),
         baselined,
+        trace_url,
     };
     let rendered = report::render(&report, format, options);
     match &args.output {
@@ -215,6 +247,21 @@ fn report(
         );
     }
     Ok((report, gate))
+}
+
+/// The regression tolerance from the flags; a ratio below 1 would call a
+/// shrinking route a regression, so it is refused.
+fn tolerance(args: &ReportArgs) -> Result<Tolerance, String> {
+    if !(args.regression_ratio.is_finite() && args.regression_ratio >= 1.0) {
+        return Err(format!(
+            "--regression-ratio must be a number of at least 1 (got {})",
+            args.regression_ratio
+        ));
+    }
+    Ok(Tolerance {
+        ratio: args.regression_ratio,
+        min_increase: args.regression_min_increase,
+    })
 }
 
 /// `3 gating findings (--fail-on): n_plus_one 2, unbounded_select 1`.
@@ -253,6 +300,9 @@ mod tests {
             run: None,
             baseline: None,
             write_baseline: None,
+            regression_ratio: 1.5,
+            regression_min_increase: 5,
+            trace_url: None,
         }
     }
 
@@ -592,6 +642,119 @@ mod tests {
             assert_eq!((code, out.as_str()), (0, ""), "{name}: {err}");
             let written = std::fs::read_to_string(&path).unwrap();
             assert!(written.contains("n_plus_one"), "{name}: {written}");
+        }
+    }
+
+    /// A store with one run per entry of `items`: four `/orders` requests
+    /// running one order lookup and that many item lookups each, and two
+    /// unchanged `users#show` requests of four statements.
+    fn store_with_routes(dir: &tempfile::TempDir, items: &[u64]) -> PathBuf {
+        use qproxy_analyzer::detect::n_plus_one::ShapeCount;
+        use qproxy_analyzer::fingerprint::FingerprintId;
+        use qproxy_analyzer::routes::RouteStats;
+        let shape = |fp: u64, count: u64| ShapeCount {
+            fingerprint: FingerprintId(fp),
+            normalized: format!("SELECT {fp} FROM t WHERE id = $1").into(),
+            count,
+        };
+        let path = dir.path().join("routes.db");
+        let mut store = Store::open(&path).unwrap();
+        for &n in items {
+            let run = store.begin_run(&RunInfo::current("test", "test-instance")).unwrap();
+            let mut orders = RouteStats::new("/orders", false);
+            let mut users = RouteStats::new("users#show", false);
+            for _ in 0..4 {
+                orders.record(1 + n, &[shape(1, 1), shape(2, n)]);
+            }
+            for _ in 0..2 {
+                users.record(4, &[shape(3, 4)]);
+            }
+            store.record_routes(run, &[orders, users]).unwrap();
+            store.update_summary(run, &Summary::default()).unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn a_route_that_grew_past_the_tolerance_gates_as_a_regression() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baseline.json");
+        let mut a = args(&store_with_routes(&dir, &[2, 22, 5]));
+        // The baseline from the first run: /orders at 3 per request.
+        a.run = Some("1".into());
+        a.write_baseline = Some(file.clone());
+        let (code, _, err) = exec(&a);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("with 0 findings and 2 routes"), "{err}");
+        a.write_baseline = None;
+        a.baseline = Some(file);
+        a.fail_on = Some("query_count_regression".into());
+        a.format = "json".into();
+        // Run 2 runs 23 per request: exit 1, naming the route and the shape.
+        a.run = Some("2".into());
+        let (code, out, err) = exec(&a);
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(
+            err,
+            "qproxy report: 1 gating finding (--fail-on): query_count_regression 1\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let findings = json["findings"].as_array().unwrap();
+        assert_eq!(findings.len(), 1, "users#show is unchanged: {findings:?}");
+        let f = &findings[0];
+        assert_eq!(f["kind"], "query_count_regression");
+        assert_eq!(f["request"]["route"], "/orders");
+        assert_eq!(
+            (
+                &f["details"]["median_before"],
+                &f["details"]["median_after"]
+            ),
+            (&serde_json::json!(3), &serde_json::json!(23))
+        );
+        assert_eq!(
+            f["details"]["grown_shapes"][0]["fingerprint"],
+            "0000000000000002"
+        );
+        // Run 3 runs 6 per request: 2×, but only +3: within the default
+        // tolerance, outside a stricter one.
+        a.run = Some("3".into());
+        assert_eq!(exec(&a).0, 0);
+        a.regression_min_increase = 3;
+        assert_eq!(exec(&a).0, 1);
+        a.regression_ratio = 2.0;
+        assert_eq!(exec(&a).0, 0, "exactly 2× is within --regression-ratio 2");
+        // `all` gates it too; without --baseline there is nothing to compare.
+        a.regression_ratio = 1.5;
+        a.run = Some("2".into());
+        a.fail_on = Some("all".into());
+        assert_eq!(exec(&a).0, 1);
+        a.baseline = None;
+        assert_eq!(exec(&a).0, 0);
+    }
+
+    #[test]
+    fn exit_2_on_a_bad_regression_ratio_or_trace_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = args(&store_with_n_plus_one(&dir));
+        type Edit = fn(&mut ReportArgs);
+        let cases: [(&str, Edit); 4] = [
+            ("--regression-ratio must be", |a| a.regression_ratio = 0.5),
+            ("--regression-ratio must be", |a| {
+                a.regression_ratio = f64::NAN
+            }),
+            ("no {trace_id} placeholder", |a| {
+                a.trace_url = Some("https://tempo.example/trace/".into())
+            }),
+            ("not an http:// or https:// URL", |a| {
+                a.trace_url = Some("file:///{trace_id}".into())
+            }),
+        ];
+        for (expected, change) in cases {
+            let mut a = base.clone();
+            change(&mut a);
+            let (code, out, err) = exec(&a);
+            assert_eq!((code, out.as_str()), (2, ""), "{expected}");
+            assert!(err.contains(expected), "{err}");
         }
     }
 

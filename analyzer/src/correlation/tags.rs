@@ -15,12 +15,18 @@
 //! comment is read first, as sqlcommenter appends), unknown keys are ignored,
 //! and values are capped at [`MAX_VALUE_LEN`] bytes. Nothing here fails:
 //! text that is not a tag comment simply yields no tags.
+//!
+//! Besides the request's identity and labels, a comment may say where the
+//! statement was issued ([`RequestTags::source`]): Rails'
+//! `source_location`, marginalia's `line`, or OpenTelemetry's
+//! `code.filepath`/`code.lineno`/`code.function` (see [`crate::source`]).
 
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use super::comment::{edge_comments, pairs};
+use crate::source::SourceLocation;
 
 /// Longest tag value kept, in bytes. Tags are stored per request context, so
 /// a hostile or buggy tagger must not be able to make them large.
@@ -83,6 +89,11 @@ pub struct RequestTags {
     pub route: Option<Arc<str>>,
     /// The descriptive tags found, in the order read.
     pub labels: Labels,
+    /// Where in the application the statement was issued: Rails'
+    /// `source_location` or marginalia's `line` (one backtrace line), else
+    /// OpenTelemetry's `code.filepath` / `code.lineno` / `code.function`.
+    /// Describes the statement, not the request: correlation ignores it.
+    pub source: Option<Arc<SourceLocation>>,
 }
 
 impl RequestTags {
@@ -100,7 +111,7 @@ impl RequestTags {
     }
 
     fn is_empty(&self) -> bool {
-        !self.has_identity() && self.labels.is_empty()
+        !self.has_identity() && self.labels.is_empty() && self.source.is_none()
     }
 }
 
@@ -110,6 +121,14 @@ enum Field {
     RequestId,
     TraceParent,
     Label(LabelKey),
+    /// One backtrace line: Rails `source_location`, marginalia `line`.
+    SourceLine,
+    /// OpenTelemetry `code.filepath`.
+    CodeFile,
+    /// OpenTelemetry `code.lineno`.
+    CodeLine,
+    /// OpenTelemetry `code.function`.
+    CodeFunction,
 }
 
 /// Reads the request tags from the leading and trailing comments of `sql`.
@@ -117,6 +136,9 @@ enum Field {
 /// not by the length of `sql`.
 pub fn extract(sql: &str) -> Option<RequestTags> {
     let mut tags = RequestTags::default();
+    // OpenTelemetry's file, line and function, combined once every comment
+    // has been read (they may come in any order).
+    let mut code: [Option<String>; 3] = Default::default();
     for body in edge_comments(sql) {
         for pair in pairs(body) {
             let Some(field) = classify_key(&pair.key) else {
@@ -133,9 +155,24 @@ pub fn extract(sql: &str) -> Option<RequestTags> {
                 Field::Label(key) if tags.label(key).is_none() => {
                     tags.labels.push((key, value.into()))
                 }
+                Field::SourceLine if tags.source.is_none() => {
+                    tags.source = SourceLocation::from_backtrace_line(value).map(Arc::new)
+                }
+                Field::CodeFile | Field::CodeLine | Field::CodeFunction => {
+                    let slot = match field {
+                        Field::CodeFile => 0,
+                        Field::CodeLine => 1,
+                        _ => 2,
+                    };
+                    code[slot].get_or_insert_with(|| value.to_string());
+                }
                 _ => {}
             }
         }
+    }
+    if let (None, [Some(file), line, function]) = (&tags.source, &code) {
+        tags.source =
+            SourceLocation::from_parts(file, line.as_deref(), function.as_deref()).map(Arc::new);
     }
     tags.route = derive_route(&tags);
     (!tags.is_empty()).then_some(tags)
@@ -196,6 +233,14 @@ fn classify_key(key: &str) -> Option<Field> {
         ("application", Field::Label(LabelKey::Application)),
         ("dbdriver", Field::Label(LabelKey::DbDriver)),
         ("job", Field::Label(LabelKey::Job)),
+        ("sourcelocation", Field::SourceLine),
+        ("line", Field::SourceLine),
+        ("code.filepath", Field::CodeFile),
+        ("code.file.path", Field::CodeFile),
+        ("code.lineno", Field::CodeLine),
+        ("code.line.number", Field::CodeLine),
+        ("code.function", Field::CodeFunction),
+        ("code.function.name", Field::CodeFunction),
     ];
     KEYS.iter()
         .find(|(name, _)| normalized_eq(key, name))

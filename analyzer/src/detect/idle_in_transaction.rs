@@ -129,6 +129,8 @@ pub struct RequestLabels {
     pub request: RequestRef,
     /// The framework or driver tag, for the suggestion's idiom.
     pub framework: Option<Arc<str>>,
+    /// The request's trace id, for the finding's `trace_id`.
+    pub trace_id: Option<Arc<str>>,
 }
 
 /// One idle gap worth a finding.
@@ -395,6 +397,7 @@ mod tests {
                     correlation: Some("comment".into()),
                 },
                 framework: None,
+                trace_id: None,
             })
         }
     }

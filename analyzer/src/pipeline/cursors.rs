@@ -26,7 +26,7 @@ use std::time::{Instant, SystemTime};
 use time::OffsetDateTime;
 
 use super::facts::statement_facts;
-use super::{indexes, statement_text, Analyzer};
+use super::{indexes, statement_text, Analyzer, Returned};
 use crate::correlation::Lexer;
 use crate::detect::unbounded;
 use crate::event::{Outcome, QueryEvent};
@@ -305,7 +305,7 @@ impl Analyzer {
             cursor.database.as_ref(),
             cursor.rows,
             cursor.declared_at,
-            true,
+            Returned::Cursor,
         );
     }
 }

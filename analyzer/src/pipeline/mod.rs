@@ -1,9 +1,11 @@
 //! The analysis pipeline: each [`QueryEvent`] is fingerprinted and its
 //! request tags read (both cached by text), assigned to a request, and fed
 //! to the detectors; ended requests are judged for N+1s (reads and writes)
-//! and the query budget; idle transactions are judged as statements arrive
-//! and connections close, slow queries at each flush; findings gather in a
-//! book the caller flushes to the store.
+//! and the query budget, and counted in their route's figures; idle
+//! transactions are judged as statements arrive and connections close,
+//! slow queries at each flush; findings gather in a book the caller flushes
+//! to the store, each with where its statement was issued and the trace of
+//! its request when tags said so.
 //!
 //! The pipeline is synchronous and single-threaded: the proxy runs it on
 //! its analysis task, fed by the bounded event queue, so nothing here is
@@ -50,6 +52,8 @@ use crate::finding::{
 };
 use crate::fingerprint::{Fingerprint, FingerprintCache, FingerprintId, StatementKind};
 use crate::offset::{magnitude, top_level_offset, OffsetClause};
+use crate::routes::{RouteStats, RouteTable, DEFAULT_MAX_ROUTES, ROUTE_SHAPES};
+use crate::source::SourceLocation;
 
 pub use book::FindingsBook;
 use cursors::Cursors;
@@ -90,8 +94,12 @@ pub struct AnalyzerConfig {
     pub fingerprint_cache: usize,
     /// Distinct findings held between two flushes.
     pub max_pending_findings: usize,
-    /// Fingerprints whose statement facts are cached.
+    /// Fingerprints whose statement facts are cached (and, separately,
+    /// whose last source location and trace id are remembered).
     pub max_statement_facts: usize,
+    /// Routes whose statements per request are tracked; requests of later
+    /// routes are counted under `other`.
+    pub max_routes: usize,
     /// Statements of one SQL text (a simple Query) that are fingerprinted;
     /// events for later ones are not expected. Set by the proxy from its
     /// `--max-statements-per-message`, not from the `[analyzer]` section.
@@ -121,6 +129,7 @@ impl Default for AnalyzerConfig {
             fingerprint_cache: 10_000,
             max_pending_findings: 10_000,
             max_statement_facts: 10_000,
+            max_routes: DEFAULT_MAX_ROUTES,
             max_statements_per_text: DEFAULT_MAX_STATEMENTS_PER_TEXT,
         }
     }
@@ -181,6 +190,11 @@ pub struct Analyzer {
     slow: SlowQueries,
     idle: IdleTransactions,
     requests_by_source: [u64; CORRELATION_SOURCES.len()],
+    /// Statements per request by route, for reports and baselines.
+    routes: RouteTable,
+    /// Where each fingerprint was last issued and in which trace, for the
+    /// findings made from fingerprints later (unindexed, slow, N+1 shapes).
+    origins: HashMap<FingerprintId, Origin, BuildHasherDefault<IdHasher>>,
     /// Time per fingerprint and statements per request by route, for the
     /// proxy's live view.
     live: LiveTally,
@@ -196,6 +210,23 @@ pub struct Analyzer {
     finished: bool,
     /// SQL cursors being fetched, whose rows add up to one execution.
     cursors: Cursors,
+}
+
+/// How the rows an unbounded candidate returned were read.
+#[derive(Debug, Clone, Copy)]
+enum Returned<'a> {
+    /// By one execution, with the origin its tags gave.
+    Execution(&'a Origin),
+    /// Through a SQL cursor's FETCHes, added up.
+    Cursor,
+}
+
+/// Where a statement shape was last issued: its tags' source location and
+/// the trace id of the request it ran in.
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    source: Option<Arc<SourceLocation>>,
+    trace_id: Option<Arc<str>>,
 }
 
 /// Every correlation source, in the order
@@ -236,6 +267,8 @@ impl Analyzer {
                 config.correlation.max_contexts,
             ),
             requests_by_source: [0; CORRELATION_SOURCES.len()],
+            routes: RouteTable::new(config.max_routes),
+            origins: HashMap::default(),
             live: LiveTally::default(),
             last_text: None,
             tables: TableNames::new(config.max_pending_findings),
@@ -336,7 +369,10 @@ impl Analyzer {
             let table = slow.table.as_deref().map(str::to_string);
             self.book.add(verdicts::slow_finding(&slow, table));
         }
-        let fresh = self.book.take();
+        let mut fresh = self.book.take();
+        for f in &mut fresh {
+            self.add_origin(f);
+        }
         self.tables
             .settle(&self.indexes, fresh, Instant::now(), self.finished)
     }
@@ -344,6 +380,30 @@ impl Analyzer {
     /// Findings held back until their database's catalog arrives.
     pub fn findings_awaiting_catalog(&self) -> usize {
         self.tables.waiting()
+    }
+
+    /// The run's per-route figures when a request of a named route ended
+    /// since the last call: what the store replaces the run's rows with.
+    pub fn take_routes(&mut self) -> Option<Vec<RouteStats>> {
+        self.routes.take_changed()
+    }
+
+    /// Fills in where the finding's statement was issued and the trace it
+    /// ran in, from what the shape's tags said last, unless the detector
+    /// already knew (the worst request's trace, the execution's own tags).
+    fn add_origin(&self, f: &mut Finding) {
+        let Some(origin) = u64::from_str_radix(&f.fingerprint, 16)
+            .ok()
+            .and_then(|id| self.origins.get(&FingerprintId(id)))
+        else {
+            return;
+        };
+        if let (None, Some(source)) = (f.details.get(crate::finding::SOURCE_KEY), &origin.source) {
+            f.set_source(source);
+        }
+        if let (None, Some(trace)) = (f.trace_id(), &origin.trace_id) {
+            f.set_trace_id(trace);
+        }
     }
 
     /// Time per fingerprint and statements per request by route, for the
@@ -414,7 +474,21 @@ impl Analyzer {
             .record_execution(fp.id, &fp.normalized, fp.kind, q.duration);
         let facts = self.facts_for(fp, q);
         let tags = self.tags.get(text_key, &q.sql);
+        let source = tags.and_then(|t| t.source.clone());
         let observed = self.correlator.observe(q, tags, now);
+        let origin = Origin {
+            source,
+            trace_id: observed.request.trace_id.clone(),
+        };
+        if origin.source.is_some() || origin.trace_id.is_some() {
+            if self.origins.len() >= self.config.max_statement_facts
+                && !self.origins.contains_key(&fp.id)
+            {
+                // Bounded like the facts cache: start over.
+                self.origins.clear();
+            }
+            self.origins.insert(fp.id, origin.clone());
+        }
         let processed = Processed {
             fingerprint: fp.id,
             kind: fp.kind,
@@ -504,7 +578,14 @@ impl Analyzer {
         {
             self.book.add(verdicts::idle_finding(&gap));
         }
-        self.check_unbounded(fp, &facts, q.database.as_ref(), q.rows, q.started_at, false);
+        self.check_unbounded(
+            fp,
+            &facts,
+            q.database.as_ref(),
+            q.rows,
+            q.started_at,
+            Returned::Execution(&origin),
+        );
         self.follow_cursor(fp, q, now);
         if let Some(db) = &q.database {
             if fp.kind == StatementKind::Ddl {
@@ -573,7 +654,7 @@ impl Analyzer {
         database: Option<&Arc<str>>,
         rows: u64,
         started_at: SystemTime,
-        cursor: bool,
+        returned: Returned<'_>,
     ) {
         if !facts.parsed
             || !unbounded::is_candidate(
@@ -627,11 +708,20 @@ impl Analyzer {
             "rows_threshold".into(),
             self.config.unbounded.info_rows.into(),
         );
-        if cursor {
+        if let Returned::Cursor = returned {
             finding.details.insert(
                 "fetched".into(),
                 "through a SQL cursor: the rows of all its FETCHes".into(),
             );
+        }
+        // This very execution's origin, not the shape's latest.
+        if let Returned::Execution(origin) = returned {
+            if let Some(source) = &origin.source {
+                finding.set_source(source);
+            }
+            if let Some(trace) = &origin.trace_id {
+                finding.set_trace_id(trace);
+            }
         }
         self.book.add(finding);
     }
@@ -670,6 +760,18 @@ impl Analyzer {
                     .position(|s| *s == request.request.source)
                 {
                     self.requests_by_source[i] += 1;
+                }
+                // Only requests the application named have a route worth
+                // a figure (see crate::routes).
+                if let (true, Some(route)) = (
+                    request.request.source.is_correlated(),
+                    &request.request.route,
+                ) {
+                    self.routes.record(
+                        route,
+                        request.work_statements,
+                        &request.state.top_shapes(ROUTE_SHAPES),
+                    );
                 }
                 self.live
                     .record_request(request.request.route.as_ref(), request.work_statements);
@@ -762,7 +864,7 @@ impl Analyzer {
         }
         let mut suggestion = suggestion;
         verdicts::weigh_by_grouping(request, &mut severity, &mut details, &mut suggestion);
-        Finding {
+        let mut finding = Finding {
             id,
             kind: d.kind,
             severity,
@@ -793,7 +895,11 @@ impl Analyzer {
             details,
             first_seen: to_offset(d.first_seen),
             last_seen: to_offset(d.last_seen),
+        };
+        if let Some(trace) = &request.trace_id {
+            finding.set_trace_id(trace);
         }
+        finding
     }
 }
 

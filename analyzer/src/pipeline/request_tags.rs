@@ -12,7 +12,7 @@
 //! text. Memory is bounded by the entry count: an entry is a pointer for a
 //! text without tags, and at most a few kilobytes with them (every value is
 //! capped at [`MAX_VALUE_LEN`](crate::correlation::tags::MAX_VALUE_LEN)
-//! bytes, and there are at most ten).
+//! bytes, and there are at most a dozen: ids, labels, route and source).
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;

@@ -53,6 +53,7 @@ pub(super) fn request_labels(request: &RequestInfo) -> RequestLabels {
     RequestLabels {
         request: request_ref(request),
         framework: framework_of(request).map(std::sync::Arc::from),
+        trace_id: request.trace_id.clone(),
     }
 }
 
@@ -172,7 +173,7 @@ pub(super) fn budget_finding(
     }
     let mut severity = over.severity;
     weigh_by_grouping(request, &mut severity, &mut details, &mut suggestion);
-    Finding {
+    let mut finding = Finding {
         id,
         kind: FindingKind::TooManyQueries,
         severity,
@@ -190,7 +191,11 @@ pub(super) fn budget_finding(
         details,
         first_seen: to_offset(started_at),
         last_seen: to_offset(ended_at),
+    };
+    if let Some(trace) = &request.trace_id {
+        finding.set_trace_id(trace);
     }
+    finding
 }
 
 /// A transaction left idle. Identified by the statement before the gap
@@ -214,7 +219,7 @@ pub(super) fn idle_finding(gap: &IdleGap) -> Finding {
     let suggestion = suggest::for_idle(idle, gap.details.lock_statement.as_deref(), framework);
     let started = to_offset(gap.started_at);
     let ended = to_offset(gap.started_at.checked_add(idle).unwrap_or(gap.started_at));
-    Finding {
+    let mut finding = Finding {
         id,
         kind: FindingKind::IdleInTransaction,
         severity: gap.severity,
@@ -232,7 +237,11 @@ pub(super) fn idle_finding(gap: &IdleGap) -> Finding {
         details: details_map(&gap.details),
         first_seen: started,
         last_seen: ended,
+    };
+    if let Some(trace) = gap.request.as_ref().and_then(|r| r.trace_id.as_deref()) {
+        finding.set_trace_id(trace);
     }
+    finding
 }
 
 /// A slow fingerprint. `table` is its first table as the catalog

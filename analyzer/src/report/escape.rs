@@ -78,6 +78,14 @@ pub fn escaped_report(report: &Report) -> Report {
     for f in &mut out.findings {
         escape_finding(f);
     }
+    // Routes are request tags, and shapes are SQL: both from clients.
+    for r in &mut out.routes {
+        line(&mut r.route);
+        for s in &mut r.shapes {
+            line(&mut s.fingerprint);
+            text(&mut s.query);
+        }
+    }
     out
 }
 

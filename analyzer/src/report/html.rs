@@ -15,9 +15,10 @@ use std::fmt::Write as _;
 use super::escape::escaped_report;
 use super::{
     count_fact, coverage_warnings, escape_markup as esc, finding_sentence, kind_facts,
-    kind_heading, percent, runs_line, timestamp, RenderOptions, Report,
+    kind_heading, percent, route_label, route_place, runs_line, source_fact, timestamp, trim,
+    RenderOptions, Report,
 };
-use crate::finding::{Finding, FindingKind, Severity};
+use crate::finding::{Finding, FindingKind, Severity, SOURCE_KEY, TRACE_ID_KEY};
 
 /// Fingerprints in the "top fingerprints" chart.
 const TOP_FINGERPRINTS: usize = 10;
@@ -66,6 +67,7 @@ pub fn render_html(report: &Report, options: &RenderOptions) -> String {
     coverage(&mut out, report, options);
     charts(&mut out, report);
     findings(&mut out, report, options);
+    routes(&mut out, report);
     out.push_str("</body>\n</html>\n");
     out
 }
@@ -256,17 +258,75 @@ fn findings(out: &mut String, report: &Report, options: &RenderOptions) {
     }
     let _ = writeln!(out, "</table>");
     for f in &report.findings {
-        finding(out, f);
+        finding(out, f, options);
     }
 }
 
-fn finding(out: &mut String, f: &Finding) {
+/// Every route's statements per request, with its busiest shapes.
+fn routes(out: &mut String, report: &Report) {
+    if report.routes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<h2>Routes: statements per request ({})</h2>\n<table>\n<tr><th>route</th>\
+         <th class=\"num\">requests</th><th class=\"num\">median</th><th class=\"num\">max</th>\
+         <th>busiest shapes (executions per request)</th></tr>",
+        report.routes.len()
+    );
+    for r in &report.routes {
+        let shapes: Vec<String> = r
+            .shapes
+            .iter()
+            .take(3)
+            .map(|s| {
+                format!(
+                    "{} × <code>{}</code> {}",
+                    trim(s.per_request),
+                    esc(&s.fingerprint),
+                    esc(&excerpt(&s.query))
+                )
+            })
+            .collect();
+        let route = if r.other {
+            esc(route_label(r))
+        } else {
+            format!("<code>{}</code>", esc(route_label(r)))
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{route}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td>{}</td></tr>",
+            r.requests,
+            r.statements.median,
+            r.statements.max,
+            shapes.join("<br>")
+        );
+    }
+    let _ = writeln!(out, "</table>");
+}
+
+/// The start of a statement, for a table cell.
+fn excerpt(query: &str) -> String {
+    const CHARS: usize = 80;
+    let mut s: String = query.chars().take(CHARS).collect();
+    if query.chars().count() > CHARS {
+        s.push('…');
+    }
+    s
+}
+
+fn finding(out: &mut String, f: &Finding, options: &RenderOptions) {
     let sev = f.severity.as_str();
     let _ = writeln!(
         out,
         "<article class=\"finding\" id=\"f-{id}\">\n<h3><span class=\"badge {sev}\">{sev}</span> \
          {} <small>{} · <code>{id}</code></small></h3>",
-        esc(f.table.as_deref().unwrap_or("(no single table)")),
+        esc(&f
+            .table
+            .clone()
+            .or_else(|| route_place(f))
+            .unwrap_or_else(|| "(no single table)".into())),
         esc(kind_heading(f.kind)),
         id = esc(&f.id)
     );
@@ -309,8 +369,27 @@ fn finding(out: &mut String, f: &Finding) {
     for (label, value) in kind_facts(f) {
         row(label, &value);
     }
-    row("fingerprint", &f.fingerprint);
-    let _ = writeln!(out, "</dl>\n<pre class=\"sql\">{}</pre>", esc(&f.query));
+    if let Some((label, value)) = source_fact(f) {
+        row(label, &value);
+    }
+    let has_statement = !f.fingerprint.is_empty();
+    if has_statement {
+        row("fingerprint", &f.fingerprint);
+    }
+    if let Some(trace) = f.trace_id() {
+        let shown = format!("<code>{}</code>", esc(trace));
+        let value = match &options.trace_url {
+            // The template is an http(s) URL (checked when parsed) and the
+            // id is percent-encoded; the attribute is escaped all the same.
+            Some(url) => format!("<a href=\"{}\">{shown}</a>", esc(&url.link(trace))),
+            None => shown,
+        };
+        let _ = writeln!(out, "<dt>trace</dt><dd>{value}</dd>");
+    }
+    let _ = writeln!(out, "</dl>");
+    if has_statement {
+        let _ = writeln!(out, "<pre class=\"sql\">{}</pre>", esc(&f.query));
+    }
     if let Some(p) = &f.parent {
         let _ = writeln!(
             out,
@@ -329,7 +408,12 @@ fn finding(out: &mut String, f: &Finding) {
     if let Some(h) = f.details.get("hypopg") {
         hypopg(out, h);
     }
-    let others: Vec<_> = f.details.iter().filter(|(k, _)| *k != "hypopg").collect();
+    // Source and trace are shown above.
+    let others: Vec<_> = f
+        .details
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "hypopg" | SOURCE_KEY | TRACE_ID_KEY))
+        .collect();
     if !others.is_empty() {
         let _ = writeln!(out, "<details><summary>Evidence</summary>\n<dl>");
         for (k, v) in others {

@@ -14,7 +14,12 @@ use time::OffsetDateTime;
 
 use super::escape::json_invisibles;
 use super::{Report, RunMeta};
-use crate::finding::{Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary};
+use crate::finding::{
+    Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary, SOURCE_KEY,
+    TRACE_ID_KEY,
+};
+use crate::routes::RouteFigures;
+use crate::source::SourceLocation;
 
 /// The schema version in the output's `version` key. Fields may be added
 /// without changing it; removing or renaming one would bump it.
@@ -26,6 +31,8 @@ struct JsonReport<'a> {
     summary: &'a Summary,
     runs: Vec<JsonRun<'a>>,
     findings: Vec<JsonFinding<'a>>,
+    /// Statements per request by route (`[]` when no request named one).
+    routes: &'a [RouteFigures],
 }
 
 /// One run the report covers: which proxy, when, and its own coverage.
@@ -74,6 +81,10 @@ struct JsonFinding<'a> {
     rows: Option<RowStats>,
     suggestion: Option<&'a str>,
     database: Option<&'a str>,
+    /// Where the offending statement was issued (from its tags).
+    source: Option<SourceLocation>,
+    /// The W3C trace id of the request it was seen in.
+    trace_id: Option<&'a str>,
     /// Sorted, so the key order is stable whatever map type serde_json uses.
     details: BTreeMap<&'a str, &'a serde_json::Value>,
     #[serde(with = "time::serde::rfc3339")]
@@ -99,7 +110,15 @@ impl<'a> From<&'a Finding> for JsonFinding<'a> {
             rows: f.rows,
             suggestion: f.suggestion.as_deref(),
             database: f.database.as_deref(),
-            details: f.details.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            source: f.source(),
+            trace_id: f.trace_id(),
+            // Shown above as fields of their own, not twice.
+            details: f
+                .details
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), SOURCE_KEY | TRACE_ID_KEY))
+                .map(|(k, v)| (k.as_str(), v))
+                .collect(),
             first_seen: f.first_seen,
             last_seen: f.last_seen,
         }
@@ -107,14 +126,15 @@ impl<'a> From<&'a Finding> for JsonFinding<'a> {
 }
 
 /// Renders `report` as pretty-printed JSON (`{"version":1,"summary":..,
-/// "runs":[..],"findings":[..]}`) ending in a newline. Runs and findings
-/// keep the report's order.
+/// "runs":[..],"findings":[..],"routes":[..]}`) ending in a newline. Runs,
+/// findings and routes keep the report's order.
 pub fn render_json(report: &Report) -> String {
     let doc = JsonReport {
         version: SCHEMA_VERSION,
         summary: &report.summary,
         runs: report.runs.iter().map(JsonRun::from).collect(),
         findings: report.findings.iter().map(JsonFinding::from).collect(),
+        routes: &report.routes,
     };
     // Serializing plain structs, strings and numbers into a String cannot
     // fail; the fallback keeps the "never panic" promise all the same.

@@ -8,13 +8,18 @@
 //! failing anything nobody gates on. A passing `coverage` test case
 //! carries the summary and its warnings. All text has its control and
 //! bidi characters made visible ([`escaped_report`]), then is XML-escaped.
+//!
+//! The per-route figures are left out: JUnit has tests, not tables, and a
+//! route's statement count is no pass or fail by itself. What gates on it,
+//! a `query_count_regression` (with `--baseline`), is a test case like any
+//! finding.
 
 use std::fmt::Write as _;
 
 use super::escape::escaped_report;
 use super::{
-    count_fact, coverage_warnings, escape_markup, finding_sentence, kind_facts, percent, timestamp,
-    RenderOptions, Report,
+    count_fact, coverage_warnings, escape_markup, finding_sentence, kind_facts, percent,
+    route_place, source_fact, timestamp, RenderOptions, Report,
 };
 use crate::finding::{Finding, FindingKind};
 
@@ -122,6 +127,7 @@ fn testcase(out: &mut String, f: &Finding, failed: bool) {
     let place = f
         .table
         .clone()
+        .or_else(|| route_place(f))
         .unwrap_or_else(|| format!("fingerprint {}", f.fingerprint));
     let _ = writeln!(
         out,
@@ -181,8 +187,16 @@ fn finding_body(f: &Finding) -> String {
     for (label, value) in kind_facts(f) {
         let _ = writeln!(b, "{label}: {value}");
     }
-    let _ = writeln!(b, "fingerprint: {}", f.fingerprint);
-    let _ = writeln!(b, "query: {}", f.query);
+    if let Some((label, value)) = source_fact(f) {
+        let _ = writeln!(b, "{label}: {value}");
+    }
+    if let Some(trace) = f.trace_id() {
+        let _ = writeln!(b, "trace: {trace}");
+    }
+    if !f.fingerprint.is_empty() {
+        let _ = writeln!(b, "fingerprint: {}", f.fingerprint);
+        let _ = writeln!(b, "query: {}", f.query);
+    }
     if let Some(p) = &f.parent {
         let _ = writeln!(b, "parent: {} {}", p.fingerprint, p.query);
     }

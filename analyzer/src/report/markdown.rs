@@ -15,8 +15,9 @@ use std::fmt::Write as _;
 
 use super::escape::escaped_report;
 use super::{
-    count_fact, coverage_warnings, escape_markup, finding_sentence, kind_facts, percent, runs_line,
-    timestamp, RenderOptions, Report,
+    count_fact, coverage_warnings, escape_markup, finding_sentence, kind_facts, percent,
+    route_label, route_place, runs_line, source_fact, timestamp, top_shape_label, RenderOptions,
+    Report, ROUTES_SHOWN,
 };
 use crate::finding::{Finding, Severity};
 
@@ -36,7 +37,7 @@ pub fn render_markdown(report: &Report, options: &RenderOptions) -> String {
     findings_table(&mut out, report, options);
     let shown = report.findings.len().min(MAX_DETAILS);
     for f in &report.findings[..shown] {
-        details(&mut out, f);
+        details(&mut out, f, options);
     }
     if report.findings.len() > shown {
         let _ = writeln!(
@@ -46,7 +47,42 @@ pub fn render_markdown(report: &Report, options: &RenderOptions) -> String {
             report.findings.len() - shown
         );
     }
+    routes(&mut out, report);
     out
+}
+
+/// The statements-per-request table, when any request named its route.
+fn routes(out: &mut String, report: &Report) {
+    if report.routes.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "### Routes: statements per request\n");
+    let _ = writeln!(out, "| route | requests | median | max | busiest shape |");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | --- |");
+    for r in report.routes.iter().take(ROUTES_SHOWN) {
+        let route = if r.other {
+            text(route_label(r))
+        } else {
+            code(route_label(r))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            cell(&route),
+            r.requests,
+            r.statements.median,
+            r.statements.max,
+            cell(&text(&top_shape_label(r)))
+        );
+    }
+    out.push('\n');
+    if report.routes.len() > ROUTES_SHOWN {
+        let _ = writeln!(
+            out,
+            "_{} more routes; `--format html` or `--format json` lists them all._\n",
+            report.routes.len() - ROUTES_SHOWN
+        );
+    }
 }
 
 fn coverage(out: &mut String, report: &Report) {
@@ -149,14 +185,18 @@ fn findings_table(out: &mut String, report: &Report, options: &RenderOptions) {
     out.push('\n');
 }
 
-fn details(out: &mut String, f: &Finding) {
-    let place = f.table.as_deref().unwrap_or("(no single table)");
+fn details(out: &mut String, f: &Finding, options: &RenderOptions) {
+    let place = f
+        .table
+        .clone()
+        .or_else(|| route_place(f))
+        .unwrap_or_else(|| "(no single table)".into());
     let _ = writeln!(
         out,
         "<details>\n<summary><b>{}</b> {} on <code>{}</code> <code>{}</code></summary>\n",
         f.severity.as_str(),
         f.kind.as_str(),
-        escape_markup(place),
+        escape_markup(&place),
         escape_markup(&f.id)
     );
     let _ = writeln!(out, "{}\n", text(&finding_sentence(f)));
@@ -195,10 +235,27 @@ fn details(out: &mut String, f: &Finding) {
     for (label, value) in kind_facts(f) {
         facts.push(format!("**{}:** {}", capitalized(label), text(&value)));
     }
-    facts.push(format!("**Fingerprint:** {}", code(&f.fingerprint)));
+    if let Some((label, value)) = source_fact(f) {
+        facts.push(format!("**{}:** {}", capitalized(label), code(&value)));
+    }
+    if let Some(trace) = f.trace_id() {
+        let shown = code(trace);
+        facts.push(match &options.trace_url {
+            // The template admits no `<`, `>` or spaces, and the id is
+            // percent-encoded, so the `<...>` destination holds the URL whole.
+            Some(url) => format!("**Trace:** [{shown}](<{}>)", url.link(trace)),
+            None => format!("**Trace:** {shown}"),
+        });
+    }
+    let has_statement = !f.fingerprint.is_empty();
+    if has_statement {
+        facts.push(format!("**Fingerprint:** {}", code(&f.fingerprint)));
+    }
     // Two trailing spaces: a hard line break, one fact per line.
     let _ = writeln!(out, "{}\n", facts.join("  \n"));
-    sql_block(out, &f.query);
+    if has_statement {
+        sql_block(out, &f.query);
+    }
     if let Some(parent) = &f.parent {
         let _ = writeln!(out, "**Parent query** {}:\n", code(&parent.fingerprint));
         sql_block(out, &parent.query);

@@ -14,7 +14,9 @@
 //! - [`sarif`]: SARIF 2.1.0 for code-scanning dashboards.
 //! - [`junit`]: JUnit XML, gating findings as failures.
 //! - [`html`]: one self-contained page with inline SVG charts.
-//! - [`baseline`]: accepted finding ids, so `--fail-on` gates only new ones.
+//! - [`baseline`]: accepted finding ids, so `--fail-on` gates only new ones,
+//!   and per-route figures, so `--baseline` can report query-count
+//!   regressions.
 //! - [`escape`]: client text made safe to print (terminal escapes, bidi
 //!   controls); every human-facing format renders [`escape::escaped_report`].
 
@@ -29,6 +31,7 @@ use crate::detect::n_plus_one_write::NPlusOneWriteDetails;
 use crate::detect::slow_query::SlowQueryDetails;
 use crate::detect::too_many_queries::TooManyQueriesDetails;
 use crate::finding::{Finding, FindingKind, Summary};
+use crate::routes::{trim, QueryCountRegressionDetails, RouteFigures};
 
 pub mod baseline;
 pub mod escape;
@@ -73,6 +76,9 @@ pub struct Report {
     pub summary: Summary,
     /// Findings merged over the runs, in [`report_order`].
     pub findings: Vec<Finding>,
+    /// Statements per request by route, merged over the runs: most
+    /// requests first, the `other` bucket last.
+    pub routes: Vec<RouteFigures>,
 }
 
 impl Report {
@@ -80,6 +86,19 @@ impl Report {
     /// worst first and output is deterministic.
     pub fn sort_findings(&mut self) {
         self.findings.sort_by(report_order);
+    }
+
+    /// When the report's runs started and ended: the first start, and the
+    /// last run's end (its start while it has not ended); now when there
+    /// are no runs.
+    pub fn time_span(&self) -> (OffsetDateTime, OffsetDateTime) {
+        let now = OffsetDateTime::now_utc();
+        let first = self.runs.first().map_or(now, |r| r.started_at);
+        let last = self
+            .runs
+            .last()
+            .map_or(now, |r| r.ended_at.unwrap_or(r.started_at));
+        (first, last.max(first))
     }
 
     /// Findings whose kind is in `kinds`: what `--fail-on` gates on.
@@ -122,6 +141,9 @@ pub fn kind_heading(kind: FindingKind) -> &'static str {
         FindingKind::OffsetPagination => "Offset pagination: large OFFSETs on large tables",
         FindingKind::UnindexedForeignKey => {
             "Unindexed foreign keys: referencing columns no index leads with"
+        }
+        FindingKind::QueryCountRegression => {
+            "Query count regressions: routes running more statements per request than the baseline"
         }
     }
 }
@@ -268,6 +290,23 @@ pub fn finding_sentence(f: &Finding) -> String {
         FindingKind::UnindexedForeignKey => format!(
             "Unindexed foreign key: no index leads with the referencing columns on {table}{cols}, and the traffic exercises the key."
         ),
+        FindingKind::QueryCountRegression => {
+            let route = f
+                .request
+                .as_ref()
+                .and_then(|r| r.route.as_deref())
+                .unwrap_or("a route");
+            match details::<QueryCountRegressionDetails>(f) {
+                Some(d) => format!(
+                    "Query count regression: {route} now runs {} statements per request (median), up from {} in the baseline.",
+                    d.median_after, d.median_before
+                ),
+                None => format!(
+                    "Query count regression: {route} now runs {} statements per request (median).",
+                    f.count.unwrap_or(0)
+                ),
+            }
+        }
     }
 }
 
@@ -312,6 +351,7 @@ pub fn count_fact(f: &Finding) -> Option<(&'static str, String)> {
         FindingKind::TooManyQueries => ("per request", format!("{c} statements (worst request)")),
         FindingKind::SlowQuery => ("executions", format!("{c} measured")),
         FindingKind::IdleInTransaction => ("idle", format!("{c} ms (longest)")),
+        FindingKind::QueryCountRegression => ("per request", format!("{c} statements (median)")),
         _ => ("per request", format!("{c} executions (worst request)")),
     })
 }
@@ -402,9 +442,154 @@ pub fn kind_facts(f: &Finding) -> Vec<(&'static str, String)> {
                 ));
             }
         }
+        FindingKind::QueryCountRegression => {
+            if let Some(d) = details::<QueryCountRegressionDetails>(f) {
+                facts.push((
+                    "statements",
+                    format!(
+                        "median {} → {}, max {} → {} per request ({}×; the tolerance is more \
+                         than {}× and at least +{})",
+                        d.median_before,
+                        d.median_after,
+                        d.max_before,
+                        d.max_after,
+                        trim(d.ratio),
+                        trim(d.tolerance_ratio),
+                        d.tolerance_min_increase
+                    ),
+                ));
+                facts.push((
+                    "requests",
+                    format!(
+                        "{} in the baseline, {} now",
+                        d.requests_before, d.requests_after
+                    ),
+                ));
+                for g in &d.grown_shapes {
+                    facts.push((
+                        "grew",
+                        format!(
+                            "{} → {} per request: {} {}",
+                            trim(g.before),
+                            trim(g.after),
+                            g.fingerprint,
+                            g.query
+                        ),
+                    ));
+                }
+            }
+        }
         _ => {}
     }
     facts
+}
+
+/// Routes listed in the text and markdown reports; the JSON, SARIF and
+/// HTML reports list every route the store holds (bounded by the proxy's
+/// route cap).
+pub const ROUTES_SHOWN: usize = 25;
+
+/// How a report names a route entry: the route, or `(other routes)` for
+/// the bucket of the routes past the cap.
+pub fn route_label(r: &RouteFigures) -> &str {
+    if r.other {
+        "(other routes)"
+    } else {
+        &r.route
+    }
+}
+
+/// A route's busiest shape, as `2.5 per request: 0123456789abcdef`.
+pub fn top_shape_label(r: &RouteFigures) -> String {
+    r.shapes.first().map_or_else(
+        || "-".to_string(),
+        |s| format!("{} per request: {}", trim(s.per_request), s.fingerprint),
+    )
+}
+
+/// What a finding with no table is about, when it is about a route (a
+/// query-count regression): `route /orders`.
+pub fn route_place(f: &Finding) -> Option<String> {
+    if f.kind != FindingKind::QueryCountRegression {
+        return None;
+    }
+    let route = f.request.as_ref()?.route.as_deref()?;
+    Some(format!("route {route}"))
+}
+
+/// Where the offending statement was issued, as a labelled fact every
+/// format shows (`app/models/order.rb:12 in Order.recent`), when a tag said.
+pub fn source_fact(f: &Finding) -> Option<(&'static str, String)> {
+    f.source().map(|s| ("source", s.to_string()))
+}
+
+/// A `--trace-url` template: a URL with `{trace_id}` where a finding's
+/// trace id goes, so markdown and HTML reports link each finding to its
+/// trace (`https://tempo.example/trace/{trace_id}`). Only http(s) URLs
+/// without spaces, quotes or angle brackets are accepted, so the link is
+/// safe in a markdown `<...>` destination and an HTML attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceUrl(String);
+
+/// The placeholder a [`TraceUrl`] template must contain.
+pub const TRACE_ID_PLACEHOLDER: &str = "{trace_id}";
+
+/// A `--trace-url` that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidTraceUrl {
+    /// No `{trace_id}` in it.
+    #[error("--trace-url `{0}` has no {{trace_id}} placeholder (e.g. https://tempo.example/trace/{{trace_id}})")]
+    NoPlaceholder(String),
+    /// Not an http or https URL.
+    #[error("--trace-url `{0}` is not an http:// or https:// URL")]
+    Scheme(String),
+    /// A character a link cannot hold as it is.
+    #[error(
+        "--trace-url `{0}` contains a space, a quote, an angle bracket or a control character"
+    )]
+    Character(String),
+}
+
+impl FromStr for TraceUrl {
+    type Err = InvalidTraceUrl;
+
+    fn from_str(s: &str) -> Result<TraceUrl, InvalidTraceUrl> {
+        let lower = s.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Err(InvalidTraceUrl::Scheme(s.to_string()));
+        }
+        if s.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '`')
+        }) {
+            return Err(InvalidTraceUrl::Character(s.to_string()));
+        }
+        if !s.contains(TRACE_ID_PLACEHOLDER) {
+            return Err(InvalidTraceUrl::NoPlaceholder(s.to_string()));
+        }
+        Ok(TraceUrl(s.to_string()))
+    }
+}
+
+impl TraceUrl {
+    /// The link to one trace: the template with every `{trace_id}`
+    /// replaced. Trace ids are 32 hex digits; anything else a stored
+    /// finding might hold is percent-encoded, so it cannot leave the URL.
+    pub fn link(&self, trace_id: &str) -> String {
+        let mut encoded = String::with_capacity(trace_id.len());
+        for b in trace_id.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                encoded.push(char::from(b));
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        self.0.replace(TRACE_ID_PLACEHOLDER, &encoded)
+    }
+
+    /// The template as given.
+    pub fn template(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Which runs a report covers, in one line (`run 3 on host (pid 1,
@@ -554,6 +739,8 @@ pub struct RenderOptions {
     /// Findings a `--baseline` suppressed (already removed from the
     /// report), so text, markdown and html can say how many were hidden.
     pub baselined: usize,
+    /// `--trace-url`: markdown and html link findings' trace ids with it.
+    pub trace_url: Option<TraceUrl>,
 }
 
 /// Renders `report` in `format`.

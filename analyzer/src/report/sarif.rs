@@ -6,7 +6,12 @@
 //! the full fingerprint, so a dashboard keeps a finding's triage from one
 //! run to the next. Findings come from traffic, not from a source file, so
 //! a result's location is logical: the table (or, with no single table,
-//! the query fingerprint). Coverage warnings become tool execution
+//! the query fingerprint); when the statement's tags said where it was
+//! issued (Rails `source_location`, OpenTelemetry `code.filepath`), the
+//! location is also physical, the file (relative to the repository root,
+//! `%SRCROOT%`) and line, which is what code-scanning UIs annotate. The
+//! per-route figures ride along in the run's `properties.routes`; their
+//! regressions are results like any finding. Coverage warnings become tool execution
 //! notifications, where SARIF puts "the tool could not see everything".
 //! Code-scanning UIs show the texts to people, so they are rendered from
 //! [`escaped_report`], like the other human-facing formats.
@@ -15,7 +20,8 @@ use serde_json::{json, Value};
 
 use super::escape::escaped_report;
 use super::{coverage_warnings, finding_sentence, kind_heading, RenderOptions, Report};
-use crate::finding::{Finding, FindingKind, Severity};
+use crate::finding::{Finding, FindingKind, Severity, SOURCE_KEY, TRACE_ID_KEY};
+use crate::source::SourceLocation;
 
 /// The schema `$schema` points at.
 pub const SCHEMA_URI: &str = "https://json.schemastore.org/sarif-2.1.0.json";
@@ -59,6 +65,7 @@ pub fn render_sarif(report: &Report, options: &RenderOptions) -> String {
                 "summary": report.summary,
                 "runIds": report.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
                 "baselined": options.baselined,
+                "routes": report.routes,
             },
         }],
     });
@@ -152,6 +159,13 @@ fn rule_help(kind: FindingKind) -> &'static str {
              deletes or re-keys referenced rows (each makes PostgreSQL scan the referencing \
              table) or joins on the key. Index the referencing columns."
         }
+        FindingKind::QueryCountRegression => {
+            "A route's requests run more statements than in the baseline: the median per \
+             request grew beyond the tolerance (by default more than 1.5 times and by at least \
+             5). The result names the shapes that now run more often per request, usually a new \
+             loop that queries once per item: batch it or load eagerly. If the growth is \
+             intended, write a new baseline."
+        }
     }
 }
 
@@ -172,9 +186,14 @@ fn result(f: &Finding) -> Value {
         message.push_str(" Suggestion: ");
         message.push_str(s);
     }
-    let (name, qualified) = match &f.table {
-        Some(t) => (t.clone(), format!("table {t}")),
-        None => (
+    let route = f.request.as_ref().and_then(|r| r.route.as_ref());
+    let (name, qualified) = match (&f.table, route) {
+        (Some(t), _) => (t.clone(), format!("table {t}")),
+        // A regression is about a route, whichever shape grew.
+        (None, Some(r)) if f.kind == FindingKind::QueryCountRegression => {
+            (r.clone(), format!("route {r}"))
+        }
+        (None, _) => (
             f.fingerprint.clone(),
             format!("fingerprint {}", f.fingerprint),
         ),
@@ -183,18 +202,29 @@ fn result(f: &Finding) -> Value {
         .iter()
         .position(|k| *k == f.kind)
         .unwrap_or(0);
+    let mut location = json!({
+        "logicalLocations": [{
+            "name": name,
+            "fullyQualifiedName": qualified,
+            "kind": "module",
+        }],
+    });
+    let source = f.source();
+    if let Some(physical) = source.as_ref().map(physical_location) {
+        location["physicalLocation"] = physical;
+    }
+    let details: serde_json::Map<String, Value> = f
+        .details
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), SOURCE_KEY | TRACE_ID_KEY))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     json!({
         "ruleId": f.kind.as_str(),
         "ruleIndex": rule_index,
         "level": level(f.severity),
         "message": {"text": message},
-        "locations": [{
-            "logicalLocations": [{
-                "name": name,
-                "fullyQualifiedName": qualified,
-                "kind": "module",
-            }],
-        }],
+        "locations": [location],
         "partialFingerprints": {FINGERPRINT_KEY: f.id},
         "fingerprints": {FINGERPRINT_KEY: f.id},
         "properties": {
@@ -210,9 +240,79 @@ fn result(f: &Finding) -> Value {
             "parent": f.parent,
             "rows": f.rows,
             "suggestion": f.suggestion,
-            "details": f.details,
+            "source": source,
+            "traceId": f.trace_id(),
+            "details": details,
             "firstSeen": super::timestamp(f.first_seen),
             "lastSeen": super::timestamp(f.last_seen),
         },
     })
+}
+
+/// A SARIF `physicalLocation` for a source location: the file as a URI
+/// reference (relative paths against `%SRCROOT%`, the repository root a
+/// code-scanning upload resolves them against) and, when known, its line.
+fn physical_location(source: &SourceLocation) -> Value {
+    let path = source.file.replace('\\', "/");
+    let relative = !path.starts_with('/') && !path.contains("://");
+    let path = path.trim_start_matches("./");
+    let mut artifact = json!({"uri": uri_path(path)});
+    if relative {
+        artifact["uriBaseId"] = json!("%SRCROOT%");
+    }
+    let mut physical = json!({"artifactLocation": artifact});
+    if let Some(line) = source.line {
+        physical["region"] = json!({"startLine": line});
+    }
+    physical
+}
+
+/// A path as a URI reference: the characters a URI path cannot hold as
+/// they are (spaces, `%`, `#`, `?`, non-ASCII) percent-encoded.
+fn uri_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/!$&'()*+,;=:@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(file: &str, line: Option<u64>) -> SourceLocation {
+        SourceLocation {
+            file: file.into(),
+            line,
+            function: None,
+        }
+    }
+
+    #[test]
+    fn relative_files_resolve_against_the_source_root() {
+        assert_eq!(
+            physical_location(&loc("app/models/order.rb", Some(12))),
+            json!({
+                "artifactLocation": {"uri": "app/models/order.rb", "uriBaseId": "%SRCROOT%"},
+                "region": {"startLine": 12},
+            })
+        );
+        assert_eq!(
+            physical_location(&loc("./src/a b#c.py", None)),
+            json!({"artifactLocation": {"uri": "src/a%20b%23c.py", "uriBaseId": "%SRCROOT%"}})
+        );
+        assert_eq!(
+            physical_location(&loc("/srv/app/x.rb", Some(1)))["artifactLocation"],
+            json!({"uri": "/srv/app/x.rb"})
+        );
+        assert_eq!(
+            physical_location(&loc("C:\\app\\é.rb", Some(1)))["artifactLocation"]["uri"],
+            "C:/app/%C3%A9.rb"
+        );
+    }
 }

@@ -12,10 +12,12 @@ use std::fmt::Write as _;
 
 use super::escape::escaped_report;
 use super::{
-    count_fact, coverage_warnings, ended_phrase, kind_facts, kind_heading, percent, timestamp,
-    RenderOptions, Report, RunMeta,
+    count_fact, coverage_warnings, ended_phrase, kind_facts, kind_heading, percent, route_label,
+    route_place, source_fact, timestamp, top_shape_label, RenderOptions, Report, RunMeta,
+    ROUTES_SHOWN,
 };
 use crate::finding::{Finding, FindingKind, Severity, Summary};
+use crate::routes::RouteFigures;
 
 /// Width the wrapped values aim for, so a report reads in a terminal and
 /// in a CI log without horizontal scrolling.
@@ -67,10 +69,68 @@ pub fn render_text_with(report: &Report, options: &RenderOptions) -> String {
         let title = format!("{} [{}: {}]", kind_heading(kind), kind, of_kind.len());
         let _ = writeln!(out, "\n{}", p.paint(&title, BOLD));
         for f in of_kind {
-            finding(&mut out, &p, f);
+            finding(&mut out, &p, f, options);
         }
     }
+    routes(&mut out, &p, &report.routes);
     out
+}
+
+/// The statements-per-request table, when any request named its route.
+fn routes(out: &mut String, p: &Painter, routes: &[RouteFigures]) {
+    if routes.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", p.paint("Routes: statements per request", BOLD));
+    let header = ["ROUTE", "REQUESTS", "MEDIAN", "MAX", "BUSIEST SHAPE"];
+    let rows: Vec<[String; 5]> = routes
+        .iter()
+        .take(ROUTES_SHOWN)
+        .map(|r| {
+            [
+                route_label(r).to_string(),
+                r.requests.to_string(),
+                r.statements.median.to_string(),
+                r.statements.max.to_string(),
+                top_shape_label(r),
+            ]
+        })
+        .collect();
+    let mut w = header.map(str::len);
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            w[i] = w[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        format!(
+            "  {:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        )
+    };
+    let _ = writeln!(out, "{}", p.paint(&line(header), DIM));
+    for row in &rows {
+        let _ = writeln!(
+            out,
+            "{}",
+            line([&row[0], &row[1], &row[2], &row[3], &row[4]])
+        );
+    }
+    if routes.len() > ROUTES_SHOWN {
+        let _ = writeln!(
+            out,
+            "  ... {} more routes (--format json or html lists them all)",
+            routes.len() - ROUTES_SHOWN
+        );
+    }
 }
 
 const BOLD: &str = "1";
@@ -269,11 +329,12 @@ fn overview(out: &mut String, p: &Painter, findings: &[Finding]) {
     }
 }
 
-fn finding(out: &mut String, p: &Painter, f: &Finding) {
+fn finding(out: &mut String, p: &Painter, f: &Finding, options: &RenderOptions) {
     let sev = p.severity(f.severity, &f.severity.as_str().to_uppercase());
     let mut place = f
         .table
         .clone()
+        .or_else(|| route_place(f))
         .unwrap_or_else(|| "(no single table)".into());
     if !f.columns.is_empty() {
         let _ = write!(place, " ({})", f.columns.join(", "));
@@ -315,8 +376,21 @@ fn finding(out: &mut String, p: &Painter, f: &Finding) {
     for (label, value) in kind_facts(f) {
         field(out, p, label, &value);
     }
-    field(out, p, "fingerprint", &f.fingerprint);
-    sql_field(out, p, "query", &f.query);
+    if let Some((label, value)) = source_fact(f) {
+        field(out, p, label, &value);
+    }
+    if let Some(trace) = f.trace_id() {
+        let value = match &options.trace_url {
+            Some(url) => format!("{trace} {}", url.link(trace)),
+            None => trace.to_string(),
+        };
+        field(out, p, "trace", &value);
+    }
+    // A regression with no grown shape has no statement to show.
+    if !f.fingerprint.is_empty() {
+        field(out, p, "fingerprint", &f.fingerprint);
+        sql_field(out, p, "query", &f.query);
+    }
     if let Some(parent) = &f.parent {
         field(out, p, "parent", &parent.fingerprint);
         sql_field(out, p, "parent query", &parent.query);

@@ -30,6 +30,7 @@ use time::OffsetDateTime;
 
 use crate::finding::{Finding, Summary};
 use crate::report::{Report, RunMeta};
+use crate::routes::{merge_routes, RouteStats};
 
 pub mod period;
 pub mod postgres;
@@ -300,19 +301,30 @@ impl Store {
     /// add up; count, rows, severity and last_seen keep the maximum;
     /// first_seen the minimum (the rules of [`Finding::merge`]).
     pub fn record(&mut self, run: RunId, deltas: &[Finding]) -> Result<Recorded, StoreError> {
-        self.write(run, deltas, None)
+        self.write(run, deltas, None, None)
+    }
+
+    /// Replaces the run's per-route figures with `routes`, the run's
+    /// running totals (not a delta).
+    pub fn record_routes(&mut self, run: RunId, routes: &[RouteStats]) -> Result<(), StoreError> {
+        self.write(run, &[], None, Some(routes)).map(drop)
     }
 
     /// Replaces the run's coverage counters with `summary`, which holds the
     /// run's running totals (not a delta).
     pub fn update_summary(&mut self, run: RunId, summary: &Summary) -> Result<(), StoreError> {
-        self.write(run, &[], Some(summary)).map(drop)
+        self.write(run, &[], Some(summary), None).map(drop)
     }
 
     /// [`Store::record`] and [`Store::update_summary`] in one transaction,
     /// as the writer flushes a batch.
     pub fn record_batch(&mut self, run: RunId, batch: &Batch) -> Result<Recorded, StoreError> {
-        self.write(run, &batch.findings, Some(&batch.summary))
+        self.write(
+            run,
+            &batch.findings,
+            Some(&batch.summary),
+            batch.routes.as_deref(),
+        )
     }
 
     /// Every write also marks the run active now: what retention and
@@ -322,8 +334,9 @@ impl Store {
         run: RunId,
         deltas: &[Finding],
         summary: Option<&Summary>,
+        routes: Option<&[RouteStats]>,
     ) -> Result<Recorded, StoreError> {
-        dispatch!(mut self, s => s.write(run, deltas, summary))
+        dispatch!(mut self, s => s.write(run, deltas, summary, routes))
     }
 
     /// Marks the run as cleanly ended.
@@ -373,11 +386,19 @@ impl Store {
 }
 
 /// The report of `runs` (in report order) and their merged findings.
-fn assemble_report(runs: Vec<RunMeta>, merged: BTreeMap<String, Finding>) -> Report {
+fn assemble_report(
+    runs: Vec<RunMeta>,
+    merged: BTreeMap<String, Finding>,
+    routes: &[RouteStats],
+) -> Report {
     let mut report = Report {
         summary: combine_summaries(runs.iter().map(|r| &r.summary)),
         runs,
         findings: merged.into_values().collect(),
+        routes: merge_routes(routes)
+            .iter()
+            .map(RouteStats::figures)
+            .collect(),
     };
     report.sort_findings();
     report

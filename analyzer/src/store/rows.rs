@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::{RunId, StoreError};
 use crate::finding::{Finding, FindingKind, RequestRef, RowStats, Severity};
+use crate::routes::RouteStats;
 
 /// The columns of `findings`, in the order [`finding_from_row`] reads them.
 pub(crate) const FINDING_COLUMNS: &str = "f.id, f.kind, f.severity, f.fingerprint, f.query, \
@@ -302,4 +303,58 @@ fn write_run_row(tx: &Transaction<'_>, run: RunId, f: &Finding) -> Result<(), St
         },
     )?;
     Ok(())
+}
+
+/// Replaces the run's `run_routes` rows with `routes` (the run's running
+/// totals), inside the caller's transaction.
+pub(crate) fn replace_routes(
+    tx: &Transaction<'_>,
+    run: RunId,
+    routes: &[RouteStats],
+) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM run_routes WHERE run_id = ?1", [run.0])?;
+    let mut insert = tx.prepare(
+        "INSERT INTO run_routes (run_id, route, other, requests, statements_max, histogram, \
+             shapes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (run_id, other, route) DO NOTHING",
+    )?;
+    for r in routes {
+        insert.execute(rusqlite::params![
+            run.0,
+            r.route,
+            r.other,
+            to_i64(r.requests),
+            to_i64(r.statements_max),
+            to_json(&r.histogram),
+            to_json(&r.shapes),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The run's per-route figures.
+pub(crate) fn routes_of(tx: &Transaction<'_>, run: i64) -> Result<Vec<RouteStats>, StoreError> {
+    let mut stmt = tx.prepare(
+        "SELECT route, other, requests, statements_max, histogram, shapes FROM run_routes \
+         WHERE run_id = ?1 ORDER BY other, route",
+    )?;
+    let mut rows = stmt.query([run])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let route: String = row.get(0)?;
+        let bad = |field: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("route {route} of run {run}: bad {field} JSON: {e}"))
+        };
+        let histogram: String = row.get(4)?;
+        let shapes: String = row.get(5)?;
+        out.push(RouteStats {
+            other: row.get(1)?,
+            requests: to_u64(row.get(2)?),
+            statements_max: to_u64(row.get(3)?),
+            histogram: serde_json::from_str(&histogram).map_err(|e| bad("histogram", e))?,
+            shapes: serde_json::from_str(&shapes).map_err(|e| bad("shapes", e))?,
+            route,
+        });
+    }
+    Ok(out)
 }

@@ -98,6 +98,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     UPDATE runs SET instance = host, updated_at = COALESCE(ended_at, started_at);
     CREATE INDEX runs_by_instance ON runs (instance, started_at);
     "#,
+    // v6: statements per request by route, per run (the run's running
+    // totals, replaced at each flush that has new ones), so reports show
+    // them and baselines can compare them.
+    r#"
+    CREATE TABLE run_routes (
+        run_id         INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        route          TEXT    NOT NULL,
+        other          INTEGER NOT NULL DEFAULT 0, -- 1: the bucket of the routes past the cap
+        requests       INTEGER NOT NULL,
+        statements_max INTEGER NOT NULL,
+        histogram      TEXT    NOT NULL,           -- JSON {"statements": requests, ..}
+        shapes         TEXT    NOT NULL DEFAULT '[]', -- JSON [RouteShape], busiest first
+        PRIMARY KEY (run_id, other, route)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -16,6 +16,7 @@ use super::BUSY_TIMEOUT;
 use super::{rows, schema, Pruned, Recorded, RunFilter, RunId, RunInfo, RunSelection, StoreError};
 use crate::finding::{Finding, Summary};
 use crate::report::{Report, RunMeta};
+use crate::routes::RouteStats;
 
 /// An open SQLite findings store.
 #[derive(Debug)]
@@ -136,6 +137,7 @@ impl SqliteStore {
         run: RunId,
         deltas: &[Finding],
         summary: Option<&Summary>,
+        routes: Option<&[RouteStats]>,
     ) -> Result<Recorded, StoreError> {
         let tx = self
             .conn
@@ -175,6 +177,9 @@ impl SqliteStore {
         };
         if changed == 0 {
             return Err(StoreError::NoSuchRun(run.0));
+        }
+        if let Some(routes) = routes {
+            rows::replace_routes(&tx, run, routes)?;
         }
         tx.commit()?;
         Ok(recorded)
@@ -265,8 +270,12 @@ impl SqliteStore {
             }
         }
         drop(stmt);
+        let mut routes = Vec::new();
+        for run in &runs {
+            routes.extend(rows::routes_of(&tx, run.id)?);
+        }
         tx.finish()?;
-        Ok(super::assemble_report(runs, merged))
+        Ok(super::assemble_report(runs, merged, &routes))
     }
 
     fn select_runs(

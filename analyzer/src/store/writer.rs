@@ -47,6 +47,7 @@ use time::OffsetDateTime;
 use super::{period, RunId, RunInfo, Store, StoreError, StoreLocation};
 use crate::finding::{Finding, Summary};
 use crate::report::escape::for_terminal_line;
+use crate::routes::RouteStats;
 
 /// Batches the channel holds. The analyzer sends about one per second and
 /// the thread never blocks for long, so this only fills when the disk
@@ -107,6 +108,9 @@ pub struct Batch {
     pub findings: Vec<Finding>,
     /// The run's coverage totals so far (replaces the stored ones).
     pub summary: Summary,
+    /// The run's per-route figures so far (replace the stored ones);
+    /// `None` when unchanged since the previous batch.
+    pub routes: Option<Vec<RouteStats>>,
 }
 
 /// How often retention runs after startup: hourly, or as often as the
@@ -161,6 +165,7 @@ struct Pending {
     findings: Vec<Finding>,
     index: HashMap<String, usize>,
     summary: Option<Summary>,
+    routes: Option<Vec<RouteStats>>,
 }
 
 impl Pending {
@@ -171,7 +176,7 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.findings.is_empty() && self.summary.is_none()
+        self.findings.is_empty() && self.summary.is_none() && self.routes.is_none()
     }
 
     /// Folds `batch` in: deltas of a held finding merge with
@@ -191,6 +196,11 @@ impl Pending {
             }
         }
         self.summary = Some(batch.summary);
+        // Running totals too: the newer replace the held ones, and a batch
+        // without changes leaves them.
+        if batch.routes.is_some() {
+            self.routes = batch.routes;
+        }
         dropped
     }
 
@@ -203,6 +213,7 @@ impl Pending {
         Batch {
             findings: self.findings,
             summary: self.summary.unwrap_or_default(),
+            routes: self.routes,
         }
     }
 }
@@ -488,10 +499,12 @@ impl Flusher {
             summary.findings_lost = lost;
         }
         let pending = &self.pending;
-        match self
-            .store
-            .write(self.run, &pending.findings, pending.summary.as_ref())
-        {
+        match self.store.write(
+            self.run,
+            &pending.findings,
+            pending.summary.as_ref(),
+            pending.routes.as_deref(),
+        ) {
             Ok(recorded) => {
                 self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
                 self.stats
@@ -673,7 +686,30 @@ mod tests {
                 queries,
                 ..Summary::default()
             },
+            routes: None,
         }
+    }
+
+    #[test]
+    fn absorb_keeps_the_newest_routes_and_unchanged_batches_leave_them() {
+        let mut p = Pending::default();
+        let routes = |requests| {
+            Some(vec![RouteStats {
+                requests,
+                ..RouteStats::new("/a", false)
+            }])
+        };
+        p.absorb(batch(vec![], 1), 10);
+        assert!(p.routes.is_none());
+        p.absorb(
+            Batch {
+                routes: routes(3),
+                ..batch(vec![], 2)
+            },
+            10,
+        );
+        p.absorb(batch(vec![], 3), 10);
+        assert_eq!(p.into_batch().routes, routes(3));
     }
 
     #[test]

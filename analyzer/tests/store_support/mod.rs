@@ -274,6 +274,7 @@ pub fn fixed_report() -> Report {
         }],
         summary: poor_summary(),
         findings: one_of_each(),
+        routes: Vec::new(),
     };
     report.sort_findings();
     report

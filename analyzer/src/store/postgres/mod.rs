@@ -29,6 +29,7 @@ use super::rows::{self, RawFinding, RawRunRow};
 use super::{Pruned, Recorded, RunFilter, RunId, RunInfo, RunSelection, StoreError};
 use crate::finding::{Finding, Summary};
 use crate::report::{Report, RunMeta};
+use crate::routes::RouteStats;
 
 pub mod schema;
 mod sql;
@@ -368,6 +369,8 @@ impl PgStore {
         run: RunId,
         deltas: &[Finding],
         summary: Option<&Summary>,
+        // Not kept by this backend yet: see `load_report`.
+        _routes: Option<&[RouteStats]>,
     ) -> Result<Recorded, StoreError> {
         let limits = format!(
             "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
@@ -468,7 +471,9 @@ impl PgStore {
                     }
                 }
                 tx.commit().await?;
-                Ok(super::assemble_report(runs, merged))
+                // Per-route figures are kept in the SQLite store only so far (see
+                // `Store::record_routes`): a PostgreSQL store reports none.
+                Ok(super::assemble_report(runs, merged, &[]))
             }
             .await;
             (conn, result)
