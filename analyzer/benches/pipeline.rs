@@ -303,7 +303,10 @@ fn run_request(analyzer: &mut Analyzer, events: &[SessionEvent], clock: &mut Clo
     }
     clock.elapsed += Duration::from_secs(3);
     analyzer.tick(clock.now());
-    for db in analyzer.indexes().catalog_requests() {
+    for db in analyzer
+        .indexes()
+        .take_catalog_loads(clock.now(), usize::MAX)
+    {
         analyzer.indexes().install_catalog(&db, None);
     }
 }

@@ -322,6 +322,13 @@ pub struct Summary {
     pub parse_failures: u64,
     /// Events dropped because the analyzer queue was full.
     pub dropped_events: u64,
+    /// Index suggestions hypopg could have checked but did not: the
+    /// verification queue was full, planning the statement as its client
+    /// was refused, or the check failed. Each such finding says why in
+    /// `details.hypopg`. Absent from stores and reports written before it
+    /// existed (read as 0).
+    #[serde(default)]
+    pub verifications_skipped: u64,
     /// `available` or `unavailable`.
     pub catalog: String,
     /// Finding occurrences the proxy could not get into the store (it

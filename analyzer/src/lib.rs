@@ -14,6 +14,7 @@
 //! - [`detect`]: the detectors (N+1 reads and writes, the query budget, idle
 //!   transactions, slow queries, unbounded SELECT, unindexed filters/sorts,
 //!   non-sargable filters, offset pagination, unindexed foreign keys).
+//! - [`explain`]: EXPLAIN a client's statement with the client's rights only.
 //! - [`pipeline`]: fingerprint → correlate → detect, per event; findings for the store.
 //! - [`finding`]: findings and the report summary, as DESIGN's JSON schema.
 //! - [`store`]: the SQLite findings store and its background writer.
@@ -25,6 +26,7 @@ pub mod catalog;
 pub mod correlation;
 pub mod detect;
 pub mod event;
+pub mod explain;
 pub mod finding;
 pub mod fingerprint;
 pub mod offset;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use qproxy_analyzer::catalog::{self, CatalogError, IndexMethod, KeyExpr};
 use qproxy_analyzer::detect::unindexed::{
-    analyze, verify_with_hypopg, UnindexedConfig, Verification,
+    analyze, verify_batch, verify_with_hypopg, SkipReason, UnindexedConfig, Verification, VerifyJob,
 };
 use qproxy_analyzer::finding::FindingKind;
 use qproxy_tests::{PgCluster, SUPERUSER};
@@ -56,6 +56,15 @@ INSERT INTO orders (user_id, status, total, note)
     SELECT 1 + g % 20000, (ARRAY['new', 'paid', 'shipped'])[1 + g % 3], g, 'n' || (g % 1000) FROM generate_series(1, 60000) g;
 ANALYZE;
 ";
+
+/// A job to verify as the superuser the tests connect as.
+fn job<'a>(sql: &'a str, ddl: &'a str) -> VerifyJob<'a> {
+    VerifyJob {
+        sql,
+        ddl,
+        user: Some("postgres"),
+    }
+}
 
 fn database_with_shop(name: &str) {
     cluster().create_database(name).unwrap();
@@ -213,9 +222,13 @@ async fn introspection_leaves_no_connection_behind() {
     let cfg = config("catalog_drop");
     catalog::load(&cfg, NoTls).await.unwrap();
     assert!(!catalog::has_hypopg(&cfg, NoTls).await.unwrap());
-    let v = verify_with_hypopg(&cfg, NoTls, "SELECT 1", "CREATE INDEX ON orders (user_id)")
-        .await
-        .unwrap();
+    let v = verify_with_hypopg(
+        &cfg,
+        NoTls,
+        job("SELECT 1", "CREATE INDEX ON orders (user_id)"),
+    )
+    .await
+    .unwrap();
     assert!(matches!(v, Verification::Unverified { .. }), "{v:?}");
     assert_eq!(introspection_sessions("catalog_drop"), 0);
     // The count does see a session that stays (so the zero above means something).
@@ -275,7 +288,7 @@ async fn hypopg_verifies_a_missing_index() {
             issue.suggestion,
             "CREATE INDEX CONCURRENTLY ON public.orders (user_id);"
         );
-        match verify_with_hypopg(&cfg, NoTls, sql, &issue.suggestion)
+        match verify_with_hypopg(&cfg, NoTls, job(sql, &issue.suggestion))
             .await
             .unwrap()
         {
@@ -298,8 +311,10 @@ async fn hypopg_verifies_a_missing_index() {
     let useless = verify_with_hypopg(
         &cfg,
         NoTls,
-        "SELECT * FROM orders WHERE id = $1",
-        "CREATE INDEX ON orders (total)",
+        job(
+            "SELECT * FROM orders WHERE id = $1",
+            "CREATE INDEX ON public.orders (total)",
+        ),
     )
     .await
     .unwrap();
@@ -335,8 +350,10 @@ async fn hypopg_outside_the_search_path() {
     let v = verify_with_hypopg(
         &cfg,
         NoTls,
-        "SELECT b FROM t WHERE a = $1",
-        "CREATE INDEX ON t (a)",
+        job(
+            "SELECT b FROM t WHERE a = $1",
+            "CREATE INDEX ON public.t (a)",
+        ),
     )
     .await
     .unwrap();
@@ -347,18 +364,165 @@ async fn hypopg_outside_the_search_path() {
 #[tokio::test]
 async fn verification_refuses_what_it_must_not_run() {
     let cfg = config("postgres");
+    let refused = |v: &Verification| {
+        matches!(
+            v,
+            Verification::Skipped {
+                why: SkipReason::Refused,
+                ..
+            }
+        )
+    };
     for sql in [
         "DROP TABLE orders",
         "SELECT 1; DROP TABLE orders",
         "INSERT INTO t VALUES (1)",
         "VACUUM",
     ] {
-        let result = verify_with_hypopg(&cfg, NoTls, sql, "CREATE INDEX ON t (a)").await;
-        assert!(
-            matches!(result, Err(CatalogError::Refused(_))),
-            "{sql}: {result:?}"
-        );
+        let v = verify_with_hypopg(&cfg, NoTls, job(sql, "CREATE INDEX ON t (a)"))
+            .await
+            .unwrap();
+        assert!(refused(&v), "{sql}: {v:?}");
     }
-    let result = verify_with_hypopg(&cfg, NoTls, "SELECT 1", "DROP INDEX x").await;
-    assert!(matches!(result, Err(CatalogError::Refused(_))));
+    let v = verify_with_hypopg(&cfg, NoTls, job("SELECT 1", "DROP INDEX x"))
+        .await
+        .unwrap();
+    assert!(refused(&v), "{v:?}");
+    // Never with the upstream's own rights when the client is unknown.
+    let anonymous = VerifyJob {
+        user: None,
+        ..job("SELECT 1", "CREATE INDEX ON t (a)")
+    };
+    let v = verify_with_hypopg(&cfg, NoTls, anonymous).await.unwrap();
+    assert!(refused(&v), "{v:?}");
+    assert!(v.to_details()["hypopg"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("user is unknown"));
+}
+
+/// Objects a client can create that the planner would run, each behind a
+/// statement that looks harmless: every one is refused before anything
+/// plans it, with a reason that names it. Each function raises an error
+/// when called on a verification connection, so a check that let it run
+/// would come back as an error, not as a refusal.
+#[tokio::test]
+async fn statements_that_could_run_client_code_while_planned_are_refused() {
+    let db = "catalog_guard";
+    database_with_shop(db);
+    cluster()
+        .psql_superuser(
+            db,
+            "CREATE EXTENSION hypopg;
+             CREATE ROLE guard_client LOGIN;
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO guard_client;
+             CREATE FUNCTION public.ran() RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+                 BEGIN
+                   IF current_setting('application_name') = 'qproxy-hypopg' THEN
+                     RAISE EXCEPTION 'client code ran while being checked';
+                   END IF;
+                 END $$;
+             CREATE FUNCTION public.evil(x int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+                 BEGIN PERFORM public.ran(); RETURN x; END $$;
+             CREATE FUNCTION public.abs(x text) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+                 BEGIN PERFORM public.ran(); RETURN 1; END $$;
+             CREATE FUNCTION public.plus3(a int, b int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+                 BEGIN PERFORM public.ran(); RETURN a + b; END $$;
+             CREATE OPERATOR public.### (LEFTARG = int, RIGHTARG = int, FUNCTION = public.plus3);
+             CREATE TABLE tricky (id int, v int);
+             INSERT INTO tricky SELECT g, g FROM generate_series(1, 1000) g;
+             CREATE INDEX tricky_evil ON tricky ((v + public.evil(1)));
+             GRANT SELECT ON tricky TO guard_client;
+             CREATE VIEW wrapped AS SELECT id FROM orders WHERE id = public.evil(1);
+             GRANT SELECT ON wrapped TO guard_client;
+             CREATE TYPE mood AS ENUM ('ok', 'sad');
+             CREATE TABLE moods (id int, m mood);
+             GRANT SELECT ON moods TO guard_client;
+             CREATE TYPE span AS RANGE (subtype = int);
+             CREATE TABLE spans (id int, s span);
+             GRANT SELECT ON spans TO guard_client;",
+        )
+        .unwrap();
+    let cfg = config(db);
+    let ddl = "CREATE INDEX ON public.orders (user_id)";
+    let cases = [
+        ("SELECT * FROM orders WHERE user_id = evil(3)", "public.evil()"),
+        ("SELECT * FROM orders WHERE user_id = public.evil(3)", "public.evil()"),
+        ("SELECT * FROM orders WHERE user_id = abs('3')", "public.abs()"),
+        ("SELECT * FROM orders WHERE user_id = 1 ### 2", "public.###"),
+        ("SELECT * FROM orders o JOIN tricky t ON t.id = o.user_id WHERE o.user_id = 3", "public.evil(integer)"),
+        ("SELECT * FROM wrapped WHERE id = 3", "a view"),
+        ("SELECT * FROM spans WHERE id = 3", "span"),
+        (
+            "SELECT * FROM orders WHERE user_id = length(query_to_xml('SELECT public.evil(1)', true, true, '')::text)",
+            "runs SQL",
+        ),
+    ];
+    let jobs: Vec<VerifyJob<'_>> = cases
+        .iter()
+        .map(|(sql, _)| VerifyJob {
+            user: Some("guard_client"),
+            ..job(sql, ddl)
+        })
+        .collect();
+    // All on one connection, as the proxy batches them.
+    let verdicts = verify_batch(&cfg, NoTls, &jobs).await.unwrap();
+    for ((sql, named), v) in cases.iter().zip(&verdicts) {
+        let details = v.to_details();
+        let reason = details["hypopg"]["reason"].as_str().unwrap_or("");
+        assert_eq!(details["hypopg"]["skipped"], "refused", "{sql}: {v:?}");
+        assert!(reason.contains(named), "{sql}: {reason}");
+    }
+
+    // What stays allowed on the same connection: a plain statement, an enum
+    // column, and the client's own lack of privileges is its own answer.
+    cluster()
+        .psql_superuser(db, "REVOKE SELECT ON orders FROM guard_client")
+        .unwrap();
+    let ok = [
+        "SELECT * FROM users WHERE org_id = $1 AND name = 'x'",
+        "SELECT * FROM moods WHERE m = 'ok'::mood AND id = 3",
+        "SELECT * FROM orders WHERE user_id = 3",
+    ];
+    let jobs: Vec<VerifyJob<'_>> = ok
+        .iter()
+        .zip([
+            "CREATE INDEX ON public.users (org_id, name)",
+            "CREATE INDEX ON public.moods (id)",
+            ddl,
+        ])
+        .map(|(sql, ddl)| VerifyJob {
+            user: Some("guard_client"),
+            ..job(sql, ddl)
+        })
+        .collect();
+    let verdicts = verify_batch(&cfg, NoTls, &jobs).await.unwrap();
+    assert!(
+        matches!(verdicts[0], Verification::Verified { .. }),
+        "{:?}",
+        verdicts[0]
+    );
+    assert!(
+        matches!(verdicts[1], Verification::Verified { .. }),
+        "{:?}",
+        verdicts[1]
+    );
+    assert_eq!(
+        verdicts[2].to_details()["hypopg"]["reason"],
+        "not verified: the client role cannot run this statement"
+    );
+    // A role that does not exist, or that the upstream may not become.
+    let missing = VerifyJob {
+        user: Some("nobody_here"),
+        ..job(ok[0], "CREATE INDEX ON public.users (org_id)")
+    };
+    let v = verify_with_hypopg(&cfg, NoTls, missing).await.unwrap();
+    assert!(
+        v.to_details()["hypopg"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{v:?}"
+    );
+    assert_eq!(introspection_sessions(db), 0);
 }

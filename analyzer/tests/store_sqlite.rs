@@ -373,7 +373,8 @@ fn a_v1_store_migrates_and_reports_no_losses() {
     // What qproxy before `findings_lost` left behind.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "ALTER TABLE runs DROP COLUMN statements_not_analysed; \
+        "ALTER TABLE runs DROP COLUMN verifications_skipped; \
+         ALTER TABLE runs DROP COLUMN statements_not_analysed; \
          ALTER TABLE runs DROP COLUMN findings_lost; PRAGMA user_version = 1",
     )
     .unwrap();

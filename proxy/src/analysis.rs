@@ -3,8 +3,8 @@
 //! not held up (the queue fills and further events are dropped and
 //! counted). In the proxy it runs on a thread of its own
 //! ([`AnalysisThread`]), never on the runtime that accepts clients and
-//! serves the admin port. It also runs the catalog loads and hypopg checks the pipeline
-//! asks for, each on its own short-lived connection. Every flush interval
+//! serves the admin port. It also starts the catalog loads and hypopg checks
+//! the pipeline asks for, within the limits of [`crate::background`]. Every flush interval
 //! it hands new findings and the coverage summary to the store; at
 //! shutdown it ends every open request and flushes once more.
 
@@ -12,16 +12,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qproxy_analyzer::catalog::Catalog;
-use qproxy_analyzer::detect::unindexed::Verification;
 use qproxy_analyzer::event::SessionEvent;
 use qproxy_analyzer::finding::{Finding, Summary};
-use qproxy_analyzer::pipeline::indexes::VerifyRequest;
 use qproxy_analyzer::pipeline::{Analyzer, AnalyzerConfig};
-// Database names come from clients' StartupMessages: escaped like report text.
-use qproxy_analyzer::report::escape::for_terminal_line;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::background::{Background, Finished};
 use crate::catalog::CatalogConnector;
 use crate::events::EventStats;
 use crate::metrics::Metrics;
@@ -43,7 +39,8 @@ pub struct AnalysisSettings {
     pub flush_interval: Duration,
     /// How often idle requests are ended.
     pub tick_interval: Duration,
-    /// Catalog loads and hypopg checks running at once.
+    /// Catalog loads and hypopg verification batches running at once
+    /// (each holds one connection).
     pub max_catalog_jobs: usize,
 }
 
@@ -66,12 +63,6 @@ const BATCH: usize = 1024;
 /// instead of once per query (each wakeup is a syscall on the forwarding
 /// path).
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
-
-/// What comes back from a catalog job.
-enum CatalogReply {
-    Loaded(String, Option<(Arc<Catalog>, bool)>),
-    Verified(Box<VerifyRequest>, Verification),
-}
 
 /// The analysis task on a thread of its own with a single-threaded
 /// runtime: fingerprinting a Query of a hundred thousand statements, a
@@ -139,7 +130,6 @@ impl AnalysisThread {
         analyzer
     }
 }
-
 /// Consumes events until every sender is gone or `stop` resolves (then the
 /// queue is closed and what is in it still analysed), and finishes.
 pub async fn run(
@@ -167,8 +157,13 @@ pub async fn run_with_metrics(
     let mut analyzer = Analyzer::new(settings.analyzer.clone());
     let mut tick = tokio::time::interval(settings.tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (reply_tx, mut replies) = mpsc::channel::<CatalogReply>(64);
-    let jobs = Arc::new(Semaphore::new(settings.max_catalog_jobs.max(1)));
+    let (reply_tx, mut replies) = mpsc::channel::<Finished>(64);
+    let mut background = Background::new(
+        catalog,
+        reply_tx,
+        settings.max_catalog_jobs,
+        settings.analyzer.verification.connections_per_second,
+    );
     tokio::pin!(stop);
     let mut stopping = false;
     let mut last_flush = Instant::now();
@@ -194,12 +189,9 @@ pub async fn run_with_metrics(
                     tokio::time::sleep(BATCH_WINDOW).await;
                 }
             }
-            Some(reply) = replies.recv() => match reply {
-                CatalogReply::Loaded(db, loaded) => analyzer.indexes().install_catalog(&db, loaded),
-                CatalogReply::Verified(request, verdict) => {
-                    analyzer.indexes().install_verification(&request, verdict)
-                }
-            },
+            Some(finished) = replies.recv() => {
+                background.finished(finished, &mut analyzer, metrics.as_deref());
+            }
             () = &mut stop, if !stopping => {
                 stopping = true;
                 events.close();
@@ -220,7 +212,7 @@ pub async fn run_with_metrics(
                 }
             }
         }
-        start_catalog_jobs(&mut analyzer, catalog.as_ref(), &reply_tx, &jobs);
+        background.start(&mut analyzer, Instant::now(), metrics.as_deref());
     }
     analyzer.finish();
     let summary = summary(&analyzer, &event_stats);
@@ -239,59 +231,6 @@ fn summary(analyzer: &Analyzer, event_stats: &EventStats) -> Summary {
     summary.statements_not_analysed = event_stats.statements_not_analysed.load(Ordering::Relaxed);
     summary
 }
-
-fn start_catalog_jobs(
-    analyzer: &mut Analyzer,
-    connector: Option<&CatalogConnector>,
-    replies: &mpsc::Sender<CatalogReply>,
-    jobs: &Arc<Semaphore>,
-) {
-    let indexes = analyzer.indexes();
-    let loads = indexes.catalog_requests();
-    let checks = indexes.verification_requests();
-    let Some(connector) = connector else {
-        for db in loads {
-            indexes.install_catalog(&db, None);
-        }
-        return;
-    };
-    for db in loads {
-        let (c, tx, jobs) = (connector.clone(), replies.clone(), jobs.clone());
-        tokio::spawn(async move {
-            let _permit = jobs.acquire_owned().await;
-            let loaded = match c.load(&db).await {
-                Ok((catalog, hypopg)) => {
-                    tracing::info!(database = %for_terminal_line(&db), tables = catalog.table_count(), hypopg, "catalog loaded");
-                    Some((Arc::new(catalog), hypopg))
-                }
-                Err(e) => {
-                    tracing::warn!(database = %for_terminal_line(&db), error = %e, "catalog unavailable; unindexed filter/sort detection is off for this database");
-                    None
-                }
-            };
-            let _ = tx.send(CatalogReply::Loaded(db, loaded)).await;
-        });
-    }
-    for request in checks {
-        let (c, tx, jobs) = (connector.clone(), replies.clone(), jobs.clone());
-        tokio::spawn(async move {
-            let _permit = jobs.acquire_owned().await;
-            let verdict = match c
-                .verify(&request.database, &request.sql, &request.ddl)
-                .await
-            {
-                Ok(v) => v,
-                Err(e) => Verification::Unverified {
-                    reason: format!("hypopg check failed: {e}"),
-                },
-            };
-            let _ = tx
-                .send(CatalogReply::Verified(Box::new(request), verdict))
-                .await;
-        });
-    }
-}
-
 /// A sink that only logs and keeps what it was given (no store
 /// configured, and tests).
 #[derive(Debug, Default)]

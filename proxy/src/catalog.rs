@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qproxy_analyzer::catalog::{self, Catalog, CatalogError};
-use qproxy_analyzer::detect::unindexed::{verify_with_hypopg, Verification};
+use qproxy_analyzer::detect::unindexed::{verify_batch, Verification, VerifyJob};
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -74,19 +74,17 @@ impl CatalogConnector {
         }
     }
 
-    /// Checks a suggested index with hypopg in `database`.
-    pub async fn verify(
+    /// Checks suggested indexes with hypopg in `database`, all on one
+    /// connection, each as the client whose statement it is.
+    pub async fn verify_batch(
         &self,
         database: &str,
-        sql: &str,
-        ddl: &str,
-    ) -> Result<Verification, CatalogError> {
+        jobs: &[VerifyJob<'_>],
+    ) -> Result<Vec<Verification>, CatalogError> {
         let config = self.config(database);
         match self.upstream.tls_config() {
-            None => verify_with_hypopg(&config, NoTls, sql, ddl).await,
-            Some(tls) => {
-                verify_with_hypopg(&config, MakeRustlsConnect::new((**tls).clone()), sql, ddl).await
-            }
+            None => verify_batch(&config, NoTls, jobs).await,
+            Some(tls) => verify_batch(&config, MakeRustlsConnect::new((**tls).clone()), jobs).await,
         }
     }
 }

@@ -391,6 +391,12 @@ impl ServeArgs {
             flush_interval: seconds(pick!(flush_interval), 1.0, "flush_interval")?,
             ..AnalysisSettings::default()
         };
+        let rate = analysis.analyzer.verification.connections_per_second;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(ConfigError::Invalid(
+                "analyzer.verification.connections_per_second must be a positive number".into(),
+            ));
+        }
         if let Some(n) = pick!(n_plus_one_threshold) {
             analysis.analyzer.n_plus_one.threshold = n.max(2);
         }
@@ -690,6 +696,13 @@ mod tests {
         };
         let err = typo.resolve().unwrap_err().to_string();
         assert!(err.contains("upstreem"), "{err}");
+        let f = file("upstream = \"x\"\n[analyzer.verification]\nconnections_per_second = 0\n");
+        let stalled = ServeArgs {
+            config: Some(f.path().to_owned()),
+            ..Default::default()
+        };
+        let err = stalled.resolve().unwrap_err().to_string();
+        assert!(err.contains("connections_per_second"), "{err}");
     }
 
     fn with_upstream(url: &str) -> ServeArgs {
@@ -837,6 +850,7 @@ mod example {
         assert_eq!(a.too_many_queries, d.too_many_queries);
         assert_eq!(a.idle_in_transaction, d.idle_in_transaction);
         assert_eq!(a.offset_pagination, d.offset_pagination);
+        assert_eq!(a.verification, d.verification);
         assert_eq!(a.unbounded.warning_rows, d.unbounded.warning_rows);
         assert_eq!(a.correlation, d.correlation);
     }

@@ -17,6 +17,7 @@
 //! - [`upstream`], [`tls`], [`stream`], [`cancel`]: reaching the server,
 //!   TLS on both sides, and forwarding CancelRequests.
 //! - [`catalog`]: the proxy's own short-lived catalog and hypopg connections.
+//! - `background`: when those connections run: job and rate limits, panics caught.
 //! - [`events`]: the bounded, never-blocking queue to the analyzer.
 //! - [`analysis`]: the task that consumes query events.
 //! - [`demo`]: `qproxy demo`, a throwaway PostgreSQL and a workload with real problems.
@@ -31,6 +32,7 @@
 
 pub mod admin;
 pub mod analysis;
+mod background;
 pub mod cancel;
 pub mod catalog;
 pub mod config;

@@ -26,6 +26,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use qproxy_analyzer::correlation::CorrelationSource;
+use qproxy_analyzer::detect::unindexed::SkipReason;
 use qproxy_analyzer::finding::{Finding, FindingKind};
 use qproxy_analyzer::fingerprint::{FingerprintId, StatementKind};
 use qproxy_analyzer::pipeline::{Analyzer, Processed};
@@ -52,6 +53,11 @@ pub const METRIC_NAMES: &[&str] = &[
     "qproxy_requests_total",
     "qproxy_queries_correlated_total",
     "qproxy_catalog_available",
+    "qproxy_catalog_loads_total",
+    "qproxy_verifications_skipped_total",
+    "qproxy_verification_queue",
+    "qproxy_background_connections_total",
+    "qproxy_background_task_panics_total",
     "qproxy_untracked_executions_total",
     "qproxy_desynced_connections_total",
     "qproxy_findings_lost_total",
@@ -164,6 +170,7 @@ struct PerQuery {
     other: HashMap<StatementKind, QuerySeries>,
     routes: LabelCap<String>,
     requests_seen: [u64; 5],
+    skipped_seen: [u64; SkipReason::ALL.len()],
 }
 
 /// Analysis-side counters mirrored by cumulative value.
@@ -200,6 +207,11 @@ pub struct Metrics {
     requests: IntCounterVec,
     queries_correlated: IntCounter,
     catalog_available: IntGauge,
+    catalog_loads: IntCounterVec,
+    verifications_skipped: IntCounterVec,
+    verification_queue: IntGauge,
+    background_connections: IntCounterVec,
+    background_panics: IntCounterVec,
     untracked: IntCounter,
     desynced: IntCounter,
     findings_lost: IntCounter,
@@ -352,6 +364,38 @@ impl Metrics {
                 "qproxy_catalog_available",
                 "1 when a database catalog is loaded, else 0.",
             ),
+            catalog_loads: counter_vec(
+                &r,
+                "qproxy_catalog_loads_total",
+                "Catalog loads finished, by outcome (ok, error).",
+                &["outcome"],
+            ),
+            verifications_skipped: counter_vec(
+                &r,
+                "qproxy_verifications_skipped_total",
+                "Index suggestions hypopg could have checked but did not, by reason \
+                 (queue_full, refused, error).",
+                &["reason"],
+            ),
+            verification_queue: gauge(
+                &r,
+                "qproxy_verification_queue",
+                "Index suggestions waiting for a hypopg check or being checked.",
+            ),
+            background_connections: counter_vec(
+                &r,
+                "qproxy_background_connections_total",
+                "Connections the proxy opened to client databases for itself, by purpose \
+                 (catalog, verification).",
+                &["purpose"],
+            ),
+            background_panics: counter_vec(
+                &r,
+                "qproxy_background_task_panics_total",
+                "Background tasks (catalog_load, verification) that panicked; their work was \
+                 answered as failed.",
+                &["task"],
+            ),
             untracked: counter(
                 &r,
                 "qproxy_untracked_executions_total",
@@ -413,6 +457,7 @@ impl Metrics {
                 other: HashMap::new(),
                 routes: LabelCap::new(top_k),
                 requests_seen: [0; 5],
+                skipped_seen: [0; SkipReason::ALL.len()],
             }),
             synced: Mutex::new(Synced {
                 accepted: 0,
@@ -450,6 +495,20 @@ impl Metrics {
         }
         for kind in FindingKind::ALL {
             metrics.findings.with_label_values(&[kind.as_str()]);
+        }
+        for reason in SkipReason::ALL {
+            metrics
+                .verifications_skipped
+                .with_label_values(&[reason.as_str()]);
+        }
+        for outcome in ["ok", "error"] {
+            metrics.catalog_loads.with_label_values(&[outcome]);
+        }
+        for purpose in ["catalog", "verification"] {
+            metrics.background_connections.with_label_values(&[purpose]);
+        }
+        for task in ["catalog_load", "verification"] {
+            metrics.background_panics.with_label_values(&[task]);
         }
         // Every family is exposed from the first scrape: zero series that
         // exist anyway (the "other" bucket, findings without a route).
@@ -527,12 +586,24 @@ impl Metrics {
         }
     }
 
-    /// Copies the analyzer's cumulative request counts and catalog state
-    /// (analysis task only).
+    /// Copies the analyzer's cumulative request counts, catalog state and
+    /// verification counts (analysis task only).
     pub fn record_analyzer(&self, analyzer: &Analyzer) {
         self.catalog_available
             .set(i64::from(analyzer.catalog_available()));
+        self.verification_queue
+            .set(i64::try_from(analyzer.verifications_queued()).unwrap_or(i64::MAX));
+        let skipped = analyzer.verifications_skipped();
         let mut state = crate::lock(&self.per_query);
+        for (i, (reason, count)) in skipped.into_iter().enumerate() {
+            let seen = &mut state.skipped_seen[i];
+            if count > *seen {
+                self.verifications_skipped
+                    .with_label_values(&[reason.as_str()])
+                    .inc_by(count - *seen);
+                *seen = count;
+            }
+        }
         for (i, (source, count)) in analyzer.requests_by_source().into_iter().enumerate() {
             let seen = &mut state.requests_seen[i];
             if count > *seen {
@@ -542,6 +613,24 @@ impl Metrics {
                 *seen = count;
             }
         }
+    }
+
+    /// A catalog load finished.
+    pub fn catalog_load(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.catalog_loads.with_label_values(&[outcome]).inc();
+    }
+
+    /// The proxy opened a connection of its own (`catalog`, `verification`).
+    pub fn background_connection(&self, purpose: &str) {
+        self.background_connections
+            .with_label_values(&[purpose])
+            .inc();
+    }
+
+    /// A background task panicked.
+    pub fn background_panic(&self, task: &str) {
+        self.background_panics.with_label_values(&[task]).inc();
     }
 
     /// Counts flushed findings by kind, and per-request ones by route.

@@ -35,9 +35,6 @@ pub enum CatalogError {
     /// Verification was asked for something it must not run.
     #[error("not verified: {0}")]
     Refused(String),
-    /// EXPLAIN returned something that is not a plan.
-    #[error("unexpected EXPLAIN output: {0}")]
-    Plan(String),
 }
 
 /// Connect timeout used when the caller's config sets none: introspection

@@ -164,11 +164,23 @@ ORDER BY con.conrelid, con.conname";
 const INDOPTION_DESC: i32 = 1;
 const INDOPTION_NULLS_FIRST: i32 = 2;
 
+/// `row[i]` as `T`, `None` when NULL or of another type. The catalog
+/// functions (`pg_get_indexdef`, `pg_get_expr`, `format_type`) read the
+/// live catalog, not the transaction's snapshot, and return NULL for an
+/// object dropped while the load runs; such a row is skipped, never a
+/// panic.
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    i: usize,
+) -> Option<T> {
+    row.try_get::<_, Option<T>>(i).ok().flatten()
+}
+
 async fn read_catalog(client: &Client, max_tables: usize) -> Result<Catalog, CatalogError> {
     let settings = client.query_one(SETTINGS_QUERY, &[]).await?;
-    let search_path: Vec<String> = settings.get(0);
-    let collation: Option<String> = settings.get(1);
-    let hypopg: bool = settings.get(2);
+    let search_path: Vec<String> = column(&settings, 0).unwrap_or_default();
+    let collation: Option<String> = column(&settings, 1);
+    let hypopg: bool = column(&settings, 2).unwrap_or(false);
 
     let limit = i64::try_from(max_tables)
         .unwrap_or(i64::MAX)
@@ -177,51 +189,77 @@ async fn read_catalog(client: &Client, max_tables: usize) -> Result<Catalog, Cat
     let truncated = rows.len() > max_tables;
     let mut tables: HashMap<u32, Table> = HashMap::with_capacity(rows.len().min(max_tables));
     for row in rows.iter().take(max_tables) {
+        let (Some(oid), Some(schema), Some(name)) =
+            (column(row, 0), column(row, 1), column(row, 2))
+        else {
+            continue;
+        };
         let table = Table {
-            schema: row.get(1),
-            name: row.get(2),
-            reltuples: row.get(3),
-            relpages: row.get(4),
-            live_tuples: row.get(5),
+            schema,
+            name,
+            reltuples: column(row, 3).unwrap_or(-1.0),
+            relpages: column(row, 4).unwrap_or(0),
+            live_tuples: column(row, 5).unwrap_or(0),
             columns: Vec::new(),
             indexes: Vec::new(),
             foreign_keys: Vec::new(),
         };
-        tables.insert(row.get(0), table);
+        tables.insert(oid, table);
     }
     let oids: Vec<u32> = tables.keys().copied().collect();
 
     for row in client.query(COLUMNS_QUERY, &[&oids]).await? {
-        if let Some(t) = tables.get_mut(&row.get::<_, u32>(0)) {
-            t.columns.push(Column {
-                name: row.get(1),
-                type_name: row.get(2),
-                not_null: row.get(3),
-            });
-        }
+        let Some(t) = column::<u32>(&row, 0).and_then(|oid| tables.get_mut(&oid)) else {
+            continue;
+        };
+        let (Some(name), Some(type_name)) = (column(&row, 1), column(&row, 2)) else {
+            continue;
+        };
+        t.columns.push(Column {
+            name,
+            type_name,
+            not_null: column(&row, 3).unwrap_or(false),
+        });
     }
     for row in client.query(INDEXES_QUERY, &[&oids]).await? {
-        if let Some(t) = tables.get_mut(&row.get::<_, u32>(0)) {
-            t.indexes.push(Index {
-                name: row.get(1),
-                method: IndexMethod::from_amname(row.get(2)),
-                unique: row.get(3),
-                primary: row.get(4),
-                valid: row.get(5),
-                predicate: row.get(6),
-                keys: index_keys(row.get(7), row.get(8), row.get(9), row.get(10)),
-            });
+        let Some(t) = column::<u32>(&row, 0).and_then(|oid| tables.get_mut(&oid)) else {
+            continue;
+        };
+        let index = IndexRow {
+            name: column(&row, 1),
+            method: column(&row, 2),
+            unique: column(&row, 3),
+            primary: column(&row, 4),
+            valid: column(&row, 5),
+            predicate: column(&row, 6),
+            columns: column(&row, 7),
+            defs: column(&row, 8),
+            options: column(&row, 9),
+            opclasses: column(&row, 10),
+        }
+        .into_index();
+        if let Some(index) = index {
+            t.indexes.push(index);
         }
     }
     for row in client.query(FOREIGN_KEYS_QUERY, &[&oids]).await? {
-        if let Some(t) = tables.get_mut(&row.get::<_, u32>(0)) {
-            t.foreign_keys.push(ForeignKey {
-                name: row.get(1),
-                columns: row.get(2),
-                referenced_table: row.get(3),
-                referenced_columns: row.get(4),
-            });
-        }
+        let Some(t) = column::<u32>(&row, 0).and_then(|oid| tables.get_mut(&oid)) else {
+            continue;
+        };
+        let (Some(name), Some(columns), Some(referenced_table), Some(referenced_columns)) = (
+            column(&row, 1),
+            column(&row, 2),
+            column(&row, 3),
+            column(&row, 4),
+        ) else {
+            continue;
+        };
+        t.foreign_keys.push(ForeignKey {
+            name,
+            columns,
+            referenced_table,
+            referenced_columns,
+        });
     }
 
     let mut schemas: BTreeMap<String, BTreeMap<String, Table>> = BTreeMap::new();
@@ -238,6 +276,51 @@ async fn read_catalog(client: &Client, max_tables: usize) -> Result<Catalog, Cat
         hypopg,
         truncated,
     })
+}
+
+/// One row of [`INDEXES_QUERY`], every column as read (NULL → `None`).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct IndexRow {
+    name: Option<String>,
+    method: Option<String>,
+    unique: Option<bool>,
+    primary: Option<bool>,
+    valid: Option<bool>,
+    predicate: Option<String>,
+    columns: Option<Vec<Option<String>>>,
+    defs: Option<Vec<Option<String>>>,
+    options: Option<Vec<Option<i32>>>,
+    opclasses: Option<Vec<Option<String>>>,
+}
+
+impl IndexRow {
+    /// The index, or `None` when the row is incomplete: an index dropped
+    /// while the catalog was read has no definition any more
+    /// (`pg_get_indexdef` gives NULL), and an index the loader cannot
+    /// describe is better left out than guessed.
+    fn into_index(self) -> Option<Index> {
+        let defs: Vec<String> = self.defs?.into_iter().collect::<Option<_>>()?;
+        let options: Vec<i32> = self
+            .options
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| o.unwrap_or(0))
+            .collect();
+        Some(Index {
+            name: self.name?,
+            method: IndexMethod::from_amname(&self.method?),
+            unique: self.unique?,
+            primary: self.primary?,
+            valid: self.valid.unwrap_or(false),
+            predicate: self.predicate,
+            keys: index_keys(
+                self.columns.unwrap_or_default(),
+                defs,
+                options,
+                self.opclasses.unwrap_or_default(),
+            ),
+        })
+    }
 }
 
 /// Zips the per-key arrays of [`INDEXES_QUERY`] into keys: a key with a
@@ -264,4 +347,80 @@ fn index_keys(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> IndexRow {
+        IndexRow {
+            name: Some("orders_user_id_idx".into()),
+            method: Some("btree".into()),
+            unique: Some(false),
+            primary: Some(false),
+            valid: Some(true),
+            predicate: None,
+            columns: Some(vec![Some("user_id".into()), None]),
+            defs: Some(vec![Some("user_id".into()), Some("lower(note)".into())]),
+            options: Some(vec![Some(0), Some(INDOPTION_DESC)]),
+            opclasses: Some(vec![None, None]),
+        }
+    }
+
+    #[test]
+    fn a_complete_row_is_an_index() {
+        let index = row().into_index().expect("complete");
+        assert_eq!(index.name, "orders_user_id_idx");
+        assert_eq!(index.keys.len(), 2);
+        assert_eq!(index.keys[0].expr, KeyExpr::Column("user_id".into()));
+        assert_eq!(
+            index.keys[1].expr,
+            KeyExpr::Expression("lower(note)".into())
+        );
+        assert!(index.keys[1].descending);
+    }
+
+    #[test]
+    fn an_index_dropped_during_the_load_is_skipped_not_a_panic() {
+        // pg_get_indexdef() of a dropped index: NULL per key, or the whole
+        // array NULL.
+        let dropped = IndexRow {
+            defs: Some(vec![None, None]),
+            ..row()
+        };
+        assert_eq!(dropped.into_index(), None);
+        let gone = IndexRow {
+            defs: None,
+            name: None,
+            ..row()
+        };
+        assert_eq!(gone.into_index(), None);
+        // Any other NULL where a value must be: skipped too.
+        for broken in [
+            IndexRow {
+                method: None,
+                ..row()
+            },
+            IndexRow {
+                unique: None,
+                ..row()
+            },
+            IndexRow {
+                name: None,
+                ..row()
+            },
+        ] {
+            assert_eq!(broken.into_index(), None);
+        }
+        // NULL options or opclasses only lose what they would add.
+        let partial = IndexRow {
+            options: Some(vec![None, None]),
+            opclasses: None,
+            ..row()
+        }
+        .into_index()
+        .expect("still an index");
+        assert!(!partial.keys[1].descending);
+    }
 }

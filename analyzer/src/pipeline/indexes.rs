@@ -11,44 +11,33 @@
 //!
 //! The catalog lives on the other side of an async boundary (the proxy
 //! loads it over its own short-lived connection), so this part only says
-//! what it needs ([`IndexAdvisor::catalog_requests`],
-//! [`IndexAdvisor::verification_requests`]) and takes results when they
-//! arrive. Statements seen before their database's catalog is loaded wait
-//! in a bounded queue.
+//! what it needs ([`IndexAdvisor::take_catalog_loads`],
+//! [`IndexAdvisor::take_verification_batch`]) and takes results when they
+//! arrive. When loads run is decided in `catalogs.rs` (coalesced, debounced
+//! after DDL); verifications wait in the bounded queue of
+//! `verify_queue.rs`. Statements seen before their database's catalog is
+//! loaded wait in a bounded map.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use time::OffsetDateTime;
 
+use super::catalogs::{CatalogSlots, CatalogState};
+use super::verify_queue::{VerificationConfig, VerifyQueue};
+pub use super::verify_queue::{VerifyBatch, VerifyRequest};
 use crate::catalog::Catalog;
-use crate::detect::unindexed::{self, UnindexedConfig, Verification};
+use crate::detect::unindexed::{self, SkipReason, UnindexedConfig, Verification};
 use crate::finding::{finding_id, Finding, FindingKind, Severity};
 use crate::fingerprint::FingerprintId;
+
+pub use super::catalogs::CATALOG_REFRESH;
 
 /// Statements waiting for their catalog.
 const MAX_PENDING: usize = 2_000;
 /// Analysed statement shapes remembered (per database and fingerprint).
 const MAX_STATEMENTS: usize = 20_000;
-/// Catalogs are reloaded this often while their database is in use, so
-/// table sizes and new indexes are noticed.
-pub const CATALOG_REFRESH: Duration = Duration::from_secs(300);
-
-#[derive(Debug)]
-enum CatalogSlot {
-    /// A load was asked for and has not come back.
-    Requested,
-    /// Loaded; `hypopg` says whether suggestions can be verified.
-    Loaded {
-        catalog: Arc<Catalog>,
-        hypopg: bool,
-        at: Instant,
-        refreshing: bool,
-    },
-    /// The last load failed.
-    Unavailable { at: Instant },
-}
 
 #[derive(Debug)]
 struct StatementIssues {
@@ -84,118 +73,99 @@ impl LargeOffsets {
 /// executions counted meanwhile (they count once it is analysed).
 #[derive(Debug, Clone)]
 struct Waiting {
-    database: Arc<str>,
-    fingerprint: FingerprintId,
     sql: String,
     normalized: Arc<str>,
+    user: Option<Arc<str>>,
     hits: u64,
     last_seen: OffsetDateTime,
     offsets: LargeOffsets,
 }
 
-/// A suggestion to check with hypopg.
-#[derive(Debug, Clone)]
-pub struct VerifyRequest {
-    /// Database to connect to.
-    pub database: String,
-    /// The statement as the client sent it.
-    pub sql: String,
-    /// The suggested `CREATE INDEX CONCURRENTLY ...`.
-    pub ddl: String,
-    /// The finding the verdict belongs to.
-    pub finding_id: String,
-    key: (Arc<str>, FingerprintId),
+/// One execution as [`IndexAdvisor::executed`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Execution<'a> {
+    /// The database it ran in.
+    pub database: &'a Arc<str>,
+    /// Its fingerprint.
+    pub fingerprint: FingerprintId,
+    /// Its normalized SQL.
+    pub normalized: &'a Arc<str>,
+    /// The user the client connected as.
+    pub user: Option<&'a Arc<str>>,
+    /// When it started.
+    pub at: OffsetDateTime,
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct IndexAdvisor {
     config: UnindexedConfig,
-    catalogs: HashMap<Arc<str>, CatalogSlot>,
+    catalogs: CatalogSlots,
     statements: HashMap<(Arc<str>, FingerprintId), StatementIssues>,
-    pending: VecDeque<Waiting>,
-    requests: Vec<String>,
-    verifications: Vec<VerifyRequest>,
+    pending: HashMap<(Arc<str>, FingerprintId), Waiting>,
+    verifications: VerifyQueue,
     /// Statements not analysed because the pending queue was full.
     pub skipped: u64,
 }
 
 impl IndexAdvisor {
-    /// An advisor with the given thresholds.
-    pub fn new(config: UnindexedConfig) -> Self {
+    /// An advisor with the given thresholds and verification limits.
+    pub fn new(config: UnindexedConfig, verification: VerificationConfig) -> Self {
         IndexAdvisor {
             config,
-            catalogs: HashMap::new(),
+            catalogs: CatalogSlots::default(),
             statements: HashMap::new(),
-            pending: VecDeque::new(),
-            requests: Vec::new(),
-            verifications: Vec::new(),
+            pending: HashMap::new(),
+            verifications: VerifyQueue::new(verification),
             skipped: 0,
         }
     }
 
     /// Whether any database's catalog is loaded.
     pub fn catalog_available(&self) -> bool {
-        self.catalogs
-            .values()
-            .any(|s| matches!(s, CatalogSlot::Loaded { .. }))
+        self.catalogs.any_loaded()
     }
 
     /// One execution of a statement that can filter or sort (SELECT,
     /// UPDATE, DELETE, INSERT ... SELECT). `sql` gives that statement's
     /// text; it is only called for a shape not analysed yet, so a repeated
     /// execution costs a map lookup, not a scan of its text.
-    pub fn executed<'s>(
-        &mut self,
-        database: &Arc<str>,
-        fingerprint: FingerprintId,
-        normalized: &Arc<str>,
-        sql: impl FnOnce() -> &'s str,
-        at: OffsetDateTime,
-    ) {
-        let key = (database.clone(), fingerprint);
+    pub fn executed<'s>(&mut self, e: Execution<'_>, sql: impl FnOnce() -> &'s str, now: Instant) {
+        let key = (e.database.clone(), e.fingerprint);
         if let Some(s) = self.statements.get_mut(&key) {
             s.hits += 1;
-            s.last_seen = Some(at);
+            s.last_seen = Some(e.at);
             return;
         }
-        match self.catalogs.get(database) {
-            Some(CatalogSlot::Loaded {
-                catalog, hypopg, ..
-            }) => {
+        match self.catalogs.get_or_add(e.database, now) {
+            CatalogState::Loaded { catalog, hypopg } => {
                 let (catalog, hypopg) = (catalog.clone(), *hypopg);
-                self.analyze(key.clone(), normalized, sql(), &catalog, hypopg);
+                let user = e.user.map(|u| u.to_string());
+                self.analyze(key.clone(), e.normalized, sql(), user, &catalog, hypopg);
                 if let Some(s) = self.statements.get_mut(&key) {
                     s.hits += 1;
-                    s.last_seen = Some(at);
+                    s.last_seen = Some(e.at);
                 }
             }
-            Some(CatalogSlot::Unavailable { .. }) => {}
-            slot => {
-                if slot.is_none() {
-                    self.catalogs
-                        .insert(database.clone(), CatalogSlot::Requested);
-                    self.requests.push(database.to_string());
-                }
-                if let Some(w) = self
-                    .pending
-                    .iter_mut()
-                    .find(|w| w.database == *database && w.fingerprint == fingerprint)
-                {
+            CatalogState::Unavailable => self.catalogs.used(e.database),
+            CatalogState::Unknown => {
+                if let Some(w) = self.pending.get_mut(&key) {
                     w.hits += 1;
-                    w.last_seen = at;
+                    w.last_seen = e.at;
                 } else if self.pending.len() >= MAX_PENDING {
                     self.skipped += 1;
                 } else {
-                    self.pending.push_back(Waiting {
-                        database: database.clone(),
-                        fingerprint,
-                        sql: sql().to_string(),
-                        normalized: normalized.clone(),
-                        hits: 1,
-                        last_seen: at,
-                        offsets: LargeOffsets::default(),
-                    });
+                    self.pending.insert(
+                        key,
+                        Waiting {
+                            sql: sql().to_string(),
+                            normalized: e.normalized.clone(),
+                            user: e.user.cloned(),
+                            hits: 1,
+                            last_seen: e.at,
+                            offsets: LargeOffsets::default(),
+                        },
+                    );
                 }
             }
         }
@@ -221,11 +191,7 @@ impl IndexAdvisor {
         };
         if let Some(s) = self.statements.get_mut(&(database.clone(), fingerprint)) {
             s.offsets.add(&seen);
-        } else if let Some(w) = self
-            .pending
-            .iter_mut()
-            .find(|w| w.database == *database && w.fingerprint == fingerprint)
-        {
+        } else if let Some(w) = self.pending.get_mut(&(database.clone(), fingerprint)) {
             w.offsets.add(&seen);
         }
     }
@@ -235,6 +201,7 @@ impl IndexAdvisor {
         key: (Arc<str>, FingerprintId),
         normalized: &Arc<str>,
         sql: &str,
+        user: Option<String>,
         catalog: &Catalog,
         hypopg: bool,
     ) {
@@ -245,7 +212,7 @@ impl IndexAdvisor {
         }
         let fingerprint = key.1.to_string();
         let now = OffsetDateTime::now_utc();
-        let templates: Vec<Finding> = unindexed::analyze_statement(sql, catalog, &self.config)
+        let mut templates: Vec<Finding> = unindexed::analyze_statement(sql, catalog, &self.config)
             .into_iter()
             .map(|issue| Finding {
                 id: finding_id(
@@ -284,39 +251,27 @@ impl IndexAdvisor {
                 FindingKind::UnindexedFilter | FindingKind::UnindexedSort
             )
         };
-        for t in templates.iter().filter(|t| verifiable(t)) {
+        for t in templates.iter_mut().filter(|t| verifiable(t)) {
+            if !hypopg {
+                // Say so in the finding, so an unverified suggestion is not
+                // mistaken for a checked one.
+                let verdict = Verification::Unverified {
+                    reason: "the hypopg extension is not installed in this database".into(),
+                };
+                apply_verdict(t, &verdict);
+                continue;
+            }
             let request = VerifyRequest {
                 database: key.0.to_string(),
                 sql: sql.to_string(),
                 ddl: t.suggestion.clone().unwrap_or_default(),
                 finding_id: t.id.clone(),
+                user: user.clone(),
                 key: key.clone(),
             };
-            if hypopg {
-                self.verifications.push(request);
+            if let Some(verdict) = self.verifications.push(request) {
+                apply_verdict(t, &verdict);
             }
-        }
-        if !hypopg {
-            // Say so in the finding, so an unverified suggestion is not
-            // mistaken for a checked one.
-            let unverified = Verification::Unverified {
-                reason: "the hypopg extension is not installed in this database".into(),
-            }
-            .to_details();
-            let mut templates = templates;
-            for t in templates.iter_mut().filter(|t| verifiable(t)) {
-                t.details.extend(unverified.clone());
-            }
-            self.statements.insert(
-                key,
-                StatementIssues {
-                    templates,
-                    hits: 0,
-                    last_seen: None,
-                    offsets: LargeOffsets::default(),
-                },
-            );
-            return;
         }
         self.statements.insert(
             key,
@@ -333,7 +288,8 @@ impl IndexAdvisor {
     /// catalog names it, `schema.table`; unchanged when the catalog is not
     /// loaded or does not know it.
     pub fn qualify(&self, database: Option<&str>, table: &str) -> String {
-        let Some(CatalogSlot::Loaded { catalog, .. }) = database.and_then(|d| self.catalogs.get(d))
+        let Some(CatalogState::Loaded { catalog, .. }) =
+            database.and_then(|d| self.catalogs.get(d))
         else {
             return table.to_string();
         };
@@ -347,60 +303,76 @@ impl IndexAdvisor {
             .unwrap_or_else(|| table.to_string())
     }
 
-    /// Databases whose catalog should be (re)loaded now.
-    pub fn catalog_requests(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.requests)
+    /// Up to `max` databases whose catalog should be (re)loaded now; each
+    /// must be answered with [`IndexAdvisor::install_catalog`], and no
+    /// other load of it is asked for until then.
+    pub fn take_catalog_loads(&mut self, now: Instant, max: usize) -> Vec<String> {
+        self.catalogs.take_due(now, max)
     }
 
-    /// Suggestions to verify with hypopg.
-    pub fn verification_requests(&mut self) -> Vec<VerifyRequest> {
-        std::mem::take(&mut self.verifications)
+    /// The next suggestions to verify with hypopg: one database's, up to
+    /// the batch size, for one connection. Each must be answered with
+    /// [`IndexAdvisor::install_verification`].
+    pub fn take_verification_batch(&mut self) -> Option<VerifyBatch> {
+        self.verifications.take_batch()
+    }
+
+    /// The verification limits in force.
+    pub fn verification_config(&self) -> &VerificationConfig {
+        self.verifications.config()
+    }
+
+    /// Verifications queued or being checked.
+    pub fn verifications_queued(&self) -> usize {
+        self.verifications.len()
+    }
+
+    /// Catalog loads in flight.
+    pub fn catalog_loads_in_flight(&self) -> usize {
+        self.catalogs.loading()
+    }
+
+    /// Suggestions hypopg could have checked but did not, by reason.
+    pub fn verifications_skipped(&self) -> [(SkipReason, u64); SkipReason::ALL.len()] {
+        let counts = self.verifications.skipped();
+        std::array::from_fn(|i| (SkipReason::ALL[i], counts[i]))
     }
 
     /// A catalog load finished (`None`: it failed). Pending statements of
     /// that database are analysed now.
     pub fn install_catalog(&mut self, database: &str, loaded: Option<(Arc<Catalog>, bool)>) {
-        let db: Arc<str> = Arc::from(database);
-        match loaded {
-            Some((catalog, hypopg)) => {
-                // A reload may change verdicts (new index, bigger table).
-                self.statements.retain(|(d, _), _| **d != *database);
-                self.catalogs.insert(
-                    db.clone(),
-                    CatalogSlot::Loaded {
-                        catalog: catalog.clone(),
-                        hypopg,
-                        at: Instant::now(),
-                        refreshing: false,
-                    },
-                );
-                let waiting: Vec<Waiting> = self
-                    .pending
-                    .iter()
-                    .filter(|w| *w.database == *database)
-                    .cloned()
-                    .collect();
-                self.pending.retain(|w| *w.database != *database);
-                for w in waiting {
-                    let key = (w.database.clone(), w.fingerprint);
-                    self.analyze(key.clone(), &w.normalized, &w.sql, &catalog, hypopg);
-                    if let Some(s) = self.statements.get_mut(&key) {
-                        s.hits += w.hits;
-                        s.last_seen = Some(w.last_seen);
-                        s.offsets.add(&w.offsets);
-                    }
-                }
-            }
-            None => {
-                self.pending.retain(|w| *w.database != *database);
-                self.catalogs
-                    .insert(db, CatalogSlot::Unavailable { at: Instant::now() });
+        self.catalogs
+            .loaded(database, loaded.clone(), Instant::now());
+        let waiting: Vec<((Arc<str>, FingerprintId), Waiting)> = {
+            let keys: Vec<(Arc<str>, FingerprintId)> = self
+                .pending
+                .keys()
+                .filter(|(d, _)| **d == *database)
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| self.pending.remove(&k).map(|w| (k, w)))
+                .collect()
+        };
+        let Some((catalog, hypopg)) = loaded else {
+            return;
+        };
+        // A reload may change verdicts (new index, bigger table).
+        self.statements.retain(|(d, _), _| **d != *database);
+        for (key, w) in waiting {
+            let user = w.user.as_deref().map(str::to_string);
+            self.analyze(key.clone(), &w.normalized, &w.sql, user, &catalog, hypopg);
+            if let Some(s) = self.statements.get_mut(&key) {
+                s.hits += w.hits;
+                s.last_seen = Some(w.last_seen);
+                s.offsets.add(&w.offsets);
             }
         }
     }
 
     /// A hypopg verdict arrived for a suggestion.
     pub fn install_verification(&mut self, request: &VerifyRequest, verdict: Verification) {
+        self.verifications.done(request, &verdict);
         let Some(s) = self.statements.get_mut(&request.key) else {
             return;
         };
@@ -409,55 +381,34 @@ impl IndexAdvisor {
             .iter_mut()
             .filter(|t| t.id == request.finding_id)
         {
-            if verdict.improves() == Some(false) {
-                // The planner would not use the index: keep the finding,
-                // but as a note, not a recommendation.
-                t.severity = Severity::Info;
-            }
-            t.details.extend(verdict.to_details());
+            apply_verdict(t, &verdict);
             // Make sure the verdict reaches the store even if the statement
             // does not run again.
             s.hits = s.hits.max(1);
         }
     }
 
-    /// DDL ran in `database`: reload its catalog.
-    pub fn schema_changed(&mut self, database: &str) {
-        if let Some(CatalogSlot::Loaded { refreshing, .. }) = self.catalogs.get_mut(database) {
-            if !*refreshing {
-                *refreshing = true;
-                self.requests.push(database.to_string());
-            }
-        }
+    /// DDL ran in `database`: reload its catalog once the burst is over.
+    pub fn schema_changed(&mut self, database: &str, now: Instant) {
+        self.catalogs.ddl(database, now);
     }
 
-    /// Periodic upkeep: refresh old catalogs, retry failed ones.
-    pub fn tick(&mut self, now: Instant) {
-        for (db, slot) in &mut self.catalogs {
-            match slot {
-                CatalogSlot::Loaded { at, refreshing, .. }
-                    if !*refreshing && now.duration_since(*at) >= CATALOG_REFRESH =>
-                {
-                    *refreshing = true;
-                    self.requests.push(db.to_string());
-                }
-                CatalogSlot::Unavailable { at }
-                    if now.duration_since(*at) >= Duration::from_secs(30) =>
-                {
-                    *slot = CatalogSlot::Requested;
-                    self.requests.push(db.to_string());
-                }
-                _ => {}
-            }
-        }
+    /// Periodic upkeep: refreshes, retries and reloads after DDL may have
+    /// become due.
+    pub fn tick(&mut self, _now: Instant) {
+        self.catalogs.tick();
     }
 
     /// Sightings since the last call, as finding deltas.
     pub fn take_findings(&mut self) -> Vec<Finding> {
         let mut out = Vec::new();
-        for s in self.statements.values_mut() {
+        let mut used: HashSet<Arc<str>> = HashSet::new();
+        for ((db, _), s) in self.statements.iter_mut() {
             if s.hits == 0 && s.offsets.hits == 0 {
                 continue;
+            }
+            if !used.contains(db) {
+                used.insert(db.clone());
             }
             for t in &s.templates {
                 let mut f = t.clone();
@@ -481,6 +432,20 @@ impl IndexAdvisor {
             s.hits = 0;
             s.offsets.hits = 0;
         }
+        // The database is in use: keep its catalog fresh (see catalogs.rs).
+        for db in used {
+            self.catalogs.used(&db);
+        }
         out
     }
+}
+
+/// Folds a verdict into a finding's details (and severity).
+fn apply_verdict(t: &mut Finding, verdict: &Verification) {
+    if verdict.improves() == Some(false) {
+        // The planner would not use the index: keep the finding, but as a
+        // note, not a recommendation.
+        t.severity = Severity::Info;
+    }
+    t.details.extend(verdict.to_details());
 }

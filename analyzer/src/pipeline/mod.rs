@@ -10,11 +10,13 @@
 //! ever on the forwarding path.
 
 mod book;
+mod catalogs;
 pub mod facts;
 pub mod indexes;
 mod request_tags;
 pub mod suggest;
 mod verdicts;
+mod verify_queue;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -50,6 +52,7 @@ pub use book::FindingsBook;
 use facts::{statement_facts, StatementFacts};
 use indexes::IndexAdvisor;
 use request_tags::RequestTagsCache;
+pub use verify_queue::VerificationConfig;
 
 /// Settings of the whole pipeline (the `[analyzer]` part of the config).
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +76,8 @@ pub struct AnalyzerConfig {
     pub too_many_queries: TooManyQueriesConfig,
     /// Idle-in-transaction detection.
     pub idle_in_transaction: IdleInTransactionConfig,
+    /// How much hypopg verification (and catalog loading) runs.
+    pub verification: VerificationConfig,
     /// Distinct SQL texts whose fingerprints (and, separately, request
     /// tags) are cached.
     pub fingerprint_cache: usize,
@@ -105,6 +110,7 @@ impl Default for AnalyzerConfig {
             slow_query: SlowQueryConfig::default(),
             too_many_queries: TooManyQueriesConfig::default(),
             idle_in_transaction: IdleInTransactionConfig::default(),
+            verification: VerificationConfig::default(),
             fingerprint_cache: 10_000,
             max_pending_findings: 10_000,
             max_statement_facts: 10_000,
@@ -207,7 +213,7 @@ impl Analyzer {
             seen: HashSet::default(),
             book: FindingsBook::new(config.max_pending_findings),
             stats: PipelineStats::default(),
-            indexes: IndexAdvisor::new(config.unindexed.clone()),
+            indexes: IndexAdvisor::new(config.unindexed.clone(), config.verification.clone()),
             slow: SlowQueries::new(config.slow_query.clone()),
             idle: IdleTransactions::new(
                 config.idle_in_transaction.clone(),
@@ -270,6 +276,19 @@ impl Analyzer {
         &mut self.indexes
     }
 
+    /// Index suggestions waiting for a hypopg check or being checked.
+    pub fn verifications_queued(&self) -> usize {
+        self.indexes.verifications_queued()
+    }
+
+    /// Index suggestions hypopg could have checked but did not, by reason.
+    pub fn verifications_skipped(
+        &self,
+    ) -> [(crate::detect::unindexed::SkipReason, u64);
+           crate::detect::unindexed::SkipReason::ALL.len()] {
+        self.indexes.verifications_skipped()
+    }
+
     /// Ends every open request (shutdown) and judges them.
     pub fn finish(&mut self) {
         self.last_text = None;
@@ -307,6 +326,7 @@ impl Analyzer {
             correlated_fraction: self.correlator.stats().correlated_fraction(),
             parse_failures: self.stats.parse_failures,
             dropped_events,
+            verifications_skipped: self.verifications_skipped().iter().map(|(_, n)| n).sum(),
             catalog: if catalog_available {
                 "available"
             } else {
@@ -444,7 +464,7 @@ impl Analyzer {
         self.check_unbounded(fp, &facts, q);
         if let Some(db) = &q.database {
             if fp.kind == StatementKind::Ddl {
-                self.indexes.schema_changed(db);
+                self.indexes.schema_changed(db, now);
             } else if !fp.fallback
                 && matches!(
                     fp.kind,
@@ -455,13 +475,14 @@ impl Analyzer {
                 )
                 && !fp.tables.is_empty()
             {
-                self.indexes.executed(
-                    db,
-                    fp.id,
-                    &fp.normalized,
-                    || statement_text(q),
-                    to_offset(q.started_at),
-                );
+                let execution = indexes::Execution {
+                    database: db,
+                    fingerprint: fp.id,
+                    normalized: &fp.normalized,
+                    user: q.user.as_ref(),
+                    at: to_offset(q.started_at),
+                };
+                self.indexes.executed(execution, || statement_text(q), now);
                 if facts.offset {
                     self.check_offset(db, fp.id, q);
                 }

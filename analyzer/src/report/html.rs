@@ -87,6 +87,7 @@ fn coverage(out: &mut String, report: &Report, options: &RenderOptions) {
         ("parse failures", s.parse_failures.to_string()),
         ("dropped events", s.dropped_events.to_string()),
         ("findings lost", s.findings_lost.to_string()),
+        ("verifications skipped", s.verifications_skipped.to_string()),
         ("catalog", s.catalog.clone()),
     ];
     let _ = writeln!(out, "<h2>Coverage</h2>\n<div class=\"cards\">");

@@ -65,6 +65,7 @@ fn coverage_suite(out: &mut String, report: &Report, options: &RenderOptions) {
         ("parse_failures", s.parse_failures.to_string()),
         ("dropped_events", s.dropped_events.to_string()),
         ("findings_lost", s.findings_lost.to_string()),
+        ("verifications_skipped", s.verifications_skipped.to_string()),
         ("catalog", s.catalog.clone()),
         ("baselined", options.baselined.to_string()),
     ];
@@ -82,7 +83,7 @@ fn coverage_suite(out: &mut String, report: &Report, options: &RenderOptions) {
     );
     let mut body = format!(
         "{} queries, {} fingerprints, {} requests, {} correlated, {} parse failures, \
-         {} dropped events, {} findings lost, catalog {}",
+         {} dropped events, {} findings lost, {} verifications skipped, catalog {}",
         s.queries,
         s.fingerprints,
         s.requests,
@@ -90,6 +91,7 @@ fn coverage_suite(out: &mut String, report: &Report, options: &RenderOptions) {
         s.parse_failures,
         s.dropped_events,
         s.findings_lost,
+        s.verifications_skipped,
         s.catalog
     );
     if options.baselined > 0 {

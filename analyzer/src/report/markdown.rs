@@ -60,11 +60,11 @@ fn coverage(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "| queries | fingerprints | requests | correlated | parse failures | dropped events \
-         | findings lost | catalog |"
+         | findings lost | verifications skipped | catalog |"
     );
     let _ = writeln!(
         out,
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     // A run that lost findings must not read like a clean one.
     let lost = if s.findings_lost > 0 {
@@ -74,13 +74,14 @@ fn coverage(out: &mut String, report: &Report) {
     };
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {lost} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {lost} | {} | {} |\n",
         s.queries,
         s.fingerprints,
         s.requests,
         percent(s.correlated_fraction),
         s.parse_failures,
         s.dropped_events,
+        s.verifications_skipped,
         cell(catalog)
     );
     let warnings = coverage_warnings(s);

@@ -160,6 +160,7 @@ fn coverage(out: &mut String, p: &Painter, s: &Summary) {
         ("parse failures", s.parse_failures.to_string()),
         ("dropped events", s.dropped_events.to_string()),
         ("findings lost", s.findings_lost.to_string()),
+        ("verifications skipped", s.verifications_skipped.to_string()),
         (
             "catalog",
             if s.catalog.is_empty() {

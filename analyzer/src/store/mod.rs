@@ -268,7 +268,8 @@ impl Store {
             let changed = tx.execute(
                 "UPDATE runs SET queries = ?2, fingerprints = ?3, requests = ?4, \
                  correlated_fraction = ?5, parse_failures = ?6, dropped_events = ?7, catalog = ?8, \
-                 findings_lost = ?9, statements_not_analysed = ?10 WHERE id = ?1",
+                 findings_lost = ?9, statements_not_analysed = ?10, verifications_skipped = ?11 \
+                 WHERE id = ?1",
                 params![
                     run.0,
                     rows::to_i64(s.queries),
@@ -280,6 +281,7 @@ impl Store {
                     s.catalog,
                     rows::to_i64(s.findings_lost),
                     rows::to_i64(s.statements_not_analysed),
+                    rows::to_i64(s.verifications_skipped),
                 ],
             )?;
             if changed == 0 {
@@ -372,7 +374,7 @@ impl Store {
         let sql = format!(
             "SELECT id, started_at, ended_at, host, pid, version, queries, fingerprints, requests, \
              correlated_fraction, parse_failures, dropped_events, catalog, findings_lost, \
-             statements_not_analysed \
+             statements_not_analysed, verifications_skipped \
              FROM runs {tail} {order}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
@@ -395,6 +397,7 @@ impl Store {
                         catalog: r.get(12)?,
                         findings_lost: rows::to_u64(r.get(13)?),
                         statements_not_analysed: rows::to_u64(r.get(14)?),
+                        verifications_skipped: rows::to_u64(r.get(15)?),
                     },
                 })
             })?

@@ -99,6 +99,7 @@ pub fn combine_summaries<'a>(summaries: impl IntoIterator<Item = &'a Summary>) -
         out.dropped_events += s.dropped_events;
         out.findings_lost += s.findings_lost;
         out.statements_not_analysed += s.statements_not_analysed;
+        out.verifications_skipped += s.verifications_skipped;
         correlated += s.correlated_fraction * s.queries as f64;
         if s.catalog == "available" {
             out.catalog = "available".into();

@@ -83,6 +83,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN statements_not_analysed INTEGER NOT NULL DEFAULT 0;
     "#,
+    // v4: index suggestions hypopg did not check (Summary::verifications_skipped).
+    r#"
+    ALTER TABLE runs ADD COLUMN verifications_skipped INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

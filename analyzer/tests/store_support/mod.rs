@@ -251,6 +251,7 @@ pub fn poor_summary() -> Summary {
         correlated_fraction: 0.35,
         parse_failures: 3,
         dropped_events: 17,
+        verifications_skipped: 5,
         catalog: "unavailable".into(),
         findings_lost: 12,
         statements_not_analysed: 250,

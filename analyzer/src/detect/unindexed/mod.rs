@@ -86,7 +86,8 @@
 //! - `serve.rs`: whether an index serves predicates or a sort.
 //! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`).
 //! - `normal_form.rs`: comparable text of expressions.
-//! - `verify.rs`: hypopg verification over a short-lived connection.
+//! - `verify.rs`: hypopg verification over a short-lived connection, as
+//!   the client (see [`crate::explain`]).
 //! - `non_sargable.rs`, `paging.rs`, `foreign_key.rs`: the other kinds,
 //!   each with its rules, severity and typed `details`.
 
@@ -115,7 +116,10 @@ mod verify;
 pub use foreign_key::UnindexedForeignKeyDetails;
 pub use non_sargable::NonSargableDetails;
 pub use paging::{OffsetPaginationConfig, OffsetPaginationDetails};
-pub use verify::{verify_with_hypopg, Verification};
+pub use verify::{
+    verify_batch, verify_with_hypopg, SkipReason, Verification, VerifyJob,
+    APPLICATION_NAME as VERIFY_APPLICATION_NAME,
+};
 
 /// Statements longer than this are skipped: they are machine-generated
 /// (bulk loads, huge IN lists), and their tree would cost more than the

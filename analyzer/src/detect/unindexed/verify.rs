@@ -7,30 +7,74 @@
 //! Safety: the statement is EXPLAINed, never executed (no ANALYZE), inside
 //! a READ ONLY transaction that is rolled back, over the extended protocol
 //! (one statement per message, so nothing can be smuggled behind a `;`),
-//! and only SELECT, UPDATE, DELETE and INSERT ... SELECT are accepted. The
-//! extension is never created here: if the database lacks it, the answer
-//! is [`Verification::Unverified`].
+//! and only as the client who sent it, after the checks of
+//! [`crate::explain`]: a statement that could run code from outside
+//! `pg_catalog` while being planned, or that the client's role could not
+//! run, is skipped and the finding says why. The hypopg functions are
+//! called by the upstream role, schema-qualified, with an explicitly typed
+//! argument and `search_path = pg_catalog, pg_temp`, so the client cannot
+//! substitute them. The extension is never created here: if the database
+//! lacks it, the answer is [`Verification::Unverified`].
 //!
-//! Statements with `$n` placeholders cannot be EXPLAINed directly, and
-//! PostgreSQL 15 has no `EXPLAIN (GENERIC_PLAN)`, so they are PREPAREd and
-//! `EXPLAIN EXECUTE`d with NULL arguments under `plan_cache_mode =
-//! force_generic_plan`: the generic plan ignores the NULLs. The statement
-//! is prepared again after the hypothetical index exists, since a cached
-//! plan would not see it.
+//! Several suggestions for one database are checked on one connection
+//! ([`verify_batch`]), each in its own rolled-back transaction, and the
+//! connection is closed after the last (DESIGN non-negotiable 6).
+
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use sqlparser::ast::{SetExpr, Statement};
+use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Config, Socket};
 
 use super::ddl::quote_ident;
 use crate::catalog::{begin_read_only, with_connection, CatalogError};
+use crate::explain::{ClientStatement, ExplainError};
 
 /// `application_name` of the verification connection.
-const APPLICATION_NAME: &str = "qproxy-hypopg";
+pub const APPLICATION_NAME: &str = "qproxy-hypopg";
+
+/// `statement_timeout` of every query in a verification; `lock_timeout`
+/// is capped lower by [`begin_read_only`].
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a suggestion that hypopg could have checked was not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// The verification queue was full when the suggestion was made.
+    QueueFull,
+    /// Not safe or not possible to plan as the client (see
+    /// [`crate::explain`]).
+    Refused,
+    /// The check failed (connection, timeout, server error, a task that
+    /// panicked).
+    Error,
+}
+
+impl SkipReason {
+    /// Every reason, in the order counters are kept.
+    pub const ALL: [SkipReason; 3] = [
+        SkipReason::QueueFull,
+        SkipReason::Refused,
+        SkipReason::Error,
+    ];
+
+    /// The name used in finding details and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::QueueFull => "queue_full",
+            SkipReason::Refused => "refused",
+            SkipReason::Error => "error",
+        }
+    }
+
+    /// Position in [`SkipReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// What the planner says about a suggested index.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,12 +93,28 @@ pub enum Verification {
         /// Human-readable reason.
         reason: String,
     },
+    /// hypopg was there but the suggestion was not checked.
+    Skipped {
+        /// The class of reason, for counters.
+        why: SkipReason,
+        /// Human-readable reason; names what was refused, never a value.
+        reason: String,
+    },
 }
 
 impl Verification {
+    /// A skipped check.
+    pub fn skipped(why: SkipReason, reason: impl Into<String>) -> Self {
+        Verification::Skipped {
+            why,
+            reason: reason.into(),
+        }
+    }
+
     /// The evidence as finding details: `{"hypopg": {"verified": true,
-    /// "cost_before": .., "cost_after": .., "uses_index": ..}}` or
-    /// `{"hypopg": {"verified": false, "reason": ..}}`.
+    /// "cost_before": .., "cost_after": .., "uses_index": ..}}`,
+    /// `{"hypopg": {"verified": false, "reason": ..}}`, and for a skipped
+    /// check the same plus `"skipped": "queue_full|refused|error"`.
     pub fn to_details(&self) -> Map<String, Value> {
         let value = match self {
             Verification::Verified {
@@ -68,6 +128,9 @@ impl Verification {
                 "uses_index": uses_index,
             }),
             Verification::Unverified { reason } => json!({"verified": false, "reason": reason}),
+            Verification::Skipped { why, reason } => {
+                json!({"verified": false, "reason": reason, "skipped": why.as_str()})
+            }
         };
         let mut details = Map::new();
         details.insert("hypopg".into(), value);
@@ -75,7 +138,7 @@ impl Verification {
     }
 
     /// `Some(true)` when the planner would use the index and it lowers
-    /// the cost; `None` when unverified. A suggestion verified as useless
+    /// the cost; `None` when not checked. A suggestion verified as useless
     /// can be dropped.
     pub fn improves(&self) -> Option<bool> {
         match self {
@@ -84,96 +147,183 @@ impl Verification {
                 cost_after,
                 uses_index,
             } => Some(*uses_index && cost_after < cost_before),
-            Verification::Unverified { .. } => None,
+            Verification::Unverified { .. } | Verification::Skipped { .. } => None,
         }
     }
 }
 
-/// EXPLAINs `sql` before and after `hypopg_create_index(create_index_ddl)`
-/// on one short-lived connection to the database `config` names.
-/// `create_index_ddl` may say CONCURRENTLY (as suggestions do); hypopg
-/// wants it without, so it is removed.
+/// One suggestion to check.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyJob<'a> {
+    /// The statement as the client sent it.
+    pub sql: &'a str,
+    /// The suggested `CREATE INDEX [CONCURRENTLY] ...`, its table
+    /// schema-qualified as suggestions are: hypopg reads it under
+    /// `search_path = pg_catalog, pg_temp`. hypopg wants it without
+    /// CONCURRENTLY, so that is removed.
+    pub ddl: &'a str,
+    /// The user the client connected as: the statement is planned with
+    /// this role's rights, and not at all when it is unknown.
+    pub user: Option<&'a str>,
+}
+
+/// Checks one suggestion on its own short-lived connection to the database
+/// `config` names: [`verify_batch`] of one.
 pub async fn verify_with_hypopg<T>(
     config: &Config,
     tls: T,
-    sql: &str,
-    create_index_ddl: &str,
+    job: VerifyJob<'_>,
 ) -> Result<Verification, CatalogError>
 where
     T: MakeTlsConnect<Socket>,
 {
-    let sql = explainable(sql)?;
-    let ddl = plain_create_index(create_index_ddl)?;
-    let timeout = std::time::Duration::from_secs(30);
+    let mut verdicts = verify_batch(config, tls, &[job]).await?;
+    Ok(verdicts.pop().unwrap_or_else(|| {
+        Verification::skipped(SkipReason::Error, "not verified: no verdict came back")
+    }))
+}
+
+/// Checks every job on one connection to the database `config` names, each
+/// in its own rolled-back transaction, then disconnects. One verdict per
+/// job, in order; `Err` only when the connection itself failed (then none
+/// was checked).
+pub async fn verify_batch<T>(
+    config: &Config,
+    tls: T,
+    jobs: &[VerifyJob<'_>],
+) -> Result<Vec<Verification>, CatalogError>
+where
+    T: MakeTlsConnect<Socket>,
+{
+    // Room for every job to run into a statement timeout or two.
+    let jobs_n = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
+    let timeout = Duration::from_secs(15) + STATEMENT_TIMEOUT.saturating_mul(3 * jobs_n);
     with_connection(config, tls, APPLICATION_NAME, timeout, async |client| {
-        begin_read_only(client, std::time::Duration::from_secs(10)).await?;
-        // hypopg's functions live in whatever schema it was created in,
-        // which need not be on the search path.
-        let schema: Option<String> = client
-            .query_opt(
-                "SELECT n.nspname::text FROM pg_extension e \
-                 JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'",
-                &[],
-            )
-            .await?
-            .map(|row| row.get(0));
-        let Some(schema) = schema.as_deref().map(quote_ident) else {
-            client.batch_execute("ROLLBACK").await?;
-            return Ok(Verification::Unverified {
-                reason: "the hypopg extension is not installed in this database".into(),
-            });
-        };
-        let params = client.prepare(sql).await?.params().len();
-        if params > 0 {
-            client
-                .batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                .await?;
+        let mut verdicts = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            verdicts.push(verify_one(client, job).await);
         }
-        let before = explain(client, sql, params).await?;
-        let created = client
-            .query_one(
-                &format!("SELECT indexname::text FROM {schema}.hypopg_create_index($1)"),
-                &[&ddl],
-            )
-            .await?;
-        let index_name: String = created.get(0);
-        let after = explain(client, sql, params).await?;
-        client
-            .batch_execute(&format!("SELECT {schema}.hypopg_reset(); ROLLBACK"))
-            .await?;
-        Ok(Verification::Verified {
-            cost_before: total_cost(&before)?,
-            cost_after: total_cost(&after)?,
-            uses_index: mentions_index(&after, &index_name),
-        })
+        Ok(verdicts)
     })
     .await
 }
 
-/// The statement without trailing `;`, if it is one statement of a kind
-/// that is safe and meaningful to EXPLAIN.
-fn explainable(sql: &str) -> Result<&str, CatalogError> {
-    let refuse = |why: &str| Err(CatalogError::Refused(why.to_owned()));
-    let statements = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|e| CatalogError::Refused(format!("statement does not parse: {e}")))?;
-    let [statement] = &statements[..] else {
-        return refuse("exactly one statement can be verified");
+/// One job in its own transaction; whatever happens, the session is left
+/// clean for the next one (rolled back, no hypothetical index, no prepared
+/// statement).
+async fn verify_one(client: &Client, job: &VerifyJob<'_>) -> Verification {
+    let Some(user) = job.user else {
+        return Verification::skipped(
+            SkipReason::Refused,
+            "not verified: the client's user is unknown, and the proxy never plans a client's \
+             statement with its own rights",
+        );
     };
-    let ok = match statement {
-        Statement::Query(q) => !matches!(&*q.body, SetExpr::Select(s) if s.into.is_some()),
-        Statement::Update(_) | Statement::Delete(_) => true,
-        Statement::Insert(i) => i
-            .source
-            .as_ref()
-            .is_some_and(|q| !matches!(&*q.body, SetExpr::Values(_))),
-        _ => false,
+    let ddl = match plain_create_index(job.ddl) {
+        Ok(ddl) => ddl,
+        Err(e) => return Verification::skipped(SkipReason::Refused, e.to_string()),
     };
-    if !ok {
-        return refuse("only SELECT, UPDATE, DELETE and INSERT ... SELECT are verified");
+    let mut hypopg: Option<String> = None;
+    let outcome = check(client, user, job.sql, &ddl, &mut hypopg).await;
+    let mut clean = client.batch_execute("ROLLBACK").await;
+    if let (Some(schema), Ok(())) = (&hypopg, &clean) {
+        // Hypothetical indexes live in the session, not the transaction.
+        clean = client
+            .batch_execute(&format!("SELECT {schema}.hypopg_reset()"))
+            .await;
     }
-    Ok(sql.trim_end().trim_end_matches(';').trim_end())
+    if outcome.is_err() && clean.is_ok() {
+        // A failed EXPLAIN EXECUTE leaves its prepared statement behind.
+        clean = client.batch_execute("DEALLOCATE ALL").await;
+    }
+    match (outcome, clean) {
+        (Ok(verdict), Ok(())) => verdict,
+        (Err(e), _) => skipped_because(e),
+        (Ok(_), Err(e)) => Verification::skipped(
+            SkipReason::Error,
+            format!("not verified: hypopg check failed: {}", error_code(&e)),
+        ),
+    }
+}
+
+/// The verdict for one job, inside its transaction. `hypopg` gets the
+/// extension's (quoted) schema once a hypothetical index may exist.
+async fn check(
+    client: &Client,
+    user: &str,
+    sql: &str,
+    ddl: &str,
+    hypopg: &mut Option<String>,
+) -> Result<Verification, ExplainError> {
+    begin_read_only(client, STATEMENT_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            CatalogError::Query(e) => ExplainError::Query(e),
+            other => ExplainError::Plan(other.to_string()),
+        })?;
+    let statement = ClientStatement::clear(client, user, sql).await?;
+    // hypopg's functions live in whatever schema it was created in, which
+    // need not be on the search path.
+    let schema: Option<String> = client
+        .query_opt(
+            "SELECT n.nspname::text FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'",
+            &[],
+        )
+        .await?
+        .map(|row| row.get(0));
+    let Some(schema) = schema.as_deref().map(quote_ident) else {
+        return Ok(Verification::Unverified {
+            reason: "the hypopg extension is not installed in this database".into(),
+        });
+    };
+    if statement.params() > 0 {
+        client
+            .batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            .await?;
+    }
+    let before = statement.explain(client).await?;
+    *hypopg = Some(schema.clone());
+    // As the upstream role, schema-qualified and with the argument's type
+    // spelled out, so no overload the client created can be chosen.
+    let created = client
+        .query_one(
+            &format!(
+                "SELECT indexname::text FROM {schema}.hypopg_create_index($1::pg_catalog.text)"
+            ),
+            &[&ddl],
+        )
+        .await?;
+    let index_name: String = created.get(0);
+    let after = statement.explain(client).await?;
+    Ok(Verification::Verified {
+        cost_before: total_cost(&before)?,
+        cost_after: total_cost(&after)?,
+        uses_index: mentions_index(&after, &index_name),
+    })
+}
+
+/// The skipped verdict for a check that did not get to both plans.
+fn skipped_because(e: ExplainError) -> Verification {
+    let (why, reason) = match e {
+        ExplainError::Refused(why) => (SkipReason::Refused, why),
+        ExplainError::ClientCannotRun => (SkipReason::Refused, e.to_string()),
+        ExplainError::Failed { .. } | ExplainError::Plan(_) => (SkipReason::Error, e.to_string()),
+        ExplainError::Query(e) => (
+            SkipReason::Error,
+            format!("hypopg check failed: {}", error_code(&e)),
+        ),
+    };
+    Verification::skipped(why, format!("not verified: {reason}"))
+}
+
+/// A server error by its SQLSTATE (its message may quote values), anything
+/// else as itself.
+fn error_code(e: &tokio_postgres::Error) -> String {
+    match e.code() {
+        Some(code) => format!("SQLSTATE {}", code.code()),
+        None => e.to_string(),
+    }
 }
 
 /// `CREATE [UNIQUE] INDEX [CONCURRENTLY] ...` → the same without
@@ -198,47 +348,10 @@ fn plain_create_index(ddl: &str) -> Result<String, CatalogError> {
     Ok(text)
 }
 
-/// EXPLAIN output as text: `json` has no `String` conversion in
-/// tokio-postgres without an optional feature, and text is all we need.
-struct JsonText(String);
-
-impl<'a> FromSql<'a> for JsonText {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(JsonText(std::str::from_utf8(raw)?.to_owned()))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSON || *ty == Type::TEXT
-    }
-}
-
-async fn explain(client: &Client, sql: &str, params: usize) -> Result<Value, CatalogError> {
-    let text = if params == 0 {
-        let row = client
-            .query_one(&format!("EXPLAIN (FORMAT JSON) {sql}"), &[])
-            .await?;
-        row.get::<_, JsonText>(0).0
-    } else {
-        client
-            .execute(&format!("PREPARE qproxy_probe AS {sql}"), &[])
-            .await?;
-        let nulls = vec!["NULL"; params].join(", ");
-        let row = client
-            .query_one(
-                &format!("EXPLAIN (FORMAT JSON) EXECUTE qproxy_probe({nulls})"),
-                &[],
-            )
-            .await?;
-        client.execute("DEALLOCATE qproxy_probe", &[]).await?;
-        row.get::<_, JsonText>(0).0
-    };
-    serde_json::from_str(&text).map_err(|e| CatalogError::Plan(e.to_string()))
-}
-
-fn total_cost(plan: &Value) -> Result<f64, CatalogError> {
+fn total_cost(plan: &Value) -> Result<f64, ExplainError> {
     plan.pointer("/0/Plan/Total Cost")
         .and_then(Value::as_f64)
-        .ok_or_else(|| CatalogError::Plan("no \"Total Cost\" in the plan".into()))
+        .ok_or_else(|| ExplainError::Plan("no \"Total Cost\" in the plan".into()))
 }
 
 fn mentions_index(plan: &Value, index: &str) -> bool {
@@ -266,14 +379,31 @@ mod tests {
     }
 
     #[test]
-    fn only_plannable_statements_are_explained() {
-        assert_eq!(explainable("SELECT 1;").unwrap(), "SELECT 1");
-        assert!(explainable("UPDATE t SET a = 1 WHERE b = $1").is_ok());
-        assert!(explainable("INSERT INTO t SELECT * FROM u").is_ok());
-        assert!(explainable("INSERT INTO t VALUES (1)").is_err());
-        assert!(explainable("SELECT 1; SELECT 2").is_err());
-        assert!(explainable("DROP TABLE t").is_err());
-        assert!(explainable("SELECT * INTO t2 FROM t").is_err());
+    fn skipped_checks_say_why_in_the_details() {
+        let v = skipped_because(ExplainError::ClientCannotRun);
+        assert_eq!(v.improves(), None);
+        let d = &v.to_details()["hypopg"];
+        assert_eq!(d["verified"], false);
+        assert_eq!(d["skipped"], "refused");
+        assert_eq!(
+            d["reason"],
+            "not verified: the client role cannot run this statement"
+        );
+        let refused = skipped_because(ExplainError::Refused(
+            "calls public.evil(), a function outside pg_catalog that planning could run".into(),
+        ));
+        assert!(refused.to_details()["hypopg"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("public.evil()"));
+        let failed = skipped_because(ExplainError::Failed {
+            sqlstate: "57014".into(),
+        });
+        assert_eq!(failed.to_details()["hypopg"]["skipped"], "error");
+        assert!(!failed.to_details()["hypopg"]
+            .as_object()
+            .unwrap()
+            .contains_key("cost_before"));
     }
 
     #[test]
