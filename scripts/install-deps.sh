@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the demo need on Debian 12, skipping whatever is already
-# there: PostgreSQL 15 (server, contrib, hypopg), pgbouncer, Python's psycopg 3, and the Rust
-# components rustfmt and clippy. Safe to run again; needs root (or sudo) only when it installs.
+# there: PostgreSQL 15 (server, contrib, hypopg), pgbouncer, Python's psycopg 3, Debian's chromium
+# and Python's playwright (the live-view test drives that chromium; playwright never downloads a
+# browser of its own here), and the Rust components rustfmt and clippy. Safe to run again; needs
+# root (or sudo) only when it installs.
 set -euo pipefail
 
 sudo_if_needed() {
@@ -15,6 +17,7 @@ command -v pgbench >/dev/null 2>&1 || missing+=(postgresql)
 command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 [ -f /usr/share/postgresql/15/extension/hypopg.control ] || missing+=(postgresql-15-hypopg)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}"
@@ -27,6 +30,12 @@ if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
     # Debian's own python3 refuses pip installs outside a venv unless told otherwise.
     python3 -m pip install --quiet "psycopg[binary]" ||
         python3 -m pip install --quiet --break-system-packages "psycopg[binary]"
+fi
+
+if ! python3 -c 'import playwright' >/dev/null 2>&1; then
+    echo "install-deps: installing playwright (it drives /usr/bin/chromium; no browser download)"
+    python3 -m pip install --quiet playwright ||
+        python3 -m pip install --quiet --break-system-packages playwright
 fi
 
 if [ -f "$HOME/.cargo/env" ]; then

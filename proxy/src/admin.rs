@@ -1,6 +1,7 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/healthz` (the
-//! process is alive) and `/readyz` (the upstream answered the last TCP
-//! check and the proxy is not draining).
+//! process is alive), `/readyz` (the upstream answered the last
+//! connection check and the proxy is not draining), and the live view
+//! (`/`, the page, and `/api/live`, its data; see [`crate::live`]).
 //!
 //! It is kept away from the proxy path: its own listener, a cap on open
 //! admin connections, small request buffers and timeouts on every
@@ -21,13 +22,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{
+    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST,
+    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use crate::live::{page, LiveFeed};
 use crate::metrics::Metrics;
+use crate::upstream::Upstream;
 
 /// Admin connections open at once; a new one beyond this closes the one
 /// idle longest.
@@ -79,6 +85,8 @@ pub struct AdminServer {
     listener: TcpListener,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// The live view's data; without it `/` and `/api/live` are not found.
+    live: Option<Arc<LiveFeed>>,
 }
 
 impl AdminServer {
@@ -93,7 +101,14 @@ impl AdminServer {
             listener,
             metrics,
             health,
+            live: None,
         })
+    }
+
+    /// Serves the live view (`/` and `/api/live`) from `feed`.
+    pub fn with_live_view(mut self, feed: Arc<LiveFeed>) -> AdminServer {
+        self.live = Some(feed);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -119,10 +134,15 @@ impl AdminServer {
                 }
             };
             let (id, connection) = open.admit();
-            let (metrics, health, open) = (self.metrics.clone(), self.health.clone(), open.clone());
+            let endpoints = Endpoints {
+                metrics: self.metrics.clone(),
+                health: self.health.clone(),
+                live: self.live.clone(),
+            };
+            let open = open.clone();
             tokio::spawn(async move {
                 tokio::select! {
-                    () = serve_connection(socket, metrics, health, open.start, &connection) => {}
+                    () = serve_connection(socket, endpoints, open.start, &connection) => {}
                     () = connection.close.notified() => {
                         tracing::debug!("admin connection closed to make room for a new one");
                     }
@@ -201,10 +221,17 @@ impl OpenConnections {
     }
 }
 
-async fn serve_connection(
-    socket: TcpStream,
+/// What the admin endpoints answer from.
+#[derive(Debug, Clone)]
+struct Endpoints {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    live: Option<Arc<LiveFeed>>,
+}
+
+async fn serve_connection(
+    socket: TcpStream,
+    endpoints: Endpoints,
     clock: Instant,
     connection: &Arc<Connection>,
 ) {
@@ -213,7 +240,12 @@ async fn serve_connection(
         active
             .last_active
             .fetch_max(millis_since(clock), Ordering::Relaxed);
-        let response = respond(&req, &metrics, &health);
+        let response = respond(
+            &req,
+            &endpoints.metrics,
+            &endpoints.health,
+            endpoints.live.as_deref(),
+        );
         async move { Ok::<_, Infallible>(response) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -241,12 +273,82 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
-fn respond<B>(req: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+/// Headers every live-view response carries: no caching, no sniffing, no
+/// referrer, and `csp`.
+fn live_headers(response: &mut Response<Full<Bytes>>, content_type: &'static str, csp: &str) {
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(csp) = HeaderValue::from_str(csp) {
+        headers.insert(CONTENT_SECURITY_POLICY, csp);
+    }
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+}
+
+/// Whether the request names the admin server by an IP address or
+/// `localhost`. The live view answers only those: a web page the developer
+/// visits could otherwise point a host name of its own at 127.0.0.1 (DNS
+/// rebinding) and read the view as same-origin.
+fn addressed_directly<B>(req: &Request<B>) -> bool {
+    let Some(host) = req.headers().get(HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.starts_with(':') => v6,
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn respond<B>(
+    req: &Request<B>,
+    metrics: &Metrics,
+    health: &Health,
+    live: Option<&LiveFeed>,
+) -> Response<Full<Bytes>> {
     let head = req.method() == Method::HEAD;
     if !head && req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    let mut response = match req.uri().path() {
+    let mut response = match (req.uri().path(), live) {
+        ("/" | "/api/live", Some(_)) if !addressed_directly(req) => text(
+            StatusCode::FORBIDDEN,
+            "the live view answers only requests addressed to an IP address or localhost\n",
+        ),
+        ("/", Some(_)) => {
+            let page = page::page();
+            let mut r = Response::new(Full::new(page.html.clone()));
+            live_headers(&mut r, "text/html; charset=utf-8", &page.csp);
+            r
+        }
+        ("/api/live", Some(feed)) => {
+            let mut r = Response::new(Full::new(feed.view()));
+            live_headers(&mut r, "application/json", page::DATA_CSP);
+            r
+        }
+        (path, _) => respond_probe(path, metrics, health),
+    };
+    if head {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    response
+}
+
+/// `/metrics`, `/healthz`, `/readyz`, or not found.
+fn respond_probe(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    match path {
         "/metrics" => {
             let mut r = text(StatusCode::OK, metrics.render());
             r.headers_mut().insert(
@@ -266,19 +368,14 @@ fn respond<B>(req: &Request<B>, metrics: &Metrics, health: &Health) -> Response<
             },
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
-    };
-    if head {
-        *response.body_mut() = Full::new(Bytes::new());
     }
-    response
 }
 
-/// Checks every `interval` that a TCP connection to the upstream opens
-/// (within `timeout`), and records the answer in `health` and the
-/// `qproxy_upstream_up` gauge, until `stop` resolves.
+/// Checks every `interval` that a connection to the upstream (TCP, or its
+/// Unix-domain socket) opens within `timeout`, and records the answer in
+/// `health` and the `qproxy_upstream_up` gauge, until `stop` resolves.
 pub async fn check_upstream(
-    host: String,
-    port: u16,
+    upstream: Arc<Upstream>,
     interval: Duration,
     timeout: Duration,
     health: Arc<Health>,
@@ -289,22 +386,23 @@ pub async fn check_upstream(
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<bool> = None;
+    let addr = upstream.url().addr();
     loop {
         tokio::select! {
             () = &mut stop => return,
             _ = ticks.tick() => {}
         }
         let up = matches!(
-            tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port))).await,
+            tokio::time::timeout(timeout, upstream.open()).await,
             Ok(Ok(_))
         );
         health.set_upstream_up(up);
         metrics.set_upstream_up(up);
         if last != Some(up) {
             if up {
-                tracing::info!(upstream = %format!("{host}:{port}"), "upstream reachable");
+                tracing::info!(upstream = %addr, "upstream reachable");
             } else {
-                tracing::warn!(upstream = %format!("{host}:{port}"), "upstream unreachable; /readyz answers 503");
+                tracing::warn!(upstream = %addr, "upstream unreachable; /readyz answers 503");
             }
             last = Some(up);
         }
@@ -360,7 +458,7 @@ mod tests {
     fn routes_and_readiness() {
         let metrics = Metrics::new(3, Arc::default(), Arc::default());
         let health = Health::default();
-        let status = |m: Method, p: &str| respond(&get(m, p), &metrics, &health).status();
+        let status = |m: Method, p: &str| respond(&get(m, p), &metrics, &health, None).status();
         assert_eq!(status(Method::GET, "/healthz"), StatusCode::OK);
         assert_eq!(
             status(Method::GET, "/readyz"),
@@ -376,9 +474,87 @@ mod tests {
         );
         assert_eq!(status(Method::GET, "/metrics"), StatusCode::OK);
         assert_eq!(status(Method::GET, "/nope"), StatusCode::NOT_FOUND);
+        // Without a live view, its paths are not there.
+        assert_eq!(status(Method::GET, "/"), StatusCode::NOT_FOUND);
+        assert_eq!(status(Method::GET, "/api/live"), StatusCode::NOT_FOUND);
         assert_eq!(
             status(Method::POST, "/metrics"),
             StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    fn live_get(method: Method, path: &str, host: &str) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, host)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_live_view_is_read_only_and_locked_down() {
+        use http_body_util::BodyExt;
+        let metrics = Metrics::new(3, Arc::default(), Arc::default());
+        let health = Health::default();
+        let feed = LiveFeed::new();
+        let respond = |req: Request<()>| respond(&req, &metrics, &health, Some(&feed));
+        let page = respond(live_get(Method::GET, "/", "127.0.0.1:9930"));
+        assert_eq!(page.status(), StatusCode::OK);
+        let header = |r: &Response<Full<Bytes>>, name: HeaderName| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(header(&page, CONTENT_TYPE), "text/html; charset=utf-8");
+        assert_eq!(header(&page, CONTENT_SECURITY_POLICY), page::page().csp);
+        assert_eq!(header(&page, X_CONTENT_TYPE_OPTIONS), "nosniff");
+        assert_eq!(header(&page, CACHE_CONTROL), "no-store");
+        let data = respond(live_get(Method::GET, "/api/live", "localhost:9930"));
+        assert_eq!(data.status(), StatusCode::OK);
+        assert_eq!(header(&data, CONTENT_TYPE), "application/json");
+        assert_eq!(header(&data, CONTENT_SECURITY_POLICY), page::DATA_CSP);
+        let body = futures_util::FutureExt::now_or_never(data.into_body().collect())
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["version"], 1);
+        // GET and HEAD only.
+        for method in [Method::POST, Method::PUT, Method::DELETE] {
+            assert_eq!(
+                respond(live_get(method, "/api/live", "127.0.0.1")).status(),
+                StatusCode::METHOD_NOT_ALLOWED
+            );
+        }
+        assert_eq!(
+            respond(live_get(Method::HEAD, "/", "[::1]:9930")).status(),
+            StatusCode::OK
+        );
+        // A host name other than localhost (DNS rebinding) gets nothing.
+        for host in [
+            "evil.example:9930",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "[::1]x",
+        ] {
+            assert_eq!(
+                respond(live_get(Method::GET, "/api/live", host)).status(),
+                StatusCode::FORBIDDEN,
+                "{host}"
+            );
+        }
+        assert_eq!(
+            respond(get(Method::GET, "/")).status(),
+            StatusCode::FORBIDDEN,
+            "no Host header"
+        );
+        // The probes answer whatever the Host.
+        assert_eq!(
+            respond(live_get(Method::GET, "/healthz", "evil.example")).status(),
+            StatusCode::OK
         );
     }
 }

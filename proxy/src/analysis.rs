@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::background::{Background, Finished};
 use crate::catalog::CatalogConnector;
 use crate::events::EventStats;
+use crate::live::{LiveFeed, LiveView};
 use crate::metrics::Metrics;
 
 /// Where flushed findings go (the findings store in production).
@@ -86,6 +87,7 @@ impl AnalysisThread {
         catalog: Option<CatalogConnector>,
         sink: Box<dyn FindingSink>,
         metrics: Option<Arc<Metrics>>,
+        live: Option<Arc<LiveFeed>>,
     ) -> std::io::Result<AnalysisThread> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -102,6 +104,7 @@ impl AnalysisThread {
                     catalog,
                     sink,
                     metrics,
+                    live,
                     async move {
                         // A dropped handle stops it too.
                         let _ = stopped.await;
@@ -140,11 +143,23 @@ pub async fn run(
     sink: Box<dyn FindingSink>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Analyzer {
-    run_with_metrics(events, settings, event_stats, catalog, sink, None, stop).await
+    run_with_metrics(
+        events,
+        settings,
+        event_stats,
+        catalog,
+        sink,
+        None,
+        None,
+        stop,
+    )
+    .await
 }
 
 /// [`run`], also recording per-query metrics, flushed findings and the
-/// analyzer's coverage counters into `metrics`.
+/// analyzer's coverage counters into `metrics`, and publishing the live
+/// view's snapshots into `live`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_with_metrics(
     mut events: mpsc::Receiver<SessionEvent>,
     settings: AnalysisSettings,
@@ -152,8 +167,10 @@ pub async fn run_with_metrics(
     catalog: Option<CatalogConnector>,
     mut sink: Box<dyn FindingSink>,
     metrics: Option<Arc<Metrics>>,
+    live: Option<Arc<LiveFeed>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Analyzer {
+    let mut live = live.map(LiveView::new);
     let mut analyzer = Analyzer::new(settings.analyzer.clone());
     let mut tick = tokio::time::interval(settings.tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -208,6 +225,9 @@ pub async fn run_with_metrics(
                     if let Some(m) = &metrics {
                         m.record_findings(&findings);
                     }
+                    if let Some(live) = &mut live {
+                        live.flush(&analyzer, &summary, &findings);
+                    }
                     sink.submit(findings, summary);
                 }
             }
@@ -220,6 +240,9 @@ pub async fn run_with_metrics(
     if let Some(m) = &metrics {
         m.record_analyzer(&analyzer);
         m.record_findings(&findings);
+    }
+    if let Some(live) = live {
+        live.finish(&analyzer, &summary, &findings);
     }
     sink.finish(findings, summary);
     analyzer

@@ -29,7 +29,8 @@ impl std::fmt::Debug for CatalogConnector {
 }
 
 impl CatalogConnector {
-    /// Connections go where `upstream` points, with its credentials.
+    /// Connections go where `upstream` points (a TCP host, or a Unix-domain
+    /// socket directory), with its credentials.
     pub fn new(upstream: Arc<Upstream>) -> Self {
         CatalogConnector { upstream }
     }
@@ -37,19 +38,24 @@ impl CatalogConnector {
     fn config(&self, database: &str) -> tokio_postgres::Config {
         let url = self.upstream.url();
         let mut c = tokio_postgres::Config::new();
-        c.host(&url.host)
-            .port(url.port)
+        if url.is_socket() {
+            // tokio-postgres finds `.s.PGSQL.<port>` in the directory, as
+            // libpq does; like libpq it never uses TLS there.
+            c.host_path(&url.host).ssl_mode(PgSslMode::Disable);
+        } else {
+            c.host(&url.host).ssl_mode(match url.sslmode {
+                SslMode::Disable | SslMode::Allow => PgSslMode::Disable,
+                SslMode::Prefer => PgSslMode::Prefer,
+                _ => PgSslMode::Require,
+            });
+        }
+        c.port(url.port)
             .dbname(database)
             // Without a user in the URL there is no better guess than the
             // superuser's conventional name; say so in the README.
             .user(url.user.as_deref().unwrap_or("postgres"))
             .application_name("qproxy-catalog")
-            .connect_timeout(Duration::from_secs(5))
-            .ssl_mode(match url.sslmode {
-                SslMode::Disable | SslMode::Allow => PgSslMode::Disable,
-                SslMode::Prefer => PgSslMode::Prefer,
-                _ => PgSslMode::Require,
-            });
+            .connect_timeout(Duration::from_secs(5));
         if let Some(pw) = &url.password {
             c.password(pw);
         }
@@ -86,5 +92,43 @@ impl CatalogConnector {
             None => verify_batch(&config, NoTls, jobs).await,
             Some(tls) => verify_batch(&config, MakeRustlsConnect::new((**tls).clone()), jobs).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::UpstreamUrl;
+
+    fn config(url: &str) -> tokio_postgres::Config {
+        let url = UpstreamUrl::parse(url).unwrap();
+        let upstream = Upstream::new(url, Duration::from_secs(1)).unwrap();
+        CatalogConnector::new(Arc::new(upstream)).config("shop")
+    }
+
+    #[test]
+    fn a_socket_upstream_gives_a_socket_catalog_connection_without_tls() {
+        let c =
+            config("postgres://app@/ignored?host=/var/run/postgresql&port=6000&sslmode=require");
+        assert_eq!(
+            c.get_hosts(),
+            &[tokio_postgres::config::Host::Unix(
+                "/var/run/postgresql".into()
+            )]
+        );
+        assert_eq!(c.get_ports(), &[6000]);
+        assert_eq!(c.get_ssl_mode(), PgSslMode::Disable);
+        assert_eq!(c.get_dbname(), Some("shop"));
+        assert_eq!(c.get_user(), Some("app"));
+    }
+
+    #[test]
+    fn a_tcp_upstream_keeps_host_and_sslmode() {
+        let c = config("postgres://app@db.internal:6543/x?sslmode=require");
+        assert_eq!(
+            c.get_hosts(),
+            &[tokio_postgres::config::Host::Tcp("db.internal".into())]
+        );
+        assert_eq!(c.get_ssl_mode(), PgSslMode::Require);
     }
 }

@@ -149,7 +149,8 @@ pub struct ServeArgs {
     /// Address clients connect to [default: 127.0.0.1:6432]
     #[arg(long, env = "QPROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// The PostgreSQL server: postgres://[user[:pw]@]host[:port][/db][?sslmode=..&sslrootcert=..].
+    /// The PostgreSQL server: postgres://[user[:pw]@]host[:port][/db][?sslmode=..&sslrootcert=..],
+    /// or a Unix-domain socket: postgres://[user@]/db?host=/var/run/postgresql[&port=5432].
     /// Its credentials serve the proxy's catalog connection only; clients
     /// authenticate with their own.
     /// Keep the password out of it on the command line (`ps` shows it):
@@ -696,7 +697,9 @@ mod tests {
         };
         let err = typo.resolve().unwrap_err().to_string();
         assert!(err.contains("upstreem"), "{err}");
-        let f = file("upstream = \"x\"\n[analyzer.verification]\nconnections_per_second = 0\n");
+        let f = file(
+            "upstream = \"postgres://h\"\n[analyzer.verification]\nconnections_per_second = 0\n",
+        );
         let stalled = ServeArgs {
             config: Some(f.path().to_owned()),
             ..Default::default()

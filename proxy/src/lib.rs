@@ -22,7 +22,10 @@
 //! - [`analysis`]: the task that consumes query events.
 //! - [`demo`]: `qproxy demo`, a throwaway PostgreSQL and a workload with real problems.
 //! - [`metrics`]: the Prometheus registry and every metric qproxy exports.
-//! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
+//! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`,
+//!   and the live view).
+//! - [`live`]: the live view's page and the snapshots the analysis task
+//!   publishes for it.
 //! - [`config`]: flags, env and TOML merged into one configuration.
 //! - [`workers`]: the threads that forward traffic.
 //! - [`limits`]: the budget for bytes held whole and the slots for
@@ -39,6 +42,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod limits;
+pub mod live;
 pub mod log_limit;
 pub mod metrics;
 pub mod negotiation;

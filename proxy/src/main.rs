@@ -116,21 +116,26 @@ fn serve(args: ServeArgs, upstream_on_command_line: bool) -> anyhow::Result<()> 
             .with_store_stats(store_stats),
         );
         let health = Arc::new(Health::default());
+        let live = qproxy::live::LiveFeed::new();
         let admin = AdminServer::bind(admin_listen, metrics.clone(), health.clone())
             .await
-            .with_context(|| format!("cannot listen on {admin_listen} (--admin-listen)"))?;
+            .with_context(|| format!("cannot listen on {admin_listen} (--admin-listen)"))?
+            .with_live_view(live.clone());
+        let admin_addr = admin
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!(
-            admin_listen = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            "admin server listening (/metrics, /healthz, /readyz)"
+            admin_listen = %admin_addr,
+            live_view = %format!("http://{admin_addr}/"),
+            "admin server listening (/metrics, /healthz, /readyz, and the live view at /)"
         );
         let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let upstream = server.context().upstream.url();
         let checker = tokio::spawn(qproxy::admin::check_upstream(
-            upstream.host.clone(),
-            upstream.port,
+            server.context().upstream.clone(),
             qproxy::admin::CHECK_INTERVAL,
             check_timeout,
             health.clone(),
@@ -149,6 +154,7 @@ fn serve(args: ServeArgs, upstream_on_command_line: bool) -> anyhow::Result<()> 
             )),
             Box::new(store),
             Some(metrics),
+            Some(live),
         )
         .context("cannot start the analysis thread")?;
         let draining = health.clone();

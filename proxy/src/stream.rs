@@ -1,22 +1,27 @@
-//! A connection that may or may not be wrapped in TLS, as one type, so the
-//! relay is written once for both.
+//! A connection that may or may not be wrapped in TLS, over TCP or (toward
+//! the upstream) a Unix-domain socket, as one type, so the relay is written
+//! once for all of them.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
-/// A TCP stream, or TLS over one (`T` is tokio-rustls's client or server
-/// stream). The TLS variant is boxed: its state is large and most
-/// connections on loopback are plain.
+/// A TCP stream, TLS over one (`T` is tokio-rustls's client or server
+/// stream), or a Unix-domain socket. The TLS variant is boxed: its state is
+/// large and most connections on loopback are plain.
 #[derive(Debug)]
 pub enum MaybeTls<T> {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<T>),
+    /// A Unix-domain socket: only toward an upstream whose URL names a
+    /// socket directory (clients connect over TCP). Never TLS, as libpq
+    /// never uses TLS on a socket.
+    Unix(UnixStream),
 }
 
 impl<T> MaybeTls<T> {
@@ -35,6 +40,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -48,6 +54,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -59,6 +66,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            MaybeTls::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -66,6 +74,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         match self {
             MaybeTls::Plain(s) => s.is_write_vectored(),
             MaybeTls::Tls(s) => s.is_write_vectored(),
+            MaybeTls::Unix(s) => s.is_write_vectored(),
         }
     }
 
@@ -73,6 +82,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -80,6 +90,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTls::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -92,6 +103,8 @@ pub enum ReadHalf<T> {
     /// TLS reads and writes share one session state, so they are split
     /// with tokio's lock-based `split`.
     Tls(tokio::io::ReadHalf<T>),
+    /// A Unix-domain socket's owned half.
+    Unix(tokio::net::unix::OwnedReadHalf),
 }
 
 /// The write half of a [`MaybeTls`].
@@ -101,6 +114,8 @@ pub enum WriteHalf<T> {
     Plain(tokio::net::tcp::OwnedWriteHalf),
     /// TLS.
     Tls(tokio::io::WriteHalf<T>),
+    /// A Unix-domain socket.
+    Unix(tokio::net::unix::OwnedWriteHalf),
 }
 
 impl<T: AsyncRead + AsyncWrite> MaybeTls<T> {
@@ -115,6 +130,10 @@ impl<T: AsyncRead + AsyncWrite> MaybeTls<T> {
                 let (r, w) = tokio::io::split(*s);
                 (ReadHalf::Tls(r), WriteHalf::Tls(w))
             }
+            MaybeTls::Unix(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Unix(r), WriteHalf::Unix(w))
+            }
         }
     }
 }
@@ -125,6 +144,7 @@ impl<T: Send + Sync> crate::relay::WaitReadable for ReadHalf<T> {
         // one reads use), so waiting costs no state in the session's task.
         std::future::poll_fn(move |cx| match self {
             ReadHalf::Plain(s) => AsRef::<TcpStream>::as_ref(s).poll_read_ready(cx),
+            ReadHalf::Unix(s) => AsRef::<UnixStream>::as_ref(s).poll_read_ready(cx),
             // rustls may hold decrypted bytes already: read at once.
             ReadHalf::Tls(_) => Poll::Ready(Ok(())),
         })
@@ -140,6 +160,7 @@ impl<T: AsyncRead> AsyncRead for ReadHalf<T> {
         match self.get_mut() {
             ReadHalf::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ReadHalf::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -153,6 +174,7 @@ impl<T: AsyncWrite> AsyncWrite for WriteHalf<T> {
         match self.get_mut() {
             WriteHalf::Plain(s) => Pin::new(s).poll_write(cx, buf),
             WriteHalf::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            WriteHalf::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -160,6 +182,7 @@ impl<T: AsyncWrite> AsyncWrite for WriteHalf<T> {
         match self.get_mut() {
             WriteHalf::Plain(s) => Pin::new(s).poll_flush(cx),
             WriteHalf::Tls(s) => Pin::new(s).poll_flush(cx),
+            WriteHalf::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -167,6 +190,7 @@ impl<T: AsyncWrite> AsyncWrite for WriteHalf<T> {
         match self.get_mut() {
             WriteHalf::Plain(s) => Pin::new(s).poll_shutdown(cx),
             WriteHalf::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            WriteHalf::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

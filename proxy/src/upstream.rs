@@ -1,18 +1,19 @@
 //! The upstream PostgreSQL server: its URL, and opening connections to it
-//! (TCP, then TLS as the URL's `sslmode` asks).
+//! (TCP, then TLS as the URL's `sslmode` asks; or a Unix-domain socket when
+//! the URL's host is a directory, as libpq reads it).
 //!
 //! Clients authenticate with their own credentials: the URL's user and
 //! password serve only the proxy's own catalog connection, and never appear
 //! in a log ([`UpstreamUrl`]'s `Display` hides the password).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
 use crate::stream::MaybeTls;
@@ -30,10 +31,10 @@ pub enum UpstreamError {
     /// TLS configuration for the upstream failed.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    /// TCP connect failed or timed out.
+    /// TCP (or Unix-socket) connect failed or timed out.
     #[error("cannot connect to upstream {addr}: {reason}")]
     Connect {
-        /// host:port tried.
+        /// host:port (or the socket file) tried.
         addr: String,
         /// Why.
         reason: String,
@@ -82,12 +83,32 @@ impl SslMode {
     }
 }
 
+/// Longest socket file path a Unix-domain socket address holds
+/// (`sun_path` is 108 bytes on Linux, one of them the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Where the upstream listens, as the URL's host says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A host name or IP address, and a TCP port.
+    Tcp {
+        /// Host name or IP address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// A Unix-domain socket file, `<dir>/.s.PGSQL.<port>`: the host was a
+    /// directory (libpq's rule: it starts with `/`).
+    Unix(PathBuf),
+}
+
 /// A parsed `--upstream` URL.
 #[derive(Clone)]
 pub struct UpstreamUrl {
-    /// Host name or IP address.
+    /// Host name or IP address; or, when it starts with `/`, the directory
+    /// holding the server's Unix-domain socket (see [`UpstreamUrl::endpoint`]).
     pub host: String,
-    /// TCP port (default 5432).
+    /// TCP port (default 5432); for a socket, the number in its file name.
     pub port: u16,
     /// User for the proxy's own connections (catalog).
     pub user: Option<String>,
@@ -95,7 +116,8 @@ pub struct UpstreamUrl {
     pub password: Option<String>,
     /// Database for the proxy's own connections.
     pub database: Option<String>,
-    /// TLS toward the upstream.
+    /// TLS toward the upstream (ignored for a Unix-domain socket, as libpq
+    /// ignores it there).
     pub sslmode: SslMode,
     /// CA certificate for verify-ca / verify-full.
     pub sslrootcert: Option<PathBuf>,
@@ -118,6 +140,11 @@ impl fmt::Display for UpstreamUrl {
             }
             write!(f, "@")?;
         }
+        if self.is_socket() {
+            // libpq's own spelling of a socket directory.
+            write!(f, "/{}", self.database.as_deref().unwrap_or(""))?;
+            return write!(f, "?host={}&port={}", self.host, self.port);
+        }
         write!(f, "{}:{}", self.host, self.port)?;
         if let Some(db) = &self.database {
             write!(f, "/{db}")?;
@@ -128,10 +155,15 @@ impl fmt::Display for UpstreamUrl {
 
 impl UpstreamUrl {
     /// Parses `postgres://[user[:pw]@]host[:port][/db][?sslmode=..&sslrootcert=..&password=..]`
-    /// (`postgresql://` too). Percent-encoded parts are decoded. Errors
-    /// never quote the URL, which may hold a password.
+    /// (`postgresql://` too). Percent-encoded parts are decoded. As in
+    /// libpq, a host that starts with `/` is the directory of the server's
+    /// Unix-domain socket, given in the query (`postgres://user@/db?host=/var/run/postgresql&port=5432`)
+    /// or percent-encoded in the authority (`postgres://%2Fvar%2Frun%2Fpostgresql/db`).
+    /// Errors never quote the URL, which may hold a password.
     pub fn parse(input: &str) -> Result<Self, UpstreamError> {
-        let url = url::Url::parse(input).map_err(|e| UpstreamError::Url(e.to_string()))?;
+        let stand_in = with_stand_in_host(input);
+        let url = url::Url::parse(stand_in.as_deref().unwrap_or(input))
+            .map_err(|e| UpstreamError::Url(e.to_string()))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(UpstreamError::Url(format!(
                 "scheme must be postgres:// or postgresql://, not {}://",
@@ -143,6 +175,7 @@ impl UpstreamUrl {
         };
         let mut host = url
             .host_str()
+            .filter(|_| stand_in.is_none())
             .map(|h| decode(h.trim_start_matches('[').trim_end_matches(']')))
             .transpose()?
             .unwrap_or_default();
@@ -177,18 +210,26 @@ impl UpstreamUrl {
             }
         }
         if host.is_empty() {
-            return Err(UpstreamError::Url("no host".into()));
-        }
-        if host.starts_with('/') {
             return Err(UpstreamError::Url(
-                "Unix-domain socket upstreams are not supported; use a TCP host".into(),
+                "no host (for a Unix-domain socket, give its directory: ?host=/var/run/postgresql)"
+                    .into(),
+            ));
+        }
+        if host.starts_with('@') {
+            return Err(UpstreamError::Url(
+                "abstract Unix-domain sockets (a host starting with '@') are not supported".into(),
+            ));
+        }
+        if host.contains(',') {
+            return Err(UpstreamError::Url(
+                "several hosts are not supported; give one".into(),
             ));
         }
         if sslmode == SslMode::Require && sslrootcert.is_some() {
             // libpq: require with a root certificate behaves like verify-ca.
             sslmode = SslMode::VerifyCa;
         }
-        Ok(UpstreamUrl {
+        let url = UpstreamUrl {
             host,
             port,
             user,
@@ -196,17 +237,64 @@ impl UpstreamUrl {
             database,
             sslmode,
             sslrootcert,
-        })
+        };
+        if let Endpoint::Unix(path) = url.endpoint() {
+            // Checked here rather than at the first connect, so a typo
+            // stops the proxy at start instead of failing every client.
+            let len = path.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                return Err(UpstreamError::Url(format!(
+                    "the Unix-domain socket path {} is {len} bytes long; at most {MAX_SOCKET_PATH} fit",
+                    path.display()
+                )));
+            }
+        }
+        Ok(url)
     }
 
-    /// `host:port`, for messages.
-    pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+    /// Whether the host names a Unix-domain socket directory.
+    pub fn is_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// Where to connect: TCP, or the socket file in the host directory.
+    pub fn endpoint(&self) -> Endpoint {
+        if self.is_socket() {
+            Endpoint::Unix(Path::new(&self.host).join(format!(".s.PGSQL.{}", self.port)))
         } else {
-            format!("{}:{}", self.host, self.port)
+            Endpoint::Tcp {
+                host: self.host.clone(),
+                port: self.port,
+            }
         }
     }
+
+    /// `host:port` (or the socket file), for messages.
+    pub fn addr(&self) -> String {
+        match self.endpoint() {
+            Endpoint::Unix(path) => path.display().to_string(),
+            Endpoint::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            Endpoint::Tcp { host, port } => format!("{host}:{port}"),
+        }
+    }
+}
+
+/// The url crate refuses an empty host after user info or before a port
+/// (`postgres://user@/db`, `postgres://:5433/db`), which libpq reads as "no
+/// host here" (the socket form gives it in the query). Such a URL is parsed
+/// with a stand-in host, which [`UpstreamUrl::parse`] then drops.
+fn with_stand_in_host(input: &str) -> Option<String> {
+    let (scheme, rest) = input.split_once("://")?;
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let host_at = authority.rfind('@').map_or(0, |at| at + 1);
+    let host_and_port = &authority[host_at..];
+    let empty_after_user = host_and_port.is_empty() && host_at > 0;
+    if !empty_after_user && !host_and_port.starts_with(':') {
+        return None;
+    }
+    let at = scheme.len() + 3 + host_at;
+    Some(format!("{}stand-in{}", &input[..at], &input[at..]))
 }
 
 fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
@@ -251,6 +339,18 @@ impl Upstream {
     /// Validates the URL and prepares TLS.
     pub fn new(url: UpstreamUrl, connect_timeout: Duration) -> Result<Self, UpstreamError> {
         let verification = match url.sslmode {
+            _ if url.is_socket() => {
+                if matches!(
+                    url.sslmode,
+                    SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+                ) {
+                    tracing::info!(
+                        sslmode = ?url.sslmode,
+                        "the upstream is a Unix-domain socket: sslmode is ignored, as libpq ignores it (no TLS on a local socket)"
+                    );
+                }
+                None
+            }
             SslMode::Disable | SslMode::Allow => None,
             SslMode::Prefer | SslMode::Require => Some(Verification::None),
             SslMode::VerifyCa => Some(Verification::Chain),
@@ -278,6 +378,34 @@ impl Upstream {
         self.tls_config.as_ref()
     }
 
+    /// Opens the socket (TCP or Unix), without TLS or any protocol
+    /// message: what `/readyz`'s reachability check needs.
+    pub async fn open(&self) -> Result<UpstreamStream, UpstreamError> {
+        let connect_err = |reason: String| UpstreamError::Connect {
+            addr: self.url.addr(),
+            reason,
+        };
+        let timed_out = |_| connect_err(format!("timed out after {:?}", self.connect_timeout));
+        match self.url.endpoint() {
+            Endpoint::Tcp { host, port } => {
+                let tcp =
+                    tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port)))
+                        .await
+                        .map_err(timed_out)?
+                        .map_err(|e| connect_err(e.to_string()))?;
+                tcp.set_nodelay(true).ok();
+                Ok(MaybeTls::Plain(tcp))
+            }
+            Endpoint::Unix(path) => {
+                let unix = tokio::time::timeout(self.connect_timeout, UnixStream::connect(path))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(|e| connect_err(e.to_string()))?;
+                Ok(MaybeTls::Unix(unix))
+            }
+        }
+    }
+
     /// Connects and negotiates TLS per `sslmode`. The returned stream is
     /// ready for a StartupMessage or CancelRequest.
     pub async fn connect(&self) -> Result<UpstreamStream, UpstreamError> {
@@ -286,16 +414,14 @@ impl Upstream {
             addr: addr.clone(),
             reason,
         };
-        let mut tcp = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect((self.url.host.as_str(), self.url.port)),
-        )
-        .await
-        .map_err(|_| connect_err(format!("timed out after {:?}", self.connect_timeout)))?
-        .map_err(|e| connect_err(e.to_string()))?;
-        tcp.set_nodelay(true).ok();
+        let stream = self.open().await?;
         let Some(connector) = &self.tls else {
-            return Ok(MaybeTls::Plain(tcp));
+            return Ok(stream);
+        };
+        let mut tcp = match stream {
+            MaybeTls::Plain(tcp) => tcp,
+            // `new` prepares no TLS for a socket; kept plain all the same.
+            other => return Ok(other),
         };
         let mut request = [0u8; 8];
         request[..4].copy_from_slice(&8u32.to_be_bytes());
@@ -375,11 +501,139 @@ mod tests {
         );
         assert!(UpstreamUrl::parse("mysql://h").is_err());
         assert!(UpstreamUrl::parse("postgres://h?sslmode=bogus").is_err());
-        assert!(UpstreamUrl::parse("postgres://%2Ftmp/db").is_err());
         assert_eq!(
             UpstreamUrl::parse("postgres://[::1]:5/x").unwrap().addr(),
             "[::1]:5"
         );
+    }
+
+    fn socket(url: &str) -> UpstreamUrl {
+        UpstreamUrl::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    #[test]
+    fn a_host_that_is_a_directory_is_a_unix_socket() {
+        for url in [
+            "postgres://app@/shop?host=/var/run/postgresql&port=6000",
+            "postgresql://app@/shop?host=%2Fvar%2Frun%2Fpostgresql&port=6000",
+            "postgres://app@%2Fvar%2Frun%2Fpostgresql:6000/shop",
+            "postgres://app@ignored.example:1/shop?host=/var/run/postgresql&port=6000",
+        ] {
+            let u = socket(url);
+            assert!(u.is_socket(), "{url}");
+            assert_eq!(u.host, "/var/run/postgresql", "{url}");
+            assert_eq!(
+                u.endpoint(),
+                Endpoint::Unix(PathBuf::from("/var/run/postgresql/.s.PGSQL.6000")),
+                "{url}"
+            );
+            assert_eq!(
+                (u.user.as_deref(), u.database.as_deref()),
+                (Some("app"), Some("shop")),
+                "{url}"
+            );
+            assert_eq!(u.addr(), "/var/run/postgresql/.s.PGSQL.6000");
+        }
+        // An empty host before a port, as libpq allows.
+        let u = socket("postgres://:6001/shop?host=/var/run/postgresql");
+        assert_eq!(
+            u.endpoint(),
+            Endpoint::Unix(PathBuf::from("/var/run/postgresql/.s.PGSQL.6001"))
+        );
+        // The authority form with no user, and the default port.
+        let u = socket("postgres://%2Fvar%2Frun%2Fpostgresql/db");
+        assert_eq!(
+            u.endpoint(),
+            Endpoint::Unix(PathBuf::from("/var/run/postgresql/.s.PGSQL.5432"))
+        );
+        assert_eq!(u.user, None);
+        // Logs show libpq's spelling, never the password.
+        let u = socket("postgres://app:pw@/shop?host=/tmp&port=7");
+        assert_eq!(u.to_string(), "postgres://app:***@/shop?host=/tmp&port=7");
+        // A TCP host stays TCP.
+        assert_eq!(
+            socket("postgres://db.internal:6543/x").endpoint(),
+            Endpoint::Tcp {
+                host: "db.internal".into(),
+                port: 6543
+            }
+        );
+        assert_eq!(
+            socket("postgres://u@/x?host=localhost").endpoint(),
+            Endpoint::Tcp {
+                host: "localhost".into(),
+                port: 5432
+            }
+        );
+    }
+
+    #[test]
+    fn a_socket_upstream_never_uses_tls() {
+        for mode in ["disable", "prefer", "require", "verify-full"] {
+            let url = socket(&format!("postgres://u@/x?host=/tmp&sslmode={mode}"));
+            let upstream = Upstream::new(url, Duration::from_secs(1)).unwrap();
+            assert!(upstream.tls_config().is_none(), "sslmode={mode}");
+        }
+        // The same modes over TCP do prepare TLS.
+        let url = socket("postgres://u@h/x?sslmode=require");
+        assert!(Upstream::new(url, Duration::from_secs(1))
+            .unwrap()
+            .tls_config()
+            .is_some());
+    }
+
+    #[test]
+    fn socket_url_errors() {
+        let error = |url: &str| match UpstreamUrl::parse(url) {
+            Err(UpstreamError::Url(m)) => m,
+            other => panic!("{url}: {other:?}"),
+        };
+        assert!(error("postgres://u@/db").contains("?host=/var/run/postgresql"));
+        assert!(error("postgres://u@/db?host=").contains("no host"));
+        assert!(error("postgres://u@/db?host=/tmp&port=x").contains("bad port"));
+        assert!(error("postgres://u@/db?host=/tmp&port=70000").contains("bad port"));
+        assert!(error("postgres://u@/db?host=@abstract").contains("abstract"));
+        assert!(error("postgres://u@/db?host=/a,/b").contains("several hosts"));
+        let long = format!("postgres://u@/db?host=/{}", "d".repeat(100));
+        assert!(error(&long).contains("at most 107"), "{}", error(&long));
+    }
+
+    #[tokio::test]
+    async fn connecting_to_a_missing_socket_names_the_socket_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = socket(&format!(
+            "postgres://u@/x?host={}&port=5999",
+            dir.path().display()
+        ));
+        let upstream = Upstream::new(url, Duration::from_secs(1)).unwrap();
+        let e = upstream.connect().await.unwrap_err().to_string();
+        assert!(e.contains(".s.PGSQL.5999"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_carries_bytes_both_ways() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::UnixListener::bind(dir.path().join(".s.PGSQL.5433")).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+        });
+        let url = socket(&format!(
+            "postgres://u@/x?host={}&port=5433&sslmode=require",
+            dir.path().display()
+        ));
+        let upstream = Upstream::new(url, Duration::from_secs(5)).unwrap();
+        let stream = upstream.connect().await.unwrap();
+        assert!(matches!(stream, MaybeTls::Unix(_)));
+        let (mut rd, mut wr) = stream.into_split();
+        wr.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        rd.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+        server.await.unwrap();
     }
 
     #[test]

@@ -303,6 +303,12 @@ impl PgCluster {
         self.port
     }
 
+    /// The directory holding the server's Unix-domain socket (`.s.PGSQL.<port>`), where
+    /// `local` lines of `pg_hba.conf` apply (`trust` for every role).
+    pub fn socket_dir(&self) -> &Path {
+        &self.run
+    }
+
     /// The CA that signed the server's certificate (for `sslrootcert`).
     pub fn ca_cert_path(&self) -> &Path {
         &self.tls.ca_cert

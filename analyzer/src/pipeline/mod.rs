@@ -13,6 +13,7 @@ mod book;
 mod catalogs;
 pub mod facts;
 pub mod indexes;
+pub mod live;
 mod request_tags;
 pub mod suggest;
 mod verdicts;
@@ -51,6 +52,7 @@ use crate::offset::{magnitude, top_level_offset, OffsetClause};
 pub use book::FindingsBook;
 use facts::{statement_facts, StatementFacts};
 use indexes::IndexAdvisor;
+use live::LiveTally;
 use request_tags::RequestTagsCache;
 pub use verify_queue::VerificationConfig;
 
@@ -174,6 +176,9 @@ pub struct Analyzer {
     slow: SlowQueries,
     idle: IdleTransactions,
     requests_by_source: [u64; CORRELATION_SOURCES.len()],
+    /// Time per fingerprint and statements per request by route, for the
+    /// proxy's live view.
+    live: LiveTally,
     /// The text of the last query event and its cache key: the events of
     /// one multi-statement Query share one `Arc`, and hashing a megabyte
     /// of text once per statement would make such a Query quadratic. The
@@ -220,6 +225,7 @@ impl Analyzer {
                 config.correlation.max_contexts,
             ),
             requests_by_source: [0; CORRELATION_SOURCES.len()],
+            live: LiveTally::default(),
             last_text: None,
             config,
         }
@@ -311,6 +317,12 @@ impl Analyzer {
         self.book.take()
     }
 
+    /// Time per fingerprint and statements per request by route, for the
+    /// proxy's live view.
+    pub fn live(&self) -> &LiveTally {
+        &self.live
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
@@ -369,6 +381,8 @@ impl Analyzer {
         if self.seen.len() < MAX_COUNTED_FINGERPRINTS && self.seen.insert(fp.id) {
             self.stats.fingerprints += 1;
         }
+        self.live
+            .record_execution(fp.id, &fp.normalized, fp.kind, q.duration);
         let facts = self.facts_for(fp, q);
         let tags = self.tags.get(text_key, &q.sql);
         let observed = self.correlator.observe(q, tags, now);
@@ -606,6 +620,8 @@ impl Analyzer {
                 {
                     self.requests_by_source[i] += 1;
                 }
+                self.live
+                    .record_request(request.request.route.as_ref(), request.work_statements);
             }
             for detection in request.state.evaluate(&self.config.n_plus_one) {
                 let finding = self.detection_finding(&detection, &request.request);

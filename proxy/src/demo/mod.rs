@@ -74,6 +74,7 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
         )),
         Box::new(store),
         None,
+        None,
     )?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async move {
