@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the demo need on Debian 12, skipping whatever is already
-# there: PostgreSQL 15 (server, contrib, hypopg), pgbouncer, Python's psycopg 3, Debian's chromium
-# and Python's playwright (the live-view test drives that chromium; playwright never downloads a
-# browser of its own here), and the Rust components rustfmt and clippy. Safe to run again; needs
-# root (or sudo) only when it installs.
+# there: PostgreSQL 15 (server, contrib, hypopg), pgbouncer, Python's psycopg 3, asyncpg and
+# SQLAlchemy 2 (the driver shapes of tests/tests/accuracy.rs), Debian's chromium and Python's
+# playwright (the live-view test drives that chromium; playwright never downloads a browser of its
+# own here), and the Rust components rustfmt and clippy. Safe to run again; needs root (or sudo)
+# only when it installs.
 set -euo pipefail
 
 sudo_if_needed() {
@@ -25,12 +26,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 
-if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
-    echo "install-deps: installing psycopg 3"
-    # Debian's own python3 refuses pip installs outside a venv unless told otherwise.
-    python3 -m pip install --quiet "psycopg[binary]" ||
-        python3 -m pip install --quiet --break-system-packages "psycopg[binary]"
-fi
+# pip_install MODULE REQUIREMENT: installs REQUIREMENT unless python3 can import MODULE.
+pip_install() {
+    if ! python3 -c "import $1" >/dev/null 2>&1; then
+        echo "install-deps: installing $2"
+        # Debian's own python3 refuses pip installs outside a venv unless told otherwise.
+        python3 -m pip install --quiet "$2" ||
+            python3 -m pip install --quiet --break-system-packages "$2"
+    fi
+}
+pip_install psycopg "psycopg[binary]"
+pip_install asyncpg asyncpg
+pip_install sqlalchemy "sqlalchemy>=2"
 
 if ! python3 -c 'import playwright' >/dev/null 2>&1; then
     echo "install-deps: installing playwright (it drives /usr/bin/chromium; no browser download)"

@@ -58,7 +58,11 @@ pub enum Outcome {
     },
     /// `EmptyQueryResponse`: the statement text was empty.
     Empty,
-    /// `PortalSuspended`: an `Execute` with a row limit stopped early.
+    /// A portal fetched in chunks (`Execute` with a row limit, answered by
+    /// `PortalSuspended`) went away before its last row: the client closed
+    /// it, replaced it or ended its transaction, or the connection closed.
+    /// The event still stands for the whole execution: `rows` counts every
+    /// chunk fetched. (A portal fetched to its end completes normally.)
     Suspended,
     /// `ErrorResponse` with its SQLSTATE.
     Error {
@@ -117,9 +121,13 @@ pub struct QueryEvent {
     pub result_hashes: Vec<u64>,
     /// Wall-clock time the statement's execution was sent to the server.
     pub started_at: SystemTime,
-    /// Time from sending to the statement's completion message.
+    /// Time from sending to the statement's completion message. For a
+    /// portal fetched in chunks: from its first `Execute` to the reply that
+    /// ended its last chunk, pauses between chunks included.
     pub duration: Duration,
-    /// `DataRow` messages returned for this statement.
+    /// `DataRow` messages returned for this statement (for a portal
+    /// fetched in chunks, by all of its chunks: one event per execution,
+    /// not per chunk).
     pub rows: u64,
     /// How it ended.
     pub outcome: Outcome,

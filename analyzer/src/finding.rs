@@ -6,6 +6,22 @@
 //! what makes the problem *the same problem* (kind, fingerprint, table and
 //! columns, route, parent), never counts or times, so baselines and SARIF
 //! `partialFingerprints` can match it.
+//!
+//! # Table names
+//! [`Finding::table`] is always `schema.table` as the database's catalog
+//! names it once the finding leaves the analyzer. The kinds made from
+//! traffic (`n_plus_one`, `repeated_query`, `n_plus_one_write`,
+//! `unbounded_select`, `slow_query`) often happen before their database's
+//! catalog has loaded, so their **id hashes the table as the statement
+//! wrote it** (`orders`, or `app.orders`), and the name they show is
+//! qualified when they are flushed: an id never depends on whether the
+//! catalog had arrived, and a baseline written on a run where it had not
+//! still matches. When the name cannot be qualified (the catalog is
+//! unavailable), the finding keeps the written name and says why in
+//! `details.table_unresolved` ([`TABLE_UNRESOLVED`]); a later sighting that
+//! resolved it replaces both when the two merge. The index advisor's
+//! kinds are only made with the catalog at hand: their table is qualified
+//! from the start, and their id hashes the qualified name.
 
 use std::fmt;
 
@@ -211,6 +227,16 @@ pub struct Finding {
     pub last_seen: OffsetDateTime,
 }
 
+/// `details` key of a finding whose table is named as the statement wrote
+/// it because the catalog could not qualify it; the value says why.
+pub const TABLE_UNRESOLVED: &str = "table_unresolved";
+
+/// `details` keys that describe the request a per-request finding was
+/// seen in: how its statements were grouped, and so how far the grouping
+/// is one request (`high`, `medium`, `low`). They go with
+/// [`Finding::request`], the worst sighting's.
+pub const REQUEST_DETAILS: [&str; 2] = ["grouping", "confidence"];
+
 /// Kind-specific evidence as the `details` map: each kind defines a serde
 /// struct for its details and serializes it here, so the keys cannot drift
 /// between the detector, the store and the reports.
@@ -289,6 +315,8 @@ impl Finding {
         if self.suggestion.is_none() {
             self.suggestion = later.suggestion.clone();
         }
+        let unresolved = self.details.contains_key(TABLE_UNRESOLVED);
+        let later_unresolved = later.details.contains_key(TABLE_UNRESOLVED);
         if self.kind.details_follow_count() {
             // The suggestion quotes the same figures as the details.
             if later_is_worse || self.details.is_empty() {
@@ -298,9 +326,38 @@ impl Finding {
                 }
             }
         } else {
+            let confidence_changes =
+                later_is_worse && later.details.get("confidence") != self.details.get("confidence");
             for (k, v) in &later.details {
+                if !later_is_worse && REQUEST_DETAILS.contains(&k.as_str()) {
+                    continue;
+                }
                 self.details.insert(k.clone(), v.clone());
             }
+            if later_is_worse {
+                for k in REQUEST_DETAILS {
+                    if !later.details.contains_key(k) {
+                        self.details.remove(k);
+                    }
+                }
+            }
+            if confidence_changes && later.suggestion.is_some() {
+                // The suggestion says how far the grouping can be trusted.
+                self.suggestion = later.suggestion.clone();
+            }
+        }
+        // A table the catalog qualified beats the name as written.
+        match (unresolved, later_unresolved) {
+            (true, false) => {
+                if later.table.is_some() {
+                    self.table = later.table.clone();
+                }
+                self.details.remove(TABLE_UNRESOLVED);
+            }
+            (false, true) => {
+                self.details.remove(TABLE_UNRESOLVED);
+            }
+            _ => {}
         }
     }
 }

@@ -163,6 +163,7 @@ fn request_kinds_report() -> Report {
             id: 4,
             started_at: at(-60),
             ended_at: Some(at(600)),
+            instance: "ci-runner-1:6432".into(),
             host: "ci-runner-1".into(),
             pid: 4242,
             version: "0.1.0".into(),

@@ -373,7 +373,9 @@ fn a_v1_store_migrates_and_reports_no_losses() {
     // What qproxy before `findings_lost` left behind.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "ALTER TABLE runs DROP COLUMN verifications_skipped; \
+        "DROP INDEX runs_by_instance; ALTER TABLE runs DROP COLUMN instance; \
+         ALTER TABLE runs DROP COLUMN updated_at; \
+         ALTER TABLE runs DROP COLUMN verifications_skipped; \
          ALTER TABLE runs DROP COLUMN statements_not_analysed; \
          ALTER TABLE runs DROP COLUMN findings_lost; PRAGMA user_version = 1",
     )
@@ -389,4 +391,18 @@ fn a_v1_store_migrates_and_reports_no_losses() {
         .unwrap();
     assert_eq!(report.findings.len(), 1);
     assert_eq!(report.summary.findings_lost, 0);
+    // Runs from before instances are named after their host, and were last
+    // active when they started (they never ended).
+    assert_eq!(report.runs[0].instance, "old");
+    let report = Store::open_read_only(&path)
+        .unwrap()
+        .load_report_filtered(
+            &RunSelection::All,
+            &qproxy_analyzer::store::RunFilter {
+                since: Some(at(1)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(report.runs.is_empty(), "{:?}", report.runs);
 }

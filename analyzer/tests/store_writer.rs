@@ -131,6 +131,7 @@ fn quick(pending_max: usize, final_flush_timeout: Duration) -> WriterConfig {
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(80),
         final_flush_timeout,
+        retention: None,
     }
 }
 
@@ -277,4 +278,63 @@ fn the_final_flush_gives_up_after_its_timeout_and_counts_what_it_held() {
     let report = latest(&path);
     assert_eq!(report.findings.len(), 1, "only what was written before");
     assert_eq!(report.runs[0].ended_at, None, "the run could not be ended");
+}
+
+/// Retention runs when the writer starts, before the proxy takes clients,
+/// and then on its interval; it never deletes the writer's own run, and
+/// findings only deleted runs saw go with them.
+#[test]
+fn retention_prunes_at_start_and_then_periodically() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("findings.db");
+    let old_finding = unbounded_select();
+    {
+        let mut store = Store::open(&path).unwrap();
+        let old = store.begin_run(&run_info("old", 0)).unwrap();
+        store
+            .record(old, std::slice::from_ref(&old_finding))
+            .unwrap();
+    }
+    // Written long ago: last active when it started (2024).
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE runs SET updated_at = started_at")
+        .unwrap();
+
+    let retention = Duration::from_secs(2);
+    let config = WriterConfig {
+        retention: Some(retention),
+        ..quick(100, Duration::from_secs(10))
+    };
+    // The writer's own run also started "in 2024": kept all the same.
+    let mut writer = Writer::spawn_with(&path, run_info("new", 0), config).unwrap();
+    let own = writer.run();
+    let stats = writer.stats();
+    assert_eq!(
+        stats.runs_pruned.load(Ordering::Relaxed),
+        1,
+        "pruned at start"
+    );
+    let store = Store::open_read_only(&path).unwrap();
+    let ids = |store: &Store| -> Vec<i64> { store.runs().unwrap().iter().map(|r| r.id).collect() };
+    assert_eq!(ids(&store), [own.0]);
+    assert!(store.finding(&old_finding.id).unwrap().is_none());
+
+    // Another proxy's run that goes quiet is pruned once it is older than
+    // the retention, at the next interval.
+    let mut other = Store::open(&path).unwrap();
+    let mut info = run_info("quiet", 0);
+    info.started_at = time::OffsetDateTime::now_utc();
+    let quiet = other.begin_run(&info).unwrap();
+    assert_eq!(ids(&store), [own.0, quiet.0]);
+    assert_ne!(writer.submit(batch(vec![n_plus_one()], 5)), Submitted::Lost);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.runs_pruned.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "the quiet run was never pruned");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ids(&store), [own.0]);
+    writer.finish(batch(vec![], 5)).unwrap();
+    let report = store.load_report(&RunSelection::All).unwrap();
+    assert_eq!(report.findings.len(), 1, "the writer's own findings stay");
 }

@@ -65,6 +65,11 @@ const BATCH: usize = 1024;
 /// path).
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
+/// At shutdown, how long a first catalog load still to come may take to
+/// land, so the last findings name their tables schema-qualified (the
+/// pipeline holds such findings back while their catalog loads). Short: the
+/// drain has already waited for the clients.
+const CATALOG_WAIT_AT_EXIT: Duration = Duration::from_secs(5);
 /// The analysis task on a thread of its own with a single-threaded
 /// runtime: fingerprinting a Query of a hundred thousand statements, a
 /// catalog load or a burst of events then cannot hold up the runtime that
@@ -234,6 +239,16 @@ pub async fn run_with_metrics(
         }
         background.start(&mut analyzer, Instant::now(), metrics.as_deref());
     }
+    let deadline = tokio::time::Instant::now() + CATALOG_WAIT_AT_EXIT;
+    while analyzer.indexes().catalogs_in_flight() && tokio::time::Instant::now() < deadline {
+        // Loads wait for their turn (the connection budget), so keep
+        // starting them while waiting for replies.
+        background.start(&mut analyzer, Instant::now(), metrics.as_deref());
+        let wake = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+        if let Ok(Some(finished)) = tokio::time::timeout_at(wake, replies.recv()).await {
+            background.finished(finished, &mut analyzer, metrics.as_deref());
+        }
+    }
     analyzer.finish();
     let summary = summary(&analyzer, &event_stats);
     let findings = analyzer.take_findings();
@@ -282,26 +297,36 @@ impl FindingSink for LogSink {
 }
 
 /// The production sink: batches go to the findings store's writer thread,
-/// so SQLite never runs on the async workers.
+/// so the store (SQLite or PostgreSQL) never runs on the async workers.
 #[derive(Debug)]
 pub struct StoreSink {
     writer: qproxy_analyzer::store::Writer,
 }
 
 impl StoreSink {
-    /// Opens (or creates) the store and starts a run in it.
-    pub fn open(path: &std::path::Path) -> Result<StoreSink, qproxy_analyzer::store::StoreError> {
-        StoreSink::open_with(path, qproxy_analyzer::store::WriterConfig::default())
+    /// Opens (or creates) the store and starts a run in it named
+    /// `instance`.
+    pub fn open(
+        location: impl Into<qproxy_analyzer::store::StoreLocation>,
+        instance: &str,
+    ) -> Result<StoreSink, qproxy_analyzer::store::StoreError> {
+        StoreSink::open_with(
+            location,
+            instance,
+            qproxy_analyzer::store::WriterConfig::default(),
+        )
     }
 
-    /// [`StoreSink::open`] with the writer's retry and cap settings.
+    /// [`StoreSink::open`] with the writer's retry, cap and retention
+    /// settings.
     pub fn open_with(
-        path: &std::path::Path,
+        location: impl Into<qproxy_analyzer::store::StoreLocation>,
+        instance: &str,
         config: qproxy_analyzer::store::WriterConfig,
     ) -> Result<StoreSink, qproxy_analyzer::store::StoreError> {
-        let info = qproxy_analyzer::store::RunInfo::current(env!("CARGO_PKG_VERSION"));
+        let info = qproxy_analyzer::store::RunInfo::current(env!("CARGO_PKG_VERSION"), instance);
         Ok(StoreSink {
-            writer: qproxy_analyzer::store::Writer::spawn_with(path, info, config)?,
+            writer: qproxy_analyzer::store::Writer::spawn_with(location, info, config)?,
         })
     }
 

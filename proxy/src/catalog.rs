@@ -4,15 +4,13 @@
 //! (test runners DROP DATABASE, which fails while anyone is connected).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use qproxy_analyzer::catalog::{self, Catalog, CatalogError};
 use qproxy_analyzer::detect::unindexed::{verify_batch, Verification, VerifyJob};
-use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::upstream::{SslMode, Upstream};
+use crate::upstream::Upstream;
 
 /// Opens catalog connections like the upstream URL says.
 #[derive(Clone)]
@@ -36,30 +34,9 @@ impl CatalogConnector {
     }
 
     fn config(&self, database: &str) -> tokio_postgres::Config {
-        let url = self.upstream.url();
-        let mut c = tokio_postgres::Config::new();
-        if url.is_socket() {
-            // tokio-postgres finds `.s.PGSQL.<port>` in the directory, as
-            // libpq does; like libpq it never uses TLS there.
-            c.host_path(&url.host).ssl_mode(PgSslMode::Disable);
-        } else {
-            c.host(&url.host).ssl_mode(match url.sslmode {
-                SslMode::Disable | SslMode::Allow => PgSslMode::Disable,
-                SslMode::Prefer => PgSslMode::Prefer,
-                _ => PgSslMode::Require,
-            });
-        }
-        c.port(url.port)
-            .dbname(database)
-            // Without a user in the URL there is no better guess than the
-            // superuser's conventional name; say so in the README.
-            .user(url.user.as_deref().unwrap_or("postgres"))
-            .application_name("qproxy-catalog")
-            .connect_timeout(Duration::from_secs(5));
-        if let Some(pw) = &url.password {
-            c.password(pw);
-        }
-        c
+        self.upstream
+            .url()
+            .client_config(Some(database), "qproxy-catalog")
     }
 
     /// Loads `database`'s catalog and whether it has hypopg.
@@ -99,6 +76,8 @@ impl CatalogConnector {
 mod tests {
     use super::*;
     use crate::upstream::UpstreamUrl;
+    use std::time::Duration;
+    use tokio_postgres::config::SslMode as PgSslMode;
 
     fn config(url: &str) -> tokio_postgres::Config {
         let url = UpstreamUrl::parse(url).unwrap();

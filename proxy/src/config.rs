@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use qproxy_analyzer::store::WriterConfig;
+use qproxy_analyzer::store::{period, WriterConfig};
 
 use crate::analysis::AnalysisSettings;
+use crate::store_target::{StoreArg, StoreTarget, StoreTargetError};
 use crate::tracker::TrackerLimits;
 use crate::upstream::{UpstreamError, UpstreamUrl};
 
@@ -54,6 +55,9 @@ pub enum ConfigError {
     /// may hold a password).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// `--store` or `--store-schema` is wrong.
+    #[error(transparent)]
+    Store(#[from] StoreTargetError),
     /// The upstream password file could not be read.
     #[error("cannot read the upstream password file {path}: {source}")]
     PasswordFile {
@@ -155,7 +159,12 @@ pub struct ServeArgs {
     /// authenticate with their own.
     /// Keep the password out of it on the command line (`ps` shows it):
     /// use QPROXY_UPSTREAM_PASSWORD or --upstream-password-file.
-    #[arg(long, env = "QPROXY_UPSTREAM", value_name = "URL")]
+    #[arg(
+        long,
+        env = "QPROXY_UPSTREAM",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub upstream: Option<UpstreamArg>,
     /// File whose first line is the password for the --upstream user (a
     /// mounted secret); the password may also come from the
@@ -165,9 +174,30 @@ pub struct ServeArgs {
     /// Address of the admin HTTP server (/metrics, /healthz, /readyz) [default: 127.0.0.1:9930]
     #[arg(long, env = "QPROXY_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
-    /// Findings store (SQLite) [default: .qproxy/findings.db]
-    #[arg(long, env = "QPROXY_STORE", value_name = "PATH")]
-    pub store: Option<PathBuf>,
+    /// Findings store: a SQLite file, or a postgres://[user[:pw]@]host[:port]/db[?sslmode=..]
+    /// URL that many proxies share (TLS per sslmode, as for --upstream)
+    /// [default: .qproxy/findings.db]
+    // hide_env_values: --help would print the URL, password and all.
+    #[arg(
+        long,
+        env = "QPROXY_STORE",
+        value_name = "PATH|URL",
+        hide_env_values = true
+    )]
+    pub store: Option<StoreArg>,
+    /// Schema of a PostgreSQL findings store; created and migrated on
+    /// start [default: qproxy]
+    #[arg(long, env = "QPROXY_STORE_SCHEMA", value_name = "NAME")]
+    pub store_schema: Option<String>,
+    /// Delete runs last active longer ago than this (with the findings only
+    /// they saw) from the store, at startup and hourly: 30d, 12h, 1d12h
+    /// [default: keep everything]
+    #[arg(long, env = "QPROXY_STORE_RETENTION", value_name = "DURATION")]
+    pub store_retention: Option<String>,
+    /// This proxy's name in the store, recorded with its run (`qproxy
+    /// report --instance` selects by it) [default: <host name>:<listen address>]
+    #[arg(long, env = "QPROXY_INSTANCE", value_name = "NAME")]
+    pub instance: Option<String>,
     /// PEM certificate chain for TLS toward clients (with --tls-key)
     #[arg(long, env = "QPROXY_TLS_CERT", value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,
@@ -290,8 +320,10 @@ pub struct ServeConfig {
     pub upstream_password_source: Option<PasswordSource>,
     /// Admin HTTP address.
     pub admin_listen: SocketAddr,
-    /// Findings store path.
-    pub store: PathBuf,
+    /// Findings store: a file or a PostgreSQL schema.
+    pub store: StoreTarget,
+    /// This proxy's instance name, recorded with its run.
+    pub instance: String,
     /// How the store's writer thread holds and retries findings while the
     /// store cannot be written.
     pub store_writer: WriterConfig,
@@ -425,8 +457,12 @@ impl ServeArgs {
             // but no longer than 10 s: orchestrators size their kill timeout
             // on the grace period, and the drain already used some of it.
             final_flush_timeout: shutdown_grace.min(WriterConfig::DEFAULT_FINAL_FLUSH_TIMEOUT),
+            retention: pick!(store_retention).map(|r| retention(&r)).transpose()?,
             ..WriterConfig::default()
         };
+        let store = pick!(store)
+            .unwrap_or_else(|| StoreArg::from(DEFAULT_STORE))
+            .target(pick!(store_schema).as_deref())?;
         if let Some(rows) = pick!(offset_pagination_min_offset) {
             analysis.analyzer.offset_pagination.min_offset = rows;
         }
@@ -448,13 +484,20 @@ impl ServeArgs {
         let max_startup_connections = pick!(max_startup_connections)
             .unwrap_or(max_connections / 4)
             .clamp(1, max_connections);
+        let listen =
+            pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+        let instance = match pick!(instance) {
+            Some(name) => checked_instance(name)?,
+            None => default_instance(&qproxy_analyzer::store::host_name(), listen),
+        };
         Ok(ServeConfig {
-            listen: pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            listen,
             upstream,
             upstream_password_source,
             admin_listen: pick!(admin_listen)
                 .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default")),
-            store: pick!(store).unwrap_or_else(|| PathBuf::from(DEFAULT_STORE)),
+            store,
+            instance,
             store_writer,
             tls,
             shutdown_grace,
@@ -473,6 +516,36 @@ impl ServeArgs {
             tracker_limits,
             analysis,
         })
+    }
+}
+
+/// The instance name when `--instance` is not given: unique per proxy on
+/// a host, and stable across restarts of the same sidecar.
+pub fn default_instance(host: &str, listen: SocketAddr) -> String {
+    format!("{host}:{listen}")
+}
+
+/// Longest `--instance` accepted: a name, not a document.
+const MAX_INSTANCE_LEN: usize = 200;
+
+fn checked_instance(name: String) -> Result<String, ConfigError> {
+    let name = name.trim().to_string();
+    if name.is_empty() || name.len() > MAX_INSTANCE_LEN || name.chars().any(char::is_control) {
+        return Err(ConfigError::Invalid(format!(
+            "instance must be 1 to {MAX_INSTANCE_LEN} printable characters"
+        )));
+    }
+    Ok(name)
+}
+
+/// `store_retention`: a duration with a unit, more than zero.
+fn retention(value: &str) -> Result<Duration, ConfigError> {
+    match period::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(ConfigError::Invalid(
+            "store_retention must be more than zero (leave it unset to keep everything)".into(),
+        )),
+        Err(e) => Err(ConfigError::Invalid(format!("store_retention: {e}"))),
     }
 }
 
@@ -559,7 +632,14 @@ mod tests {
         assert_eq!(c.store_writer.pending_max, 100_000);
         assert_eq!(c.admin_listen.port(), 9930);
         assert_eq!(c.metrics_top_k, 100);
-        assert_eq!(c.store, PathBuf::from(".qproxy/findings.db"));
+        assert!(
+            matches!(&c.store, StoreTarget::Sqlite(p) if p == &PathBuf::from(".qproxy/findings.db"))
+        );
+        assert_eq!(c.store_writer.retention, None);
+        assert_eq!(
+            c.instance,
+            default_instance(&qproxy_analyzer::store::host_name(), c.listen)
+        );
         assert_eq!(c.analysis.analyzer.n_plus_one.threshold, 8);
         assert_eq!(c.analysis.analyzer.unindexed.min_table_rows, 500);
         assert_eq!(c.analysis.analyzer.n_plus_one.repeated_threshold, 3);
@@ -671,6 +751,87 @@ mod tests {
             .unwrap();
         assert_eq!(cli.serve.query_budget, Some(12));
         assert_eq!(cli.serve.slow_query_ms, Some(40));
+    }
+
+    #[test]
+    fn fleet_store_settings_from_file_flags_and_defaults() {
+        let f = file(
+            "upstream = \"postgres://file\"\n\
+             store = \"postgres://fleet:s3cret@db.internal/findings?sslmode=disable\"\n\
+             store_schema = \"staging\"\nstore_retention = \"30d\"\ninstance = \"shop-1\"\n",
+        );
+        let from_file = ServeArgs {
+            config: Some(f.path().to_owned()),
+            ..Default::default()
+        };
+        let c = from_file.clone().resolve_with_env(|_| None).unwrap();
+        let StoreTarget::Postgres { url, schema } = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(
+            (url.host.as_str(), schema.as_str()),
+            ("db.internal", "staging")
+        );
+        assert_eq!(
+            c.store_writer.retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(c.instance, "shop-1");
+        let shown = format!("{c:?} {:?}", ServeArgs::from_file(f.path()).unwrap());
+        assert!(!shown.contains("s3cret"), "{shown}");
+
+        // Flags win; the default instance names the host and the listen address.
+        let flagged = ServeArgs {
+            instance: Some("shop-2".into()),
+            store: Some(StoreArg::from("/var/lib/qproxy/findings.db")),
+            ..from_file
+        };
+        let c = flagged.resolve_with_env(|_| None).unwrap();
+        assert_eq!(c.instance, "shop-2");
+        assert!(matches!(c.store, StoreTarget::Sqlite(_)));
+        assert_eq!(
+            default_instance("web-1", "0.0.0.0:6432".parse().unwrap()),
+            "web-1:0.0.0.0:6432"
+        );
+
+        let base = || ServeArgs {
+            upstream: Some("postgres://h".into()),
+            ..Default::default()
+        };
+        for (args, expected) in [
+            (
+                ServeArgs {
+                    store_retention: Some("30".into()),
+                    ..base()
+                },
+                "store_retention: invalid duration `30`",
+            ),
+            (
+                ServeArgs {
+                    store_retention: Some("0d".into()),
+                    ..base()
+                },
+                "more than zero",
+            ),
+            (
+                ServeArgs {
+                    instance: Some(" ".into()),
+                    ..base()
+                },
+                "instance must be",
+            ),
+            (
+                ServeArgs {
+                    store: Some(StoreArg::from("postgres://db/x")),
+                    store_schema: Some("a-b".into()),
+                    ..base()
+                },
+                "invalid store schema name `a-b`",
+            ),
+        ] {
+            let err = args.resolve_with_env(|_| None).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]
@@ -841,6 +1002,8 @@ mod example {
         );
         assert_eq!(c.analysis.flush_interval, defaults.analysis.flush_interval);
         assert_eq!(c.store_writer, defaults.store_writer);
+        assert_eq!(c.store.to_string(), defaults.store.to_string());
+        assert_eq!(c.instance, defaults.instance);
         let (a, d) = (&c.analysis.analyzer, &defaults.analysis.analyzer);
         assert_eq!(a.n_plus_one.threshold, d.n_plus_one.threshold);
         assert_eq!(

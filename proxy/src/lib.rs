@@ -27,6 +27,7 @@
 //! - [`live`]: the live view's page and the snapshots the analysis task
 //!   publishes for it.
 //! - [`config`]: flags, env and TOML merged into one configuration.
+//! - [`store_target`]: `--store`, a SQLite file or a PostgreSQL fleet store.
 //! - [`workers`]: the threads that forward traffic.
 //! - [`limits`]: the budget for bytes held whole and the slots for
 //!   connections still in startup.
@@ -51,6 +52,7 @@ pub mod relay;
 pub mod report_cmd;
 pub mod server;
 pub mod session;
+pub mod store_target;
 pub mod stream;
 pub mod tls;
 pub mod tracker;

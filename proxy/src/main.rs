@@ -12,6 +12,7 @@ use qproxy::admin::{AdminServer, Health};
 use qproxy::config::{LogFormat, PasswordSource, ServeArgs};
 use qproxy::metrics::Metrics;
 use qproxy::server::Server;
+use qproxy::store_target::StoreTarget;
 
 /// A PostgreSQL proxy that finds N+1 queries, unindexed filters and
 /// unbounded SELECTs.
@@ -33,7 +34,7 @@ enum Command {
         sql: Vec<String>,
     },
     /// Print the findings report from the store; the exit code can gate CI.
-    Report(qproxy::report_cmd::ReportArgs),
+    Report(Box<qproxy::report_cmd::ReportArgs>),
     /// Start a throwaway PostgreSQL, run a workload with real problems
     /// through qproxy, and print the report.
     Demo(qproxy::demo::DemoArgs),
@@ -43,16 +44,20 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Report(args) = cli.command {
-        return qproxy::report_cmd::run(args);
+        return qproxy::report_cmd::run(*args);
     }
     // A flag, unlike the environment, is visible to every user (`ps`).
-    let upstream_on_command_line = matches
-        .subcommand_matches("serve")
-        .and_then(|serve| serve.value_source("upstream"))
-        == Some(ValueSource::CommandLine);
+    let on_command_line = |arg: &str| {
+        matches
+            .subcommand_matches("serve")
+            .and_then(|serve| serve.value_source(arg))
+            == Some(ValueSource::CommandLine)
+    };
+    let (upstream_on_command_line, store_on_command_line) =
+        (on_command_line("upstream"), on_command_line("store"));
     let result = match cli.command {
         Command::Report(_) => unreachable!("handled above"),
-        Command::Serve(args) => serve(*args, upstream_on_command_line),
+        Command::Serve(args) => serve(*args, upstream_on_command_line, store_on_command_line),
         Command::Fingerprint { sql } => fingerprint(sql),
         Command::Demo(args) => demo(args),
     };
@@ -83,9 +88,21 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn serve(args: ServeArgs, upstream_on_command_line: bool) -> anyhow::Result<()> {
+fn serve(
+    args: ServeArgs,
+    upstream_on_command_line: bool,
+    store_on_command_line: bool,
+) -> anyhow::Result<()> {
     let config = args.resolve()?;
     init_logging(config.log_format);
+    if store_on_command_line
+        && matches!(&config.store, StoreTarget::Postgres { url, .. } if url.password.is_some())
+    {
+        tracing::warn!(
+            "the findings store's password is on the command line, where any user can read it \
+             (ps, /proc); give --store in QPROXY_STORE (from a secret) instead"
+        );
+    }
     if upstream_on_command_line && config.upstream_password_source == Some(PasswordSource::Url) {
         tracing::warn!(
             "the upstream password is on the command line, where any user can read it (ps, \
@@ -96,8 +113,24 @@ fn serve(args: ServeArgs, upstream_on_command_line: bool) -> anyhow::Result<()> 
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let store = qproxy::analysis::StoreSink::open_with(&config.store, config.store_writer.clone())
-        .with_context(|| format!("cannot open the findings store {}", config.store.display()))?;
+    let store = config
+        .store
+        .location()
+        .map_err(anyhow::Error::from)
+        .and_then(|location| {
+            Ok(qproxy::analysis::StoreSink::open_with(
+                location,
+                &config.instance,
+                config.store_writer.clone(),
+            )?)
+        })
+        .with_context(|| format!("cannot open the findings store {}", config.store))?;
+    tracing::info!(
+        store = %config.store,
+        instance = %config.instance,
+        retention_s = config.store_writer.retention.map(|r| r.as_secs()),
+        "findings store open"
+    );
     let store_stats = store.stats();
     runtime.block_on(async move {
         let config_analysis = config.analysis.clone();

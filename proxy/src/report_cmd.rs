@@ -20,16 +20,35 @@ use clap::builder::PossibleValuesParser;
 use qproxy_analyzer::finding::FindingKind;
 use qproxy_analyzer::report::baseline::{Baseline, BaselineUpdate};
 use qproxy_analyzer::report::{self, Format, RenderOptions, Report};
-use qproxy_analyzer::store::{RunSelection, Store};
+use qproxy_analyzer::store::{period, RunFilter, RunSelection, Store};
 
 use crate::config::DEFAULT_STORE;
+use crate::store_target::StoreArg;
 
 /// Options of `qproxy report`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
-    /// Findings store (SQLite) written by `qproxy serve`.
-    #[arg(long, env = "QPROXY_STORE", default_value = DEFAULT_STORE, value_name = "PATH")]
-    pub store: PathBuf,
+    /// Findings store written by `qproxy serve`: a SQLite file, or the
+    /// postgres:// URL a fleet of proxies writes to.
+    #[arg(
+        long,
+        env = "QPROXY_STORE",
+        default_value = DEFAULT_STORE,
+        value_name = "PATH|URL",
+        // --help would print the URL, password and all.
+        hide_env_values = true
+    )]
+    pub store: StoreArg,
+    /// Schema of a PostgreSQL findings store [default: qproxy]
+    #[arg(long, env = "QPROXY_STORE_SCHEMA", value_name = "NAME")]
+    pub store_schema: Option<String>,
+    /// Only runs of this instance (`qproxy serve --instance`).
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// Only runs active since then, and the findings they saw since then:
+    /// a duration back from now (24h, 7d) or an RFC 3339 time.
+    #[arg(long, value_name = "DURATION|RFC3339")]
+    pub since: Option<String>,
     /// Output format.
     #[arg(long, default_value = "text", value_parser = PossibleValuesParser::new(Format::NAMES))]
     pub format: String,
@@ -40,9 +59,11 @@ pub struct ReportArgs {
     /// (comma-separated kind names, or `all`).
     #[arg(long, value_name = "KIND[,KIND..]|all")]
     pub fail_on: Option<String>,
-    /// Which runs to report: the latest, all of them, or one by id.
-    #[arg(long, default_value = "latest", value_name = "latest|all|ID")]
-    pub run: String,
+    /// Which runs to report: the latest, all of them, or one by id
+    /// (after --instance and --since) [default: latest for a SQLite store,
+    /// all for a PostgreSQL one, where the latest run is one proxy of many]
+    #[arg(long, value_name = "latest|all|ID")]
+    pub run: Option<String>,
     /// Suppress the findings listed in this baseline file: they neither
     /// show nor gate.
     #[arg(long, value_name = "FILE")]
@@ -134,9 +155,25 @@ fn report(
         Some(s) => parse_fail_on(s)?,
         None => Vec::new(),
     };
-    let selection: RunSelection = args.run.parse().map_err(|e| format!("{e}"))?;
-    let store = Store::open_read_only(&args.store).map_err(|e| e.to_string())?;
-    let mut report = store.load_report(&selection).map_err(|e| e.to_string())?;
+    let target = (args.store)
+        .target(args.store_schema.as_deref())
+        .map_err(|e| e.to_string())?;
+    let selection: RunSelection = match &args.run {
+        Some(run) => run.parse().map_err(|e| format!("{e}"))?,
+        None if target.is_postgres() => RunSelection::All,
+        None => RunSelection::Latest,
+    };
+    let filter = RunFilter {
+        instance: args.instance.clone(),
+        since: (args.since.as_deref())
+            .map(|s| period::parse_since(s, time::OffsetDateTime::now_utc()))
+            .transpose()
+            .map_err(|e| e.to_string())?,
+    };
+    let location = target.location().map_err(|e| e.to_string())?;
+    let store = Store::open_read_only(location).map_err(|e| e.to_string())?;
+    let mut report =
+        (store.load_report_filtered(&selection, &filter)).map_err(|e| e.to_string())?;
     // Read before anything is written, so a bad baseline leaves no output.
     let baseline = match &args.baseline {
         Some(path) => Some(Baseline::load(path).map_err(|e| e.to_string())?),
@@ -206,11 +243,14 @@ mod tests {
 
     fn args(store: &std::path::Path) -> ReportArgs {
         ReportArgs {
-            store: store.to_path_buf(),
+            store: StoreArg::from(store),
+            store_schema: None,
+            instance: None,
+            since: None,
             format: "text".into(),
             output: None,
             fail_on: None,
-            run: "latest".into(),
+            run: None,
             baseline: None,
             write_baseline: None,
         }
@@ -251,7 +291,7 @@ mod tests {
         let path = dir.path().join("findings.db");
         let mut store = Store::open(&path).unwrap();
         for kinds in runs {
-            let run = store.begin_run(&RunInfo::current("test")).unwrap();
+            let run = store.begin_run(&RunInfo::current("test", "ci")).unwrap();
             let findings: Vec<Finding> = kinds.iter().map(|k| finding(*k)).collect();
             store.record(run, &findings).unwrap();
             let summary = Summary {
@@ -325,15 +365,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = args(&store_with_n_plus_one(&dir));
         type Edit = fn(&mut ReportArgs);
-        let cases: [(&str, Edit); 4] = [
+        let cases: [(&str, Edit); 6] = [
             ("unknown finding kind `n_plus_two`", |a| {
                 a.fail_on = Some("n_plus_two".into())
             }),
             ("unknown report format `yaml`", |a| a.format = "yaml".into()),
             ("invalid run selection `newest`", |a| {
-                a.run = "newest".into()
+                a.run = Some("newest".into())
             }),
-            ("no run 99", |a| a.run = "99".into()),
+            ("no run 99", |a| a.run = Some("99".into())),
+            ("invalid --since `yesterday`", |a| {
+                a.since = Some("yesterday".into())
+            }),
+            ("invalid store schema name", |a| {
+                a.store = StoreArg::from("postgres://db/findings");
+                a.store_schema = Some("a-b".into())
+            }),
         ];
         for (expected, change) in cases {
             let mut a = base.clone();
@@ -346,6 +393,64 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn instance_and_since_narrow_the_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("findings.db");
+        let mut store = Store::open(&path).unwrap();
+        for (instance, kind) in [
+            ("shard-a", FindingKind::NPlusOne),
+            ("shard-b", FindingKind::UnboundedSelect),
+        ] {
+            let run = store
+                .begin_run(&RunInfo::current("test", instance))
+                .unwrap();
+            store.record(run, &[finding(kind)]).unwrap();
+        }
+        drop(store);
+        let json = |edit: &dyn Fn(&mut ReportArgs)| {
+            let mut a = args(&path);
+            a.format = "json".into();
+            edit(&mut a);
+            let (code, out, err) = exec(&a);
+            assert_eq!(code, 0, "{err}");
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()
+        };
+        let instances = |report: &serde_json::Value| -> Vec<String> {
+            report["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["instance"].as_str().unwrap().to_string())
+                .collect()
+        };
+        // SQLite defaults to the latest run; --instance picks the latest of one.
+        assert_eq!(instances(&json(&|_| {})), ["shard-b"]);
+        let a = json(&|a| a.instance = Some("shard-a".into()));
+        assert_eq!(instances(&a), ["shard-a"]);
+        assert_eq!(a["findings"][0]["kind"], "n_plus_one");
+        let all = json(&|a| a.run = Some("all".into()));
+        assert_eq!(instances(&all), ["shard-a", "shard-b"]);
+        let recent = json(&|a| {
+            a.run = Some("all".into());
+            a.since = Some("1h".into())
+        });
+        assert_eq!(instances(&recent), ["shard-a", "shard-b"]);
+        let future = json(&|a| {
+            a.run = Some("all".into());
+            a.since = Some("2999-01-01T00:00:00Z".into())
+        });
+        assert_eq!(
+            (
+                instances(&future).len(),
+                future["findings"].as_array().unwrap().len()
+            ),
+            (0, 0)
+        );
+        let nobody = json(&|a| a.instance = Some("shard-z".into()));
+        assert!(instances(&nobody).is_empty());
     }
 
     #[test]
@@ -511,9 +616,9 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["report"]).unwrap();
         assert_eq!(cli.report.format, "text");
-        assert_eq!(cli.report.run, "latest");
+        assert_eq!(cli.report.run, None);
         if std::env::var_os("QPROXY_STORE").is_none() {
-            assert_eq!(cli.report.store, PathBuf::from(".qproxy/findings.db"));
+            assert_eq!(cli.report.store, StoreArg::from(".qproxy/findings.db"));
         }
         assert!(Cli::try_parse_from(["report", "--format", "yaml"]).is_err());
     }

@@ -252,6 +252,44 @@ impl UpstreamUrl {
         Ok(url)
     }
 
+    /// A tokio-postgres configuration for the proxy's own connections to
+    /// this server (catalog, the findings store): its host (or socket
+    /// directory), port and credentials, `database` (the URL's own when
+    /// `None`), and TLS as its `sslmode` says (the TLS connector comes from
+    /// [`Upstream::tls_config`]).
+    pub fn client_config(
+        &self,
+        database: Option<&str>,
+        application_name: &str,
+    ) -> tokio_postgres::Config {
+        use tokio_postgres::config::SslMode as PgSslMode;
+        let mut c = tokio_postgres::Config::new();
+        if self.is_socket() {
+            // tokio-postgres finds `.s.PGSQL.<port>` in the directory, as
+            // libpq does; like libpq it never uses TLS there.
+            c.host_path(&self.host).ssl_mode(PgSslMode::Disable);
+        } else {
+            c.host(&self.host).ssl_mode(match self.sslmode {
+                SslMode::Disable | SslMode::Allow => PgSslMode::Disable,
+                SslMode::Prefer => PgSslMode::Prefer,
+                _ => PgSslMode::Require,
+            });
+        }
+        c.port(self.port)
+            // Without a user in the URL there is no better guess than the
+            // superuser's conventional name; say so in the README.
+            .user(self.user.as_deref().unwrap_or("postgres"))
+            .application_name(application_name)
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(db) = database.or(self.database.as_deref()) {
+            c.dbname(db);
+        }
+        if let Some(pw) = &self.password {
+            c.password(pw);
+        }
+        c
+    }
+
     /// Whether the host names a Unix-domain socket directory.
     pub fn is_socket(&self) -> bool {
         self.host.starts_with('/')

@@ -11,6 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use qproxy::config::ServeArgs;
+use qproxy::upstream::UpstreamUrl;
 use qproxy_tests::proxy::admin_get;
 use qproxy_tests::{connect, PgCluster, Proxy, ProxyOptions, SUPERUSER};
 use serde::Deserialize;
@@ -331,7 +333,26 @@ fn kubernetes_example_runs_qproxy_as_a_native_sidecar() {
     );
     assert!(app["lifecycle"]["preStop"].is_mapping(), "app preStop");
 
-    // The store is on an emptyDir; the ConfigMap is mounted where --config reads it.
+    // The findings go to the fleet's PostgreSQL store, from the Secret: its own database, not
+    // the app's (qproxy holds that connection open); each pod is its own instance; old runs
+    // are deleted after a retention the proxy accepts.
+    let store = UpstreamUrl::parse(&from_secret(sidecar, "QPROXY_STORE"))
+        .expect("QPROXY_STORE is a postgres:// URL");
+    let app_db = UpstreamUrl::parse(&from_secret(app, "DATABASE_URL")).unwrap();
+    assert!(
+        store.database.is_some() && store.database != app_db.database,
+        "the store has a database of its own"
+    );
+    assert_eq!(
+        env_var(sidecar, "QPROXY_INSTANCE")["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("metadata.name")
+    );
+    let retention = env_var(sidecar, "QPROXY_STORE_RETENTION")["value"]
+        .as_str()
+        .unwrap();
+    assert_retention_accepted(retention);
+
+    // The ConfigMap is mounted where --config reads it; nothing keeps findings in the pod.
     let volumes = seq(spec, "volumes", "pod");
     let volume = |name: &str| {
         volumes
@@ -347,8 +368,12 @@ fn kubernetes_example_runs_qproxy_as_a_native_sidecar() {
             .as_str()
             .unwrap()
     };
-    let store = env_var(sidecar, "QPROXY_STORE")["value"].as_str().unwrap();
-    assert!(volume(mount_of(store))["emptyDir"].is_mapping());
+    assert!(
+        !seq(sidecar, "volumeMounts", "sidecar")
+            .iter()
+            .any(|m| m["mountPath"].as_str() == Some("/var/lib/qproxy")),
+        "no store volume: the store is in PostgreSQL"
+    );
     let args: Vec<&str> = seq(sidecar, "args", "sidecar")
         .iter()
         .map(|a| a.as_str().unwrap())
@@ -375,6 +400,18 @@ fn kubernetes_example_runs_qproxy_as_a_native_sidecar() {
         .expect("shutdown_grace");
     let pod_grace = spec["terminationGracePeriodSeconds"].as_i64().unwrap();
     assert!(pod_grace >= grace + 20, "{pod_grace}s for a {grace}s drain");
+}
+
+/// `qproxy serve` accepts `retention` as its `--store-retention`.
+fn assert_retention_accepted(retention: &str) {
+    let config = ServeArgs {
+        upstream: Some("postgres://db/app".into()),
+        store_retention: Some(retention.into()),
+        ..ServeArgs::default()
+    }
+    .resolve_with_env(|_| None)
+    .unwrap_or_else(|e| panic!("retention {retention:?}: {e}"));
+    assert!(config.store_writer.retention.is_some());
 }
 
 /// Every key of `config` exists in `example` (the documented, test-loaded example config).
@@ -415,6 +452,14 @@ fn compose_builds_the_image_and_mounts_files_that_exist() {
         environment["QPROXY_ADMIN_LISTEN"].as_str(),
         Some(&*format!("0.0.0.0:{ADMIN_PORT}"))
     );
+    // Findings go to the compose PostgreSQL (a database the app does not use), not a volume.
+    let store = UpstreamUrl::parse(environment["QPROXY_STORE"].as_str().expect("QPROXY_STORE"))
+        .expect("QPROXY_STORE is a postgres:// URL");
+    let upstream = UpstreamUrl::parse(environment["QPROXY_UPSTREAM"].as_str().unwrap()).unwrap();
+    assert_eq!(store.host, "postgres", "the compose service");
+    assert_ne!(store.database, upstream.database);
+    assert!(environment["QPROXY_INSTANCE"].is_string());
+    assert_retention_accepted(environment["QPROXY_STORE_RETENTION"].as_str().unwrap());
 
     // Every bind mount's source exists; remember where each lands.
     let mut mounted = HashMap::new();

@@ -40,6 +40,20 @@ pub struct CorrelationConfig {
     /// ends early. Also caps the per-connection states tracked. Default
     /// 10 000: a few thousand requests in flight plus their grace periods.
     pub max_contexts: usize,
+    /// An untagged group (a transaction, or statements between idle gaps)
+    /// is cut into a new one once it has lasted this long, from its first
+    /// statement's start to the next statement's. Default 10 s: a batch
+    /// worker or a benchmark loop never goes quiet, and without a bound its
+    /// whole run would be one "request" whose every repeated lookup is an
+    /// N+1 of thousands; a web request that takes longer than this is
+    /// rare, and is still judged in parts.
+    #[serde(deserialize_with = "duration")]
+    pub fallback_max_duration: Duration,
+    /// An untagged group is also cut after this many statements. Default
+    /// 1 000: twenty times the query budget, so a request that blows the
+    /// budget is still reported whole, while a loop of fifteen thousand
+    /// lookups becomes fifteen groups rather than one.
+    pub fallback_max_statements: u64,
 }
 
 impl Default for CorrelationConfig {
@@ -49,6 +63,8 @@ impl Default for CorrelationConfig {
             request_grace: Duration::from_secs(2),
             context_idle_timeout: Duration::from_secs(30),
             max_contexts: 10_000,
+            fallback_max_duration: Duration::from_secs(10),
+            fallback_max_statements: 1_000,
         }
     }
 }

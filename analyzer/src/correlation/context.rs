@@ -90,6 +90,24 @@ impl<S> Context<S> {
         }
     }
 
+    /// Whether an untagged group has reached a fallback bound (see
+    /// [`CorrelationConfig::fallback_max_duration`]) by a statement that
+    /// starts at `at`. Named requests are never cut.
+    ///
+    /// [`CorrelationConfig::fallback_max_duration`]: super::CorrelationConfig::fallback_max_duration
+    pub(crate) fn is_full(
+        &self,
+        at: SystemTime,
+        max_duration: std::time::Duration,
+        max_statements: u64,
+    ) -> bool {
+        if self.info.source.is_correlated() {
+            return false;
+        }
+        self.statements >= max_statements.max(1)
+            || at.duration_since(self.started_at).unwrap_or_default() >= max_duration
+    }
+
     fn is_per_connection(&self) -> bool {
         !matches!(
             self.info.source,
@@ -176,6 +194,7 @@ impl<S: Default> Registry<S> {
             route: None,
             labels: Default::default(),
             connection_id,
+            cut: false,
         };
         let ctx = Context {
             info,

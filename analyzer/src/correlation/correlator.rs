@@ -40,6 +40,9 @@ enum Target {
     Join(ContextId),
     NewTransaction,
     NewIdleGap,
+    /// The connection's current untagged group reached a fallback bound:
+    /// a new group of the same source carries on.
+    Continue(CorrelationSource),
 }
 
 impl<S: Default> Correlator<S> {
@@ -111,7 +114,7 @@ impl<S: Default> Correlator<S> {
         }
 
         let (tags, remember) = fresh_tags(conn, registry, ev, tags);
-        let target = resolve(conn, registry, ev, &class, tags, gap_exceeded);
+        let target = resolve(conn, registry, ev, &class, tags, gap_exceeded, config);
         match &target {
             Target::Named { key, .. } => {
                 conn.set_identity(Identity::Key(key.clone()), ev.started_at)
@@ -123,15 +126,25 @@ impl<S: Default> Correlator<S> {
             conn.remember_prepared(name, key);
         }
         let current = conn.current;
+        let cut = matches!(target, Target::Continue(_));
         let ctx_id = context_for(registry, target, current, ev, now);
 
         if current != Some(ctx_id) {
             if let Some(old) = current {
-                let reason = if gap_exceeded {
+                let reason = if cut {
+                    EndReason::FallbackBound
+                } else if gap_exceeded {
                     EndReason::IdleGap
                 } else {
                     EndReason::RequestChanged
                 };
+                if cut {
+                    for id in [old, ctx_id] {
+                        if let Some(ctx) = registry.get_mut(id) {
+                            ctx.info.cut = true;
+                        }
+                    }
+                }
                 registry.release(old, conn.id, reason);
             }
             registry.hold(ctx_id, conn.id);
@@ -268,6 +281,7 @@ fn resolve<S: Default>(
     class: &Classified,
     tags: Option<&RequestTags>,
     gap_exceeded: bool,
+    config: &CorrelationConfig,
 ) -> Target {
     if let Some((t, key)) = tags.and_then(|t| primary_key(t).map(|key| (t, key))) {
         // Both ids given: the trace id also finds this request.
@@ -305,6 +319,8 @@ fn resolve<S: Default>(
         gap_exceeded,
         class,
         tags.and_then(|t| t.route.as_ref()),
+        ev,
+        config,
     )
 }
 
@@ -353,6 +369,7 @@ fn context_for<S: Default>(
         Target::Join(id) => id,
         Target::NewTransaction => create(registry, CorrelationSource::Transaction, None),
         Target::NewIdleGap => create(registry, CorrelationSource::IdleGap, None),
+        Target::Continue(source) => create(registry, source, None),
     }
 }
 
@@ -402,21 +419,43 @@ fn fallback<S: Default>(
     gap_exceeded: bool,
     class: &Classified,
     route: Option<&Arc<str>>,
+    ev: &QueryEvent,
+    config: &CorrelationConfig,
 ) -> Target {
     if let Some((id, ctx)) = conn
         .current
         .and_then(|c| registry.get(c).map(|ctx| (c, ctx)))
     {
         let route_changed = matches!((&ctx.info.route, route), (Some(a), Some(b)) if a != b);
+        let full = ctx.is_full(
+            ev.started_at,
+            config.fallback_max_duration,
+            config.fallback_max_statements,
+        );
         if conn.in_tx {
-            return Target::Join(id);
+            // A transaction stays in the request it began in, unless it is
+            // an untagged one that outgrew the bounds: then it goes on in
+            // a new group (COMMIT ends whichever is current).
+            return if full {
+                Target::Continue(ctx.info.source)
+            } else {
+                Target::Join(id)
+            };
+        }
+        if full && !gap_exceeded && !route_changed && ctx.info.source == CorrelationSource::IdleGap
+        {
+            // The burst never went quiet: a new group of the same kind
+            // carries on (and a BEGIN still starts a transaction below).
+            if !matches!(class.tx, TxEffect::Begin | TxEffect::Restart) {
+                return Target::Continue(CorrelationSource::IdleGap);
+            }
         }
         let sticky = match ctx.info.source {
             CorrelationSource::Comment | CorrelationSource::SetVariable => true,
             CorrelationSource::IdleGap => !matches!(class.tx, TxEffect::Begin | TxEffect::Restart),
             CorrelationSource::ApplicationName | CorrelationSource::Transaction => false,
         };
-        if sticky && !gap_exceeded && !route_changed {
+        if sticky && !gap_exceeded && !route_changed && !full {
             return Target::Join(id);
         }
     }

@@ -278,6 +278,35 @@ impl<'a> Lexer<'a> {
         hit
     }
 
+    /// `"..."` (with `""` for a quote), unescaped.
+    pub(crate) fn quoted_identifier(&mut self) -> Option<Cow<'a, str>> {
+        self.trivia();
+        let b = self.s.as_bytes();
+        if b.get(self.i) != Some(&b'"') {
+            return None;
+        }
+        let mut j = self.i + 1;
+        let mut doubled = false;
+        while j < b.len() {
+            if b[j] == b'"' {
+                if b.get(j + 1) == Some(&b'"') {
+                    doubled = true;
+                    j += 2;
+                    continue;
+                }
+                let inner = &self.s[self.i + 1..j];
+                self.i = j + 1;
+                return Some(if doubled {
+                    Cow::Owned(inner.replace("\"\"", "\""))
+                } else {
+                    Cow::Borrowed(inner)
+                });
+            }
+            j += 1;
+        }
+        None
+    }
+
     /// `$n`, returning `n`.
     pub(crate) fn param(&mut self) -> Option<usize> {
         self.trivia();

@@ -66,6 +66,12 @@
 //! - Without tags, consecutive requests on one busy pooled connection with no
 //!   transaction and no idle gap between them cannot be told apart; such
 //!   contexts say [`CorrelationSource::IdleGap`] so findings can be weighed.
+//! - An untagged group (transaction or idle-gap burst) is cut into a new one
+//!   after [`fallback_max_duration`](CorrelationConfig::fallback_max_duration)
+//!   or [`fallback_max_statements`](CorrelationConfig::fallback_max_statements),
+//!   so a connection that never goes quiet (a batch worker, a benchmark) is
+//!   judged in bounded slices, not as one giant request. Both parts say
+//!   [`RequestInfo::cut`], and their [`RequestInfo::confidence`] is low.
 
 use std::fmt;
 use std::sync::Arc;
@@ -84,6 +90,7 @@ pub mod tags;
 pub(crate) use config::duration as duration_setting;
 pub use config::CorrelationConfig;
 pub use correlator::Correlator;
+pub(crate) use lexer::Lexer;
 pub use statement::{request_id_signal, statement_role, RequestIdSignal, SetScope, StatementRole};
 pub use tags::{extract as extract_tags, LabelKey, Labels, RequestTags};
 
@@ -156,6 +163,49 @@ pub struct RequestInfo {
     pub labels: Labels,
     /// The connection the context started on.
     pub connection_id: u64,
+    /// An untagged group cut at a fallback bound
+    /// ([`CorrelationConfig::fallback_max_duration`],
+    /// [`CorrelationConfig::fallback_max_statements`]), or the group that
+    /// continues one: where its request began or ended is unknown.
+    pub cut: bool,
+}
+
+impl RequestInfo {
+    /// How far the grouping can be trusted to be one request.
+    pub fn confidence(&self) -> Confidence {
+        match self.source {
+            s if s.is_correlated() => Confidence::High,
+            CorrelationSource::Transaction if !self.cut => Confidence::Medium,
+            _ => Confidence::Low,
+        }
+    }
+}
+
+/// How far a request context is known to be one request, for the
+/// per-request findings made from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// Statements between idle gaps, or an untagged group cut at a
+    /// fallback bound: perhaps several requests, perhaps a batch job's
+    /// loop, perhaps part of one request.
+    Low,
+    /// An untagged transaction: the application's own unit of work, often
+    /// one request, but not named as one.
+    Medium,
+    /// The application named the request (comment, SET, application_name).
+    High,
+}
+
+impl Confidence {
+    /// Stable lower-case name for reports (`details.confidence`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        }
+    }
 }
 
 /// The context an observed statement was assigned to.
@@ -193,6 +243,9 @@ pub enum EndReason {
     Evicted,
     /// [`Correlator::finish_all`] (shutdown).
     Shutdown,
+    /// An untagged group reached a fallback bound and was cut
+    /// ([`RequestInfo::cut`]).
+    FallbackBound,
 }
 
 /// A finished request, handed to the detectors' end-of-request logic.

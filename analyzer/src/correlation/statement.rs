@@ -40,6 +40,11 @@ pub enum StatementRole {
     /// Other SET/SHOW/RESET, DISCARD, DEALLOCATE, PREPARE, and
     /// `SELECT set_config(...)` (ORMs and pg_dump issue these constantly).
     SessionSetting,
+    /// `FETCH`, `MOVE` and `CLOSE` of a SQL cursor: the rest of the one
+    /// execution its `DECLARE` started (a server-side cursor streams a
+    /// result in chunks), not statements of their own. The `DECLARE` is
+    /// the statement that counts.
+    CursorFetch,
 }
 
 /// How long a request id set by a statement lasts.
@@ -197,6 +202,8 @@ fn by_keyword(stmt: &str) -> (StatementRole, TxEffect, SessionEffect) {
                 none
             },
         )
+    } else if kw("fetch") || kw("move") || kw("close") {
+        (CursorFetch, TxEffect::None, none)
     } else if kw("set")
         || kw("show")
         || kw("prepare")

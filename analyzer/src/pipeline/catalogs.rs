@@ -160,9 +160,18 @@ impl CatalogSlots {
         result: Option<(Arc<Catalog>, bool)>,
         now: Instant,
     ) {
-        let Some(slot) = self.slots.get_mut(database) else {
-            return;
-        };
+        // A catalog handed in before any statement asked for it (loaded
+        // ahead of traffic) is kept like one that was asked for.
+        let slot = self
+            .slots
+            .entry(Arc::from(database))
+            .or_insert_with(|| Slot {
+                state: CatalogState::Unknown,
+                at: now,
+                loading: false,
+                ddl: None,
+                used: false,
+            });
         slot.loading = false;
         slot.at = now;
         slot.state = match result {
@@ -177,6 +186,13 @@ impl CatalogSlots {
         self.slots
             .values()
             .any(|s| matches!(s.state, CatalogState::Loaded { .. }))
+    }
+
+    /// Whether some database has never had a catalog load answered.
+    pub(crate) fn any_unknown(&self) -> bool {
+        self.slots
+            .values()
+            .any(|s| matches!(s.state, CatalogState::Unknown))
     }
 
     /// Loads in flight.

@@ -81,6 +81,18 @@ struct Waiting {
     offsets: LargeOffsets,
 }
 
+/// How a table name a statement wrote resolves in its database's catalog
+/// ([`IndexAdvisor::resolve_table`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableName {
+    /// `schema.table` as the catalog names it.
+    Qualified(String),
+    /// The database's catalog is loading: ask again when it has arrived.
+    Pending,
+    /// It cannot be resolved, for this reason.
+    Unresolved(&'static str),
+}
+
 /// One execution as [`IndexAdvisor::executed`] takes it.
 #[derive(Debug, Clone, Copy)]
 pub struct Execution<'a> {
@@ -288,19 +300,43 @@ impl IndexAdvisor {
     /// catalog names it, `schema.table`; unchanged when the catalog is not
     /// loaded or does not know it.
     pub fn qualify(&self, database: Option<&str>, table: &str) -> String {
-        let Some(CatalogState::Loaded { catalog, .. }) =
-            database.and_then(|d| self.catalogs.get(d))
-        else {
-            return table.to_string();
+        match self.resolve_table(database, table) {
+            TableName::Qualified(q) => q,
+            _ => table.to_string(),
+        }
+    }
+
+    /// How `table` (as written in the SQL, maybe `schema.table`) resolves
+    /// in `database`'s catalog: the lookup PostgreSQL itself does
+    /// ([`Catalog::resolve_table`]: a qualified name in its schema, an
+    /// unqualified one along the search path the catalog load recorded),
+    /// which is also how the index advisor's own findings name tables.
+    pub fn resolve_table(&self, database: Option<&str>, table: &str) -> TableName {
+        let Some(database) = database else {
+            return TableName::Unresolved("the statement's database is not known");
+        };
+        let catalog = match self.catalogs.get(database) {
+            Some(CatalogState::Loaded { catalog, .. }) => catalog,
+            Some(CatalogState::Unknown) => return TableName::Pending,
+            Some(CatalogState::Unavailable) => {
+                return TableName::Unresolved("the database's catalog could not be loaded")
+            }
+            None => return TableName::Unresolved("the database's catalog was not loaded"),
         };
         let (schema, name) = match table.split_once('.') {
             Some((s, n)) => (Some(s), n),
             None => (None, table),
         };
-        catalog
-            .resolve_table(schema, name)
-            .map(|t| t.qualified_name())
-            .unwrap_or_else(|| table.to_string())
+        match catalog.resolve_table(schema, name) {
+            Some(t) => TableName::Qualified(t.qualified_name()),
+            None => TableName::Unresolved("the database's catalog has no such table"),
+        }
+    }
+
+    /// Whether a database's first catalog load is still to come (asked
+    /// for, waiting for its turn, or in flight).
+    pub fn catalogs_in_flight(&self) -> bool {
+        self.catalogs.any_unknown()
     }
 
     /// Up to `max` databases whose catalog should be (re)loaded now; each

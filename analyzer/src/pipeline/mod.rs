@@ -11,11 +11,13 @@
 
 mod book;
 mod catalogs;
+mod cursors;
 pub mod facts;
 pub mod indexes;
 pub mod live;
 mod request_tags;
 pub mod suggest;
+mod tables;
 mod verdicts;
 mod verify_queue;
 
@@ -50,10 +52,13 @@ use crate::fingerprint::{Fingerprint, FingerprintCache, FingerprintId, Statement
 use crate::offset::{magnitude, top_level_offset, OffsetClause};
 
 pub use book::FindingsBook;
+use cursors::Cursors;
 use facts::{statement_facts, StatementFacts};
 use indexes::IndexAdvisor;
 use live::LiveTally;
 use request_tags::RequestTagsCache;
+use tables::TableNames;
+pub use tables::CATALOG_WAIT;
 pub use verify_queue::VerificationConfig;
 
 /// Settings of the whole pipeline (the `[analyzer]` part of the config).
@@ -185,6 +190,12 @@ pub struct Analyzer {
     /// event's text hold is kept with it (the text is still in memory) and
     /// both are let go at the next tick.
     last_text: Option<(Arc<str>, Option<crate::event::TextHold>, u128)>,
+    /// Findings whose table waits for its database's catalog.
+    tables: TableNames,
+    /// [`Analyzer::finish`] ran: nothing waits any more.
+    finished: bool,
+    /// SQL cursors being fetched, whose rows add up to one execution.
+    cursors: Cursors,
 }
 
 /// Every correlation source, in the order
@@ -227,6 +238,9 @@ impl Analyzer {
             requests_by_source: [0; CORRELATION_SOURCES.len()],
             live: LiveTally::default(),
             last_text: None,
+            tables: TableNames::new(config.max_pending_findings),
+            finished: false,
+            cursors: Cursors::default(),
             config,
         }
     }
@@ -241,6 +255,9 @@ impl Analyzer {
                 tx_status,
             } => {
                 self.correlator.connection_closed(*connection_id);
+                for cursor in self.cursors.close(*connection_id, None, false) {
+                    self.cursor_ended(cursor);
+                }
                 if let Some(gap) = self.idle.closed(*connection_id, *at, *tx_status) {
                     self.book.add(verdicts::idle_finding(&gap));
                 }
@@ -295,26 +312,38 @@ impl Analyzer {
         self.indexes.verifications_skipped()
     }
 
-    /// Ends every open request (shutdown) and judges them.
+    /// Ends every open request (shutdown) and judges them. Findings
+    /// still waiting for a catalog go with the next
+    /// [`Analyzer::take_findings`], qualified or not.
     pub fn finish(&mut self) {
+        self.finished = true;
         self.last_text = None;
+        for cursor in self.cursors.close_all() {
+            self.cursor_ended(cursor);
+        }
         self.correlator.finish_all();
         self.judge_ended();
     }
 
-    /// Findings gathered since the last call (deltas for the store).
+    /// Findings gathered since the last call (deltas for the store), their
+    /// tables schema-qualified; a finding whose database's catalog is
+    /// still loading waits for it (see [`tables`](self::tables)).
     pub fn take_findings(&mut self) -> Vec<Finding> {
         for f in self.indexes.take_findings() {
             self.book.add(f);
         }
         for slow in self.slow.take() {
-            let table = slow
-                .table
-                .as_deref()
-                .map(|t| self.indexes.qualify(slow.database.as_deref(), t));
+            let table = slow.table.as_deref().map(str::to_string);
             self.book.add(verdicts::slow_finding(&slow, table));
         }
-        self.book.take()
+        let fresh = self.book.take();
+        self.tables
+            .settle(&self.indexes, fresh, Instant::now(), self.finished)
+    }
+
+    /// Findings held back until their database's catalog arrives.
+    pub fn findings_awaiting_catalog(&self) -> usize {
+        self.tables.waiting()
     }
 
     /// Time per fingerprint and statements per request by route, for the
@@ -475,7 +504,8 @@ impl Analyzer {
         {
             self.book.add(verdicts::idle_finding(&gap));
         }
-        self.check_unbounded(fp, &facts, q);
+        self.check_unbounded(fp, &facts, q.database.as_ref(), q.rows, q.started_at, false);
+        self.follow_cursor(fp, q, now);
         if let Some(db) = &q.database {
             if fp.kind == StatementKind::Ddl {
                 self.indexes.schema_changed(db, now);
@@ -506,17 +536,25 @@ impl Analyzer {
     }
 
     fn facts_for(&mut self, fp: &Fingerprint, q: &QueryEvent) -> Arc<StatementFacts> {
+        self.facts_for_text(fp, statement_text(q), q.database.as_ref())
+    }
+
+    fn facts_for_text(
+        &mut self,
+        fp: &Fingerprint,
+        text: &str,
+        database: Option<&Arc<str>>,
+    ) -> Arc<StatementFacts> {
         if let Some(f) = self.facts.get(&fp.id) {
             return f.clone();
         }
-        let text = statement_text(q);
         let mut facts = if fp.kind == StatementKind::Select && !fp.fallback {
             statement_facts(text)
         } else {
             StatementFacts::default()
         };
         facts.table = fp.tables.first().cloned();
-        facts.database = q.database.clone();
+        facts.database = database.cloned();
         let facts = Arc::new(facts);
         if self.facts.len() >= self.config.max_statement_facts {
             // Crude but bounded: start over rather than track recency.
@@ -526,7 +564,17 @@ impl Analyzer {
         facts
     }
 
-    fn check_unbounded(&mut self, fp: &Fingerprint, facts: &StatementFacts, q: &QueryEvent) {
+    /// Rates one execution of `fp` that returned `rows`; `cursor`: the rows
+    /// of a SQL cursor's FETCHes, added up.
+    fn check_unbounded(
+        &mut self,
+        fp: &Fingerprint,
+        facts: &StatementFacts,
+        database: Option<&Arc<str>>,
+        rows: u64,
+        started_at: SystemTime,
+        cursor: bool,
+    ) {
         if !facts.parsed
             || !unbounded::is_candidate(
                 fp.kind == StatementKind::Select,
@@ -538,15 +586,13 @@ impl Analyzer {
         {
             return;
         }
-        let Some(severity) = self.config.unbounded.severity(q.rows) else {
+        let Some(severity) = self.config.unbounded.severity(rows) else {
             return;
         };
-        let table = fp
-            .tables
-            .first()
-            .map(|t| self.indexes.qualify(q.database.as_deref(), t));
+        // Qualified at flush time (see `tables`).
+        let table = fp.tables.first().cloned();
         let fingerprint = fp.id.to_string();
-        let at = to_offset(q.started_at);
+        let at = to_offset(started_at);
         // The id uses the table as the statement names it, so it does not
         // change when the catalog (which qualifies the name) arrives.
         let mut finding = Finding {
@@ -568,12 +614,11 @@ impl Analyzer {
             occurrences: 1,
             request: None,
             parent: None,
-            rows: Some(RowStats { max: q.rows }),
+            rows: Some(RowStats { max: rows }),
             suggestion: Some(format!(
-                "This SELECT has no LIMIT and returned {} rows in one execution: paginate it (LIMIT with keyset pagination on an indexed column), or aggregate in the database if only a summary is needed.",
-                q.rows
+                "This SELECT has no LIMIT and returned {rows} rows in one execution: paginate it (LIMIT with keyset pagination on an indexed column), or aggregate in the database if only a summary is needed."
             )),
-            database: q.database.as_deref().map(str::to_string),
+            database: database.map(|d| d.to_string()),
             details: serde_json::Map::new(),
             first_seen: at,
             last_seen: at,
@@ -582,6 +627,12 @@ impl Analyzer {
             "rows_threshold".into(),
             self.config.unbounded.info_rows.into(),
         );
+        if cursor {
+            finding.details.insert(
+                "fetched".into(),
+                "through a SQL cursor: the rows of all its FETCHes".into(),
+            );
+        }
         self.book.add(finding);
     }
 
@@ -656,10 +707,11 @@ impl Analyzer {
             fingerprint: p.fingerprint.to_string(),
             query: p.normalized.to_string(),
         });
-        let table = self.table_of(d.fingerprint);
         // The id uses the table as the statement names it (stable whether or
-        // not the catalog had qualified it yet).
+        // not the catalog had qualified it yet); the name shown is
+        // qualified at flush time (see `tables`).
         let written = facts.and_then(|f| f.table.as_deref());
+        let table = written.map(str::to_string);
         let id = finding_id(
             d.kind,
             &fingerprint,
@@ -668,7 +720,7 @@ impl Analyzer {
             route.as_deref(),
             parent.as_ref().map(|p| p.fingerprint.as_str()),
         );
-        let severity = match (d.kind, d.count) {
+        let mut severity = match (d.kind, d.count) {
             (FindingKind::NPlusOneWrite, n) => n_plus_one_write::severity(n),
             (FindingKind::NPlusOne, n) if n >= 25 => Severity::Error,
             (FindingKind::NPlusOne, _) => Severity::Warning,
@@ -702,19 +754,14 @@ impl Analyzer {
             }
             None => {}
         }
-        if !request.source.is_correlated() {
-            details.insert(
-                "grouping".into(),
-                match request.source {
-                    CorrelationSource::Transaction => "untagged: grouped by transaction",
-                    _ => "untagged: grouped by connection activity between idle gaps",
-                }
-                .into(),
-            );
+        if let Some(note) = verdicts::grouping_note(request) {
+            details.insert("grouping".into(), note.into());
         }
         if d.kind == FindingKind::NPlusOneWrite {
-            details = details_map(&verdicts::write_details(d, request.source));
+            details = details_map(&verdicts::write_details(d, request));
         }
+        let mut suggestion = suggestion;
+        verdicts::weigh_by_grouping(request, &mut severity, &mut details, &mut suggestion);
         Finding {
             id,
             kind: d.kind,
@@ -740,19 +787,13 @@ impl Analyzer {
             parent,
             rows: Some(RowStats { max: d.rows_max }),
             suggestion: Some(suggestion),
-            database: None,
+            database: facts
+                .and_then(|f| f.database.as_deref())
+                .map(str::to_string),
             details,
             first_seen: to_offset(d.first_seen),
             last_seen: to_offset(d.last_seen),
         }
-    }
-
-    /// The statement's first table, schema-qualified through its
-    /// database's catalog when that is loaded (as unindexed findings are).
-    fn table_of(&self, fp: FingerprintId) -> Option<String> {
-        let facts = self.facts.get(&fp)?;
-        let table = facts.table.as_deref()?;
-        Some(self.indexes.qualify(facts.database.as_deref(), table))
     }
 }
 

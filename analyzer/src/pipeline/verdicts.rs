@@ -7,13 +7,13 @@ use std::time::SystemTime;
 use time::OffsetDateTime;
 
 use super::suggest;
-use crate::correlation::{CorrelationSource, LabelKey, RequestInfo};
+use crate::correlation::{Confidence, CorrelationSource, LabelKey, RequestInfo};
 use crate::detect::idle_in_transaction::{IdleGap, RequestLabels};
 use crate::detect::n_plus_one::Detection;
 use crate::detect::n_plus_one_write::NPlusOneWriteDetails;
 use crate::detect::slow_query::SlowQuery;
 use crate::detect::too_many_queries::OverBudget;
-use crate::finding::{details_map, finding_id, Finding, FindingKind, RequestRef};
+use crate::finding::{details_map, finding_id, Finding, FindingKind, RequestRef, Severity};
 
 /// How a finding names the request it was seen in.
 pub(super) fn request_ref(request: &RequestInfo) -> RequestRef {
@@ -57,12 +57,55 @@ pub(super) fn request_labels(request: &RequestInfo) -> RequestLabels {
 }
 
 /// What a finding from untagged traffic says about its grouping.
-pub(super) fn grouping_note(source: CorrelationSource) -> Option<&'static str> {
-    match source {
-        s if s.is_correlated() => None,
-        CorrelationSource::Transaction => Some("untagged: grouped by transaction"),
-        _ => Some("untagged: grouped by connection activity between idle gaps"),
+pub(super) fn grouping_note(request: &RequestInfo) -> Option<&'static str> {
+    match (request.source, request.cut) {
+        (s, _) if s.is_correlated() => None,
+        (CorrelationSource::Transaction, false) => Some("untagged: grouped by transaction"),
+        (CorrelationSource::Transaction, true) => Some(
+            "untagged: grouped by transaction, one slice of a transaction cut at the fallback \
+             bounds",
+        ),
+        (_, false) => Some("untagged: grouped by connection activity between idle gaps"),
+        (_, true) => Some(
+            "untagged: grouped by connection activity between idle gaps, one slice of a \
+             connection that never went quiet, cut at the fallback bounds",
+        ),
     }
+}
+
+/// Weighs a per-request finding by how far its request is known to be
+/// one: `details.confidence` always, and for a low-confidence grouping
+/// (idle gaps, or a group cut at the fallback bounds) a severity of at
+/// most warning and a suggestion that says the grouping was a guess. A
+/// guess is never rated as high as a request the application named.
+pub(super) fn weigh_by_grouping(
+    request: &RequestInfo,
+    severity: &mut Severity,
+    details: &mut serde_json::Map<String, serde_json::Value>,
+    suggestion: &mut String,
+) {
+    let confidence = request.confidence();
+    details.insert("confidence".into(), confidence.as_str().into());
+    if confidence != Confidence::Low {
+        return;
+    }
+    *severity = (*severity).min(Severity::Warning);
+    let how = match request.source {
+        CorrelationSource::Transaction => {
+            "grouped by transaction and cut at the fallback bounds ([analyzer.correlation] \
+             fallback_max_statements, fallback_max_duration), not by a request tag"
+        }
+        _ if request.cut => {
+            "grouped by idle gaps and cut at the fallback bounds ([analyzer.correlation] \
+             fallback_max_statements, fallback_max_duration), not by a request tag"
+        }
+        _ => "grouped by idle gaps, not by a request tag",
+    };
+    suggestion.push_str(&format!(
+        " Low confidence: these executions were {how}, so they may belong to several requests \
+         or to a job's loop. Tag requests (a sqlcommenter comment or SET qproxy.request_id) to \
+         have them judged per request."
+    ));
 }
 
 fn to_offset(t: SystemTime) -> OffsetDateTime {
@@ -70,7 +113,7 @@ fn to_offset(t: SystemTime) -> OffsetDateTime {
 }
 
 /// The details of an N+1 write verdict.
-pub(super) fn write_details(d: &Detection, source: CorrelationSource) -> NPlusOneWriteDetails {
+pub(super) fn write_details(d: &Detection, request: &RequestInfo) -> NPlusOneWriteDetails {
     let parent_evidence = match &d.parent {
         Some(p) => format!(
             "{} of {} checked executions used values this query returned",
@@ -91,7 +134,7 @@ pub(super) fn write_details(d: &Detection, source: CorrelationSource) -> NPlusOn
         set_based_executions: 0,
         total_duration_ms: (d.total_duration.as_secs_f64() * 1_000_000.0).round() / 1000.0,
         parent_evidence,
-        grouping: grouping_note(source).map(str::to_string),
+        grouping: grouping_note(request).map(str::to_string),
     };
     if let Some(w) = &d.writes {
         details.counts(w);
@@ -117,20 +160,22 @@ pub(super) fn budget_finding(
         None,
     );
     let top = over.top.first();
-    let suggestion = suggest::for_budget(
+    let mut suggestion = suggest::for_budget(
         over.statements,
         over.details.budget,
         top.map(|s| (s.count, s.normalized.as_ref())),
         framework_of(request),
     );
     let mut details = details_map(&over.details);
-    if let Some(note) = grouping_note(request.source) {
+    if let Some(note) = grouping_note(request) {
         details.insert("grouping".into(), note.into());
     }
+    let mut severity = over.severity;
+    weigh_by_grouping(request, &mut severity, &mut details, &mut suggestion);
     Finding {
         id,
         kind: FindingKind::TooManyQueries,
-        severity: over.severity,
+        severity,
         fingerprint: top.map(|s| s.fingerprint.to_string()).unwrap_or_default(),
         query: top.map(|s| s.normalized.to_string()).unwrap_or_default(),
         table: None,

@@ -69,6 +69,7 @@ fn escape(s: &str, keep_newlines: bool) -> Cow<'_, str> {
 pub fn escaped_report(report: &Report) -> Report {
     let mut out = report.clone();
     for run in &mut out.runs {
+        line(&mut run.instance);
         line(&mut run.host);
         line(&mut run.version);
         line(&mut run.summary.catalog);

@@ -13,7 +13,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::escape::json_invisibles;
-use super::Report;
+use super::{Report, RunMeta};
 use crate::finding::{Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity, Summary};
 
 /// The schema version in the output's `version` key. Fields may be added
@@ -24,7 +24,38 @@ pub const SCHEMA_VERSION: u32 = 1;
 struct JsonReport<'a> {
     version: u32,
     summary: &'a Summary,
+    runs: Vec<JsonRun<'a>>,
     findings: Vec<JsonFinding<'a>>,
+}
+
+/// One run the report covers: which proxy, when, and its own coverage.
+#[derive(Serialize)]
+struct JsonRun<'a> {
+    id: i64,
+    instance: &'a str,
+    host: &'a str,
+    pid: u32,
+    version: &'a str,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    ended_at: Option<OffsetDateTime>,
+    summary: &'a Summary,
+}
+
+impl<'a> From<&'a RunMeta> for JsonRun<'a> {
+    fn from(r: &'a RunMeta) -> JsonRun<'a> {
+        JsonRun {
+            id: r.id,
+            instance: &r.instance,
+            host: &r.host,
+            pid: r.pid,
+            version: &r.version,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            summary: &r.summary,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -76,12 +107,13 @@ impl<'a> From<&'a Finding> for JsonFinding<'a> {
 }
 
 /// Renders `report` as pretty-printed JSON (`{"version":1,"summary":..,
-/// "findings":[..]}`) ending in a newline. Findings keep the report's
-/// order.
+/// "runs":[..],"findings":[..]}`) ending in a newline. Runs and findings
+/// keep the report's order.
 pub fn render_json(report: &Report) -> String {
     let doc = JsonReport {
         version: SCHEMA_VERSION,
         summary: &report.summary,
+        runs: report.runs.iter().map(JsonRun::from).collect(),
         findings: report.findings.iter().map(JsonFinding::from).collect(),
     };
     // Serializing plain structs, strings and numbers into a String cannot

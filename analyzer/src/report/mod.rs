@@ -50,6 +50,9 @@ pub struct RunMeta {
     /// When the proxy shut down cleanly; `None` while it runs, or when it
     /// stopped without flushing (crash, kill -9).
     pub ended_at: Option<OffsetDateTime>,
+    /// The proxy's instance name (`--instance`), to tell a fleet's
+    /// proxies apart.
+    pub instance: String,
     /// Host the proxy ran on, to tell sidecars sharing a store apart.
     pub host: String,
     /// Process id of the proxy.
@@ -184,13 +187,14 @@ pub fn finding_sentence(f: &Finding) -> String {
     } else {
         format!(" ({})", f.columns.join(", "))
     };
+    let in_request = request_scope(f);
     match f.kind {
         FindingKind::NPlusOne => format!(
-            "N+1: a query on {table} ran {} times in one request, once per row of its parent query.",
+            "N+1: a query on {table} ran {} times {in_request}, once per row of its parent query.",
             f.count.unwrap_or(0)
         ),
         FindingKind::RepeatedQuery => format!(
-            "Repeated query: the same query on {table} with the same parameters ran {} times in one request.",
+            "Repeated query: the same query on {table} with the same parameters ran {} times {in_request}.",
             f.count.unwrap_or(0)
         ),
         FindingKind::UnindexedFilter => {
@@ -210,7 +214,7 @@ pub fn finding_sentence(f: &Finding) -> String {
             let statement = details::<NPlusOneWriteDetails>(f)
                 .map_or_else(|| "write".to_string(), |d| d.statement.to_uppercase());
             format!(
-                "N+1 write: a single-row {statement} on {table} ran {} times in one request, one round trip per row.",
+                "N+1 write: a single-row {statement} on {table} ran {} times {in_request}, one round trip per row.",
                 f.count.unwrap_or(0)
             )
         }
@@ -227,11 +231,14 @@ pub fn finding_sentence(f: &Finding) -> String {
         },
         FindingKind::TooManyQueries => match details::<TooManyQueriesDetails>(f) {
             Some(d) => format!(
-                "Too many queries: one request ran {} statements, over the budget of {}.",
-                d.statements, d.budget
+                "Too many queries: {} ran {} statements, over the budget of {}.",
+                request_subject(in_request),
+                d.statements,
+                d.budget
             ),
             None => format!(
-                "Too many queries: one request ran {} statements.",
+                "Too many queries: {} ran {} statements.",
+                request_subject(in_request),
                 f.count.unwrap_or(0)
             ),
         },
@@ -262,6 +269,31 @@ pub fn finding_sentence(f: &Finding) -> String {
             "Unindexed foreign key: no index leads with the referencing columns on {table}{cols}, and the traffic exercises the key."
         ),
     }
+}
+
+/// Where a per-request finding's executions ran, in words: "in one
+/// request", unless its grouping was a guess (`details.confidence` is
+/// `low`), which the sentence then says.
+fn request_scope(f: &Finding) -> &'static str {
+    if f.details.get("confidence").and_then(|v| v.as_str()) != Some("low") {
+        return "in one request";
+    }
+    match f.request.as_ref().and_then(|r| r.correlation.as_deref()) {
+        Some("transaction") => {
+            "in one slice of a long untagged transaction (cut at the grouping bounds, not a \
+             tagged request; low confidence)"
+        }
+        _ => {
+            "in one group of untagged statements (grouped by idle gaps, not by a request tag; \
+             low confidence)"
+        }
+    }
+}
+
+/// [`request_scope`] as the subject of a sentence: "one request", or what
+/// the guess grouped.
+fn request_subject(scope: &'static str) -> &'static str {
+    scope.strip_prefix("in ").unwrap_or(scope)
 }
 
 /// A finding's typed details, when they parse as the kind's struct (a

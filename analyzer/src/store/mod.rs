@@ -1,38 +1,48 @@
-//! The findings store: an embedded SQLite file that outlives the proxy, so
-//! `qproxy report` can read what a run found, and CI can gate on it.
+//! The findings store, which outlives the proxy so `qproxy report` can
+//! read what a run found, and CI can gate on it. Two backends behind one
+//! [`Store`]: an embedded SQLite file (the default), or a PostgreSQL
+//! database that a fleet of proxies shares, so staging has one report
+//! instead of one file per sidecar.
 //!
-//! Several proxies may share one file (sidecars, parallel test shards) and
-//! `qproxy report` may read while they write, so the file runs in WAL mode
-//! with a busy timeout, and every write is one IMMEDIATE transaction. The
-//! proxy writes through [`Writer`], a thread of its own, so SQLite never
-//! runs on the forwarding path.
-//!
-//! Each proxy process is a *run*. The analyzer hands the store *deltas*
-//! (what changed since the last flush), and the store folds them into the
-//! finding's all-time row and its row for the run with [`Finding::merge`].
+//! Each proxy process is a *run*, named by its *instance*. The analyzer
+//! hands the store *deltas* (what changed since the last flush), and the
+//! store folds them into the finding's all-time row and its row for the
+//! run by the rules of [`Finding::merge`] (SQLite by calling it,
+//! PostgreSQL with the same rules in one UPSERT, so concurrent proxies
+//! lose no update). The proxy writes through [`Writer`], a thread of its
+//! own, so the store never runs on the forwarding path.
 //!
 //! # Layout
-//! - [`schema`]: tables and migrations (`PRAGMA user_version`).
-//! - `rows`: mapping findings to rows and back.
-//! - `run`: runs, run selection, combining runs' coverage.
-//! - [`writer`]: the background writer thread and its batches.
+//! - `sqlite`, [`schema`]: the SQLite backend, its tables and migrations
+//!   (`PRAGMA user_version`).
+//! - [`postgres`]: the PostgreSQL backend, its migrations
+//!   (`qproxy_schema_version`) and its UPSERTs.
+//! - `rows`: mapping findings to rows and back (decoding shared by both).
+//! - `run`: runs, run selection and filters, combining runs' coverage.
+//! - [`period`]: `--store-retention` and `--since` values.
+//! - [`writer`]: the background writer thread, its batches and retention.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
 use crate::finding::{Finding, Summary};
 use crate::report::{Report, RunMeta};
 
+pub mod period;
+pub mod postgres;
 mod rows;
 mod run;
 pub mod schema;
+mod sqlite;
 pub mod writer;
 
-pub use run::{combine_summaries, InvalidRunSelection, RunId, RunInfo, RunSelection};
+pub use postgres::{PgConnector, PgLocation};
+pub use run::{
+    combine_summaries, host_name, InvalidRunSelection, RunFilter, RunId, RunInfo, RunSelection,
+};
 pub use writer::{Batch, Submitted, Writer, WriterConfig, WriterStats};
 
 /// How long opening, migrating and reading wait for another process's
@@ -102,6 +112,50 @@ pub enum StoreError {
     /// Any other SQLite failure (disk full, lock timeout, I/O).
     #[error("findings store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL store could not be reached or refused the login.
+    #[error("cannot connect to the findings store {store}: {source}")]
+    PgConnect {
+        /// The store, password hidden.
+        store: String,
+        /// What tokio-postgres said.
+        source: tokio_postgres::Error,
+    },
+    /// `qproxy report` was pointed at a database without a store in it.
+    #[error(
+        "no findings store in schema {schema} of {store} (run `qproxy serve --store` with this \
+         URL first, or pass --store-schema)"
+    )]
+    PgMissing {
+        /// The store, password hidden.
+        store: String,
+        /// The schema looked in.
+        schema: String,
+    },
+    /// `--store-schema` is not a plain identifier.
+    #[error(
+        "invalid store schema name `{0}` (letters, digits and underscores, not starting with a \
+         digit, at most 63)"
+    )]
+    SchemaName(String),
+    /// Any other PostgreSQL failure (connection lost, lock or statement
+    /// timeout, permissions).
+    #[error("findings store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL store did not answer in time; the connection is
+    /// dropped and the next operation opens a new one.
+    #[error("the findings store {store} did not answer within {after:?}")]
+    PgTimeout {
+        /// The store, password hidden.
+        store: String,
+        /// The limit that passed.
+        after: Duration,
+    },
+    /// A write through a store opened with [`Store::open_read_only`].
+    #[error("the findings store was opened read-only")]
+    ReadOnly,
+    /// The PostgreSQL store's own runtime could not start.
+    #[error("cannot start the findings store's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// What one [`Store::record`] call changed.
@@ -112,122 +166,134 @@ pub struct Recorded {
     pub new_in_run: Vec<usize>,
 }
 
+/// What one [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    /// Runs deleted, with their per-run finding rows.
+    pub runs: u64,
+    /// Findings deleted: no remaining run saw them.
+    pub findings: u64,
+}
+
+/// Where a store lives: what `--store` names.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A schema in a PostgreSQL database.
+    Postgres(Box<PgLocation>),
+}
+
+impl From<&Path> for StoreLocation {
+    fn from(path: &Path) -> StoreLocation {
+        StoreLocation::Sqlite(path.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for StoreLocation {
+    fn from(path: PathBuf) -> StoreLocation {
+        StoreLocation::Sqlite(path)
+    }
+}
+
+impl From<&PathBuf> for StoreLocation {
+    fn from(path: &PathBuf) -> StoreLocation {
+        StoreLocation::Sqlite(path.clone())
+    }
+}
+
+impl From<PgLocation> for StoreLocation {
+    fn from(location: PgLocation) -> StoreLocation {
+        StoreLocation::Postgres(Box::new(location))
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    /// The path, or the URL without its password and the schema.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            StoreLocation::Postgres(pg) => write!(f, "{pg}"),
+        }
+    }
+}
+
 /// An open findings store.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    backend: Backend,
 }
 
-/// Switches the file to WAL (a setting stored in the file, so only the
-/// first opener changes it). Changing the journal mode needs an exclusive
-/// lock and SQLite answers BUSY at once, without the busy handler, when
-/// another connection is opening the same fresh file: retry for as long
-/// as the busy timeout would have waited.
-fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
-    loop {
-        let mode = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))?;
-        if mode.eq_ignore_ascii_case("wal") {
-            return Ok(());
+#[derive(Debug)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(Box<postgres::PgStore>),
+}
+
+/// Calls the same method on whichever backend is open.
+macro_rules! dispatch {
+    ($self:expr, $store:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($store) => $call,
+            Backend::Postgres($store) => $call,
         }
-        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
-            Ok(_) => return Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => return Err(e),
+    };
+    (mut $self:expr, $store:ident => $call:expr) => {
+        match &mut $self.backend {
+            Backend::Sqlite($store) => $call,
+            Backend::Postgres($store) => $call,
         }
-    }
+    };
 }
 
 impl Store {
-    /// Opens (creating the file and its directories if needed) and migrates
-    /// the store for writing.
-    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let open_err = |source| StoreError::Open {
-            path: path.clone(),
-            source,
+    /// Opens the store for writing: creates an SQLite file (and its
+    /// directories), or connects to PostgreSQL; then migrates its schema.
+    pub fn open(location: impl Into<StoreLocation>) -> Result<Store, StoreError> {
+        let backend = match location.into() {
+            StoreLocation::Sqlite(path) => Backend::Sqlite(sqlite::SqliteStore::open(&path)?),
+            StoreLocation::Postgres(pg) => {
+                Backend::Postgres(Box::new(postgres::PgStore::open(*pg, true)?))
+            }
         };
-        let mut conn = Connection::open(&path).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // WAL lets readers and one writer proceed together; NORMAL sync is
-        // durable against process crashes, which is what a proxy faces.
-        set_wal(&conn).map_err(open_err)?;
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(open_err)?;
-        schema::migrate(&mut conn).map_err(|e| match e {
-            StoreError::Sqlite(source) => open_err(source),
-            other => other,
-        })?;
-        Ok(Store { conn, path })
+        Ok(Store { backend })
     }
 
     /// Opens an existing store for reading only, as `qproxy report` does
-    /// while proxies may still be writing. A missing file is an error, not
-    /// an empty store, so a wrong `--store` path cannot pass CI.
-    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        if !path.exists() {
-            return Err(StoreError::Missing { path });
-        }
-        let open_err = |source| StoreError::Open {
-            path: path.clone(),
-            source,
+    /// while proxies may still be writing. A missing file (or schema) is
+    /// an error, not an empty store, so a wrong `--store` cannot pass CI.
+    pub fn open_read_only(location: impl Into<StoreLocation>) -> Result<Store, StoreError> {
+        let backend = match location.into() {
+            StoreLocation::Sqlite(path) => {
+                Backend::Sqlite(sqlite::SqliteStore::open_read_only(&path)?)
+            }
+            StoreLocation::Postgres(pg) => {
+                Backend::Postgres(Box::new(postgres::PgStore::open(*pg, false)?))
+            }
         };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        match schema::version(&conn).map_err(open_err)? {
-            0 => Err(StoreError::NotAStore { path }),
-            v if v > schema::SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
-                found: v,
-                supported: schema::SCHEMA_VERSION,
-            }),
-            v if v < schema::SCHEMA_VERSION => Err(StoreError::SchemaOutdated {
-                found: v,
-                supported: schema::SCHEMA_VERSION,
-            }),
-            _ => Ok(Store { conn, path }),
-        }
+        Ok(Store { backend })
     }
 
     /// Changes how long a statement waits for another connection's lock
-    /// before failing with BUSY. The writer thread shortens it, so that a
-    /// store locked by someone else costs it a failed write to retry
-    /// later, never a thread stuck in SQLite.
+    /// before failing (SQLite's busy timeout, PostgreSQL's
+    /// `lock_timeout`). The writer thread shortens it, so that a store
+    /// locked by someone else costs it a failed write to retry later,
+    /// never a thread stuck in the store.
     pub fn set_busy_timeout(&mut self, timeout: Duration) -> Result<(), StoreError> {
-        self.conn.busy_timeout(timeout)?;
-        Ok(())
+        dispatch!(mut self, s => s.set_busy_timeout(timeout))
     }
 
-    /// The file this store is backed by.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The file this store is backed by; `None` for PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite(s) => Some(s.path()),
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Records the start of a run and returns its id.
     pub fn begin_run(&mut self, info: &RunInfo) -> Result<RunId, StoreError> {
-        self.conn.execute(
-            "INSERT INTO runs (started_at, host, pid, version) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                rows::to_nanos(info.started_at),
-                info.host,
-                info.pid,
-                info.version
-            ],
-        )?;
-        Ok(RunId(self.conn.last_insert_rowid()))
+        dispatch!(mut self, s => s.begin_run(info))
     }
 
     /// Folds finding deltas into the store in one transaction: occurrences
@@ -249,172 +315,70 @@ impl Store {
         self.write(run, &batch.findings, Some(&batch.summary))
     }
 
+    /// Every write also marks the run active now: what retention and
+    /// `qproxy report --since` go by.
     fn write(
         &mut self,
         run: RunId,
         deltas: &[Finding],
         summary: Option<&Summary>,
     ) -> Result<Recorded, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut recorded = Recorded::default();
-        for (i, delta) in deltas.iter().enumerate() {
-            if rows::upsert(&tx, run, delta)? {
-                recorded.new_in_run.push(i);
-            }
-        }
-        if let Some(s) = summary {
-            let changed = tx.execute(
-                "UPDATE runs SET queries = ?2, fingerprints = ?3, requests = ?4, \
-                 correlated_fraction = ?5, parse_failures = ?6, dropped_events = ?7, catalog = ?8, \
-                 findings_lost = ?9, statements_not_analysed = ?10, verifications_skipped = ?11 \
-                 WHERE id = ?1",
-                params![
-                    run.0,
-                    rows::to_i64(s.queries),
-                    rows::to_i64(s.fingerprints),
-                    rows::to_i64(s.requests),
-                    s.correlated_fraction,
-                    rows::to_i64(s.parse_failures),
-                    rows::to_i64(s.dropped_events),
-                    s.catalog,
-                    rows::to_i64(s.findings_lost),
-                    rows::to_i64(s.statements_not_analysed),
-                    rows::to_i64(s.verifications_skipped),
-                ],
-            )?;
-            if changed == 0 {
-                return Err(StoreError::NoSuchRun(run.0));
-            }
-        }
-        tx.commit()?;
-        Ok(recorded)
+        dispatch!(mut self, s => s.write(run, deltas, summary))
     }
 
     /// Marks the run as cleanly ended.
     pub fn end_run(&mut self, run: RunId, ended_at: OffsetDateTime) -> Result<(), StoreError> {
-        let changed = self.conn.execute(
-            "UPDATE runs SET ended_at = ?2 WHERE id = ?1",
-            params![run.0, rows::to_nanos(ended_at)],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::NoSuchRun(run.0));
-        }
-        Ok(())
+        dispatch!(mut self, s => s.end_run(run, ended_at))
+    }
+
+    /// Retention: deletes the runs last active (last written, or ended)
+    /// before `cutoff`, except `keep` (the caller's own run), with their
+    /// per-run rows; then the findings that no remaining run saw and that
+    /// were last seen before `cutoff`.
+    pub fn prune(
+        &mut self,
+        cutoff: OffsetDateTime,
+        keep: Option<RunId>,
+    ) -> Result<Pruned, StoreError> {
+        dispatch!(mut self, s => s.prune(cutoff, keep))
     }
 
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<RunMeta>, StoreError> {
-        self.select_runs("", [])
+        dispatch!(self, s => s.runs())
     }
 
     /// Builds the report for `selection` from one consistent snapshot:
     /// the runs, their combined coverage, and their findings merged and
     /// sorted. No runs yet is an empty report, not an error.
     pub fn load_report(&self, selection: &RunSelection) -> Result<Report, StoreError> {
-        // One read transaction: a concurrent writer's commit lands wholly
-        // before or after this report, never half in it.
-        let tx = self.conn.unchecked_transaction()?;
-        let runs = match *selection {
-            RunSelection::All => self.runs()?,
-            RunSelection::Latest => {
-                self.select_runs("ORDER BY started_at DESC, id DESC LIMIT 1", [])?
-            }
-            RunSelection::Id(id) => {
-                let runs = self.select_runs("WHERE id = ?1", [id])?;
-                if runs.is_empty() {
-                    return Err(StoreError::NoSuchRun(id));
-                }
-                runs
-            }
-        };
-        let mut merged: BTreeMap<String, Finding> = BTreeMap::new();
-        let sql = format!(
-            "SELECT {}, {} FROM run_findings rf JOIN findings f ON f.id = rf.finding_id \
-             WHERE rf.run_id = ?1 ORDER BY rf.finding_id",
-            rows::FINDING_COLUMNS,
-            rows::RUN_COLUMNS
-        );
-        let mut stmt = tx.prepare(&sql)?;
-        for run in &runs {
-            let mut rows = stmt.query([run.id])?;
-            while let Some(row) = rows.next()? {
-                let mut f = rows::finding_from_row(row)?;
-                rows::apply_run_row(&mut f, row, 17)?;
-                match merged.get_mut(&f.id) {
-                    Some(acc) => acc.merge(&f),
-                    None => {
-                        merged.insert(f.id.clone(), f);
-                    }
-                }
-            }
-        }
-        drop(stmt);
-        tx.finish()?;
-        let mut report = Report {
-            summary: combine_summaries(runs.iter().map(|r| &r.summary)),
-            runs,
-            findings: merged.into_values().collect(),
-        };
-        report.sort_findings();
-        Ok(report)
+        self.load_report_filtered(selection, &RunFilter::default())
     }
 
-    fn select_runs<const N: usize>(
+    /// [`Store::load_report`] over the runs `filter` leaves: `selection`
+    /// picks among them (the latest of an instance, say).
+    pub fn load_report_filtered(
         &self,
-        tail: &str,
-        args: [i64; N],
-    ) -> Result<Vec<RunMeta>, StoreError> {
-        let order = if tail.contains("ORDER BY") {
-            ""
-        } else {
-            "ORDER BY started_at, id"
-        };
-        let sql = format!(
-            "SELECT id, started_at, ended_at, host, pid, version, queries, fingerprints, requests, \
-             correlated_fraction, parse_failures, dropped_events, catalog, findings_lost, \
-             statements_not_analysed, verifications_skipped \
-             FROM runs {tail} {order}"
-        );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let runs = stmt
-            .query_map(rusqlite::params_from_iter(args), |r| {
-                Ok(RunMeta {
-                    id: r.get(0)?,
-                    started_at: rows::from_nanos(r.get(1)?),
-                    ended_at: r.get::<_, Option<i64>>(2)?.map(rows::from_nanos),
-                    host: r.get(3)?,
-                    pid: r.get(4)?,
-                    version: r.get(5)?,
-                    summary: Summary {
-                        queries: rows::to_u64(r.get(6)?),
-                        fingerprints: rows::to_u64(r.get(7)?),
-                        requests: rows::to_u64(r.get(8)?),
-                        correlated_fraction: r.get(9)?,
-                        parse_failures: rows::to_u64(r.get(10)?),
-                        dropped_events: rows::to_u64(r.get(11)?),
-                        catalog: r.get(12)?,
-                        findings_lost: rows::to_u64(r.get(13)?),
-                        statements_not_analysed: rows::to_u64(r.get(14)?),
-                        verifications_skipped: rows::to_u64(r.get(15)?),
-                    },
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(runs)
+        selection: &RunSelection,
+        filter: &RunFilter,
+    ) -> Result<Report, StoreError> {
+        dispatch!(self, s => s.load_report(selection, filter))
     }
 
     /// The stored all-runs row of one finding, for tests and tools that
     /// need it without a run selection.
     pub fn finding(&self, id: &str) -> Result<Option<Finding>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM findings f WHERE f.id = ?1",
-            rows::FINDING_COLUMNS
-        );
-        self.conn
-            .query_row(&sql, [id], |row| Ok(rows::finding_from_row(row)))
-            .optional()?
-            .transpose()
+        dispatch!(self, s => s.finding(id))
     }
+}
+
+/// The report of `runs` (in report order) and their merged findings.
+fn assemble_report(runs: Vec<RunMeta>, merged: BTreeMap<String, Finding>) -> Report {
+    let mut report = Report {
+        summary: combine_summaries(runs.iter().map(|r| &r.summary)),
+        runs,
+        findings: merged.into_values().collect(),
+    };
+    report.sort_findings();
+    report
 }

@@ -1,4 +1,6 @@
-//! How a [`Finding`] maps to `findings` and `run_findings` rows and back.
+//! How a [`Finding`] maps to `findings` and `run_findings` rows and back
+//! (decoding is shared by both backends; the SQLite upsert lives here, the
+//! PostgreSQL one in SQL, in `postgres::sql`).
 //!
 //! A finding splits in two: what identifies and explains it (query, table,
 //! suggestion, details; stored once in `findings`) and what a run saw of it
@@ -66,64 +68,130 @@ fn opt_json<T: serde::de::DeserializeOwned>(
     text.map(|t| json(id, field, &t)).transpose()
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Plain data with string keys always serializes.
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
+/// A `findings` row as either backend reads it, before its text is
+/// checked: both stores decode through here, so a finding reads back the
+/// same from SQLite and from PostgreSQL.
+pub(crate) struct RawFinding {
+    pub id: String,
+    pub kind: String,
+    pub severity: String,
+    pub fingerprint: String,
+    pub query: String,
+    pub table: Option<String>,
+    pub columns: String,
+    pub count: Option<i64>,
+    pub occurrences: i64,
+    pub request: Option<String>,
+    pub parent: Option<String>,
+    pub rows_max: Option<i64>,
+    pub suggestion: Option<String>,
+    pub database: Option<String>,
+    pub details: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+impl RawFinding {
+    pub fn decode(self) -> Result<Finding, StoreError> {
+        let id = self.id;
+        let kind = FindingKind::parse(&self.kind).ok_or_else(|| {
+            corrupt(
+                &id,
+                format_args!("unknown kind `{}` (written by a newer qproxy?)", self.kind),
+            )
+        })?;
+        let severity = parse_severity(&self.severity)
+            .ok_or_else(|| corrupt(&id, format_args!("unknown severity `{}`", self.severity)))?;
+        Ok(Finding {
+            kind,
+            severity,
+            fingerprint: self.fingerprint,
+            query: self.query,
+            table: self.table,
+            columns: json(&id, "columns", &self.columns)?,
+            count: self.count.map(to_u64),
+            occurrences: to_u64(self.occurrences),
+            request: opt_json(&id, "request", self.request)?,
+            parent: opt_json(&id, "parent", self.parent)?,
+            rows: self.rows_max.map(|m| RowStats { max: to_u64(m) }),
+            suggestion: self.suggestion,
+            database: self.database,
+            details: json(&id, "details", &self.details)?,
+            first_seen: from_nanos(self.first_seen),
+            last_seen: from_nanos(self.last_seen),
+            id,
+        })
+    }
+}
+
+/// A `run_findings` row's run-varying fields, as either backend reads them.
+pub(crate) struct RawRunRow {
+    pub severity: String,
+    pub occurrences: i64,
+    pub count: Option<i64>,
+    pub request: Option<String>,
+    pub rows_max: Option<i64>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+impl RawRunRow {
+    /// Replaces the run-varying fields of `f` with the run's.
+    pub fn apply(self, f: &mut Finding) -> Result<(), StoreError> {
+        f.severity = parse_severity(&self.severity)
+            .ok_or_else(|| corrupt(&f.id, format_args!("unknown severity `{}`", self.severity)))?;
+        f.occurrences = to_u64(self.occurrences);
+        f.count = self.count.map(to_u64);
+        f.request = opt_json::<RequestRef>(&f.id, "request", self.request)?;
+        f.rows = self.rows_max.map(|m| RowStats { max: to_u64(m) });
+        f.first_seen = from_nanos(self.first_seen);
+        f.last_seen = from_nanos(self.last_seen);
+        Ok(())
+    }
+}
+
 /// Reads a finding from a row selected with [`FINDING_COLUMNS`] first.
 pub(crate) fn finding_from_row(row: &Row<'_>) -> Result<Finding, StoreError> {
-    let id: String = row.get(0)?;
-    let kind: String = row.get(1)?;
-    let kind = FindingKind::parse(&kind).ok_or_else(|| {
-        corrupt(
-            &id,
-            format_args!("unknown kind `{kind}` (written by a newer qproxy?)"),
-        )
-    })?;
-    let severity: String = row.get(2)?;
-    let severity = parse_severity(&severity)
-        .ok_or_else(|| corrupt(&id, format_args!("unknown severity `{severity}`")))?;
-    let columns: String = row.get(6)?;
-    let details: String = row.get(14)?;
-    Ok(Finding {
-        kind,
-        severity,
+    RawFinding {
+        id: row.get(0)?,
+        kind: row.get(1)?,
+        severity: row.get(2)?,
         fingerprint: row.get(3)?,
         query: row.get(4)?,
         table: row.get(5)?,
-        columns: json(&id, "columns", &columns)?,
-        count: row.get::<_, Option<i64>>(7)?.map(to_u64),
-        occurrences: to_u64(row.get(8)?),
-        request: opt_json(&id, "request", row.get(9)?)?,
-        parent: opt_json(&id, "parent", row.get(10)?)?,
-        rows: row
-            .get::<_, Option<i64>>(11)?
-            .map(|m| RowStats { max: to_u64(m) }),
+        columns: row.get(6)?,
+        count: row.get(7)?,
+        occurrences: row.get(8)?,
+        request: row.get(9)?,
+        parent: row.get(10)?,
+        rows_max: row.get(11)?,
         suggestion: row.get(12)?,
         database: row.get(13)?,
-        details: json(&id, "details", &details)?,
-        first_seen: from_nanos(row.get(15)?),
-        last_seen: from_nanos(row.get(16)?),
-        id,
-    })
+        details: row.get(14)?,
+        first_seen: row.get(15)?,
+        last_seen: row.get(16)?,
+    }
+    .decode()
 }
 
 /// Replaces the run-varying fields of `f` with the run's, read from the
 /// [`RUN_COLUMNS`] starting at column `at`.
 pub(crate) fn apply_run_row(f: &mut Finding, row: &Row<'_>, at: usize) -> Result<(), StoreError> {
-    let severity: String = row.get(at)?;
-    f.severity = parse_severity(&severity)
-        .ok_or_else(|| corrupt(&f.id, format_args!("unknown severity `{severity}`")))?;
-    f.occurrences = to_u64(row.get(at + 1)?);
-    f.count = row.get::<_, Option<i64>>(at + 2)?.map(to_u64);
-    f.request = opt_json::<RequestRef>(&f.id, "request", row.get(at + 3)?)?;
-    f.rows = row
-        .get::<_, Option<i64>>(at + 4)?
-        .map(|m| RowStats { max: to_u64(m) });
-    f.first_seen = from_nanos(row.get(at + 5)?);
-    f.last_seen = from_nanos(row.get(at + 6)?);
-    Ok(())
+    RawRunRow {
+        severity: row.get(at)?,
+        occurrences: row.get(at + 1)?,
+        count: row.get(at + 2)?,
+        request: row.get(at + 3)?,
+        rows_max: row.get(at + 4)?,
+        first_seen: row.get(at + 5)?,
+        last_seen: row.get(at + 6)?,
+    }
+    .apply(f)
 }
 
 /// Folds `delta` into the all-runs row and the run's row, inside the

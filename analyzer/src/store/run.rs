@@ -12,11 +12,15 @@ use crate::finding::Summary;
 pub struct RunId(pub i64);
 
 /// What the store records about a proxy process when it starts, so reports
-/// can tell runs (and sidecars sharing a file) apart.
+/// can tell runs (and sidecars sharing a store) apart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInfo {
     /// Process start time; [`RunSelection::Latest`] orders by it.
     pub started_at: OffsetDateTime,
+    /// The proxy's name in a fleet (`--instance`, by default
+    /// `<host name>:<listen address>`): what `qproxy report --instance`
+    /// selects.
+    pub instance: String,
     /// Host name.
     pub host: String,
     /// Process id.
@@ -26,10 +30,11 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    /// This process, now: the usual way to start a run.
-    pub fn current(version: &str) -> RunInfo {
+    /// This process, now, named `instance`: the usual way to start a run.
+    pub fn current(version: &str, instance: &str) -> RunInfo {
         RunInfo {
             started_at: OffsetDateTime::now_utc(),
+            instance: instance.to_string(),
             host: host_name(),
             pid: std::process::id(),
             version: version.to_string(),
@@ -38,8 +43,8 @@ impl RunInfo {
 }
 
 /// The host name without a libc call: Linux's procfs, then the usual
-/// environment variables.
-fn host_name() -> String {
+/// environment variables (`unknown` when none says).
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())
@@ -58,6 +63,19 @@ pub enum RunSelection {
     All,
     /// One run by id.
     Id(i64),
+}
+
+/// Narrows the runs a report covers (`qproxy report --instance`,
+/// `--since`); the [`RunSelection`] then applies to what is left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only runs of this instance.
+    pub instance: Option<String>,
+    /// Only runs active at or after this time (their last write, or their
+    /// end), and of those only the findings they saw at or after it. A
+    /// finding's counts still cover its whole run: the store keeps one
+    /// tally per run, not a time series.
+    pub since: Option<OffsetDateTime>,
 }
 
 /// A `--run` value that is not `latest`, `all` or a run id.

@@ -1,4 +1,5 @@
-//! The store's schema and its migrations.
+//! The SQLite store's schema and its migrations (the PostgreSQL store has
+//! its own, in `postgres::schema`, with the same tables).
 //!
 //! The schema version is SQLite's `PRAGMA user_version`: 0 is a file no
 //! qproxy has set up, `n` means the first `n` entries of [`MIGRATIONS`] have
@@ -86,6 +87,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // v4: index suggestions hypopg did not check (Summary::verifications_skipped).
     r#"
     ALTER TABLE runs ADD COLUMN verifications_skipped INTEGER NOT NULL DEFAULT 0;
+    "#,
+    // v5: runs name their proxy (`--instance`) and say when they last
+    // wrote, which retention and `report --since` go by. Older runs are
+    // named after their host and were last active when they ended (or,
+    // never ended, when they started).
+    r#"
+    ALTER TABLE runs ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN updated_at INTEGER;
+    UPDATE runs SET instance = host, updated_at = COALESCE(ended_at, started_at);
+    CREATE INDEX runs_by_instance ON runs (instance, started_at);
     "#,
 ];
 

@@ -1,6 +1,7 @@
 //! The background writer: one OS thread owns the [`Store`] and writes what
-//! the analyzer hands it, so SQLite (fsyncs, lock waits on a shared file)
-//! never runs on an async worker or the forwarding path.
+//! the analyzer hands it, so the store (SQLite's fsyncs and lock waits on a
+//! shared file, PostgreSQL's round trips) never runs on an async worker or
+//! the forwarding path.
 //!
 //! The analyzer submits one [`Batch`] per flush interval over a bounded
 //! channel without ever blocking. If the channel is full, the batch is
@@ -25,10 +26,16 @@
 //!
 //! A crash loses at most the last flush interval plus whatever was pending
 //! while the store was unwritable.
+//!
+//! # Retention
+//! With [`WriterConfig::retention`] set, the thread deletes runs last
+//! active longer ago than that (never its own) at startup, before the
+//! proxy takes clients, and then every [`prune_interval`]. A prune that
+//! fails is logged and tried again at the next interval; it never costs
+//! findings.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -37,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::{RunId, RunInfo, Store, StoreError};
+use super::{period, RunId, RunInfo, Store, StoreError, StoreLocation};
 use crate::finding::{Finding, Summary};
 use crate::report::escape::for_terminal_line;
 
@@ -66,6 +73,9 @@ pub struct WriterConfig {
     /// How long the last flush (at [`Writer::finish`], or when the handle
     /// is dropped) keeps retrying before what is pending is given up on.
     pub final_flush_timeout: Duration,
+    /// Delete runs (and findings only they saw) last active longer ago
+    /// than this; `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl WriterConfig {
@@ -85,6 +95,7 @@ impl Default for WriterConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             final_flush_timeout: WriterConfig::DEFAULT_FINAL_FLUSH_TIMEOUT,
+            retention: None,
         }
     }
 }
@@ -96,6 +107,12 @@ pub struct Batch {
     pub findings: Vec<Finding>,
     /// The run's coverage totals so far (replaces the stored ones).
     pub summary: Summary,
+}
+
+/// How often retention runs after startup: hourly, or as often as the
+/// retention itself when that is shorter (at least once a second).
+pub fn prune_interval(retention: Duration) -> Duration {
+    retention.clamp(Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 /// Counters for metrics and for tests; every loss is counted here.
@@ -115,6 +132,8 @@ pub struct WriterStats {
     /// still unwritable when the final flush gave up, or submitted after
     /// the writer thread was gone.
     pub findings_lost: AtomicU64,
+    /// Runs deleted by retention.
+    pub runs_pruned: AtomicU64,
 }
 
 impl WriterStats {
@@ -220,22 +239,27 @@ pub struct Writer {
 
 impl Writer {
     /// [`Writer::spawn_with`] the default [`WriterConfig`].
-    pub fn spawn(path: impl AsRef<Path>, info: RunInfo) -> Result<Writer, StoreError> {
-        Writer::spawn_with(path, info, WriterConfig::default())
+    pub fn spawn(location: impl Into<StoreLocation>, info: RunInfo) -> Result<Writer, StoreError> {
+        Writer::spawn_with(location, info, WriterConfig::default())
     }
 
-    /// Opens the store, starts a run and the writer thread. Opening happens
-    /// here, not on the thread, so a bad `--store` fails at startup.
+    /// Opens the store, starts a run, applies retention once, and starts
+    /// the writer thread. Opening happens here, not on the thread, so a bad
+    /// `--store` fails at startup.
     pub fn spawn_with(
-        path: impl AsRef<Path>,
+        location: impl Into<StoreLocation>,
         info: RunInfo,
         config: WriterConfig,
     ) -> Result<Writer, StoreError> {
-        let mut store = Store::open(path)?;
+        let mut store = Store::open(location)?;
         let run = store.begin_run(&info)?;
         store.set_busy_timeout(config.busy_timeout)?;
         let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
         let stats = Arc::new(WriterStats::default());
+        let next_prune = config.retention.map(|retention| {
+            prune(&mut store, run, retention, &stats);
+            Instant::now() + prune_interval(retention)
+        });
         let pending_max = config.pending_max.max(1);
         let flusher = Flusher {
             store,
@@ -250,6 +274,7 @@ impl Writer {
             retry_at: None,
             failures: 0,
             cap_reached: false,
+            next_prune,
         };
         let thread = std::thread::Builder::new()
             .name("qproxy-store".into())
@@ -367,10 +392,15 @@ impl Drop for Writer {
 /// handle is dropped, flush what is left and stop.
 fn write_loop(mut flusher: Flusher, rx: Receiver<Message>) -> Result<(), StoreError> {
     loop {
-        let message = match flusher.retry_at {
+        let wake = match (flusher.retry_at, flusher.next_prune) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let message = match wake {
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
         };
+        flusher.prune_if_due();
         match message {
             Ok(Message::Batch(batch)) => {
                 flusher.take(batch);
@@ -383,7 +413,9 @@ fn write_loop(mut flusher: Flusher, rx: Receiver<Message>) -> Result<(), StoreEr
                 return flusher.finish(Some(ended_at));
             }
             Err(RecvTimeoutError::Timeout) => {
-                let _ = flusher.attempt();
+                if flusher.retry_at.is_some_and(|at| at <= Instant::now()) {
+                    let _ = flusher.attempt();
+                }
             }
             // Handle dropped without finish: flush, but leave the run
             // unended, as after a crash.
@@ -408,9 +440,21 @@ struct Flusher {
     failures: u64,
     /// Whether this outage has dropped deltas yet (logged once per outage).
     cap_reached: bool,
+    /// When retention runs next; `None` without a retention.
+    next_prune: Option<Instant>,
 }
 
 impl Flusher {
+    fn prune_if_due(&mut self) {
+        let (Some(at), Some(retention)) = (self.next_prune, self.config.retention) else {
+            return;
+        };
+        if at <= Instant::now() {
+            prune(&mut self.store, self.run, retention, &self.stats);
+            self.next_prune = Some(Instant::now() + prune_interval(retention));
+        }
+    }
+
     fn take(&mut self, batch: Batch) {
         let dropped = self.pending.absorb(batch, self.config.pending_max);
         self.stats
@@ -545,6 +589,29 @@ impl Flusher {
             );
         }
         Ok(())
+    }
+}
+
+/// Deletes what is older than `retention`, except `run` (this process's),
+/// and says what went. A failure is logged: retention tries again later.
+fn prune(store: &mut Store, run: RunId, retention: Duration, stats: &WriterStats) {
+    let cutoff = period::before(OffsetDateTime::now_utc(), retention);
+    match store.prune(cutoff, Some(run)) {
+        Ok(pruned) => {
+            stats.runs_pruned.fetch_add(pruned.runs, Ordering::Relaxed);
+            if pruned.runs > 0 || pruned.findings > 0 {
+                tracing::info!(
+                    runs = pruned.runs,
+                    findings = pruned.findings,
+                    retention_s = retention.as_secs(),
+                    "findings store retention: deleted old runs"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "findings store retention failed; trying again later"
+        ),
     }
 }
 

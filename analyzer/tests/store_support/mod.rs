@@ -18,6 +18,7 @@ pub fn at(secs: i64) -> OffsetDateTime {
 pub fn run_info(host: &str, started: i64) -> RunInfo {
     RunInfo {
         started_at: at(started),
+        instance: format!("{host}:6432"),
         host: host.into(),
         pid: 4242,
         version: "0.1.0".into(),
@@ -265,6 +266,7 @@ pub fn fixed_report() -> Report {
             id: 3,
             started_at: at(-60),
             ended_at: Some(at(600)),
+            instance: "ci-runner-1:6432".into(),
             host: "ci-runner-1".into(),
             pid: 4242,
             version: "0.1.0".into(),

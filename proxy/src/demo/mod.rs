@@ -58,7 +58,7 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
         .store
         .clone()
         .unwrap_or_else(|| pg.dir().join("findings.db"));
-    let store = StoreSink::open(&store_path)?;
+    let store = StoreSink::open(&store_path, "demo")?;
     let config = args.resolve()?;
     let analysis_settings = config.analysis.clone();
     let mut server = Server::bind(config).await?;

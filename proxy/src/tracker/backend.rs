@@ -94,7 +94,9 @@ impl Tracker {
                 let sqlstate = ErrorFields::prefix(prefix).sqlstate();
                 self.on_error(sqlstate.unwrap_or(*b"XX000"));
             }
-            Some(tag::ROW_DESCRIPTION) => self.pop_if(|p| matches!(p, Pending::Describe)),
+            Some(tag::ROW_DESCRIPTION) => {
+                self.pop_if(|p| matches!(p, Pending::Describe));
+            }
             Some(tag::PARAMETER_STATUS) | None => {}
             Some(_) => self.desync(),
         }
@@ -150,12 +152,30 @@ impl Tracker {
         match t {
             tag::EMPTY_QUERY_RESPONSE => self.complete(Outcome::Empty),
             tag::PORTAL_SUSPENDED => self.complete(Outcome::Suspended),
-            tag::PARSE_COMPLETE => self.pop_if(|p| matches!(p, Pending::Parse { .. })),
-            tag::BIND_COMPLETE => self.pop_if(|p| matches!(p, Pending::Bind)),
-            tag::CLOSE_COMPLETE => self.pop_if(|p| matches!(p, Pending::Close)),
+            tag::PARSE_COMPLETE => {
+                self.pop_if(|p| matches!(p, Pending::Parse { .. }));
+            }
+            tag::BIND_COMPLETE => {
+                if let Some(Pending::Bind { unnamed: true }) =
+                    self.pop_if(|p| matches!(p, Pending::Bind { .. }))
+                {
+                    // The Bind replaced the unnamed portal.
+                    self.end_suspended("");
+                }
+            }
+            tag::CLOSE_COMPLETE => {
+                if let Some(Pending::Close {
+                    portal: Some(portal),
+                }) = self.pop_if(|p| matches!(p, Pending::Close { .. }))
+                {
+                    self.end_suspended(&portal);
+                }
+            }
             // RowDescription answers a Describe; inside a simple query or an
             // Execute it only announces rows.
-            tag::ROW_DESCRIPTION | tag::NO_DATA => self.pop_if(|p| matches!(p, Pending::Describe)),
+            tag::ROW_DESCRIPTION | tag::NO_DATA => {
+                self.pop_if(|p| matches!(p, Pending::Describe));
+            }
             tag::COPY_IN_RESPONSE => {
                 self.copy_in = true;
                 // Syncs the client pipelined behind an extended-protocol COPY
@@ -170,14 +190,17 @@ impl Tracker {
         }
     }
 
-    fn pop_if(&mut self, expected: impl Fn(&Pending) -> bool) {
+    /// Pops the front of the FIFO when it is the request this reply
+    /// answers, and returns it.
+    fn pop_if(&mut self, expected: impl Fn(&Pending) -> bool) -> Option<Pending> {
         match self.pending.front() {
-            Some(p) if expected(p) => {
-                self.pending.pop_front();
-            }
+            Some(p) if expected(p) => self.pending.pop_front(),
             // The server accepted what the tracker could not read.
-            Some(Pending::Unreadable { .. }) => self.desync(),
-            _ => {}
+            Some(Pending::Unreadable { .. }) => {
+                self.desync();
+                None
+            }
+            _ => None,
         }
     }
 
@@ -188,11 +211,25 @@ impl Tracker {
             Some(Pending::Execute(_)) => {
                 if let Some(Pending::Execute(Some(exec))) = self.pending.pop_front() {
                     if outcome != Outcome::Empty {
-                        self.emit(*exec, outcome);
+                        if ends_transaction_outcome(&outcome) {
+                            // Portals end with their transaction; their
+                            // executions belong before the COMMIT.
+                            self.end_suspended_all();
+                        }
+                        self.finish_chunk(exec, outcome);
                     }
                 }
             }
             Some(Pending::Query { exec, .. }) => {
+                let first = exec.statement_index == 0;
+                if first || ends_transaction_outcome(&outcome) {
+                    // A simple Query destroys the unnamed portal; a COMMIT
+                    // every portal.
+                    self.end_suspended_before_query(ends_transaction_outcome(&outcome));
+                }
+                let Some(Pending::Query { exec, .. }) = self.pending.front_mut() else {
+                    return;
+                };
                 let next = exec.next_statement(tx_status);
                 let index = exec.statement_index;
                 let finished = std::mem::replace(exec, next);
@@ -230,8 +267,12 @@ impl Tracker {
             Some(Pending::Query { exec, failed }) => {
                 if !*failed {
                     *failed = true;
+                    let first = exec.statement_index == 0;
                     let next = exec.next_statement(tx_status);
                     let finished = std::mem::replace(exec, next);
+                    if first {
+                        self.end_suspended_before_query(false);
+                    }
                     self.emit(*finished, Outcome::Error { sqlstate });
                 }
             }
@@ -243,6 +284,7 @@ impl Tracker {
                     }
                     match self.pending.pop_front() {
                         Some(Pending::Execute(Some(exec))) => {
+                            let exec = self.resume(exec);
                             self.emit(*exec, Outcome::Error { sqlstate });
                             // Executions skipped after the failing one never
                             // ran: they produce no event.
@@ -313,13 +355,20 @@ impl Tracker {
                 }
                 Pending::Query { exec, failed } => {
                     // A simple query whose last statement never completed
-                    // (e.g. an empty string) ends here without an event.
+                    // (e.g. an empty string) ends here without an event;
+                    // it still destroyed the unnamed portal.
                     let _ = (exec, failed);
+                    self.end_suspended("");
                     break;
                 }
                 Pending::Parse { name, generation } => self.forget_statement(name, generation),
                 _ => {}
             }
+        }
+        if self.tx_status != TxStatus::InTransaction {
+            // Outside a transaction block (or in a failed one) no portal
+            // can be fetched from any more.
+            self.end_suspended_all();
         }
         if self.tx_status == TxStatus::Idle && self.pending.is_empty() {
             // A transaction ended: the unnamed portal is gone server-side.
@@ -347,6 +396,11 @@ fn hash_row(exec: &mut Execution, msg: &[u8], limits: &crate::tracker::TrackerLi
             exec.result_hashes.push(value_hash(value, binary));
         }
     }
+}
+
+/// Whether a statement that ended so closes its transaction.
+fn ends_transaction_outcome(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Complete { tag } if ends_transaction(tag))
 }
 
 fn ends_transaction(tag: &str) -> bool {

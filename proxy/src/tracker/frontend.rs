@@ -134,17 +134,22 @@ impl Tracker {
             }
             tag::CLOSE => {
                 let target = TargetRef::decode(msg)?;
+                let mut portal = None;
                 match (target.target, target.name.as_ref()) {
                     (Target::Statement, "") => self.unnamed_statement = None,
                     (Target::Statement, name) => {
                         self.statements.remove(name);
                     }
-                    (Target::Portal, "") => self.unnamed_portal = None,
+                    (Target::Portal, "") => {
+                        self.unnamed_portal = None;
+                        portal = Some(Box::from(""));
+                    }
                     (Target::Portal, name) => {
                         self.portals.remove(name);
+                        portal = Some(Box::from(name));
                     }
                 }
-                self.push(Pending::Close);
+                self.push(Pending::Close { portal });
             }
             // During COPY FROM STDIN the server ignores Sync.
             tag::SYNC if !self.copy_in => self.push(Pending::Sync),
@@ -315,7 +320,9 @@ impl Tracker {
                 }
             }
         }
-        self.push(Pending::Bind);
+        self.push(Pending::Bind {
+            unnamed: portal_name.is_empty(),
+        });
     }
 
     fn on_execute(&mut self, execute: Execute<'_>) {
@@ -337,6 +344,7 @@ impl Tracker {
                 exec.param_hashes = p.param_hashes.clone();
                 exec.result_formats = p.result_formats.clone();
                 exec.offset = p.offset;
+                exec.portal = Some(Box::from(execute.portal.as_ref()));
                 if p.statement.name.is_some() {
                     exec.prepared_at = Some(p.statement.parsed_at);
                 }

@@ -11,11 +11,17 @@
 //! forwarded untouched, and if it ever loses track it stops analysing the
 //! connection instead of guessing.
 //!
+//! A portal fetched in chunks (Execute with a row limit, PortalSuspended,
+//! Execute again) is one execution, not one per chunk: see [`suspended`].
+//!
 //! Both relay directions share one tracker behind a mutex; each direction
 //! locks it once per read batch, never across an await.
 
 mod backend;
 mod frontend;
+#[cfg(test)]
+mod portal_tests;
+mod suspended;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +62,10 @@ pub struct TrackerLimits {
     /// ones are not built (they are counted as not analysed), so a Query of
     /// a hundred thousand statements costs the analyzer a thousand.
     pub max_statements_per_message: usize,
+    /// Portals suspended mid-result (a cursor between two fetches) whose
+    /// execution is kept open per connection; past it the oldest is
+    /// reported with the rows fetched so far (see [`suspended`]).
+    pub max_suspended_portals: usize,
 }
 
 impl Default for TrackerLimits {
@@ -69,6 +79,7 @@ impl Default for TrackerLimits {
             result_columns_hashed: 8,
             result_value_max_len: 64,
             max_statements_per_message: 1_000,
+            max_suspended_portals: 64,
         }
     }
 }
@@ -174,6 +185,13 @@ struct Execution {
     prepared_at: Option<SystemTime>,
     /// The bound OFFSET value (see `QueryEvent::offset`).
     offset: Option<u64>,
+    /// The portal an Execute ran (`""` for the unnamed one); `None` for
+    /// simple queries, which cannot be fetched in chunks.
+    portal: Option<Box<str>>,
+    /// When the latest chunk of a portal fetched in chunks ended
+    /// (PortalSuspended): an execution the client stops fetching early is
+    /// timed to there, not to whenever the portal is closed.
+    suspended_at: Option<Instant>,
 }
 
 impl Execution {
@@ -200,6 +218,8 @@ impl Execution {
             result_hashes: Vec::new(),
             prepared_at: None,
             offset: None,
+            portal: None,
+            suspended_at: None,
         })
     }
 
@@ -220,12 +240,14 @@ enum Pending {
         name: Option<Arc<str>>,
         generation: u64,
     },
-    /// BindComplete.
-    Bind,
+    /// BindComplete. `unnamed`: the Bind replaces the unnamed portal, so a
+    /// suspended execution of the old one ends with the reply.
+    Bind { unnamed: bool },
     /// RowDescription or NoData (after an optional ParameterDescription).
     Describe,
-    /// CloseComplete.
-    Close,
+    /// CloseComplete; `portal` names a closed portal (`""`: the unnamed
+    /// one), whose suspended execution, if any, ends with the reply.
+    Close { portal: Option<Box<str>> },
     /// DataRows, then CommandComplete, EmptyQueryResponse, PortalSuspended or
     /// ErrorResponse. `None` when the statement is unknown to the tracker.
     Execute(Option<Box<Execution>>),
@@ -266,6 +288,8 @@ pub struct Tracker {
     statements: HashMap<Box<str>, Statement>,
     unnamed_portal: Option<Portal>,
     portals: HashMap<Box<str>, Portal>,
+    /// Executions of portals suspended between two fetches.
+    suspended: suspended::SuspendedPortals,
     pending: VecDeque<Pending>,
     next_generation: u64,
     /// The backend's cancel key, once seen.
@@ -299,6 +323,7 @@ impl Tracker {
             statements: HashMap::new(),
             unnamed_portal: None,
             portals: HashMap::new(),
+            suspended: suspended::SuspendedPortals::new(limits.max_suspended_portals),
             pending: VecDeque::new(),
             next_generation: 0,
             backend_key: None,
@@ -359,6 +384,8 @@ impl Tracker {
         if let (Some(keys), Some((pid, secret))) = (&self.cancel_keys, &self.backend_key) {
             keys.remove(*pid, secret);
         }
+        // A portal the client stopped fetching from fetched what it fetched.
+        self.end_suspended_all();
         let pending = std::mem::take(&mut self.pending);
         for p in pending {
             match p {
@@ -407,6 +434,7 @@ impl Tracker {
         }
         self.phase = Phase::Desynced;
         self.pending.clear();
+        self.suspended.clear();
         self.sink
             .stats()
             .desynced_connections
@@ -452,7 +480,10 @@ impl Tracker {
             result_hashes: exec.result_hashes,
             offset: exec.offset,
             started_at: exec.started_at,
-            duration: exec.started.elapsed(),
+            duration: exec.suspended_at.map_or_else(
+                || exec.started.elapsed(),
+                |at| at.saturating_duration_since(exec.started),
+            ),
             rows: exec.rows,
             outcome,
             tx_status: exec.tx_status,

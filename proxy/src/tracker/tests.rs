@@ -11,16 +11,16 @@ use tokio::sync::mpsc;
 use super::*;
 
 /// A tracker past authentication, and the events it emits.
-struct Harness {
-    t: Tracker,
+pub(super) struct Harness {
+    pub(super) t: Tracker,
     rx: mpsc::Receiver<SessionEvent>,
 }
 
-fn harness() -> Harness {
+pub(super) fn harness() -> Harness {
     harness_with(TrackerLimits::default(), false)
 }
 
-fn harness_with(limits: TrackerLimits, strip: bool) -> Harness {
+pub(super) fn harness_with(limits: TrackerLimits, strip: bool) -> Harness {
     let (sink, rx) = EventSink::channel(1024);
     let info = SessionInfo {
         connection_id: 7,
@@ -38,12 +38,12 @@ fn harness_with(limits: TrackerLimits, strip: bool) -> Harness {
 }
 
 impl Harness {
-    fn client(&mut self, msgs: &[Vec<u8>]) {
+    pub(super) fn client(&mut self, msgs: &[Vec<u8>]) {
         for m in msgs {
             assert_eq!(self.t.frontend(m), Verdict::Forward);
         }
     }
-    fn server(&mut self, msgs: &[Vec<u8>]) {
+    pub(super) fn server(&mut self, msgs: &[Vec<u8>]) {
         for m in msgs {
             if backend_inspected(m[0]) {
                 self.t.backend(m);
@@ -52,7 +52,7 @@ impl Harness {
             }
         }
     }
-    fn events(&mut self) -> Vec<QueryEvent> {
+    pub(super) fn events(&mut self) -> Vec<QueryEvent> {
         let mut out = Vec::new();
         while let Ok(e) = self.rx.try_recv() {
             if let SessionEvent::Query(q) = e {
@@ -68,41 +68,41 @@ fn backend_inspected(tag: u8) -> bool {
 }
 
 /// A backend message.
-fn b(tag: char, body: &[u8]) -> Vec<u8> {
+pub(super) fn b(tag: char, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag as u8];
     v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
     v.extend_from_slice(body);
     v
 }
 
-fn cc(tag: &str) -> Vec<u8> {
+pub(super) fn cc(tag: &str) -> Vec<u8> {
     b('C', format!("{tag}\0").as_bytes())
 }
 
-fn err(code: &str) -> Vec<u8> {
+pub(super) fn err(code: &str) -> Vec<u8> {
     b(
         'E',
         format!("SERROR\0VERROR\0C{code}\0Mboom\0\0").as_bytes(),
     )
 }
 
-fn row() -> Vec<u8> {
+pub(super) fn row() -> Vec<u8> {
     b('D', &[0, 1, 0, 0, 0, 1, b'1'])
 }
 
-fn enc(f: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
+pub(super) fn enc(f: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
     let mut buf = BytesMut::new();
     f(&mut buf);
     buf.to_vec()
 }
 
-fn query(sql: &str) -> Vec<u8> {
+pub(super) fn query(sql: &str) -> Vec<u8> {
     enc(|b| fe::query(sql, b).unwrap())
 }
-fn parse(name: &str, sql: &str) -> Vec<u8> {
+pub(super) fn parse(name: &str, sql: &str) -> Vec<u8> {
     enc(|b| fe::parse(name, sql, [], b).unwrap())
 }
-fn bind(portal: &str, stmt: &str, params: &[Option<&str>]) -> Vec<u8> {
+pub(super) fn bind(portal: &str, stmt: &str, params: &[Option<&str>]) -> Vec<u8> {
     enc(|b| {
         fe::bind(
             portal,
@@ -123,10 +123,10 @@ fn bind(portal: &str, stmt: &str, params: &[Option<&str>]) -> Vec<u8> {
         .unwrap()
     })
 }
-fn execute(portal: &str) -> Vec<u8> {
+pub(super) fn execute(portal: &str) -> Vec<u8> {
     enc(|b| fe::execute(portal, 0, b).unwrap())
 }
-fn sync() -> Vec<u8> {
+pub(super) fn sync() -> Vec<u8> {
     enc(fe::sync)
 }
 fn describe_portal() -> Vec<u8> {
