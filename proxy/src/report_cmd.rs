@@ -660,7 +660,9 @@ mod tests {
         let path = dir.path().join("routes.db");
         let mut store = Store::open(&path).unwrap();
         for &n in items {
-            let run = store.begin_run(&RunInfo::current("test", "test-instance")).unwrap();
+            let run = store
+                .begin_run(&RunInfo::current("test", "test-instance"))
+                .unwrap();
             let mut orders = RouteStats::new("/orders", false);
             let mut users = RouteStats::new("users#show", false);
             for _ in 0..4 {
