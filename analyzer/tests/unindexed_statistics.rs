@@ -155,6 +155,22 @@ fn the_rest_of_the_predicate_leads_the_partial_index() {
 }
 
 #[test]
+fn a_sort_under_a_rare_value_gets_the_same_partial_index() {
+    let issues = issues_in(
+        &analysed(),
+        "SELECT * FROM orders WHERE status = 'cancelled' ORDER BY created_at DESC LIMIT 20",
+    );
+    let suggestions: Vec<&str> = issues.iter().map(|i| i.suggestion.as_str()).collect();
+    // The filter's and the sort's finding name one index (a backward scan
+    // delivers DESC).
+    assert_eq!(
+        suggestions,
+        ["CREATE INDEX CONCURRENTLY ON public.orders (created_at) WHERE status = $1;"; 2]
+    );
+    assert!(issues.iter().all(|i| i.verify_ddl.is_some()));
+}
+
+#[test]
 fn the_placeholder_is_numbered_like_the_normalized_query() {
     let mut issue = one("SELECT * FROM orders WHERE total > $1 AND status = 'cancelled'");
     number_placeholder(

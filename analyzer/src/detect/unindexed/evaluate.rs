@@ -265,7 +265,11 @@ pub(crate) fn evaluate(
                 _ => Severity::Info,
             };
         }
-        let index_keys = suggested_keys(table, source, &[], Some(&keys), false, bytewise, &[]);
+        // Under a rare value of a skewed column the filter's partial index
+        // delivers the order too: suggest the same one.
+        let partial = plans[sort.source].as_ref().and_then(|p| p.partial.as_ref());
+        let skip: Vec<&str> = partial.map(|p| p.column.as_str()).into_iter().collect();
+        let index_keys = suggested_keys(table, source, &[], Some(&keys), false, bytewise, &skip);
         let mut details = base_details(table, source);
         details.insert(
             "sort".into(),
@@ -276,13 +280,17 @@ pub(crate) fn evaluate(
         );
         details.insert("limited".into(), json!(sort.limited));
         details.insert("filter_served_by_index".into(), json!(served[sort.source]));
-        out.push(issue(
+        let mut found = issue(
             FindingKind::UnindexedSort,
             table,
             &index_keys,
             severity,
             details,
-        ));
+        );
+        if let Some(p) = partial {
+            restrict_to(&mut found, table, &index_keys, p);
+        }
+        out.push(found);
     }
 }
 
