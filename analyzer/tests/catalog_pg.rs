@@ -9,7 +9,7 @@ use qproxy_analyzer::detect::unindexed::{
     analyze, verify_batch, verify_with_hypopg, SkipReason, UnindexedConfig, Verification, VerifyJob,
 };
 use qproxy_analyzer::finding::FindingKind;
-use qproxy_tests::{PgCluster, SUPERUSER};
+use qproxy_tests::{PgCluster, SUPERUSER, TRUST};
 use tokio_postgres::NoTls;
 
 /// One cluster per test binary; each test works in its own database.
@@ -214,6 +214,108 @@ async fn the_table_cap_keeps_the_largest_and_says_so() {
     assert!(cat.truncated);
     assert_eq!(cat.table_count(), 1);
     assert!(cat.resolve_table(None, "orders").is_some());
+}
+
+/// `stats_big` (20k rows): `status` 98 % `done`, 2 % `new`; `amount` with
+/// a statistics target of 1000; an array column; `stats_small` (100 rows).
+/// `trust_user` may read only `id` and `status` of `stats_big`.
+const STATS: &str = "
+CREATE TABLE stats_big (id int PRIMARY KEY, status text NOT NULL, amount numeric NOT NULL,
+                        tags text[], note text, created_at timestamptz NOT NULL);
+ALTER TABLE stats_big ALTER COLUMN amount SET STATISTICS 1000;
+CREATE TABLE stats_small (id int PRIMARY KEY, status text);
+INSERT INTO stats_big
+    SELECT g, CASE WHEN g % 50 = 0 THEN 'new' ELSE 'done' END, g, ARRAY['t' || g % 3, 'x,y'],
+           CASE WHEN g % 10 = 0 THEN NULL ELSE 'n' || g END,
+           timestamptz '2024-01-01' + g * interval '1 minute'
+    FROM generate_series(1, 20000) g;
+INSERT INTO stats_small SELECT g, 'new' FROM generate_series(1, 100) g;
+ANALYZE;
+GRANT SELECT (id, status) ON stats_big TO trust_user;
+";
+
+#[tokio::test]
+async fn column_statistics_are_read_for_large_tables_capped() {
+    cluster().create_database("catalog_stats").unwrap();
+    cluster().psql_superuser("catalog_stats", STATS).unwrap();
+    let cat = catalog::load(&config("catalog_stats"), NoTls)
+        .await
+        .unwrap();
+    let big = cat.resolve_table(None, "stats_big").unwrap();
+    let stats = |c: &str| big.column(c).unwrap().stats.clone();
+
+    let status = stats("status").expect("status has statistics");
+    assert_eq!(status.n_distinct, 2.0);
+    assert_eq!(status.null_frac, 0.0);
+    let values: Vec<&str> = status.most_common.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(values, ["done", "new"]);
+    assert!((status.most_common[1].1 - 0.02).abs() < 0.005, "{status:?}");
+    assert!(status.histogram.is_empty());
+
+    // A statistics target of 1000: up to 1001 bounds, thinned to 101, still
+    // ascending from the smallest value to the largest.
+    let amount = stats("amount").expect("amount has statistics");
+    assert_eq!(amount.histogram.len(), catalog::MAX_HISTOGRAM_BOUNDS);
+    assert_eq!(amount.histogram.first().map(String::as_str), Some("1"));
+    assert_eq!(amount.histogram.last().map(String::as_str), Some("20000"));
+    assert!(amount.n_distinct < 0.0, "unique: a share of the rows");
+
+    let note = stats("note").expect("note has statistics");
+    assert!((note.null_frac - 0.1).abs() < 0.02, "{note:?}");
+    let created = stats("created_at").expect("created_at has statistics");
+    assert!(
+        created.histogram[0].starts_with("2024-01-01 00:01:00"),
+        "{:?}",
+        created.histogram[0]
+    );
+    // An array column's statistics read as text, whatever they hold.
+    assert!(stats("tags").is_some());
+
+    // Tables under the size threshold get none.
+    let small = cat.resolve_table(None, "stats_small").unwrap();
+    assert!(small.columns.iter().all(|c| c.stats.is_none()));
+
+    // A budget keeps what fits (whole columns), none when zero.
+    let options = catalog::LoadOptions {
+        max_stats_bytes: 2_000,
+        ..Default::default()
+    };
+    let capped = catalog::load_with(&config("catalog_stats"), NoTls, &options)
+        .await
+        .unwrap();
+    let with_stats = |cat: &catalog::Catalog| {
+        cat.resolve_table(None, "stats_big")
+            .unwrap()
+            .columns
+            .iter()
+            .filter(|c| c.stats.is_some())
+            .count()
+    };
+    assert!(with_stats(&capped) < with_stats(&cat), "{capped:?}");
+    assert!(with_stats(&capped) >= 1);
+    let none = catalog::LoadOptions {
+        max_stats_bytes: 0,
+        ..Default::default()
+    };
+    let none = catalog::load_with(&config("catalog_stats"), NoTls, &none)
+        .await
+        .unwrap();
+    assert_eq!(with_stats(&none), 0);
+
+    // pg_stats shows the upstream role only the columns it may read.
+    let reader: tokio_postgres::Config = cluster()
+        .url(TRUST, "catalog_stats", "disable")
+        .parse()
+        .unwrap();
+    let limited = catalog::load(&reader, NoTls).await.unwrap();
+    let big = limited.resolve_table(None, "stats_big").unwrap();
+    let readable: Vec<&str> = big
+        .columns
+        .iter()
+        .filter(|c| c.stats.is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(readable, ["id", "status"]);
 }
 
 #[tokio::test]

@@ -205,10 +205,58 @@ fn html_ranks_by_time_when_recorded_and_shows_hypopg() {
         html.contains("Top fingerprints by total time (ms)"),
         "{html}"
     );
-    assert!(html.contains("estimated cost 1200.5 → 8;"), "{html}");
+    assert!(
+        html.contains("verified: cost 1200.5 → 8.0 (index used)"),
+        "{html}"
+    );
     let chart = html.split("total time (ms)</h2>").nth(1).unwrap();
     let first_bar = chart.lines().nth(2).unwrap();
     assert!(first_bar.contains(&filter_fp()) && first_bar.contains(">9000<"));
+}
+
+#[test]
+fn index_findings_show_the_hypopg_verdict_on_one_line() {
+    let verdicts = [
+        (
+            serde_json::json!({"verified": true, "cost_before": 1234.5, "cost_after": 8.31, "uses_index": true}),
+            "verified: cost 1234.5 → 8.3 (index used)",
+        ),
+        (
+            serde_json::json!({"verified": true, "cost_before": 99.0, "cost_after": 99.0, "uses_index": false}),
+            "verified: cost 99.0 → 99.0 (index not used)",
+        ),
+        (
+            serde_json::json!({"verified": false, "reason": "the hypopg extension is not installed in this database"}),
+            "not verified: the hypopg extension is not installed in this database",
+        ),
+        (
+            serde_json::json!({"verified": false, "skipped": "queue_full", "reason": "not verified: skipped because the verification queue was full"}),
+            "not verified: skipped because the verification queue was full",
+        ),
+    ];
+    for (hypopg, line) in verdicts {
+        let mut r = fixed_report();
+        let filter = r
+            .findings
+            .iter_mut()
+            .find(|f| f.kind == FindingKind::UnindexedFilter)
+            .unwrap();
+        filter.details.insert("hypopg".into(), hypopg);
+        for format in [Format::Text, Format::Markdown, Format::Html] {
+            let out = report::render(&r, format, RenderOptions::default());
+            assert_eq!(
+                out.matches(line).count(),
+                1,
+                "{format:?} shows `{line}` once:\n{out}"
+            );
+        }
+    }
+    // No verdict recorded: no line.
+    let r = fixed_report();
+    for format in [Format::Text, Format::Markdown, Format::Html] {
+        let out = report::render(&r, format, RenderOptions::default());
+        assert!(!out.contains("verified: "), "{format:?}:\n{out}");
+    }
 }
 
 fn filter_fp() -> String {

@@ -13,7 +13,9 @@
 //! assert!(catalog.resolve_table(None, "orders").is_some());
 //! ```
 
-use super::{Catalog, Column, ForeignKey, Index, IndexKey, IndexMethod, KeyExpr, Table};
+use super::{
+    Catalog, Column, ColumnStats, ForeignKey, Index, IndexKey, IndexMethod, KeyExpr, Table,
+};
 
 /// Rows per 8 kB page assumed when inventing `relpages` for a hand-built
 /// table (a ~130-byte row); only the order of magnitude matters.
@@ -106,8 +108,19 @@ impl Table {
                 name: name.to_owned(),
                 type_name: type_name.to_owned(),
                 not_null: false,
+                stats: None,
             });
         }
+    }
+
+    /// Sets a column's statistics (adding it as `text` if missing), as
+    /// `ANALYZE` would have left them in `pg_stats`.
+    pub fn stats(mut self, column: &str, stats: ColumnStats) -> Table {
+        self.add_column(column, "text");
+        if let Some(c) = self.columns.iter_mut().find(|c| c.name == column) {
+            c.stats = Some(stats);
+        }
+        self
     }
 
     /// Adds an index, and any key column the table does not list yet.
@@ -149,6 +162,40 @@ impl Table {
             referenced_columns: owned(referenced_columns),
         });
         self.columns(columns)
+    }
+}
+
+impl ColumnStats {
+    /// Statistics of a column with `n_distinct` distinct values (PostgreSQL's
+    /// convention: negative for a share of the rows), no NULLs, no most
+    /// common values and no histogram.
+    pub fn distinct(n_distinct: f64) -> ColumnStats {
+        ColumnStats {
+            n_distinct,
+            ..ColumnStats::default()
+        }
+    }
+
+    /// Adds most common values with their frequencies, most common first.
+    pub fn most_common(mut self, values: &[(&str, f64)]) -> ColumnStats {
+        for (v, f) in values {
+            self.most_common.push(((*v).to_owned(), *f));
+            self.most_common_total += f;
+            self.most_common_count += 1;
+        }
+        self
+    }
+
+    /// Sets the histogram bounds (ascending).
+    pub fn histogram(mut self, bounds: &[&str]) -> ColumnStats {
+        self.histogram = bounds.iter().map(|b| (*b).to_owned()).collect();
+        self
+    }
+
+    /// Sets the share of NULLs.
+    pub fn nulls(mut self, null_frac: f64) -> ColumnStats {
+        self.null_frac = null_frac;
+        self
     }
 }
 

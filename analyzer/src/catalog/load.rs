@@ -1,10 +1,12 @@
 //! Reading a [`Catalog`] from a live server.
 //!
-//! Five queries in one read-only, repeatable-read transaction (so tables,
+//! Six queries in one read-only, repeatable-read transaction (so tables,
 //! columns and indexes come from one consistent snapshot), then the
-//! connection is closed. The queries read only `pg_catalog` and the
-//! statistics functions, which every role may read, so the `--upstream`
-//! credentials need no extra grants.
+//! connection is closed. The queries read only `pg_catalog`, the
+//! statistics functions and the `pg_stats` view, which every role may
+//! read, so the `--upstream` credentials need no extra grants. `pg_stats`
+//! shows only the columns the upstream role may SELECT; the others simply
+//! have no statistics, and findings on them are judged without.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -13,7 +15,10 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Config, Socket};
 
 use super::connect::{begin_read_only, with_connection, CatalogError};
-use super::{Catalog, Column, ForeignKey, Index, IndexKey, IndexMethod, KeyExpr, Table};
+use super::stats::{PgStatsRow, MAX_ARRAY_TEXT, MAX_MOST_COMMON};
+use super::{
+    Catalog, Column, ColumnStats, ForeignKey, Index, IndexKey, IndexMethod, KeyExpr, Table,
+};
 
 /// Default cap on tables loaded. Schemas with tens of thousands of tables
 /// (per-tenant schemas, partitions) exist; past this many the snapshot
@@ -21,6 +26,18 @@ use super::{Catalog, Column, ForeignKey, Index, IndexKey, IndexMethod, KeyExpr, 
 /// tables are kept, since only large tables produce findings, and
 /// [`Catalog::truncated`] says that some were left out.
 pub const DEFAULT_MAX_TABLES: usize = 20_000;
+
+/// Default size from which a table's column statistics are read: the
+/// detectors' default `min_table_rows`, under which nothing is reported
+/// and statistics would only cost memory.
+pub const DEFAULT_STATS_MIN_ROWS: u64 = 10_000;
+
+/// Default budget for column statistics, in bytes of value text read
+/// (plus a fixed 64 per column). Columns of the largest tables come first;
+/// what does not fit has no statistics and is judged as before they were
+/// read. With the caps of `stats.rs` a column costs at most ~40 kB, most
+/// far less, so 16 MiB covers some thousands of columns.
+pub const DEFAULT_MAX_STATS_BYTES: usize = 16 << 20;
 
 /// `application_name` of the introspection connection, so it can be told
 /// apart from the application's own in `pg_stat_activity`.
@@ -37,6 +54,12 @@ pub struct LoadOptions {
     pub timeout: Duration,
     /// Server-side `statement_timeout` for each catalog query (10 s).
     pub statement_timeout: Duration,
+    /// Tables with fewer estimated rows get no column statistics; see
+    /// [`DEFAULT_STATS_MIN_ROWS`].
+    pub stats_min_rows: u64,
+    /// Budget for column statistics; see [`DEFAULT_MAX_STATS_BYTES`]. Zero
+    /// reads none.
+    pub max_stats_bytes: usize,
 }
 
 impl Default for LoadOptions {
@@ -45,6 +68,8 @@ impl Default for LoadOptions {
             max_tables: DEFAULT_MAX_TABLES,
             timeout: Duration::from_secs(30),
             statement_timeout: Duration::from_secs(10),
+            stats_min_rows: DEFAULT_STATS_MIN_ROWS,
+            max_stats_bytes: DEFAULT_MAX_STATS_BYTES,
         }
     }
 }
@@ -74,7 +99,7 @@ where
         options.timeout,
         async |client| {
             begin_read_only(client, options.statement_timeout).await?;
-            let catalog = read_catalog(client, options.max_tables).await?;
+            let catalog = read_catalog(client, options).await?;
             client.batch_execute("COMMIT").await?;
             Ok(catalog)
         },
@@ -160,6 +185,37 @@ JOIN pg_namespace rn ON rn.oid = rc.relnamespace
 WHERE con.contype = 'f' AND con.conrelid = ANY($1)
 ORDER BY con.conrelid, con.conname";
 
+/// Column statistics of the tables in `$1`, largest tables first and
+/// within a table the cheapest columns first (a status column's few values
+/// before a long histogram of text), while the running size of the value
+/// texts stays within `$4` bytes. Arrays
+/// come as text cut at `$2` bytes (`anyarray` has no client type), the
+/// frequencies cut at `$3` with their sum and count over the whole list.
+/// An inheritance parent or partitioned table has a row with `inherited`
+/// (its children included, what a query on it reads); that one wins.
+const STATS_QUERY: &str = "\
+SELECT oid, attname, null_frac, n_distinct, mcv, freqs, freq_total, freq_count, hist
+FROM (
+    SELECT *, sum(cost) OVER (ORDER BY size DESC, oid, cost, attname) AS running
+    FROM (SELECT *, coalesce(length(mcv), 0) + coalesce(length(hist), 0) + 64 AS cost FROM (
+        SELECT DISTINCT ON (c.oid, s.attname)
+               c.oid, greatest(c.reltuples, pg_stat_get_live_tuples(c.oid))::float8 AS size,
+               s.attname::text AS attname, s.null_frac::float8 AS null_frac,
+               s.n_distinct::float8 AS n_distinct,
+               left(s.most_common_vals::text, $2) AS mcv,
+               (s.most_common_freqs[1:$3])::float8[] AS freqs,
+               (SELECT sum(f) FROM unnest(s.most_common_freqs) f)::float8 AS freq_total,
+               cardinality(s.most_common_freqs) AS freq_count,
+               left(s.histogram_bounds::text, $2) AS hist
+        FROM pg_stats s
+        JOIN pg_namespace n ON n.nspname = s.schemaname
+        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+        WHERE c.oid = ANY($1)
+        ORDER BY c.oid, s.attname, s.inherited DESC
+    ) per_column) costed
+) budgeted
+WHERE running <= $4";
+
 /// `indoption` bits (`INDOPTION_DESC`, `INDOPTION_NULLS_FIRST`).
 const INDOPTION_DESC: i32 = 1;
 const INDOPTION_NULLS_FIRST: i32 = 2;
@@ -176,7 +232,8 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row.try_get::<_, Option<T>>(i).ok().flatten()
 }
 
-async fn read_catalog(client: &Client, max_tables: usize) -> Result<Catalog, CatalogError> {
+async fn read_catalog(client: &Client, options: &LoadOptions) -> Result<Catalog, CatalogError> {
+    let max_tables = options.max_tables;
     let settings = client.query_one(SETTINGS_QUERY, &[]).await?;
     let search_path: Vec<String> = column(&settings, 0).unwrap_or_default();
     let collation: Option<String> = column(&settings, 1);
@@ -219,8 +276,10 @@ async fn read_catalog(client: &Client, max_tables: usize) -> Result<Catalog, Cat
             name,
             type_name,
             not_null: column(&row, 3).unwrap_or(false),
+            stats: None,
         });
     }
+    read_stats(client, &mut tables, options).await?;
     for row in client.query(INDEXES_QUERY, &[&oids]).await? {
         let Some(t) = column::<u32>(&row, 0).and_then(|oid| tables.get_mut(&oid)) else {
             continue;
@@ -276,6 +335,52 @@ async fn read_catalog(client: &Client, max_tables: usize) -> Result<Catalog, Cat
         hypopg,
         truncated,
     })
+}
+
+/// Attaches `pg_stats` to the columns of the tables large enough to be
+/// reported, within the byte budget.
+async fn read_stats(
+    client: &Client,
+    tables: &mut HashMap<u32, Table>,
+    options: &LoadOptions,
+) -> Result<(), CatalogError> {
+    let oids: Vec<u32> = tables
+        .iter()
+        .filter(|(_, t)| t.estimated_rows() >= options.stats_min_rows as f64)
+        .map(|(oid, _)| *oid)
+        .collect();
+    if oids.is_empty() || options.max_stats_bytes == 0 {
+        return Ok(());
+    }
+    let text_cap = i32::try_from(MAX_ARRAY_TEXT).unwrap_or(i32::MAX);
+    let freq_cap = i32::try_from(MAX_MOST_COMMON).unwrap_or(i32::MAX);
+    let budget = i64::try_from(options.max_stats_bytes).unwrap_or(i64::MAX);
+    let rows = client
+        .query(STATS_QUERY, &[&oids, &text_cap, &freq_cap, &budget])
+        .await?;
+    for row in &rows {
+        let Some(t) = column::<u32>(row, 0).and_then(|oid| tables.get_mut(&oid)) else {
+            continue;
+        };
+        let Some(name) = column::<String>(row, 1) else {
+            continue;
+        };
+        let Some(c) = t.columns.iter_mut().find(|c| c.name == name) else {
+            continue;
+        };
+        let mcv: Option<String> = column(row, 4);
+        let hist: Option<String> = column(row, 8);
+        c.stats = Some(ColumnStats::from_pg_stats(PgStatsRow {
+            null_frac: column(row, 2),
+            n_distinct: column(row, 3),
+            most_common_vals: mcv.as_deref(),
+            most_common_freqs: column(row, 5),
+            most_common_total: column(row, 6),
+            most_common_count: column(row, 7),
+            histogram_bounds: hist.as_deref(),
+        }));
+    }
+    Ok(())
 }
 
 /// One row of [`INDEXES_QUERY`], every column as read (NULL → `None`).

@@ -8,7 +8,10 @@
 //! column names (to resolve unqualified columns), every index with its key
 //! columns or expressions, partial predicate, access method and per-key
 //! ordering, and the foreign keys (so detectors can name the missing
-//! foreign-key index). Nothing else from `pg_catalog` is kept.
+//! foreign-key index). Nothing else from `pg_catalog` is kept. For the
+//! columns of large tables it also keeps what `pg_stats` says about their
+//! data ([`ColumnStats`]), so a suggestion can tell a predicate that
+//! selects 2 % of the rows from one that selects 98 %.
 //!
 //! A [`Catalog`] is a snapshot: [`load`] reads it over a short-lived
 //! connection and disconnects (DESIGN non-negotiable 6), so callers reload
@@ -18,6 +21,7 @@
 //! - `mod.rs`: the model and name resolution.
 //! - `build.rs`: constructors for hand-built catalogs (tests, the demo).
 //! - `load.rs`: [`load`] and [`has_hypopg`] against a live server.
+//! - `stats.rs`: [`ColumnStats`] and reading `pg_stats` arrays.
 //! - `connect.rs`: the short-lived connection both use.
 
 use std::collections::BTreeMap;
@@ -25,10 +29,18 @@ use std::collections::BTreeMap;
 mod build;
 mod connect;
 mod load;
+mod stats;
 
 pub use connect::CatalogError;
 pub(crate) use connect::{begin_read_only, with_connection};
-pub use load::{has_hypopg, load, load_with, LoadOptions, APPLICATION_NAME, DEFAULT_MAX_TABLES};
+pub use load::{
+    has_hypopg, load, load_with, LoadOptions, APPLICATION_NAME, DEFAULT_MAX_STATS_BYTES,
+    DEFAULT_MAX_TABLES, DEFAULT_STATS_MIN_ROWS,
+};
+pub use stats::{
+    parse_array, ColumnStats, MAX_ARRAY_TEXT, MAX_HISTOGRAM_BOUNDS, MAX_MOST_COMMON,
+    MAX_VALUE_BYTES,
+};
 
 /// Schemas whose tables are never reported: the system's own tables are not
 /// the application's to index, and the loader does not read them.
@@ -94,6 +106,10 @@ pub struct Column {
     pub type_name: String,
     /// `NOT NULL`: an index on such a column implies `IS NOT NULL`.
     pub not_null: bool,
+    /// What `pg_stats` says about the column's data; `None` when the
+    /// table is small, was never analysed, or the upstream role may not
+    /// read the column (`pg_stats` shows only those it may).
+    pub stats: Option<ColumnStats>,
 }
 
 /// One index key: a column, or an expression for expression indexes.

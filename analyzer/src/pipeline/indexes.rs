@@ -17,6 +17,11 @@
 //! after DDL); verifications wait in the bounded queue of
 //! `verify_queue.rs`. Statements seen before their database's catalog is
 //! loaded wait in a bounded map.
+//!
+//! A suggestion the column statistics call unselective
+//! ([`unindexed::UnindexedIssue::withheld`]) is prepared and verified like
+//! the others but not reported unless hypopg shows the planner would use
+//! the index and it lowers the cost.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -42,6 +47,9 @@ const MAX_STATEMENTS: usize = 20_000;
 #[derive(Debug)]
 struct StatementIssues {
     templates: Vec<Finding>,
+    /// Parallel to `templates`: held back until hypopg proves the index
+    /// helps (see the module docs).
+    withheld: Vec<bool>,
     hits: u64,
     last_seen: Option<OffsetDateTime>,
     /// Executions with a large OFFSET: what the `offset_pagination`
@@ -224,7 +232,18 @@ impl IndexAdvisor {
         }
         let fingerprint = key.1.to_string();
         let now = OffsetDateTime::now_utc();
-        let mut templates: Vec<Finding> = unindexed::analyze_statement(sql, catalog, &self.config)
+        let mut issues = unindexed::analyze_statement(sql, catalog, &self.config);
+        for issue in &mut issues {
+            unindexed::number_placeholder(issue, normalized);
+        }
+        let withheld: Vec<bool> = issues.iter().map(|i| i.withheld.is_some()).collect();
+        // What hypopg checks: the partial-index DDL with its value where
+        // there is one (kept only as long as the check is queued).
+        let verify_ddl: Vec<Option<String>> = issues
+            .iter()
+            .map(|i| i.verify_ddl.as_ref().map(|d| d.as_str().to_string()))
+            .collect();
+        let mut templates: Vec<Finding> = issues
             .into_iter()
             .map(|issue| Finding {
                 id: finding_id(
@@ -263,7 +282,11 @@ impl IndexAdvisor {
                 FindingKind::UnindexedFilter | FindingKind::UnindexedSort
             )
         };
-        for t in templates.iter_mut().filter(|t| verifiable(t)) {
+        let mut withheld = withheld;
+        for ((t, ddl), held) in templates.iter_mut().zip(verify_ddl).zip(&mut withheld) {
+            if !verifiable(t) {
+                continue;
+            }
             if !hypopg {
                 // Say so in the finding, so an unverified suggestion is not
                 // mistaken for a checked one.
@@ -276,19 +299,21 @@ impl IndexAdvisor {
             let request = VerifyRequest {
                 database: key.0.to_string(),
                 sql: sql.to_string(),
-                ddl: t.suggestion.clone().unwrap_or_default(),
+                ddl: ddl.unwrap_or_else(|| t.suggestion.clone().unwrap_or_default()),
                 finding_id: t.id.clone(),
                 user: user.clone(),
                 key: key.clone(),
             };
             if let Some(verdict) = self.verifications.push(request) {
                 apply_verdict(t, &verdict);
+                promote_if_proven(t, held, &verdict);
             }
         }
         self.statements.insert(
             key,
             StatementIssues {
                 templates,
+                withheld,
                 hits: 0,
                 last_seen: None,
                 offsets: LargeOffsets::default(),
@@ -412,12 +437,14 @@ impl IndexAdvisor {
         let Some(s) = self.statements.get_mut(&request.key) else {
             return;
         };
-        for t in s
+        for (t, withheld) in s
             .templates
             .iter_mut()
-            .filter(|t| t.id == request.finding_id)
+            .zip(&mut s.withheld)
+            .filter(|(t, _)| t.id == request.finding_id)
         {
             apply_verdict(t, &verdict);
+            promote_if_proven(t, withheld, &verdict);
             // Make sure the verdict reaches the store even if the statement
             // does not run again.
             s.hits = s.hits.max(1);
@@ -446,7 +473,7 @@ impl IndexAdvisor {
             if !used.contains(db) {
                 used.insert(db.clone());
             }
-            for t in &s.templates {
+            for (t, _) in s.templates.iter().zip(&s.withheld).filter(|(_, w)| !**w) {
                 let mut f = t.clone();
                 let (hits, last_seen) = if t.kind == FindingKind::OffsetPagination {
                     f.severity = f.severity.max(s.offsets.severity.unwrap_or(f.severity));
@@ -473,6 +500,21 @@ impl IndexAdvisor {
             self.catalogs.used(&db);
         }
         out
+    }
+}
+
+/// A held-back suggestion whose hypopg verdict shows the planner would use
+/// the index and it lowers the cost is reported after all, saying why.
+fn promote_if_proven(t: &mut Finding, withheld: &mut bool, verdict: &Verification) {
+    let proven = verdict.improves() == Some(true);
+    if *withheld && proven {
+        *withheld = false;
+        t.details.insert(
+            "unselective_but_verified".into(),
+            "column statistics call the filter unselective, but hypopg shows the planner uses \
+             the index and it lowers the cost"
+                .into(),
+        );
     }
 }
 

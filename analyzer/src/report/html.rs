@@ -405,10 +405,7 @@ fn finding(out: &mut String, f: &Finding, options: &RenderOptions) {
             esc(s)
         );
     }
-    if let Some(h) = f.details.get("hypopg") {
-        hypopg(out, h);
-    }
-    // Source and trace are shown above.
+    // Source and trace are shown above, the hypopg verdict as a fact line.
     let others: Vec<_> = f
         .details
         .iter()
@@ -431,27 +428,4 @@ fn finding(out: &mut String, f: &Finding, options: &RenderOptions) {
         let _ = writeln!(out, "</dl></details>");
     }
     let _ = writeln!(out, "</article>");
-}
-
-/// The hypopg verification of a suggested index: costs before and after
-/// and whether the planner used it, or why it was not checked.
-fn hypopg(out: &mut String, h: &serde_json::Value) {
-    let verified = h.get("verified").and_then(|v| v.as_bool()) == Some(true);
-    let text = if verified {
-        let cost = |k: &str| h.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
-        let uses = h.get("uses_index").and_then(|v| v.as_bool()) == Some(true);
-        format!(
-            "verified with hypopg: estimated cost {} → {}; the planner {} the index",
-            trim_number(cost("cost_before")),
-            trim_number(cost("cost_after")),
-            if uses { "uses" } else { "does not use" }
-        )
-    } else {
-        let reason = h
-            .get("reason")
-            .and_then(|v| v.as_str())
-            .unwrap_or("unknown");
-        format!("not verified with hypopg: {reason}")
-    };
-    let _ = writeln!(out, "<p class=\"note\">{}</p>", esc(&text));
 }

@@ -479,6 +479,11 @@ pub fn kind_facts(f: &Finding) -> Vec<(&'static str, String)> {
                 }
             }
         }
+        FindingKind::UnindexedFilter | FindingKind::UnindexedSort => {
+            if let Some(verdict) = hypopg_verdict(f) {
+                facts.push(("hypopg", verdict));
+            }
+        }
         _ => {}
     }
     facts
@@ -589,6 +594,31 @@ impl TraceUrl {
     /// The template as given.
     pub fn template(&self) -> &str {
         &self.0
+    }
+}
+
+/// hypopg's verdict on an index suggestion, on one line:
+/// `verified: cost 1234.5 → 8.3 (index used)` or `not verified: <reason>`;
+/// `None` when the finding carries none.
+pub fn hypopg_verdict(f: &Finding) -> Option<String> {
+    let h = f.details.get("hypopg")?;
+    if h.get("verified").and_then(|v| v.as_bool()) == Some(true) {
+        let cost = |k: &str| h.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let used = h.get("uses_index").and_then(|v| v.as_bool()) == Some(true);
+        Some(format!(
+            "verified: cost {:.1} → {:.1} ({})",
+            cost("cost_before"),
+            cost("cost_after"),
+            if used { "index used" } else { "index not used" }
+        ))
+    } else {
+        let reason = h
+            .get("reason")
+            .and_then(|v| v.as_str())
+            .unwrap_or("no reason recorded");
+        // Some reasons already say so.
+        let reason = reason.strip_prefix("not verified: ").unwrap_or(reason);
+        Some(format!("not verified: {reason}"))
     }
 }
 

@@ -76,7 +76,8 @@ pub fn shop() -> Catalog {
 }
 
 /// `kind table (columns)` per issue, e.g.
-/// `filter public.orders (user_id)` / `sort public.orders (created_at)`.
+/// `filter public.orders (user_id)` / `sort public.orders (created_at)`;
+/// an issue held back as unselective reads `withheld filter ...`.
 pub fn describe(issues: &[UnindexedIssue]) -> Vec<String> {
     issues
         .iter()
@@ -86,7 +87,12 @@ pub fn describe(issues: &[UnindexedIssue]) -> Vec<String> {
                 FindingKind::UnindexedSort => "sort",
                 other => other.as_str(),
             };
-            format!("{kind} {} ({})", i.table, i.columns.join(", "))
+            let held = if i.withheld.is_some() {
+                "withheld "
+            } else {
+                ""
+            };
+            format!("{held}{kind} {} ({})", i.table, i.columns.join(", "))
         })
         .collect()
 }

@@ -78,6 +78,13 @@ pub(crate) fn create_index(table: &Table, keys: &[KeyDef]) -> String {
     )
 }
 
+/// [`create_index`] of a partial index `WHERE predicate` (SQL as given).
+pub(crate) fn create_partial_index(table: &Table, keys: &[KeyDef], predicate: &str) -> String {
+    let full = create_index(table, keys);
+    let body = full.strip_suffix(';').unwrap_or(&full);
+    format!("{body} WHERE {predicate};")
+}
+
 /// The operator class a prefix LIKE needs under a non-C collation.
 pub(crate) fn pattern_opclass(type_name: &str) -> &'static str {
     if type_name.starts_with("character(") || type_name == "character" || type_name == "bpchar" {

@@ -13,13 +13,28 @@
 //! unreachable gets an `unindexed_filter` finding, suggesting its own
 //! filter columns and the join keys towards tables that drive or could
 //! drive it.
+//!
+//! Every table's own filter is judged, whatever the others': when two
+//! large tables are each filtered without an index and joined on indexed
+//! keys (`orders JOIN customers ... WHERE customers.created_at > $1 AND
+//! orders.status = $2`), neither drives the other until one of them is
+//! indexed, so each gets its own filter suggested (without the join key
+//! it already has an index for). A table with no filter of its own that
+//! an indexed join key will reach once its partner is fixed gets nothing.
+//!
+//! # Statistics
+//! Column statistics refine what counts as a filter (`selectivity.rs`):
+//! a predicate that selects most of the table is no filter (the planner
+//! reads the table whole anyway) and no key column, and a rare value of a
+//! skewed column makes the suggestion a partial index.
 
 use serde_json::{json, Map, Value};
 
-use super::ddl::{create_index, pattern_opclass, KeyDef};
+use super::ddl::{create_index, create_partial_index, pattern_opclass, quote_ident, KeyDef};
 use super::facts::{PredKind, Predicate, ScopeFacts, SourceFacts, Target};
+use super::selectivity::{FilterPlan, Partial};
 use super::serve::{constant, serves_filter, serves_sort, unique_lookup, usable};
-use super::{foreign_key, non_sargable, UnindexedConfig, UnindexedIssue};
+use super::{foreign_key, non_sargable, UnindexedConfig, UnindexedIssue, VerifyDdl};
 use crate::catalog::{Catalog, Index, Table};
 use crate::finding::{FindingKind, Severity};
 
@@ -52,15 +67,19 @@ pub(crate) fn evaluate(
     let served: Vec<bool> = (0..n)
         .map(|i| served_with(i, &facts.sources[i].predicates))
         .collect();
-    let filtered: Vec<bool> = facts
+    let plans: Vec<Option<FilterPlan>> = facts
         .sources
         .iter()
         .map(|s| {
-            s.selective
-                || s.predicates
-                    .iter()
-                    .any(|p| selective_column(s.table, p).is_some())
+            s.table
+                .map(|t| FilterPlan::new(t, s, config.unselective_fraction))
         })
+        .collect();
+    let filtered: Vec<bool> = facts
+        .sources
+        .iter()
+        .zip(&plans)
+        .map(|(s, plan)| s.selective || plan.as_ref().is_some_and(|p| own_filter(s.table, p)))
         .collect();
     let any_filter = (0..n).any(|i| filtered[i] || served[i]);
     // Reachability as if every block filtered: a predicate that wraps a
@@ -79,14 +98,14 @@ pub(crate) fn evaluate(
     // an unindexed filter (see `non_sargable`'s docs).
     let flagged = non_sargable::evaluate(facts, config, &strict, bytewise, out);
 
+    let mut reported: Vec<usize> = Vec::new();
     for i in (0..n).filter(|&i| !reached[i] && !flagged.contains(&i)) {
-        let (Some(table), source) = (large[i], &facts.sources[i]) else {
+        let (Some(table), source, Some(plan)) = (large[i], &facts.sources[i], &plans[i]) else {
             continue;
         };
         // Join keys towards sources that drive, or will once their own
         // filter is indexed (a CTE or subquery that is read whole drives
-        // nothing worth an index). If one of them is indexed already, this
-        // table is reached as soon as that driver is: nothing to add here.
+        // nothing worth an index).
         let mut join_columns: Vec<&str> = Vec::new();
         for edge in &facts.joins {
             for (a, b) in [(&edge.left, &edge.right), (&edge.right, &edge.left)] {
@@ -98,35 +117,57 @@ pub(crate) fn evaluate(
                 }
             }
         }
+        // One of them is indexed already (towards a source that is not
+        // reached yet, or this table would be): this table is reached as
+        // soon as that driver is. Without a filter of its own nothing is
+        // to add here; with one, that filter is what lets the planner
+        // start here instead, and it is suggested alone.
         if join_columns
             .iter()
             .any(|c| served_with(i, &with_join_key(source, c)))
         {
-            continue;
+            if !filtered[i] {
+                continue;
+            }
+            join_columns.clear();
         }
+        let left_out = left_out(table, plan, !join_columns.is_empty());
+        let partial = plan.partial.as_ref();
+        let mut skip: Vec<&str> = left_out.iter().map(String::as_str).collect();
+        skip.extend(partial.map(|p| p.column.as_str()));
         let sort = facts.sort.as_ref().filter(|s| s.source == i);
-        let keys = suggested_keys(
+        let mut keys = suggested_keys(
             table,
             source,
             &join_columns,
             sort.map(|s| &s.keys[..]),
             true,
             bytewise,
+            &skip,
         );
         // Sort columns alone are the sort finding's business.
         let narrows = |k: &KeyDef| {
             join_columns.contains(&k.column.as_str())
-                || source
-                    .predicates
-                    .iter()
-                    .any(|p| selective_column(Some(table), p) == Some(k.column.as_str()))
+                || source.predicates.iter().any(|p| {
+                    selective_column(Some(table), p) == Some(k.column.as_str())
+                        && !skip.contains(&k.column.as_str())
+                })
         };
         if !keys.iter().any(narrows) {
-            continue;
+            match partial {
+                // `WHERE status = $1` alone: the index needs a key; the
+                // filtered column is the natural one.
+                Some(p) if keys.is_empty() => keys.push(KeyDef::plain(&p.column)),
+                Some(_) => {}
+                None => continue,
+            }
         }
         let severity = size_severity(table, config);
         let mut details = base_details(table, source);
         details.insert("join_columns".into(), json!(join_columns));
+        if plan.has_stats(table) {
+            details.insert("selectivity".into(), plan.details(&left_out));
+        }
         let fk = table.foreign_keys.iter().find(|fk| {
             !fk.columns.is_empty()
                 && fk.columns.len() <= keys.len()
@@ -135,16 +176,53 @@ pub(crate) fn evaluate(
         if let Some(fk) = fk {
             details.insert("foreign_key".into(), json!(fk.name));
         }
-        out.push(issue(
+        let mut found = issue(
             FindingKind::UnindexedFilter,
             table,
             &keys,
             severity,
             details,
-        ));
+        );
+        if let Some(p) = partial {
+            restrict_to(&mut found, table, &keys, p);
+        }
+        out.push(found);
+        reported.push(i);
         if let Some(fk) = fk {
             out.extend(foreign_key::joined(facts, i, table, fk, config));
         }
+    }
+
+    // A large table read whole because its filter is unselective: an
+    // index would not change the plan, so the issue is held back until
+    // hypopg says otherwise.
+    for i in (0..n).filter(|&i| !strict[i] && !flagged.contains(&i) && !reported.contains(&i)) {
+        let (Some(table), source, Some(plan)) = (large[i], &facts.sources[i], &plans[i]) else {
+            continue;
+        };
+        let Some(whole) = plan.whole else {
+            continue;
+        };
+        let keys = suggested_keys(table, source, &[], None, true, bytewise, &[]);
+        if keys.is_empty() {
+            continue;
+        }
+        let mut details = base_details(table, source);
+        details.insert("selectivity".into(), plan.details(&[]));
+        let mut held = issue(
+            FindingKind::UnindexedFilter,
+            table,
+            &keys,
+            size_severity(table, config),
+            details,
+        );
+        held.withheld = Some(format!(
+            "column statistics estimate that the filter matches {:.1} % of the rows ({}): \
+             the planner reads the table whole with or without an index",
+            whole.fraction * 100.0,
+            whole.basis.as_str()
+        ));
+        out.push(held);
     }
 
     if let Some(sort) = &facts.sort {
@@ -187,7 +265,11 @@ pub(crate) fn evaluate(
                 _ => Severity::Info,
             };
         }
-        let index_keys = suggested_keys(table, source, &[], Some(&keys), false, bytewise);
+        // Under a rare value of a skewed column the filter's partial index
+        // delivers the order too: suggest the same one.
+        let partial = plans[sort.source].as_ref().and_then(|p| p.partial.as_ref());
+        let skip: Vec<&str> = partial.map(|p| p.column.as_str()).into_iter().collect();
+        let index_keys = suggested_keys(table, source, &[], Some(&keys), false, bytewise, &skip);
         let mut details = base_details(table, source);
         details.insert(
             "sort".into(),
@@ -198,13 +280,17 @@ pub(crate) fn evaluate(
         );
         details.insert("limited".into(), json!(sort.limited));
         details.insert("filter_served_by_index".into(), json!(served[sort.source]));
-        out.push(issue(
+        let mut found = issue(
             FindingKind::UnindexedSort,
             table,
             &index_keys,
             severity,
             details,
-        ));
+        );
+        if let Some(p) = partial {
+            restrict_to(&mut found, table, &index_keys, p);
+        }
+        out.push(found);
     }
 }
 
@@ -247,6 +333,70 @@ fn selective_column<'p>(table: Option<&Table>, p: &'p Predicate) -> Option<&'p s
     (!boolean).then_some(column)
 }
 
+/// Whether a source's own predicates narrow it: some column that may be
+/// a key (not a boolean) and, when statistics cover every filter column,
+/// a combined share under the threshold; or a rare value a partial index
+/// can hold.
+fn own_filter(table: Option<&Table>, plan: &FilterPlan) -> bool {
+    let boolean = |c: &str| {
+        table
+            .and_then(|t| t.column(c))
+            .is_some_and(|c| c.type_name == "boolean")
+    };
+    plan.partial.is_some()
+        || (plan.whole.is_none() && plan.columns.iter().any(|(c, _)| !boolean(c)))
+}
+
+/// Filter columns to leave out of the key: those statistics call
+/// unselective, when something else narrows the scan (another column, a
+/// join key, a partial-index predicate). Unselective columns that only
+/// narrow together stay.
+fn left_out(table: &Table, plan: &FilterPlan, joined: bool) -> Vec<String> {
+    let candidates: Vec<&str> = plan
+        .columns
+        .iter()
+        .map(|(c, _)| c.as_str())
+        .filter(|c| table.column(c).is_none_or(|c| c.type_name != "boolean"))
+        .filter(|c| plan.partial.as_ref().is_none_or(|p| p.column != *c))
+        .collect();
+    let rest = candidates
+        .iter()
+        .any(|c| !plan.unselective.iter().any(|u| u == c));
+    if rest || joined || plan.partial.is_some() {
+        plan.unselective
+            .iter()
+            .filter(|u| candidates.contains(&u.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Makes `found` a partial index `WHERE column = $1`: the suggestion
+/// shows a placeholder (the pipeline numbers it as the statement's
+/// normalized text does), hypopg gets the value.
+fn restrict_to(found: &mut UnindexedIssue, table: &Table, keys: &[KeyDef], p: &Partial) {
+    let column = quote_ident(&p.column);
+    found.suggestion = create_partial_index(table, keys, &format!("{column} = $1"));
+    found.verify_ddl = Some(VerifyDdl(create_partial_index(
+        table,
+        keys,
+        &format!("{column} = {}", p.literal_sql),
+    )));
+    found.details.insert(
+        "partial_index".into(),
+        json!({
+            "column": p.column,
+            "value_frequency": (p.frequency * 10_000.0).round() / 10_000.0,
+            "most_common_frequency": (p.most_common * 10_000.0).round() / 10_000.0,
+            "why": "the statement compares this skewed column with one of its rare most common \
+                    values (the value is data and is not shown); an index restricted to it holds \
+                    only the rows the statement reads",
+        }),
+    );
+}
+
 fn with_join_key(source: &SourceFacts<'_>, column: &str) -> Vec<Predicate> {
     let mut preds = source.predicates.clone();
     preds.push(Predicate {
@@ -266,7 +416,8 @@ pub(crate) fn size_severity(table: &Table, config: &UnindexedConfig) -> Severity
 }
 
 /// Equality columns (join keys, single values, IS NULL, then lists) →
-/// sort columns → at most one range or prefix column. A list of values
+/// sort columns → at most one range or prefix column; never a column of
+/// `skip` (left out as unselective, or the partial-index column). A list of values
 /// (`IN`, `= ANY`) breaks index order, so sort columns follow only when
 /// there is none. `with_lists`: whether list equalities are included (the
 /// sort suggestion leaves them out so the index keeps delivering order).
@@ -277,6 +428,7 @@ fn suggested_keys(
     sort: Option<&[super::facts::SortKey]>,
     with_lists: bool,
     bytewise: bool,
+    skip: &[&str],
 ) -> Vec<KeyDef> {
     let columns_of = |wanted: &dyn Fn(PredKind) -> bool| -> Vec<&str> {
         source
@@ -284,6 +436,7 @@ fn suggested_keys(
             .iter()
             .filter(|p| wanted(p.kind))
             .filter_map(|p| selective_column(Some(table), p))
+            .filter(|c| !skip.contains(c))
             .collect()
     };
     let mut keys: Vec<KeyDef> = Vec::new();
@@ -312,7 +465,7 @@ fn suggested_keys(
         matches!(p.kind, PredKind::Range | PredKind::Prefix)
             && p.target
                 .column()
-                .is_some_and(|c| !keys.iter().any(|k| k.column == c))
+                .is_some_and(|c| !keys.iter().any(|k| k.column == c) && !skip.contains(&c))
     }) {
         let column = p.target.column().unwrap_or_default();
         let mut key = KeyDef::plain(column);
@@ -400,5 +553,7 @@ fn issue(
         severity,
         suggestion,
         details,
+        withheld: None,
+        verify_ddl: None,
     }
 }

@@ -45,6 +45,41 @@ pub(crate) struct Predicate {
     pub kind: PredKind,
 }
 
+/// What a filter compares a column with, as far as estimating the share
+/// of rows it selects cares (`selectivity.rs`). Literal values are kept
+/// here only while one statement is analysed; they never reach a finding.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Compared {
+    /// The column, by stored name.
+    pub column: String,
+    pub test: Test,
+}
+
+/// The comparison of a [`Compared`] column.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Test {
+    /// `= v`, `IN (v, ..)`: equal to any of these.
+    AnyOf(Vec<Operand>),
+    /// `IS NULL`.
+    IsNull,
+    /// `< v` (`inclusive`: `<=`).
+    Below(Operand),
+    /// `> v` (`inclusive`: `>=`).
+    Above(Operand),
+    /// `BETWEEN low AND high`.
+    Between(Operand, Operand),
+}
+
+/// One value side of a comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Operand {
+    /// A literal, in PostgreSQL's text output form (`new`, `42`, `t`).
+    Literal(String),
+    /// A parameter, an outer column, an expression: one value per
+    /// execution, unknown here.
+    Unknown,
+}
+
 /// How a predicate hides its column from the column's indexes
 /// (`non_sargable_filter`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +155,9 @@ pub(crate) struct SourceFacts<'c> {
     pub conjuncts: Vec<String>,
     /// Predicates that wrap one of this source's columns (see [`Wrapped`]).
     pub wrapped: Vec<Wrapped>,
+    /// What the filter predicates compare their columns with (see
+    /// [`Compared`]).
+    pub compared: Vec<Compared>,
 }
 
 impl SourceFacts<'_> {
@@ -131,6 +169,7 @@ impl SourceFacts<'_> {
             not_null: Vec::new(),
             conjuncts: Vec::new(),
             wrapped: Vec::new(),
+            compared: Vec::new(),
         }
     }
 }

@@ -174,5 +174,7 @@ fn issue(
         severity: size_severity(table, config),
         suggestion: create_index(table, &keys),
         details: to_details(&details),
+        withheld: None,
+        verify_ddl: None,
     }
 }

@@ -63,6 +63,20 @@
 //! are reported with their filter columns and the join keys towards the
 //! tables that drive them; blocks without any filter read everything
 //! anyway and are not reported (that is `unbounded_select`'s business).
+//! Every table occurrence's own filter is judged (implicit joins, aliases
+//! and self-joins alike): two large tables each filtered without an index
+//! both get their filter suggested, even when their join keys are
+//! indexed, since neither drives the other until one of them is.
+//!
+//! # Statistics
+//! With column statistics in the catalog (`pg_stats`), a filter column
+//! estimated to select more than `unselective_fraction` (20 %) of the rows
+//! leaves the suggested key, a filter that selects that much as a whole is
+//! held back ([`UnindexedIssue::withheld`]) unless hypopg shows a gain, and
+//! a rare literal value of a skewed column makes the suggestion a partial
+//! index `WHERE col = $n` (placeholder only; the details give the value's
+//! frequency). The estimate is in `details.selectivity`. See
+//! `selectivity.rs`.
 //!
 //! # Suggestion
 //! `CREATE INDEX CONCURRENTLY ON schema.table (...)` with equality columns
@@ -84,6 +98,8 @@
 //!   ORDER BY), `scope.rs` (name resolution): syntax tree → per-block
 //!   facts (`facts.rs`).
 //! - `serve.rs`: whether an index serves predicates or a sort.
+//! - `selectivity.rs`: estimates from column statistics and what they do
+//!   to a suggestion.
 //! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`).
 //! - `normal_form.rs`: comparable text of expressions.
 //! - `verify.rs`: hypopg verification over a short-lived connection, as
@@ -110,6 +126,7 @@ mod normal_form;
 mod paging;
 mod predicates;
 mod scope;
+mod selectivity;
 mod serve;
 mod verify;
 
@@ -144,6 +161,11 @@ pub struct UnindexedConfig {
     pub error_table_rows: u64,
     /// An ORDER BY without LIMIT on this many rows is an error (100 000).
     pub unlimited_sort_error_rows: u64,
+    /// A filter column whose statistics say it selects more than this
+    /// share of the rows is not suggested as an index key, and a filter
+    /// that selects more as a whole is held back (0.2; see
+    /// `selectivity.rs`).
+    pub unselective_fraction: f64,
 }
 
 impl Default for UnindexedConfig {
@@ -152,6 +174,7 @@ impl Default for UnindexedConfig {
             min_table_rows: 10_000,
             error_table_rows: 1_000_000,
             unlimited_sort_error_rows: 100_000,
+            unselective_fraction: 0.2,
         }
     }
 }
@@ -175,10 +198,39 @@ pub struct UnindexedIssue {
     pub suggestion: String,
     /// Evidence. Unindexed filters and sorts: `rows_estimate`, `predicates`
     /// by kind, `join_columns`, `sort`, `limited`, `existing_indexes`,
-    /// `foreign_key`. The other kinds: their details struct
+    /// `foreign_key`, and with column statistics `selectivity`
+    /// (`estimated_fraction`, `source`, per `columns`, `left_out`) and
+    /// `partial_index`. The other kinds: their details struct
     /// ([`NonSargableDetails`], [`OffsetPaginationDetails`],
     /// [`UnindexedForeignKeyDetails`]) serialized.
     pub details: Map<String, Value>,
+    /// Set (with the reason) when column statistics say the filter selects
+    /// so much of the table that the planner would read it whole anyway:
+    /// such an issue is reported only once hypopg shows the planner would
+    /// use the index after all.
+    pub withheld: Option<String>,
+    /// The DDL hypopg checks, when it differs from `suggestion`.
+    pub verify_ddl: Option<VerifyDdl>,
+}
+
+/// The suggestion as hypopg must check it: a partial index's predicate
+/// with the value the statement compared with, where the suggestion shows
+/// a placeholder. It holds data, so it is only ever handed to hypopg:
+/// never stored, logged or shown (its `Debug` form hides it).
+#[derive(Clone, PartialEq)]
+pub struct VerifyDdl(pub(crate) String);
+
+impl VerifyDdl {
+    /// The DDL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for VerifyDdl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifyDdl(..)")
+    }
 }
 
 /// Finds unindexed filters and sorts in one statement as the client sent
@@ -209,6 +261,67 @@ pub fn analyze_statement(
         return Vec::new();
     }
     catch_unwind(AssertUnwindSafe(|| analyze_parsed(sql, catalog, config))).unwrap_or_default()
+}
+
+/// Numbers the placeholder of a partial-index suggestion (`WHERE status =
+/// $1`) the way the statement's normalized text numbers the value it
+/// compares that column with, so the suggestion reads next to the query.
+/// Left as it is when the normalized text does not show one unambiguous
+/// placeholder for the column.
+pub fn number_placeholder(issue: &mut UnindexedIssue, normalized: &str) {
+    let Some(column) = issue
+        .details
+        .get("partial_index")
+        .and_then(|p| p.get("column"))
+        .and_then(Value::as_str)
+    else {
+        return;
+    };
+    let quoted = ddl::quote_ident(column);
+    let Some(n) = placeholder_of(normalized, &quoted) else {
+        return;
+    };
+    if let Some(head) = issue
+        .suggestion
+        .strip_suffix(&format!(" WHERE {quoted} = $1;"))
+    {
+        issue.suggestion = format!("{head} WHERE {quoted} = {n};");
+    }
+}
+
+/// The one placeholder `column = $n` (or `$n = column`) compares the
+/// column with in normalized SQL, the column bare or qualified.
+fn placeholder_of(normalized: &str, column: &str) -> Option<String> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_' || c == '$' || c == '"';
+    let mut found: Option<String> = None;
+    for (at, _) in normalized.match_indices(column) {
+        let before = normalized[..at].chars().next_back();
+        let after = &normalized[at + column.len()..];
+        if before.is_some_and(ident) || after.chars().next().is_some_and(ident) {
+            continue;
+        }
+        let placeholder = |s: &str| -> Option<String> {
+            let digits: String = s
+                .strip_prefix('$')?
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            (!digits.is_empty()).then(|| format!("${digits}"))
+        };
+        let forward = after.strip_prefix(" = ").and_then(placeholder);
+        let backward = normalized[..at]
+            .trim_end_matches(|c: char| ident(c) || c == '.')
+            .strip_suffix(" = ")
+            .and_then(|head| head.rsplit([' ', '(']).next())
+            .and_then(placeholder);
+        for p in forward.into_iter().chain(backward) {
+            if found.as_ref().is_some_and(|f| *f != p) {
+                return None;
+            }
+            found = Some(p);
+        }
+    }
+    found
 }
 
 /// A kind's details struct as the finding's `details` map.
@@ -247,6 +360,13 @@ fn analyze_parsed(sql: &str, catalog: &Catalog, config: &UnindexedConfig) -> Vec
             .iter_mut()
             .find(|u| u.kind == issue.kind && u.table == issue.table && u.columns == issue.columns)
         {
+            // A block that needs the index outweighs one that would not
+            // use it.
+            Some(u) if u.withheld.is_some() && issue.withheld.is_none() => {
+                let severity = u.severity.max(issue.severity);
+                *u = issue;
+                u.severity = severity;
+            }
             Some(u) => u.severity = u.severity.max(issue.severity),
             None => unique.push(issue),
         }
@@ -271,4 +391,35 @@ fn nesting(sql: &str) -> usize {
         }
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholder_of;
+
+    #[test]
+    fn the_placeholder_of_a_column_in_normalized_sql() {
+        let q = "SELECT * FROM orders WHERE orders.created_at > $1 AND status = $2 LIMIT $3";
+        assert_eq!(placeholder_of(q, "status").as_deref(), Some("$2"));
+        assert_eq!(placeholder_of(q, "created_at"), None);
+        assert_eq!(
+            placeholder_of("SELECT 1 FROM t WHERE $4 = t.status", "status").as_deref(),
+            Some("$4")
+        );
+        assert_eq!(
+            placeholder_of(
+                "SELECT 1 FROM t WHERE status = $1 OR t.status = $2",
+                "status"
+            ),
+            None
+        );
+        assert_eq!(
+            placeholder_of("SELECT 1 FROM t WHERE substatus = $1", "status"),
+            None
+        );
+        assert_eq!(
+            placeholder_of("SELECT 1 FROM t WHERE \"Status\" = $12", "\"Status\"").as_deref(),
+            Some("$12")
+        );
+    }
 }

@@ -251,6 +251,8 @@ pub(crate) fn evaluate(
                 severity: size_severity(table, config),
                 suggestion: suggestion(table, w),
                 details: to_details(&details),
+                withheld: None,
+                verify_ddl: None,
             });
         }
         if !columns.is_empty() {

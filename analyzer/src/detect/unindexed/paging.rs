@@ -158,6 +158,8 @@ pub(crate) fn evaluate(
         severity: Severity::Warning,
         suggestion,
         details: to_details(&details),
+        withheld: None,
+        verify_ddl: None,
     });
 }
 

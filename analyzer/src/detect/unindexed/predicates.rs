@@ -2,9 +2,14 @@
 //! [`ScopeFacts`]: which conjuncts are sargable predicates, join keys or
 //! sort keys, and on which source.
 
-use sqlparser::ast::{BinaryOperator, Expr, OrderBy, OrderByKind, OrderBySort, SelectItem, Value};
+use sqlparser::ast::{
+    BinaryOperator, Expr, OrderBy, OrderByKind, OrderBySort, SelectItem, UnaryOperator, Value,
+};
 
-use super::facts::{JoinEdge, PredKind, Predicate, ScopeFacts, SortKey, SortSpec, Target};
+use super::facts::{
+    Compared, JoinEdge, Operand as Side, PredKind, Predicate, ScopeFacts, SortKey, SortSpec,
+    Target, Test,
+};
 use super::non_sargable;
 use super::normal_form::{conjuncts, fold, normalize};
 use super::scope::{Operand, Scope};
@@ -32,6 +37,7 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
             BinaryOperator::Eq => {
                 comparison(scope.operand(left), scope.operand(right), eq, facts);
                 wrapped_comparison(left, op, right, eq, scope, facts);
+                compared_with(left, op, right, scope, facts);
             }
             BinaryOperator::Lt
             | BinaryOperator::LtEq
@@ -44,6 +50,7 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
                     facts,
                 );
                 wrapped_comparison(left, op, right, PredKind::Range, scope, facts);
+                compared_with(left, op, right, scope, facts);
             }
             BinaryOperator::Or => {
                 if let Some((i, column)) = same_column_disjunction(c, scope) {
@@ -69,6 +76,11 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
             let kind = if list.len() == 1 { eq } else { many };
             value_predicate(scope.operand(expr), kind, facts);
             non_sargable::record_comparison(expr, None, kind, scope, facts);
+            record_compared(
+                scope.operand(expr),
+                Test::AnyOf(list.iter().map(literal).collect()),
+                facts,
+            );
         }
         Expr::InSubquery {
             expr,
@@ -78,7 +90,10 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
             value_predicate(scope.operand(expr), many, facts);
             non_sargable::record_comparison(expr, None, many, scope, facts);
         }
-        Expr::IsNull(e) => value_predicate(scope.operand(e), PredKind::IsNull, facts),
+        Expr::IsNull(e) => {
+            value_predicate(scope.operand(e), PredKind::IsNull, facts);
+            record_compared(scope.operand(e), Test::IsNull, facts);
+        }
         Expr::IsNotNull(e) => {
             if let Operand::Column(i, column) = scope.operand(e) {
                 facts.sources[i].not_null.push(column);
@@ -92,6 +107,11 @@ fn conjunct<'c>(c: &Expr, scope: &Scope<'_, 'c>, facts: &mut ScopeFacts<'c>) {
         } if scope.operand(low) == Operand::Value && scope.operand(high) == Operand::Value => {
             value_predicate(scope.operand(expr), PredKind::Range, facts);
             non_sargable::record_comparison(expr, None, PredKind::Range, scope, facts);
+            record_compared(
+                scope.operand(expr),
+                Test::Between(literal(low), literal(high)),
+                facts,
+            );
         }
         Expr::Like {
             negated: false,
@@ -136,6 +156,72 @@ fn comparison<'c>(a: Operand, b: Operand, kind: PredKind, facts: &mut ScopeFacts
         }
         (side, Operand::Value) | (Operand::Value, side) => value_predicate(side, kind, facts),
         _ => {}
+    }
+}
+
+/// `column op value` (either way round) as a [`Compared`] of the column's
+/// source, with the operator as seen from the column's side.
+fn compared_with(
+    left: &Expr,
+    op: &BinaryOperator,
+    right: &Expr,
+    scope: &Scope<'_, '_>,
+    facts: &mut ScopeFacts<'_>,
+) {
+    let (column, value, flipped) = match (scope.operand(left), scope.operand(right)) {
+        (c @ Operand::Column(..), Operand::Value) => (c, right, false),
+        (Operand::Value, c @ Operand::Column(..)) => (c, left, true),
+        _ => return,
+    };
+    let value = literal(value);
+    let test = match (op, flipped) {
+        (BinaryOperator::Eq, _) => Test::AnyOf(vec![value]),
+        (BinaryOperator::Lt | BinaryOperator::LtEq, false)
+        | (BinaryOperator::Gt | BinaryOperator::GtEq, true) => Test::Below(value),
+        (BinaryOperator::Gt | BinaryOperator::GtEq, false)
+        | (BinaryOperator::Lt | BinaryOperator::LtEq, true) => Test::Above(value),
+        _ => return,
+    };
+    record_compared(column, test, facts);
+}
+
+fn record_compared(side: Operand, test: Test, facts: &mut ScopeFacts<'_>) {
+    if let Operand::Column(i, column) = side {
+        let s = &mut facts.sources[i];
+        let c = Compared { column, test };
+        if s.table.is_some() && !s.compared.contains(&c) {
+            s.compared.push(c);
+        }
+    }
+}
+
+/// A literal's value in PostgreSQL's text output form, as `pg_stats`
+/// prints the values it is compared with: strings unquoted, numbers as
+/// written, booleans as `t`/`f`; casts looked through. Anything else
+/// (parameters, expressions, NULL) is [`Side::Unknown`].
+fn literal(e: &Expr) -> Side {
+    match e {
+        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => literal(inner),
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s)
+            | Value::EscapedStringLiteral(s)
+            | Value::NationalStringLiteral(s) => Side::Literal(s.clone()),
+            Value::DollarQuotedString(d) => Side::Literal(d.value.clone()),
+            Value::Number(n, _) => Side::Literal(n.replace('_', "")),
+            Value::Boolean(b) => Side::Literal(if *b { "t" } else { "f" }.to_owned()),
+            _ => Side::Unknown,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match &**expr {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => Side::Literal(format!("-{}", n.replace('_', ""))),
+                _ => Side::Unknown,
+            },
+            _ => Side::Unknown,
+        },
+        _ => Side::Unknown,
     }
 }
 
