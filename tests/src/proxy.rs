@@ -238,6 +238,20 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    /// Drains the proxy as an operator would (SIGTERM) and waits up to `timeout` for it to
+    /// exit; an error unless it exited 0.
+    pub fn stop(&mut self, timeout: Duration) -> Result<()> {
+        self.terminate()?;
+        let status = self.wait_exit(timeout)?;
+        if !status.success() {
+            bail!(
+                "qproxy exited with {status}\n--- qproxy log ---\n{}",
+                self.log()
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Proxy {

@@ -53,6 +53,48 @@ pub fn all_findings(report: &Value) -> Vec<&Value> {
         .unwrap_or_default()
 }
 
+/// Checks that `findings` (taken from `report`) hold exactly one match per `planted` entry and
+/// nothing else (a missing one is a recall failure, an extra one a precision failure), prints
+/// the `detector-score:` line the suite's precision and recall are tallied from, and returns
+/// the matches in `planted` order.
+pub fn verify_exact<'a, P: std::fmt::Debug>(
+    test: &str,
+    report: &Value,
+    findings: Vec<&'a Value>,
+    planted: &[P],
+    matches: impl Fn(&P, &Value) -> bool,
+) -> Vec<&'a Value> {
+    let found: Vec<Vec<&Value>> = planted
+        .iter()
+        .map(|p| findings.iter().copied().filter(|f| matches(p, f)).collect())
+        .collect();
+    let unplanted = findings
+        .iter()
+        .filter(|f| !planted.iter().any(|p| matches(p, f)))
+        .count();
+    let true_positives = found.iter().filter(|m| !m.is_empty()).count();
+    eprintln!(
+        "detector-score: test={test} planted={} reported={} true_positives={true_positives} \
+         false_positives={unplanted} missed={}",
+        planted.len(),
+        findings.len(),
+        planted.len() - true_positives,
+    );
+    let all = describe_findings(report);
+    for (p, m) in planted.iter().zip(&found) {
+        assert!(
+            !m.is_empty(),
+            "{test}: no finding for {p:?}; findings:\n{all}"
+        );
+        assert_eq!(m.len(), 1, "{test}: several findings for {p:?}:\n{all}");
+    }
+    assert_eq!(
+        unplanted, 0,
+        "{test}: findings nobody planted (false positives):\n{all}"
+    );
+    found.into_iter().map(|m| m[0]).collect()
+}
+
 /// One line per finding (kind, table, route, count, occurrences, query), for failure messages.
 pub fn describe_findings(report: &Value) -> String {
     let mut out = String::new();

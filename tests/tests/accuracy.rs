@@ -16,10 +16,10 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qproxy_tests::programs::{python, run};
-use qproxy_tests::report::{all_findings, describe_findings, report_json};
+use qproxy_tests::report::{self, all_findings, describe_findings, report_json};
 use qproxy_tests::{mode, Mode, PgCluster, Proxy, ProxyOptions, SUPERUSER};
 use serde_json::Value;
 
@@ -104,30 +104,11 @@ fn run_scenario(scenario: &'static str, modules: &str, config: Option<&str>) -> 
         "{scenario} workload failed: {out}\n{}",
         proxy.log()
     );
-    stop(&mut proxy, scenario);
+    proxy
+        .stop(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{scenario}: {e:#}"));
     let store: PathBuf = proxy.store_path();
     Some(report_json(&store, "latest").unwrap_or_else(|e| panic!("reading the report: {e:#}")))
-}
-
-fn stop(proxy: &mut Proxy, scenario: &str) {
-    proxy.terminate().expect("SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = proxy.try_wait().expect("waiting for qproxy") {
-            assert!(
-                status.success(),
-                "{scenario}: qproxy exited with {status}\n{}",
-                proxy.log()
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{scenario}: qproxy still running 60 s after SIGTERM\n{}",
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A planted finding: its kind and the normalized query it is about, exactly.
@@ -141,37 +122,9 @@ fn verify_exact<'a>(test: &str, report: &'a Value, planted: &[Planted<'_>]) -> V
         .into_iter()
         .filter(|f| f["kind"] != "slow_query")
         .collect();
-    let matches =
-        |(kind, query): &Planted<'_>, f: &Value| f["kind"] == *kind && f["query"] == *query;
-    let found: Vec<Vec<&Value>> = planted
-        .iter()
-        .map(|p| findings.iter().copied().filter(|f| matches(p, f)).collect())
-        .collect();
-    let unplanted = findings
-        .iter()
-        .filter(|f| !planted.iter().any(|p| matches(p, f)))
-        .count();
-    let true_positives = found.iter().filter(|m| !m.is_empty()).count();
-    eprintln!(
-        "detector-score: test={test} planted={} reported={} true_positives={true_positives} \
-         false_positives={unplanted} missed={}",
-        planted.len(),
-        findings.len(),
-        planted.len() - true_positives,
-    );
-    let all = describe_findings(report);
-    for (p, m) in planted.iter().zip(&found) {
-        assert_eq!(
-            m.len(),
-            1,
-            "{test}: expected one finding for {p:?}; findings:\n{all}"
-        );
-    }
-    assert_eq!(
-        unplanted, 0,
-        "{test}: findings nobody planted (false positives):\n{all}"
-    );
-    found.into_iter().map(|m| m[0]).collect()
+    report::verify_exact(test, report, findings, planted, |(kind, query), f| {
+        f["kind"] == *kind && f["query"] == *query
+    })
 }
 
 fn rows_max(f: &Value) -> u64 {

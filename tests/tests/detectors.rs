@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use qproxy_tests::programs::{python, run};
 use qproxy_tests::report::{
-    all_findings, describe_findings, fail_on_exit_code, findings_of, report_json, wait_for_report,
+    self, all_findings, fail_on_exit_code, findings_of, report_json, wait_for_report,
 };
 use qproxy_tests::{connect, mode, Mode, PgCluster, Proxy, ProxyOptions, SUPERUSER};
 use serde_json::Value;
@@ -337,38 +337,9 @@ impl Expect {
 /// finding, and every finding planted), prints the `detector-score:` line for the suite's
 /// precision/recall tally, and returns the findings in `planted` order.
 fn verify_exact<'a>(test: &str, report: &'a Value, planted: &[Expect]) -> Vec<&'a Value> {
-    let findings = all_findings(report);
-    let found: Vec<Vec<&Value>> = planted
-        .iter()
-        .map(|e| findings.iter().copied().filter(|f| e.matches(f)).collect())
-        .collect();
-    let true_positives = found.iter().filter(|m| !m.is_empty()).count();
-    let unplanted: Vec<&Value> = findings
-        .iter()
-        .copied()
-        .filter(|f| !planted.iter().any(|e| e.matches(f)))
-        .collect();
-    eprintln!(
-        "detector-score: test={test} planted={} reported={} true_positives={true_positives} \
-         false_positives={} missed={}",
-        planted.len(),
-        findings.len(),
-        unplanted.len(),
-        planted.len() - true_positives,
-    );
-    let all = describe_findings(report);
-    for (e, m) in planted.iter().zip(&found) {
-        assert!(
-            !m.is_empty(),
-            "{test}: no finding for {e:?}; findings:\n{all}"
-        );
-        assert_eq!(m.len(), 1, "{test}: several findings for {e:?}:\n{all}");
-    }
-    assert!(
-        unplanted.is_empty(),
-        "{test}: findings nobody planted (false positives):\n{all}"
-    );
-    found.into_iter().map(|m| m[0]).collect()
+    report::verify_exact(test, report, all_findings(report), planted, |e, f| {
+        e.matches(f)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use qproxy_tests::programs::{python, python_script, run};
-use qproxy_tests::report::{all_findings, describe_findings, fail_on_exit_code, report_json};
+use qproxy_tests::report::{self, all_findings, describe_findings, fail_on_exit_code, report_json};
 use qproxy_tests::{mode, Mode, PgCluster, Proxy, ProxyOptions, SUPERUSER};
 use serde_json::Value;
 
@@ -99,7 +99,9 @@ fn run_scenario(scenario: &'static str, kind: &str) -> Option<(Value, i32)> {
         proxy.log()
     );
     wait_for_metric(&proxy, kind);
-    stop(&mut proxy, scenario);
+    proxy
+        .stop(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{scenario}: {e:#}"));
     let store: PathBuf = proxy.store_path();
     let report =
         report_json(&store, "latest").unwrap_or_else(|e| panic!("reading the report: {e:#}"));
@@ -128,66 +130,17 @@ fn wait_for_metric(proxy: &Proxy, kind: &str) {
     panic!("no {series} > 0 within 30 s; last scrape:\n{last}");
 }
 
-fn stop(proxy: &mut Proxy, scenario: &str) {
-    proxy.terminate().expect("SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = proxy.try_wait().expect("waiting for qproxy") {
-            assert!(
-                status.success(),
-                "{scenario}: qproxy exited with {status}\n{}",
-                proxy.log()
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{scenario}: qproxy still running 30 s after SIGTERM\n{}",
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Checks that `report` holds exactly one finding per `(kind, route)` in `planted` and nothing
 /// else, prints the `detector-score:` line the suite's precision and recall are tallied from,
 /// and returns the findings in `planted` order.
 fn verify_exact<'a>(test: &str, report: &'a Value, planted: &[(&str, &str)]) -> Vec<&'a Value> {
-    let findings = all_findings(report);
-    let matches = |(kind, route): &(&str, &str), f: &Value| {
-        f["kind"] == *kind && f["request"]["route"] == *route
-    };
-    let found: Vec<Vec<&Value>> = planted
-        .iter()
-        .map(|p| findings.iter().copied().filter(|f| matches(p, f)).collect())
-        .collect();
-    let unplanted: Vec<&Value> = findings
-        .iter()
-        .copied()
-        .filter(|f| !planted.iter().any(|p| matches(p, f)))
-        .collect();
-    let true_positives = found.iter().filter(|m| !m.is_empty()).count();
-    eprintln!(
-        "detector-score: test={test} planted={} reported={} true_positives={true_positives} \
-         false_positives={} missed={}",
-        planted.len(),
-        findings.len(),
-        unplanted.len(),
-        planted.len() - true_positives,
-    );
-    let all = describe_findings(report);
-    for (p, m) in planted.iter().zip(&found) {
-        assert_eq!(
-            m.len(),
-            1,
-            "{test}: expected one finding for {p:?}; findings:\n{all}"
-        );
-    }
-    assert!(
-        unplanted.is_empty(),
-        "{test}: findings nobody planted (false positives):\n{all}"
-    );
-    found.into_iter().map(|m| m[0]).collect()
+    report::verify_exact(
+        test,
+        report,
+        all_findings(report),
+        planted,
+        |(kind, route), f| f["kind"] == *kind && f["request"]["route"] == *route,
+    )
 }
 
 fn text<'a>(f: &'a Value, key: &str) -> &'a str {

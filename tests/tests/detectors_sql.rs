@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use qproxy_tests::programs::{psql, python, python_script, run, run_ok};
-use qproxy_tests::report::{all_findings, describe_findings, report_json, wait_for_report};
+use qproxy_tests::report::{self, all_findings, report_json, wait_for_report};
 use qproxy_tests::{mode, Mode, PgCluster, Proxy, ProxyOptions, SUPERUSER};
 use serde_json::Value;
 
@@ -142,32 +142,15 @@ fn run_part(name: &str, part: &str) -> Option<Value> {
 /// else (a missing one is a recall failure, an extra one a precision failure), prints the
 /// `detector-score:` line, and returns the findings in `planted` order.
 fn verify_exact<'a>(test: &str, report: &'a Value, planted: &[(&str, &str)]) -> Vec<&'a Value> {
-    let findings = all_findings(report);
-    let matches = |(kind, fragment): &(&str, &str), f: &Value| {
-        f["kind"] == *kind && f["query"].as_str().unwrap_or("").contains(fragment)
-    };
-    let found: Vec<Vec<&Value>> = planted
-        .iter()
-        .map(|p| findings.iter().copied().filter(|f| matches(p, f)).collect())
-        .collect();
-    let unplanted = findings
-        .iter()
-        .filter(|f| !planted.iter().any(|p| matches(p, f)))
-        .count();
-    let true_positives = found.iter().filter(|m| !m.is_empty()).count();
-    eprintln!(
-        "detector-score: test={test} planted={} reported={} true_positives={true_positives} \
-         false_positives={unplanted} missed={}",
-        planted.len(),
-        findings.len(),
-        planted.len() - true_positives,
-    );
-    let all = describe_findings(report);
-    for (p, m) in planted.iter().zip(&found) {
-        assert_eq!(m.len(), 1, "{test}: expected one finding for {p:?}:\n{all}");
-    }
-    assert_eq!(unplanted, 0, "{test}: findings nobody planted:\n{all}");
-    found.into_iter().map(|m| m[0]).collect()
+    report::verify_exact(
+        test,
+        report,
+        all_findings(report),
+        planted,
+        |(kind, fragment), f| {
+            f["kind"] == *kind && f["query"].as_str().unwrap_or("").contains(fragment)
+        },
+    )
 }
 
 /// A finding's text fields (not its timestamps), to check no bound value leaked into it.
