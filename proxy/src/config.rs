@@ -18,10 +18,10 @@ use serde::Deserialize;
 use qproxy_analyzer::report::TraceUrl;
 use qproxy_analyzer::store::{period, WriterConfig};
 
+use crate::analysis::store_target::{StoreArg, StoreTarget, StoreTargetError};
 use crate::analysis::AnalysisSettings;
-use crate::store_target::{StoreArg, StoreTarget, StoreTargetError};
+use crate::net::upstream::{UpstreamError, UpstreamUrl};
 use crate::tracker::TrackerLimits;
-use crate::upstream::{UpstreamError, UpstreamUrl};
 
 /// Default client listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";

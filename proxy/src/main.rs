@@ -1,7 +1,7 @@
 //! The `qproxy` command line.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,10 +9,10 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use qproxy::admin::{AdminServer, Health};
+use qproxy::analysis::store_target::StoreTarget;
 use qproxy::config::{LogFormat, PasswordSource, ServeArgs};
 use qproxy::metrics::Metrics;
 use qproxy::server::Server;
-use qproxy::store_target::StoreTarget;
 
 /// A PostgreSQL proxy that finds N+1 queries, unindexed filters and
 /// unbounded SELECTs.
@@ -34,17 +34,17 @@ enum Command {
         sql: Vec<String>,
     },
     /// Print the findings report from the store; the exit code can gate CI.
-    Report(Box<qproxy::report_cmd::ReportArgs>),
+    Report(Box<qproxy::commands::report::ReportArgs>),
     /// Start a throwaway PostgreSQL, run a workload with real problems
     /// through qproxy, and print the report.
-    Demo(qproxy::demo::DemoArgs),
+    Demo(qproxy::commands::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Report(args) = cli.command {
-        return qproxy::report_cmd::run(*args);
+        return qproxy::commands::report::run(*args);
     }
     // A flag, unlike the environment, is visible to every user (`ps`).
     let on_command_line = |arg: &str| {
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Report(_) => unreachable!("handled above"),
         Command::Serve(args) => serve(*args, upstream_on_command_line, store_on_command_line),
-        Command::Fingerprint { sql } => fingerprint(sql),
+        Command::Fingerprint { sql } => qproxy::commands::fingerprint::run(sql),
         Command::Demo(args) => demo(args),
     };
     match result {
@@ -149,7 +149,7 @@ fn serve(
             .with_store_stats(store_stats),
         );
         let health = Arc::new(Health::default());
-        let live = qproxy::live::LiveFeed::new();
+        let live = qproxy::admin::live::LiveFeed::new();
         let admin = AdminServer::bind(admin_listen, metrics.clone(), health.clone())
             .await
             .with_context(|| format!("cannot listen on {admin_listen} (--admin-listen)"))?
@@ -182,7 +182,7 @@ fn serve(
             events,
             config_analysis,
             event_stats,
-            Some(qproxy::catalog::CatalogConnector::new(
+            Some(qproxy::analysis::catalog::CatalogConnector::new(
                 server.context().upstream.clone(),
             )),
             Box::new(store),
@@ -209,13 +209,13 @@ fn serve(
     })
 }
 
-fn demo(args: qproxy::demo::DemoArgs) -> anyhow::Result<()> {
+fn demo(args: qproxy::commands::demo::DemoArgs) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(qproxy::demo::run(args))
+        .block_on(qproxy::commands::demo::run(args))
 }
 
 /// Resolves on SIGTERM or SIGINT: both drain gracefully.
@@ -232,29 +232,4 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
-}
-
-fn fingerprint(sql: Vec<String>) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut print = |text: &str| -> anyhow::Result<()> {
-        for fp in qproxy_analyzer::fingerprint::fingerprint_sql(text) {
-            serde_json::to_writer(&mut out, &fp)?;
-            out.write_all(b"\n")?;
-        }
-        Ok(())
-    };
-    if sql.is_empty() {
-        for line in std::io::stdin().lock().lines() {
-            let line = line.context("reading stdin")?;
-            if !line.trim().is_empty() {
-                print(&line)?;
-            }
-        }
-    } else {
-        for text in &sql {
-            print(text)?;
-        }
-    }
-    Ok(())
 }

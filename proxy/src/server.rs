@@ -15,17 +15,17 @@ use tokio_rustls::TlsAcceptor;
 
 use qproxy_analyzer::event::SessionEvent;
 
-use crate::cancel::CancelKeys;
 use crate::config::ServeConfig;
 use crate::events::EventSink;
 use crate::limits::{HeldBudget, StartupSlot, StartupSlots};
-use crate::protocol::error_response::{fatal, ProxyError};
-use crate::tls;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::net::tls;
+use crate::net::upstream::{Upstream, UpstreamError};
+use crate::session::cancel::CancelKeys;
+use crate::wire::error_response::{fatal, ProxyError};
 use crate::workers::WorkerPool;
 
 /// Clients being turned away at `--max-connections` at once. Each is
-/// answered properly (see [`crate::negotiation::refuse`]) but costs a task and
+/// answered properly (see [`crate::session::negotiation::refuse`]) but costs a task and
 /// perhaps a TLS handshake; past this many, further ones are closed at once.
 const MAX_REFUSALS: usize = 256;
 
@@ -248,7 +248,7 @@ impl Server {
             // away from the sessions' threads, while few enough are waiting.
             if let Ok(refusal) = refusals.clone().try_acquire_owned() {
                 tokio::spawn(async move {
-                    crate::negotiation::refuse(socket, ctx).await;
+                    crate::session::negotiation::refuse(socket, ctx).await;
                     drop(refusal);
                 });
             }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use qproxy::config::ServeArgs;
-use qproxy::upstream::UpstreamUrl;
+use qproxy::net::upstream::UpstreamUrl;
 use qproxy_tests::proxy::admin_get;
 use qproxy_tests::{connect, PgCluster, Proxy, ProxyOptions, SUPERUSER};
 use serde::Deserialize;

@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use qproxy::events::EventSink;
-use qproxy::relay::{inspect_all, Backend};
+use qproxy::session::relay::{inspect_all, Backend};
 use qproxy::tracker::{SessionInfo, Tracker, TrackerLimits};
 
 fuzz_target!(|data: &[u8]| {

@@ -6,9 +6,9 @@ use qproxy_analyzer::event::{Outcome, TxStatus};
 use qproxy_analyzer::values::value_hash;
 
 use super::{Execution, Pending, Phase, Tracker, Verdict};
-use crate::protocol::backend::{self as be, tag, ErrorFields};
-use crate::protocol::frontend::format_is_binary;
-use crate::protocol::DecodeError;
+use crate::wire::backend::{self as be, tag, ErrorFields};
+use crate::wire::frontend::format_is_binary;
+use crate::wire::DecodeError;
 
 /// The SQLSTATE recorded for an error whose code the tracker could not read
 /// (XX000, internal_error: "some error").
@@ -381,7 +381,7 @@ impl Tracker {
 /// that does not decode is skipped: rows are the server's and are
 /// forwarded regardless.
 fn hash_row(exec: &mut Execution, msg: &[u8], limits: &crate::tracker::TrackerLimits) {
-    let mut f = crate::protocol::Fields::new(crate::protocol::body(msg), "DataRow");
+    let mut f = crate::wire::Fields::new(crate::wire::body(msg), "DataRow");
     let Ok(columns) = f.i16() else { return };
     for i in 0..(columns.max(0) as usize).min(limits.result_columns_hashed) {
         let Ok(len) = f.i32() else { return };

@@ -13,9 +13,9 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::{Execution, HeldBytes, Pending, Phase, Portal, Statement, Tracker, Verdict};
 use crate::limits::UNCHARGED_BYTES;
-use crate::protocol::error_response::ProxyError;
-use crate::protocol::frontend::{self as fe, tag, Bind, Execute, Parse, Target, TargetRef};
-use crate::protocol::{body, DecodeError, Fields};
+use crate::wire::error_response::ProxyError;
+use crate::wire::frontend::{self as fe, tag, Bind, Execute, Parse, Target, TargetRef};
+use crate::wire::{body, DecodeError, Fields};
 
 /// What a client that announced SCRAM channel binding is told when the
 /// server's offer of it had to be withheld (see [`Tracker::frontend`]).

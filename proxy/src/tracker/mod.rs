@@ -33,10 +33,10 @@ use std::time::{Instant, SystemTime};
 use qproxy_analyzer::event::{Outcome, Protocol, QueryEvent, SessionEvent, TxStatus};
 use smallvec::SmallVec;
 
-use crate::cancel::CancelKeys;
 use crate::events::EventSink;
 use crate::limits::{HeldBudget, HeldBytes, StartupSlot};
-use crate::protocol::error_response::ProxyError;
+use crate::session::cancel::CancelKeys;
+use crate::wire::error_response::ProxyError;
 
 /// Caps on per-connection tracking state, so a client cannot make the proxy
 /// grow without bound.

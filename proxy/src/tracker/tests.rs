@@ -64,7 +64,7 @@ impl Harness {
 }
 
 fn backend_inspected(tag: u8) -> bool {
-    crate::protocol::backend::is_inspected(tag)
+    crate::wire::backend::is_inspected(tag)
 }
 
 /// A backend message.

@@ -10,7 +10,7 @@ use qproxy_analyzer::detect::unindexed::{verify_batch, Verification, VerifyJob};
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::upstream::Upstream;
+use crate::net::upstream::Upstream;
 
 /// Opens catalog connections like the upstream URL says.
 #[derive(Clone)]
@@ -75,7 +75,7 @@ impl CatalogConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::UpstreamUrl;
+    use crate::net::upstream::UpstreamUrl;
     use std::time::Duration;
     use tokio_postgres::config::SslMode as PgSslMode;
 

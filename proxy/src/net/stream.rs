@@ -138,7 +138,7 @@ impl<T: AsyncRead + AsyncWrite> MaybeTls<T> {
     }
 }
 
-impl<T: Send + Sync> crate::relay::WaitReadable for ReadHalf<T> {
+impl<T: Send + Sync> crate::session::relay::WaitReadable for ReadHalf<T> {
     fn wait_readable(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send {
         // poll_read_ready parks the waker in the socket's reader slot (the
         // one reads use), so waiting costs no state in the session's task.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::upstream::{Upstream, UpstreamError, UpstreamUrl};
+use crate::net::upstream::{Upstream, UpstreamError, UpstreamUrl};
 
 /// The schema a PostgreSQL store lives in unless `--store-schema` says.
 pub const DEFAULT_STORE_SCHEMA: &str = "qproxy";

@@ -1,7 +1,7 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/healthz` (the
 //! process is alive), `/readyz` (the upstream answered the last
 //! connection check and the proxy is not draining), and the live view
-//! (`/`, the page, and `/api/live`, its data; see [`crate::live`]).
+//! (`/`, the page, and `/api/live`, its data; see [`crate::admin::live`]).
 //!
 //! It is kept away from the proxy path: its own listener, a cap on open
 //! admin connections, small request buffers and timeouts on every
@@ -10,6 +10,8 @@
 //! that has been idle longest is closed to make room, so sockets that
 //! connect and send nothing cannot starve liveness probes (they are also
 //! closed after [`HEADER_TIMEOUT`] without a request).
+
+pub mod live;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -31,9 +33,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use crate::live::{page, LiveFeed};
+use crate::admin::live::{page, LiveFeed};
 use crate::metrics::Metrics;
-use crate::upstream::Upstream;
+use crate::net::upstream::Upstream;
 
 /// Admin connections open at once; a new one beyond this closes the one
 /// idle longest.

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 // Database names come from clients' StartupMessages: escaped like report text.
 use qproxy_analyzer::report::escape::for_terminal_line;
 
-use crate::catalog::CatalogConnector;
+use crate::analysis::catalog::CatalogConnector;
 use crate::metrics::Metrics;
 
 /// What a job produced.

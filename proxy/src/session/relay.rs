@@ -35,10 +35,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::limits::{HeldBudget, HeldBytes, UNCHARGED_BYTES};
-use crate::protocol::backend;
-use crate::protocol::error_response::ProxyError;
-use crate::protocol::framing::{self, FrameError, Header};
 use crate::tracker::{Tracker, Verdict};
+use crate::wire::backend;
+use crate::wire::error_response::ProxyError;
+use crate::wire::framing::{self, FrameError, Header};
 
 /// Read buffer size to start with; it grows for large inspected messages,
 /// and a grown buffer is freed once emptied (see [`give_back`]), so one

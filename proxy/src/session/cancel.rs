@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::log_limit::{LogLimiter, DEFAULT_INTERVAL};
-use crate::upstream::Upstream;
+use crate::net::upstream::Upstream;
 
 /// Cancel requests for keys no relayed session has: anyone who can reach
 /// the port can send these by the thousand.

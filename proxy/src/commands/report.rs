@@ -29,8 +29,8 @@ use qproxy_analyzer::report::{self, Format, RenderOptions, Report, TraceUrl};
 use qproxy_analyzer::routes::Tolerance;
 use qproxy_analyzer::store::{period, RunFilter, RunSelection, Store};
 
+use crate::analysis::store_target::StoreArg;
 use crate::config::DEFAULT_STORE;
-use crate::store_target::StoreArg;
 
 /// Options of `qproxy report`.
 #[derive(Debug, Clone, clap::Args)]

@@ -69,7 +69,7 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
         events,
         analysis_settings,
         event_stats,
-        Some(crate::catalog::CatalogConnector::new(
+        Some(crate::analysis::catalog::CatalogConnector::new(
             server.context().upstream.clone(),
         )),
         Box::new(store),

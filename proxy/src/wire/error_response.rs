@@ -67,7 +67,7 @@ pub fn fatal(kind: ProxyError, message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::backend::ErrorFields;
+    use crate::wire::backend::ErrorFields;
 
     #[test]
     fn round_trips_through_the_decoder() {

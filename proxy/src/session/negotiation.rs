@@ -14,13 +14,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::log_limit::{self, LogLimiter};
-use crate::protocol::error_response::ProxyError;
-use crate::protocol::startup::{self, StartupPacket};
-use crate::protocol::DecodeError;
+use crate::net::stream::MaybeTls;
 use crate::server::ServerContext;
 use crate::session::{send_and_close, ClientStream};
-use crate::stream::MaybeTls;
 use crate::tracker::SessionInfo;
+use crate::wire::error_response::ProxyError;
+use crate::wire::startup::{self, StartupPacket};
+use crate::wire::DecodeError;
 
 /// The most time a client that arrives while the proxy is full gets to
 /// reach its StartupMessage (within `--startup-timeout`): enough for a TLS
@@ -264,7 +264,14 @@ async fn negotiate(tcp: TcpStream, ctx: &ServerContext) -> Result<Negotiated, Ne
                 client.flush().await?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                crate::cancel::forward(&ctx.upstream, &ctx.cancel_keys, &packet, pid, secret).await;
+                crate::session::cancel::forward(
+                    &ctx.upstream,
+                    &ctx.cancel_keys,
+                    &packet,
+                    pid,
+                    secret,
+                )
+                .await;
                 return Ok(Negotiated::Cancelled);
             }
             StartupPacket::UnsupportedVersion { major, minor } => {

@@ -287,7 +287,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::live::tests::finding;
+    use crate::admin::live::tests::finding;
 
     #[test]
     fn a_finding_carries_what_the_page_expands() {

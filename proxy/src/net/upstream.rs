@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
-use crate::stream::MaybeTls;
-use crate::tls::{self, Verification};
+use crate::net::stream::MaybeTls;
+use crate::net::tls::{self, Verification};
 
 /// A connection to the upstream, plain or TLS.
 pub type UpstreamStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -463,7 +463,7 @@ impl Upstream {
         };
         let mut request = [0u8; 8];
         request[..4].copy_from_slice(&8u32.to_be_bytes());
-        request[4..].copy_from_slice(&crate::protocol::startup::SSL_REQUEST_CODE.to_be_bytes());
+        request[4..].copy_from_slice(&crate::wire::startup::SSL_REQUEST_CODE.to_be_bytes());
         tcp.write_all(&request)
             .await
             .map_err(|e| connect_err(e.to_string()))?;

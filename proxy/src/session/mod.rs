@@ -2,7 +2,7 @@
 //!
 //! The phases, in order: negotiation (SSLRequest, GSSENCRequest, direct TLS,
 //! CancelRequest) until a StartupMessage arrives, time-boxed (see
-//! [`crate::negotiation`]); connecting to
+//! [`crate::session::negotiation`]); connecting to
 //! the upstream and forwarding the StartupMessage unchanged; then the relay,
 //! in which authentication passes through like any other traffic until the
 //! first ReadyForQuery. Both directions of the relay run independently in
@@ -11,6 +11,10 @@
 //! Until that first ReadyForQuery the session holds a startup slot
 //! ([`StartupSlot`]); if a newer connection is given the slot, the session
 //! is closed, whichever phase it is in.
+
+pub mod cancel;
+pub mod negotiation;
+pub mod relay;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,13 +28,13 @@ use tokio::net::TcpStream;
 
 use crate::limits::{Eviction, StartupSlot};
 use crate::log_limit::{self, LogLimiter};
-use crate::negotiation::{self, Peer};
-use crate::protocol::error_response::{fatal, ProxyError};
-use crate::relay::{Backend, Frontend, Pump, RelayError};
+use crate::net::stream::{MaybeTls, ReadHalf, WriteHalf};
+use crate::net::upstream::UpstreamStream;
 use crate::server::ServerContext;
-use crate::stream::{MaybeTls, ReadHalf, WriteHalf};
+use crate::session::relay::{Backend, Frontend, Pump, RelayError};
 use crate::tracker::{SessionInfo, Tracker};
-use crate::upstream::UpstreamStream;
+use crate::wire::error_response::{fatal, ProxyError};
+use negotiation::Peer;
 
 /// A client connection, plain or with TLS terminated by the proxy.
 pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;

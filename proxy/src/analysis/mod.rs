@@ -4,9 +4,13 @@
 //! counted). In the proxy it runs on a thread of its own
 //! ([`AnalysisThread`]), never on the runtime that accepts clients and
 //! serves the admin port. It also starts the catalog loads and hypopg checks
-//! the pipeline asks for, within the limits of [`crate::background`]. Every flush interval
+//! the pipeline asks for, within the limits of [`crate::analysis::background`]. Every flush interval
 //! it hands new findings and the coverage summary to the store; at
 //! shutdown it ends every open request and flushes once more.
+
+pub(crate) mod background;
+pub mod catalog;
+pub mod store_target;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,10 +22,10 @@ use qproxy_analyzer::pipeline::{Analyzer, AnalyzerConfig};
 use qproxy_analyzer::routes::RouteStats;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::background::{Background, Finished};
-use crate::catalog::CatalogConnector;
+use crate::admin::live::{LiveFeed, LiveView};
+use crate::analysis::background::{Background, Finished};
+use crate::analysis::catalog::CatalogConnector;
 use crate::events::EventStats;
-use crate::live::{LiveFeed, LiveView};
 use crate::metrics::Metrics;
 
 /// Where flushed findings go (the findings store in production).
