@@ -3,7 +3,8 @@
 #
 # Starts a throwaway PostgreSQL 15, pgbouncer and qproxy in a temp dir, runs `pgbench -S -n` in
 # alternating rounds (direct, pgbouncer, qproxy, repeated), prints medians of the paired ratios and
-# of the added latency per query, then measures the resident memory each proxy needs to hold
+# of the added latency per query, each proxy's CPU time (user + system, all threads, from /proc)
+# and context switches per query, then measures the resident memory each proxy needs to hold
 # 1,000 idle client connections. Everything it starts is stopped and removed on exit, Ctrl-C too.
 #
 # Environment:
@@ -13,6 +14,8 @@
 #   BENCH_CLIENTS="1 8 64 512"
 #   BENCH_IDLE=1000          idle connections for the memory test (0 skips it)
 #   PG_BIN=/usr/lib/postgresql/15/bin
+#   QPROXY_WORKERS=N         qproxy's forwarding threads (default: half the CPUs), e.g. 1 to
+#                            compare one thread with pgbouncer's one process
 set -euo pipefail
 
 ROUNDS="${ROUNDS:-3}"
@@ -208,11 +211,46 @@ log "pgbouncer (session) on :$PGB_PORT, qproxy on :$QP_PORT"
 start_pgbouncer 600
 start_qproxy
 
+# The proxy process a target runs through (empty for direct).
+target_pid() {
+    case "$1" in
+        pgbouncer) cat "$TMP/pgbouncer.pid" 2>/dev/null || true ;;
+        qproxy) echo "$QPROXY_PID" ;;
+    esac
+}
+
+# CPU time (user + system, every thread, in clock ticks) and context switches (voluntary and not,
+# summed over the threads) of process $1: "ticks switches", or "- -" without a process.
+proc_usage() {
+    if [ -z "$1" ] || [ ! -r "/proc/$1/stat" ]; then echo "- -"; return; fi
+    local ticks switches
+    # Fields 14 and 15 of /proc/PID/stat, counted after the command name's closing parenthesis.
+    ticks="$(sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}')"
+    switches="$(cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ {n += $2} END {print n + 0}')"
+    echo "$ticks $switches"
+}
+CLK_TCK="$(getconf CLK_TCK)"
+
 run_pgbench() { # $1 target, $2 mode, $3 clients, $4 round
-    local port jobs out rc=0 tps lat failed
+    local port jobs out rc=0 tps lat failed pid before after txns cpu_us csw
     port="$(target_port "$1")"
     jobs=$(($3 < 2 ? $3 : 2))
+    pid="$(target_pid "$1")"
+    before="$(proc_usage "$pid")"
     out="$(pgbench -S -n -M "$2" -c "$3" -j "$jobs" -T "$BENCH_SECONDS" -p "$port" 2>&1)" || rc=$?
+    after="$(proc_usage "$pid")"
+    txns="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out" | head -n1)"
+    # Proxy CPU (µs) and context switches per query: -S runs one query per transaction.
+    read -r cpu_us csw < <(python3 - "$before" "$after" "${txns:-0}" "$CLK_TCK" <<'PY'
+import sys
+b, a, n, hz = sys.argv[1].split(), sys.argv[2].split(), int(sys.argv[3]), int(sys.argv[4])
+if "-" in b + a or n <= 0:
+    print("- -")
+else:
+    print(f"{(int(a[0]) - int(b[0])) * 1e6 / hz / n:.2f} {(int(a[1]) - int(b[1])) / n:.3f}")
+PY
+)
     tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' <<<"$out" | head -n1)"
     lat="$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -n1)"
     failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out" | head -n1)"
@@ -222,8 +260,9 @@ run_pgbench() { # $1 target, $2 mode, $3 clients, $4 round
         printf '%s\n' "$out" >>"$TMP/pgbench-errors.log"
         log "  $1 -M $2 -c $3: pgbench exited $rc: $(grep -m1 -iE 'error|abort|fatal' <<<"$out" || true)"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$2" "$3" "$4" "$1" "$tps" "$lat" "$failed" >>"$RESULTS"
-    log "  round $4 $2 c=$3 $1: tps=${tps:-?} lat=${lat:-?}ms failed=$failed"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$2" "$3" "$4" "$1" "$tps" "$lat" "$failed" \
+        "$cpu_us" "$csw" >>"$RESULTS"
+    log "  round $4 $2 c=$3 $1: tps=${tps:-?} lat=${lat:-?}ms failed=$failed proxy_cpu=${cpu_us}us/q csw=${csw}/q"
 }
 
 total=$((ROUNDS * $(wc -w <<<"$BENCH_MODES") * $(wc -w <<<"$BENCH_CLIENTS") * 3))
