@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod tracker;
 pub mod wire;
 pub mod workers;

@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use qproxy_analyzer::event::SessionEvent;
 use qproxy_analyzer::finding::{Finding, Summary};
-use qproxy_analyzer::pipeline::{Analyzer, AnalyzerConfig};
+use qproxy_analyzer::pipeline::Analyzer;
 use qproxy_analyzer::routes::RouteStats;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::live::{LiveFeed, LiveView};
 use crate::analysis::background::{Background, Finished};
 use crate::analysis::catalog::CatalogConnector;
+pub use crate::config::AnalysisSettings;
 use crate::events::EventStats;
 use crate::metrics::Metrics;
 
@@ -38,31 +39,6 @@ pub trait FindingSink: Send {
     /// flush they belong to when they changed (the store keeps them with
     /// the run; a sink without a store may ignore them).
     fn routes(&mut self, _routes: Vec<RouteStats>) {}
-}
-
-/// How the analysis task runs.
-#[derive(Debug, Clone)]
-pub struct AnalysisSettings {
-    /// Pipeline settings.
-    pub analyzer: AnalyzerConfig,
-    /// How often findings are flushed (a crash loses at most this much).
-    pub flush_interval: Duration,
-    /// How often idle requests are ended.
-    pub tick_interval: Duration,
-    /// Catalog loads and hypopg verification batches running at once
-    /// (each holds one connection).
-    pub max_catalog_jobs: usize,
-}
-
-impl Default for AnalysisSettings {
-    fn default() -> Self {
-        AnalysisSettings {
-            analyzer: AnalyzerConfig::default(),
-            flush_interval: Duration::from_secs(1),
-            tick_interval: Duration::from_millis(250),
-            max_catalog_jobs: 2,
-        }
-    }
 }
 
 /// Events taken from the queue at once.

@@ -13,6 +13,7 @@
 //! is closed, whichever phase it is in.
 
 pub mod cancel;
+pub(crate) mod context;
 pub mod negotiation;
 pub mod relay;
 
@@ -30,7 +31,7 @@ use crate::limits::{Eviction, StartupSlot};
 use crate::log_limit::{self, LogLimiter};
 use crate::net::stream::{MaybeTls, ReadHalf, WriteHalf};
 use crate::net::upstream::UpstreamStream;
-use crate::server::ServerContext;
+use crate::session::context::ServerContext;
 use crate::session::relay::{Backend, Frontend, Pump, RelayError};
 use crate::tracker::{SessionInfo, Tracker};
 use crate::wire::error_response::{fatal, ProxyError};
