@@ -32,16 +32,16 @@ pub mod analysis;
 pub mod commands;
 pub mod config;
 pub mod events;
-pub mod limits;
-pub mod log_limit;
+pub(crate) mod limits;
+pub(crate) mod log_limit;
 pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod session;
-pub mod stats;
+pub(crate) mod stats;
 pub mod tracker;
-pub mod wire;
-pub mod workers;
+pub(crate) mod wire;
+pub(crate) mod workers;
 
 /// Locks `m`, taking the data even if a panicking thread poisoned it: the
 /// proxy's mutexes guard plain state that stays consistent between

@@ -40,7 +40,7 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -48,8 +48,8 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The forwarding threads could not be started.
-    #[error("cannot start the forwarding threads: {0}")]
-    Workers(std::io::Error),
+    #[error("cannot start the forwarding threads")]
+    Workers(#[source] std::io::Error),
 }
 
 /// How long a connection must have been starting up before a newer one

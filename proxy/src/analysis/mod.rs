@@ -260,33 +260,6 @@ fn summary(analyzer: &Analyzer, event_stats: &EventStats) -> Summary {
     summary.statements_not_analysed = event_stats.statements_not_analysed.load(Ordering::Relaxed);
     summary
 }
-/// A sink that only logs and keeps what it was given (no store
-/// configured, and tests).
-#[derive(Debug, Default)]
-pub struct LogSink {
-    /// Findings received so far.
-    pub findings: Vec<Finding>,
-}
-
-impl FindingSink for LogSink {
-    fn submit(&mut self, findings: Vec<Finding>, summary: Summary) {
-        tracing::debug!(
-            findings = findings.len(),
-            queries = summary.queries,
-            "analysis flush"
-        );
-        self.findings.extend(findings);
-    }
-
-    fn finish(self: Box<Self>, findings: Vec<Finding>, summary: Summary) {
-        tracing::info!(
-            findings = self.findings.len() + findings.len(),
-            queries = summary.queries,
-            "analysis finished"
-        );
-    }
-}
-
 /// The production sink: batches go to the findings store's writer thread,
 /// so the store (SQLite or PostgreSQL) never runs on the async workers.
 #[derive(Debug)]

@@ -19,10 +19,10 @@ const TLS_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum StoreLocationError {
     /// TLS toward a PostgreSQL store cannot be set up.
-    #[error("--store: {0}")]
+    #[error("--store")]
     Tls(#[source] UpstreamError),
     /// The schema name is not usable.
-    #[error("--store-schema: {0}")]
+    #[error("--store-schema")]
     Schema(#[source] StoreError),
 }
 

@@ -178,7 +178,7 @@ fn report(
     };
     let target = (args.store)
         .target(args.store_schema.as_deref())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     let selection: RunSelection = match &args.run {
         Some(run) => run.parse().map_err(|e| format!("{e}"))?,
         None if target.is_postgres() => RunSelection::All,
@@ -196,7 +196,8 @@ fn report(
         Some(s) if !s.is_empty() => Some(s.parse::<TraceUrl>().map_err(|e| e.to_string())?),
         _ => None,
     };
-    let location = store_target::location(&target).map_err(|e| e.to_string())?;
+    let location =
+        store_target::location(&target).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     let store = Store::open_read_only(location).map_err(|e| e.to_string())?;
     let mut report =
         (store.load_report_filtered(&selection, &filter)).map_err(|e| e.to_string())?;

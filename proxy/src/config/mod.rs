@@ -45,7 +45,7 @@ pub use upstream_url::{UpstreamUrl, UrlError};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -53,12 +53,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid TOML for these keys.
-    #[error("invalid config file {path}: {message}")]
+    #[error("invalid config file {path}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        source: toml::de::Error,
     },
     /// A required setting is missing or settings contradict each other.
     #[error("{0}")]
@@ -71,7 +71,7 @@ pub enum ConfigError {
     #[error(transparent)]
     Store(#[from] StoreTargetError),
     /// The upstream password file could not be read.
-    #[error("cannot read the upstream password file {path}: {source}")]
+    #[error("cannot read the upstream password file {path}")]
     PasswordFile {
         /// The file.
         path: PathBuf,

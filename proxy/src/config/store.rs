@@ -24,10 +24,10 @@ pub const DEFAULT_STORE_SCHEMA: &str = "qproxy";
 pub enum StoreTargetError {
     /// The `postgres://` URL is wrong (never repeated: it may hold a
     /// password).
-    #[error("--store: {0}")]
+    #[error("--store")]
     Url(#[from] UrlError),
     /// The schema name is not usable.
-    #[error("--store-schema: {0}")]
+    #[error("--store-schema")]
     Schema(#[source] StoreError),
 }
 
@@ -129,6 +129,7 @@ impl fmt::Debug for StoreTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::Chain;
 
     #[test]
     fn paths_and_urls() {
@@ -166,7 +167,7 @@ mod tests {
 
         let bad = StoreArg::from("postgres://fleet:s3cret@db:notaport/findings");
         assert!(!format!("{bad:?}").contains("s3cret"));
-        let err = bad.target(None).unwrap_err().to_string();
+        let err = bad.target(None).unwrap_err().chain();
         assert!(
             !err.contains("s3cret") && err.starts_with("--store:"),
             "{err}"
@@ -178,7 +179,7 @@ mod tests {
         let err = StoreArg::from("postgres://db/findings")
             .target(Some("x; DROP TABLE y"))
             .unwrap_err()
-            .to_string();
+            .chain();
         assert!(
             err.contains("--store-schema") && err.contains("invalid store schema name"),
             "{err}"

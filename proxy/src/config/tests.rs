@@ -2,6 +2,25 @@
 //! checks on what comes out.
 
 use super::*;
+
+/// An error's message followed by its sources', as `qproxy serve` prints
+/// it (anyhow's `{:#}`).
+pub(crate) trait Chain {
+    fn chain(&self) -> String;
+}
+
+impl<E: std::error::Error> Chain for E {
+    fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = self.source();
+        while let Some(e) = source {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            source = e.source();
+        }
+        text
+    }
+}
 use std::io::Write;
 
 fn file(text: &str) -> tempfile::NamedTempFile {
@@ -98,7 +117,7 @@ fn limits_follow_each_other_and_are_checked() {
         }
         .resolve()
         .unwrap_err()
-        .to_string();
+        .chain();
         assert!(err.contains("max_statements_per_message"), "{err}");
     }
 }
@@ -149,7 +168,7 @@ fn trace_url_from_flag_or_file_links_trace_ids_and_is_checked() {
         }
         .resolve()
         .unwrap_err()
-        .to_string();
+        .chain();
         assert!(err.contains("--trace-url") && err.contains(why), "{err}");
     }
 }
@@ -278,7 +297,7 @@ fn fleet_store_settings_from_file_flags_and_defaults() {
             "invalid store schema name `a-b`",
         ),
     ] {
-        let err = args.resolve_with_env(|_| None).unwrap_err().to_string();
+        let err = args.resolve_with_env(|_| None).unwrap_err().chain();
         assert!(err.contains(expected), "{err}");
     }
 }
@@ -288,24 +307,20 @@ fn clear_errors() {
     assert!(ServeArgs::default()
         .resolve()
         .unwrap_err()
-        .to_string()
+        .chain()
         .contains("--upstream"));
     let half_tls = ServeArgs {
         upstream: Some("postgres://h".into()),
         tls_cert: Some("c.pem".into()),
         ..Default::default()
     };
-    assert!(half_tls
-        .resolve()
-        .unwrap_err()
-        .to_string()
-        .contains("together"));
+    assert!(half_tls.resolve().unwrap_err().chain().contains("together"));
     let f = file("upstreem = \"x\"\n");
     let typo = ServeArgs {
         config: Some(f.path().to_owned()),
         ..Default::default()
     };
-    let err = typo.resolve().unwrap_err().to_string();
+    let err = typo.resolve().unwrap_err().chain();
     assert!(err.contains("upstreem"), "{err}");
     let f =
         file("upstream = \"postgres://h\"\n[analyzer.verification]\nconnections_per_second = 0\n");
@@ -313,7 +328,7 @@ fn clear_errors() {
         config: Some(f.path().to_owned()),
         ..Default::default()
     };
-    let err = stalled.resolve().unwrap_err().to_string();
+    let err = stalled.resolve().unwrap_err().chain();
     assert!(err.contains("connections_per_second"), "{err}");
 }
 
@@ -374,7 +389,7 @@ fn upstream_password_given_twice_or_unreadable_is_an_error() {
     let twice = with_upstream("postgres://app:in-url@db/shop")
         .resolve_with_env(env(&[(UPSTREAM_PASSWORD_ENV, "from-env")]))
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(
         twice.contains("more than once") && twice.contains(UPSTREAM_PASSWORD_ENV),
         "{twice}"
@@ -387,14 +402,14 @@ fn upstream_password_given_twice_or_unreadable_is_an_error() {
         upstream_password_file: Some("/nonexistent/password".into()),
         ..with_upstream("postgres://app@db/shop")
     };
-    let err = missing.resolve_with_env(env(&[])).unwrap_err().to_string();
+    let err = missing.resolve_with_env(env(&[])).unwrap_err().chain();
     assert!(err.contains("/nonexistent/password"), "{err}");
     let empty = file("\n");
     let empty = ServeArgs {
         upstream_password_file: Some(empty.path().to_owned()),
         ..with_upstream("postgres://app@db/shop")
     };
-    let err = empty.resolve_with_env(env(&[])).unwrap_err().to_string();
+    let err = empty.resolve_with_env(env(&[])).unwrap_err().chain();
     assert!(err.contains("empty"), "{err}");
 }
 
@@ -412,7 +427,7 @@ fn no_debug_output_shows_the_upstream_password() {
     // A URL that does not parse is not printed at all.
     let bad = with_upstream("postgres://app:hunter2@db:notaport/shop");
     assert!(!format!("{bad:?}").contains("hunter2"));
-    let err = bad.resolve_with_env(env(&[])).unwrap_err().to_string();
+    let err = bad.resolve_with_env(env(&[])).unwrap_err().chain();
     assert!(!err.contains("hunter2"), "{err}");
 }
 

@@ -196,9 +196,6 @@ impl Upstream {
     }
 }
 
-/// Shared handle used by every session.
-pub type SharedUpstream = Arc<Upstream>;
-
 #[cfg(test)]
 mod tests {
     use super::*;

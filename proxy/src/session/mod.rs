@@ -12,9 +12,9 @@
 //! ([`StartupSlot`]); if a newer connection is given the slot, the session
 //! is closed, whichever phase it is in.
 
-pub mod cancel;
+pub(crate) mod cancel;
 pub(crate) mod context;
-pub mod negotiation;
+pub(crate) mod negotiation;
 pub mod relay;
 
 use std::future::Future;

@@ -85,7 +85,7 @@ fn give_back(mut buf: BytesMut) {
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// Reading from the source or writing to the destination failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// A message header was impossible or over the cap.
     #[error(transparent)]

@@ -328,11 +328,6 @@ impl Tracker {
         self.phase != Phase::Startup
     }
 
-    /// The backend's cancel key, once the server sent BackendKeyData.
-    pub fn backend_key(&self) -> Option<&(i32, Box<[u8]>)> {
-        self.backend_key.as_ref()
-    }
-
     /// The session is over: executions still in flight end as aborted and
     /// the analyzer is told the connection closed.
     pub fn close(&mut self) {
