@@ -482,4 +482,60 @@ mod example {
         assert_eq!(a.correlation, d.correlation);
         assert_eq!(a.max_routes, d.max_routes);
     }
+
+    /// Each default is defined once, in code, and `--help` prints that
+    /// constant; the README's flag tables and qproxy.example.toml repeat
+    /// the defaults for readers and must say what `--help` says.
+    #[test]
+    fn readme_and_example_config_state_the_defaults_help_prints() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let example: toml::Table =
+            toml::from_str(&std::fs::read_to_string(root.join("qproxy.example.toml")).unwrap())
+                .unwrap();
+        let serve = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        let mut checked = 0;
+        for arg in serve.get_arguments() {
+            let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else {
+                continue;
+            };
+            let help = help.to_string();
+            let Some((_, default)) = help.rsplit_once("[default: ") else {
+                continue;
+            };
+            let default = default.trim_end_matches(']');
+            // A default that is a rule ("half the CPUs, at least 1") is
+            // prose everywhere; values have no spaces.
+            if default.contains(' ') {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            if let Some(value) = example.get(&key) {
+                let value = match value {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                assert_eq!(value, default, "qproxy.example.toml: {key}");
+            }
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `--{long} ")));
+            if let Some(row) = row {
+                // `\|` is a pipe inside a cell (`PATH\|URL`).
+                let row = row.replace("\\|", "/");
+                let cell = row.split('|').nth(2).unwrap_or("").trim().trim_matches('`');
+                let mib = cell
+                    .strip_suffix(" MiB")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .map(|n| (n << 20).to_string());
+                assert!(
+                    cell == default || mib.as_deref() == Some(default),
+                    "README: --{long} says {cell}, --help says {default}"
+                );
+            }
+            checked += 1;
+        }
+        // listen, admin_listen, store, ..., the analyzer thresholds.
+        assert!(checked >= 20, "only {checked} defaults found in --help");
+    }
 }
