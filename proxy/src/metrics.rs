@@ -530,11 +530,6 @@ impl Metrics {
         self
     }
 
-    /// How many fingerprints get their own series.
-    pub fn top_k(&self) -> usize {
-        self.top_k
-    }
-
     /// The readiness check's verdict on the upstream.
     pub fn set_upstream_up(&self, up: bool) {
         self.upstream_up.set(i64::from(up));

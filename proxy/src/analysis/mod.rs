@@ -124,29 +124,8 @@ impl AnalysisThread {
     }
 }
 /// Consumes events until every sender is gone or `stop` resolves (then the
-/// queue is closed and what is in it still analysed), and finishes.
-pub async fn run(
-    events: mpsc::Receiver<SessionEvent>,
-    settings: AnalysisSettings,
-    event_stats: Arc<EventStats>,
-    catalog: Option<CatalogConnector>,
-    sink: Box<dyn FindingSink>,
-    stop: impl std::future::Future<Output = ()>,
-) -> Analyzer {
-    run_with_metrics(
-        events,
-        settings,
-        event_stats,
-        catalog,
-        sink,
-        None,
-        None,
-        stop,
-    )
-    .await
-}
-
-/// [`run`], also recording per-query metrics, flushed findings and the
+/// queue is closed and what is in it still analysed), and finishes,
+/// also recording per-query metrics, flushed findings and the
 /// analyzer's coverage counters into `metrics`, and publishing the live
 /// view's snapshots into `live`.
 #[allow(clippy::too_many_arguments)]

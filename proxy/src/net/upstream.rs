@@ -1,6 +1,7 @@
-//! The upstream PostgreSQL server: its URL, and opening connections to it
-//! (TCP, then TLS as the URL's `sslmode` asks; or a Unix-domain socket when
-//! the URL's host is a directory, as libpq reads it).
+//! The upstream PostgreSQL server: opening connections to it (TCP, then
+//! TLS as the URL's `sslmode` asks; or a Unix-domain socket when the URL's
+//! host is a directory, as libpq reads it). The URL itself is parsed by
+//! configuration (`config::upstream_url`) and re-exported here.
 //!
 //! Clients authenticate with their own credentials: the URL's user and
 //! password serve only the proxy's own catalog connection, and never appear
