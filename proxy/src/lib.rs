@@ -2,29 +2,40 @@
 //! unchanged and tells developers what is wrong with their queries.
 //!
 //! # Layout
-//! Data flows one way: [`net`] → [`session`] → [`wire`] / [`tracker`] →
+//! Data flows one way: [`net`] → [`session`] → `wire` / [`tracker`] →
 //! [`events`] → [`analysis`] (the `qproxy-analyzer` crate's detectors and
-//! store). Each folder owns one thing:
-//! - [`wire`]: framing and allocation-free decoding of the messages the
-//!   analysis reads; no I/O, shared with tests and fuzz targets.
+//! store). Each folder owns one thing, and modules import each other in
+//! one direction only (`tests/module_graph.rs` fails on an import circle):
+//! - [`config`]: flags, env and TOML merged into one configuration, each
+//!   default defined once; a leaf that imports no other module, so the
+//!   pure values it hands out (the upstream URL, the store target, the
+//!   tracker's caps, the analysis settings) live there.
+//! - `wire`: framing and allocation-free decoding of the messages the
+//!   analysis reads; no I/O.
 //! - [`tracker`]: per-connection protocol state (extended-protocol FIFO,
 //!   COPY, errors skipping to Sync) that turns traffic into query events.
-//! - [`net`]: streams, TLS on both sides, and reaching the upstream.
+//! - [`net`]: streams (and the I/O traits the relay waits on), TLS on both
+//!   sides, and reaching the upstream.
 //! - [`session`]: one client connection: negotiation, upstream connect,
-//!   both relay directions, and forwarding CancelRequests.
+//!   both relay directions, forwarding CancelRequests, and the context
+//!   every session shares.
 //! - [`server`]: the listener, connection cap and graceful drain;
-//!   [`workers`]: the threads that forward traffic.
+//!   `workers`: the threads that forward traffic.
 //! - [`events`]: the bounded, never-blocking queue to the analyzer.
 //! - [`analysis`]: the task that consumes query events, the findings store
 //!   it writes to, and the proxy's own catalog and hypopg connections.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`,
 //!   and the live view).
-//! - [`metrics`]: the Prometheus registry and every metric qproxy exports.
-//! - [`commands`]: `qproxy report`, `fingerprint` and `demo`.
-//! - [`config`]: flags, env and TOML merged into one configuration.
-//! - [`limits`]: the budget for bytes held whole and the slots for
+//! - [`metrics`]: the Prometheus registry and every metric qproxy exports;
+//!   `stats`: the process-wide counters sessions bump and metrics read.
+//! - [`commands`]: `qproxy report`, `fingerprint` and `demo` (whose
+//!   throwaway PostgreSQL the integration tests build on).
+//! - `limits`: the budget for bytes held whole and the slots for
 //!   connections still in startup.
-//! - [`log_limit`]: rate-limited logging for events outsiders can trigger.
+//! - `log_limit`: rate-limited logging for events outsiders can trigger.
+//!
+//! Modules are crate-private unless the binary, the integration tests or
+//! the fuzz targets use them, so the compiler reports dead code.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -32,15 +43,16 @@ pub mod analysis;
 pub mod commands;
 pub mod config;
 pub mod events;
-pub mod limits;
-pub mod log_limit;
+pub(crate) mod limits;
+pub(crate) mod log_limit;
 pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod session;
+pub(crate) mod stats;
 pub mod tracker;
-pub mod wire;
-pub mod workers;
+pub(crate) mod wire;
+pub(crate) mod workers;
 
 /// Locks `m`, taking the data even if a panicking thread poisoned it: the
 /// proxy's mutexes guard plain state that stays consistent between

@@ -79,11 +79,6 @@ impl HeldBudget {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// The limit.
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
     /// Counts a message streamed because the budget could not cover it.
     pub fn note_not_held(&self) {
         self.not_held.fetch_add(1, Ordering::Relaxed);

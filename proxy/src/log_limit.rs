@@ -65,11 +65,6 @@ impl LogLimiter {
         }
     }
 
-    /// What the events are, for the summary line.
-    pub fn what(&self) -> &'static str {
-        self.what
-    }
-
     /// Decides for one event that happens at `now`.
     pub fn admit(&self, now: Instant) -> Admission {
         let mut w = crate::lock(&self.state);

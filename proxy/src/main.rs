@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use qproxy::admin::{AdminServer, Health};
-use qproxy::analysis::store_target::StoreTarget;
-use qproxy::config::{LogFormat, PasswordSource, ServeArgs};
+use qproxy::analysis::store_target;
+use qproxy::config::{LogFormat, PasswordSource, ServeArgs, StoreTarget};
 use qproxy::metrics::Metrics;
 use qproxy::server::Server;
 
@@ -113,9 +113,7 @@ fn serve(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let store = config
-        .store
-        .location()
+    let store = store_target::location(&config.store)
         .map_err(anyhow::Error::from)
         .and_then(|location| {
             Ok(qproxy::analysis::StoreSink::open_with(

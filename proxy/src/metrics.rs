@@ -33,7 +33,7 @@ use qproxy_analyzer::pipeline::{Analyzer, Processed};
 use qproxy_analyzer::store::WriterStats;
 
 use crate::events::EventStats;
-use crate::server::ServerStats;
+use crate::stats::ServerStats;
 
 /// Every metric family qproxy exports (dashboards and alert rules are
 /// checked against this list).
@@ -70,9 +70,6 @@ pub const METRIC_NAMES: &[&str] = &[
     "qproxy_startup_evictions_total",
     "qproxy_build_info",
 ];
-
-/// Default number of fingerprints (and routes) with their own series.
-pub const DEFAULT_TOP_K: usize = 100;
 
 /// Longest label value exported; longer values are cut at a character
 /// boundary.
@@ -531,11 +528,6 @@ impl Metrics {
     pub fn with_store_stats(mut self, stats: Arc<WriterStats>) -> Self {
         self.store_stats = Some(stats);
         self
-    }
-
-    /// How many fingerprints get their own series.
-    pub fn top_k(&self) -> usize {
-        self.top_k
     }
 
     /// The readiness check's verdict on the upstream.

@@ -20,7 +20,8 @@ use crate::events::EventSink;
 use crate::limits::{HeldBudget, StartupSlot, StartupSlots};
 use crate::net::tls;
 use crate::net::upstream::{Upstream, UpstreamError};
-use crate::session::cancel::CancelKeys;
+use crate::session::context::ServerContext;
+use crate::stats::ServerStats;
 use crate::wire::error_response::{fatal, ProxyError};
 use crate::workers::WorkerPool;
 
@@ -39,7 +40,7 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -47,68 +48,14 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The forwarding threads could not be started.
-    #[error("cannot start the forwarding threads: {0}")]
-    Workers(std::io::Error),
-}
-
-/// Process-wide counters the admin endpoint and tests read.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Client connections open now.
-    pub client_connections: AtomicU64,
-    /// Client connections accepted since start.
-    pub connections_accepted: AtomicU64,
-    /// Failures to reach or keep the upstream.
-    pub upstream_errors: AtomicU64,
-    /// The budget for bytes held whole, shared by every session; its
-    /// counters are exported.
-    pub held: Arc<HeldBudget>,
-    /// Connections in startup closed to make room for a newer one.
-    pub startup_evictions: AtomicU64,
+    #[error("cannot start the forwarding threads")]
+    Workers(#[source] std::io::Error),
 }
 
 /// How long a connection must have been starting up before a newer one
 /// may take its startup slot: a real client is past authentication in
 /// milliseconds, so a burst of them does not evict its own members.
 pub const STARTUP_EVICTION_AGE: Duration = Duration::from_secs(1);
-
-/// What every session shares.
-pub struct ServerContext {
-    /// Resolved configuration.
-    pub config: ServeConfig,
-    /// How to reach the upstream.
-    pub upstream: Arc<Upstream>,
-    /// TLS toward clients, when configured.
-    pub tls: Option<TlsAcceptor>,
-    /// Where trackers send query events.
-    pub sink: EventSink,
-    /// Cancel keys of live sessions.
-    pub cancel_keys: Arc<CancelKeys>,
-    /// Becomes `true` when the proxy starts draining.
-    pub shutdown: watch::Receiver<bool>,
-    /// Counters.
-    pub stats: Arc<ServerStats>,
-    /// Slots for connections that have not finished startup.
-    pub startup: Arc<StartupSlots>,
-    next_connection_id: AtomicU64,
-}
-
-impl std::fmt::Debug for ServerContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerContext")
-            .field("config", &self.config)
-            .field("upstream", &self.upstream)
-            .field("tls", &self.tls.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServerContext {
-    /// A new, process-unique connection id.
-    pub fn next_connection_id(&self) -> u64 {
-        self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
 
 /// A bound, not yet running proxy.
 #[derive(Debug)]

@@ -43,13 +43,6 @@ impl std::fmt::Debug for WorkerPool {
     }
 }
 
-/// The default number of workers: half the CPUs (at least one), leaving
-/// the rest to the analysis task, the database and the application.
-pub fn default_workers() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cpus / 2).max(1)
-}
-
 impl WorkerPool {
     /// Starts `n` workers (at least one).
     pub fn start(n: usize) -> std::io::Result<WorkerPool> {

@@ -1,19 +1,18 @@
-//! A throwaway PostgreSQL cluster started from the installed server binaries.
-//!
-//! `initdb` runs into a fresh directory under `/tmp` (as the `postgres` OS user when the tests run
-//! as root, since the server refuses to run as root), with TLS on, a free TCP port on 127.0.0.1,
-//! its Unix socket inside the directory, and one role per authentication method so that every
-//! auth path a client can take through the proxy has a user to take it.
+//! A throwaway PostgreSQL cluster for the tests: `qproxy`'s own throwaway cluster (the one
+//! `qproxy demo` runs; `initdb` into a fresh directory under `/tmp`, as the `postgres` OS user when
+//! the tests run as root, a free TCP port on 127.0.0.1, its Unix socket inside the directory) with
+//! what the tests add on top: TLS on, `pg_hba.conf` rules and one role per authentication method
+//! so that every auth path a client can take through the proxy has a user to take it, and a
+//! watchdog that removes the cluster even when the test process is killed.
 
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tempfile::TempDir;
+use qproxy::commands::demo::postgres::{Postgres, PostgresOptions};
 
 use crate::certs::TlsFiles;
 use crate::watchdog::{shell_quote, Watchdog};
@@ -83,72 +82,59 @@ CREATE ROLE md5_user LOGIN PASSWORD 'md5-secret';
 RESET password_encryption;
 ";
 
+/// What the tests' server runs with beyond the throwaway cluster's settings.
+const SETTINGS: &str = "\
+max_connections = 600
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+password_encryption = 'scram-sha-256'
+log_connections = on
+";
+
 /// A running (or stopped) throwaway PostgreSQL server.
 #[derive(Debug)]
 pub struct PgCluster {
-    /// Stops the server and removes `dir` when dropped or when the test process exits.
-    /// Declared first so it runs before `dir` is removed.
+    /// Stops the server and removes its directory when dropped or when the test process exits.
+    /// Declared first so it runs before `pg` stops the server and removes the directory itself.
     watchdog: Watchdog,
-    /// Root of everything the cluster owns; mode 0755 so `postgres` can traverse it.
-    dir: TempDir,
-    bindir: PathBuf,
-    data: PathBuf,
-    /// Owned by `postgres`: the Unix socket and the server log live here.
-    run: PathBuf,
-    port: u16,
+    pg: Postgres,
     tls: TlsFiles,
-    /// Whether server-side commands must run as the `postgres` OS user (we are root).
-    as_postgres: bool,
 }
 
 impl PgCluster {
     /// Creates, configures and starts a new cluster with the test roles and [`TEST_DB`].
     pub fn start() -> Result<Self> {
-        let bindir = pg_bindir()?;
-        let as_postgres = nix::unistd::Uid::effective().is_root();
-        let dir = tempfile::Builder::new()
-            .prefix("qproxy-pg-")
-            .tempdir_in("/tmp")?;
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
-        let data = dir.path().join("data");
-        let run = dir.path().join("run");
-        fs::create_dir(&run)?;
-        fs::create_dir(&data)?;
-        fs::set_permissions(&data, fs::Permissions::from_mode(0o700))?;
-        let tls_dir = dir.path().join("tls");
-        fs::create_dir(&tls_dir)?;
-        let tls = TlsFiles::generate(&tls_dir, "qproxy test PostgreSQL CA")?;
-        if as_postgres {
-            chown_postgres(&run)?;
-            chown_postgres(&data)?;
-            chown_postgres(&tls_dir)?;
-            chown_postgres(&tls.server_key)?;
-        }
-
-        let pg_ctl = bindir.join("pg_ctl");
+        let mut pg = Postgres::init(PostgresOptions {
+            prefix: "qproxy-pg-",
+            settings: SETTINGS.to_string(),
+        })?;
+        let data = pg.data_dir().to_path_buf();
+        let pg_ctl = pg.bindir().join("pg_ctl");
         let mut cleanup = format!(
             "{} -D {} -m immediate -w -t 30 stop\nrm -rf {}",
             pg_ctl.display(),
             shell_quote(&data.to_string_lossy()),
-            shell_quote(&dir.path().to_string_lossy())
+            shell_quote(&pg.dir().to_string_lossy())
         );
-        if as_postgres {
+        if pg.runs_as_postgres() {
             cleanup = format!("runuser -u postgres -- {cleanup}");
         }
         let watchdog = Watchdog::spawn(&cleanup)?;
 
-        let mut cluster = Self {
-            watchdog,
-            dir,
-            bindir,
-            data,
-            run,
-            port: 0,
-            tls,
-            as_postgres,
-        };
-        cluster.init()?;
-        cluster.start_on_free_port()?;
+        let tls_dir = pg.dir().join("tls");
+        fs::create_dir(&tls_dir)?;
+        let tls = TlsFiles::generate(&tls_dir, "qproxy test PostgreSQL CA")?;
+        pg.give_to_server(&tls_dir)?;
+        fs::copy(&tls.server_cert, data.join("server.crt"))?;
+        fs::copy(&tls.server_key, data.join("server.key"))?;
+        fs::set_permissions(data.join("server.key"), fs::Permissions::from_mode(0o600))?;
+        pg.give_to_server(&data.join("server.crt"))?;
+        pg.give_to_server(&data.join("server.key"))?;
+        fs::write(data.join("pg_hba.conf"), PG_HBA)?;
+        pg.start()?;
+
+        let cluster = Self { watchdog, pg, tls };
         cluster.psql_superuser("postgres", SETUP_SQL)?;
         // PostgreSQL 15 no longer lets every role create tables in `public`; the tests want to.
         cluster.psql_superuser("template1", "GRANT CREATE ON SCHEMA public TO PUBLIC;")?;
@@ -156,157 +142,31 @@ impl PgCluster {
         Ok(cluster)
     }
 
-    fn init(&self) -> Result<()> {
-        let out = self
-            .server_command("initdb")
-            .arg("-D")
-            .arg(&self.data)
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-            ])
-            .output()
-            .context("running initdb")?;
-        check("initdb", &out)?;
-        fs::copy(&self.tls.server_cert, self.data.join("server.crt"))?;
-        fs::copy(&self.tls.server_key, self.data.join("server.key"))?;
-        fs::set_permissions(
-            self.data.join("server.key"),
-            fs::Permissions::from_mode(0o600),
-        )?;
-        if self.as_postgres {
-            chown_postgres(&self.data.join("server.crt"))?;
-            chown_postgres(&self.data.join("server.key"))?;
-        }
-        fs::write(self.data.join("pg_hba.conf"), PG_HBA)?;
-        let mut conf = fs::OpenOptions::new()
-            .append(true)
-            .open(self.data.join("postgresql.conf"))?;
-        use std::io::Write;
-        writeln!(conf, "include_if_exists = 'qproxy_test.conf'")?;
-        Ok(())
-    }
-
-    fn write_settings(&self) -> Result<()> {
-        let settings = format!(
-            "listen_addresses = '127.0.0.1'\n\
-             port = {port}\n\
-             unix_socket_directories = '{run}'\n\
-             max_connections = 600\n\
-             shared_buffers = 64MB\n\
-             fsync = off\n\
-             synchronous_commit = off\n\
-             full_page_writes = off\n\
-             ssl = on\n\
-             ssl_cert_file = 'server.crt'\n\
-             ssl_key_file = 'server.key'\n\
-             password_encryption = 'scram-sha-256'\n\
-             log_connections = on\n",
-            port = self.port,
-            run = self.run.display()
-        );
-        let path = self.data.join("qproxy_test.conf");
-        fs::write(&path, settings)?;
-        if self.as_postgres {
-            chown_postgres(&path)?;
-        }
-        Ok(())
-    }
-
-    fn start_on_free_port(&mut self) -> Result<()> {
-        let mut last_error = None;
-        // The port is free when picked but another process may take it before the server binds.
-        for _ in 0..3 {
-            self.port = free_port()?;
-            self.write_settings()?;
-            match self.start_server() {
-                Ok(()) => return Ok(()),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.expect("at least one attempt"))
-    }
-
-    fn start_server(&self) -> Result<()> {
-        let out = self
-            .server_command("pg_ctl")
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(self.log_path())
-            .args(["-w", "-t", "60", "start"])
-            .output()
-            .context("running pg_ctl start")?;
-        if !out.status.success() {
-            bail!(
-                "pg_ctl start failed: {}\n--- server log ---\n{}",
-                describe(&out),
-                self.log()
-            );
-        }
-        self.wait_ready(Duration::from_secs(60))
-    }
-
-    fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let out = Command::new(self.bindir.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", "5"])
-                .output()
-                .context("running pg_isready")?;
-            if out.status.success() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "PostgreSQL not ready on port {} after {:?}: {}\n--- server log ---\n{}",
-                    self.port,
-                    timeout,
-                    describe(&out),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
     /// Starts a stopped server again on the same port.
     pub fn start_again(&self) -> Result<()> {
-        self.start_server()
+        Ok(self.pg.start_again()?)
     }
 
     /// Stops the server in `fast` mode: sessions are terminated, then it exits.
     pub fn stop(&self) -> Result<()> {
-        let out = self
-            .server_command("pg_ctl")
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "fast", "-w", "-t", "60", "stop"])
-            .output()?;
-        check("pg_ctl stop", &out)
+        Ok(self.pg.stop()?)
     }
 
     /// Stops and starts the server (`fast` shutdown), keeping its port.
     pub fn restart(&self) -> Result<()> {
         self.stop()?;
-        self.start_server()
+        self.start_again()
     }
 
     /// The server's TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.pg.port()
     }
 
     /// The directory holding the server's Unix-domain socket (`.s.PGSQL.<port>`), where
     /// `local` lines of `pg_hba.conf` apply (`trust` for every role).
     pub fn socket_dir(&self) -> &Path {
-        &self.run
+        self.pg.socket_dir()
     }
 
     /// The CA that signed the server's certificate (for `sslrootcert`).
@@ -321,12 +181,12 @@ impl PgCluster {
 
     /// The directory the cluster lives in; tests may put their own files there.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.pg.dir()
     }
 
     /// A `postgres://` URL to this server over TCP.
     pub fn url(&self, login: Login, db: &str, sslmode: &str) -> String {
-        conn_url("127.0.0.1", self.port, login, db, sslmode)
+        conn_url("127.0.0.1", self.port(), login, db, sslmode)
     }
 
     /// Creates a database (owned by the superuser; every role may create tables in it).
@@ -337,7 +197,7 @@ impl PgCluster {
 
     /// Runs SQL as the superuser over the Unix socket, stopping at the first error.
     pub fn psql_superuser(&self, db: &str, sql: &str) -> Result<String> {
-        let out = Command::new(self.bindir.join("psql"))
+        let out = Command::new(self.bindir().join("psql"))
             .args([
                 "-X",
                 "-q",
@@ -349,8 +209,8 @@ impl PgCluster {
                 "postgres",
             ])
             .arg("-h")
-            .arg(&self.run)
-            .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port().to_string(), "-d", db, "-c", sql])
             .output()
             .context("running psql")?;
         check("psql (superuser)", &out)?;
@@ -359,27 +219,12 @@ impl PgCluster {
 
     /// The server log so far (for error messages).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"))
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.run.join("postgres.log")
-    }
-
-    fn server_command(&self, program: &str) -> Command {
-        let path = self.bindir.join(program);
-        if self.as_postgres {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(path);
-            cmd
-        } else {
-            Command::new(path)
-        }
+        self.pg.log()
     }
 
     /// The directory holding `psql`, `pgbench` and the server binaries.
     pub fn bindir(&self) -> &Path {
-        &self.bindir
+        self.pg.bindir()
     }
 }
 
@@ -400,33 +245,13 @@ pub fn conn_url(host: &str, port: u16, login: Login, db: &str, sslmode: &str) ->
 
 /// The PostgreSQL 15 server binaries: `$PG_BINDIR`, Debian's path, or `pg_config --bindir`.
 pub fn pg_bindir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("PG_BINDIR") {
-        return Ok(dir.into());
-    }
-    let debian = PathBuf::from("/usr/lib/postgresql/15/bin");
-    if debian.join("postgres").exists() {
-        return Ok(debian);
-    }
-    let out = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .context("PostgreSQL 15 not found: install it with ./scripts/install-deps.sh")?;
-    check("pg_config --bindir", &out)?;
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    qproxy::commands::demo::postgres::bindir()
+        .context("PostgreSQL 15 not found: install it with ./scripts/install-deps.sh")
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn chown_postgres(path: &Path) -> Result<()> {
-    let out = Command::new("chown")
-        .arg("-R")
-        .arg("postgres:postgres")
-        .arg(path)
-        .output()?;
-    check("chown", &out)
+    Ok(qproxy::commands::demo::postgres::free_port()?)
 }
 
 fn check(what: &str, out: &Output) -> Result<()> {
@@ -437,12 +262,4 @@ fn check(what: &str, out: &Output) -> Result<()> {
     }
 }
 
-/// Exit status, stdout and stderr of a finished command, for error messages.
-pub fn describe(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+pub use qproxy::commands::demo::postgres::describe;

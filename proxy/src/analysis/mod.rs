@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use qproxy_analyzer::event::SessionEvent;
 use qproxy_analyzer::finding::{Finding, Summary};
-use qproxy_analyzer::pipeline::{Analyzer, AnalyzerConfig};
+use qproxy_analyzer::pipeline::Analyzer;
 use qproxy_analyzer::routes::RouteStats;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::live::{LiveFeed, LiveView};
 use crate::analysis::background::{Background, Finished};
 use crate::analysis::catalog::CatalogConnector;
+pub use crate::config::AnalysisSettings;
 use crate::events::EventStats;
 use crate::metrics::Metrics;
 
@@ -38,31 +39,6 @@ pub trait FindingSink: Send {
     /// flush they belong to when they changed (the store keeps them with
     /// the run; a sink without a store may ignore them).
     fn routes(&mut self, _routes: Vec<RouteStats>) {}
-}
-
-/// How the analysis task runs.
-#[derive(Debug, Clone)]
-pub struct AnalysisSettings {
-    /// Pipeline settings.
-    pub analyzer: AnalyzerConfig,
-    /// How often findings are flushed (a crash loses at most this much).
-    pub flush_interval: Duration,
-    /// How often idle requests are ended.
-    pub tick_interval: Duration,
-    /// Catalog loads and hypopg verification batches running at once
-    /// (each holds one connection).
-    pub max_catalog_jobs: usize,
-}
-
-impl Default for AnalysisSettings {
-    fn default() -> Self {
-        AnalysisSettings {
-            analyzer: AnalyzerConfig::default(),
-            flush_interval: Duration::from_secs(1),
-            tick_interval: Duration::from_millis(250),
-            max_catalog_jobs: 2,
-        }
-    }
 }
 
 /// Events taken from the queue at once.
@@ -148,29 +124,8 @@ impl AnalysisThread {
     }
 }
 /// Consumes events until every sender is gone or `stop` resolves (then the
-/// queue is closed and what is in it still analysed), and finishes.
-pub async fn run(
-    events: mpsc::Receiver<SessionEvent>,
-    settings: AnalysisSettings,
-    event_stats: Arc<EventStats>,
-    catalog: Option<CatalogConnector>,
-    sink: Box<dyn FindingSink>,
-    stop: impl std::future::Future<Output = ()>,
-) -> Analyzer {
-    run_with_metrics(
-        events,
-        settings,
-        event_stats,
-        catalog,
-        sink,
-        None,
-        None,
-        stop,
-    )
-    .await
-}
-
-/// [`run`], also recording per-query metrics, flushed findings and the
+/// queue is closed and what is in it still analysed), and finishes,
+/// also recording per-query metrics, flushed findings and the
 /// analyzer's coverage counters into `metrics`, and publishing the live
 /// view's snapshots into `live`.
 #[allow(clippy::too_many_arguments)]
@@ -284,33 +239,6 @@ fn summary(analyzer: &Analyzer, event_stats: &EventStats) -> Summary {
     summary.statements_not_analysed = event_stats.statements_not_analysed.load(Ordering::Relaxed);
     summary
 }
-/// A sink that only logs and keeps what it was given (no store
-/// configured, and tests).
-#[derive(Debug, Default)]
-pub struct LogSink {
-    /// Findings received so far.
-    pub findings: Vec<Finding>,
-}
-
-impl FindingSink for LogSink {
-    fn submit(&mut self, findings: Vec<Finding>, summary: Summary) {
-        tracing::debug!(
-            findings = findings.len(),
-            queries = summary.queries,
-            "analysis flush"
-        );
-        self.findings.extend(findings);
-    }
-
-    fn finish(self: Box<Self>, findings: Vec<Finding>, summary: Summary) {
-        tracing::info!(
-            findings = self.findings.len() + findings.len(),
-            queries = summary.queries,
-            "analysis finished"
-        );
-    }
-}
-
 /// The production sink: batches go to the findings store's writer thread,
 /// so the store (SQLite or PostgreSQL) never runs on the async workers.
 #[derive(Debug)]

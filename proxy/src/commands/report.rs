@@ -29,8 +29,8 @@ use qproxy_analyzer::report::{self, Format, RenderOptions, Report, TraceUrl};
 use qproxy_analyzer::routes::Tolerance;
 use qproxy_analyzer::store::{period, RunFilter, RunSelection, Store};
 
-use crate::analysis::store_target::StoreArg;
-use crate::config::DEFAULT_STORE;
+use crate::analysis::store_target;
+use crate::config::{StoreArg, DEFAULT_STORE};
 
 /// Options of `qproxy report`.
 #[derive(Debug, Clone, clap::Args)]
@@ -178,7 +178,7 @@ fn report(
     };
     let target = (args.store)
         .target(args.store_schema.as_deref())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     let selection: RunSelection = match &args.run {
         Some(run) => run.parse().map_err(|e| format!("{e}"))?,
         None if target.is_postgres() => RunSelection::All,
@@ -196,7 +196,8 @@ fn report(
         Some(s) if !s.is_empty() => Some(s.parse::<TraceUrl>().map_err(|e| e.to_string())?),
         _ => None,
     };
-    let location = target.location().map_err(|e| e.to_string())?;
+    let location =
+        store_target::location(&target).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     let store = Store::open_read_only(location).map_err(|e| e.to_string())?;
     let mut report =
         (store.load_report_filtered(&selection, &filter)).map_err(|e| e.to_string())?;

@@ -2,6 +2,6 @@
 //! TLS toward clients and toward the server, and reaching the upstream.
 //! The lowest I/O layer: it knows nothing of sessions or analysis.
 
-pub mod stream;
-pub mod tls;
+pub(crate) mod stream;
+pub(crate) mod tls;
 pub mod upstream;

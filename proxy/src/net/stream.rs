@@ -138,7 +138,16 @@ impl<T: AsyncRead + AsyncWrite> MaybeTls<T> {
     }
 }
 
-impl<T: Send + Sync> crate::session::relay::WaitReadable for ReadHalf<T> {
+/// A source that can wait for data without a buffer to put it in: lets a
+/// relay hold no buffer while a connection is idle.
+pub trait WaitReadable {
+    /// Resolves once a read is likely to return data, end of stream or an
+    /// error. A source that cannot tell resolves at once (and the pump then
+    /// holds a buffer while its read waits).
+    fn wait_readable(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+}
+
+impl<T: Send + Sync> WaitReadable for ReadHalf<T> {
     fn wait_readable(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send {
         // poll_read_ready parks the waker in the socket's reader slot (the
         // one reads use), so waiting costs no state in the session's task.

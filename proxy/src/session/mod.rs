@@ -12,8 +12,9 @@
 //! ([`StartupSlot`]); if a newer connection is given the slot, the session
 //! is closed, whichever phase it is in.
 
-pub mod cancel;
-pub mod negotiation;
+pub(crate) mod cancel;
+pub(crate) mod context;
+pub(crate) mod negotiation;
 pub mod relay;
 
 use std::future::Future;
@@ -30,7 +31,7 @@ use crate::limits::{Eviction, StartupSlot};
 use crate::log_limit::{self, LogLimiter};
 use crate::net::stream::{MaybeTls, ReadHalf, WriteHalf};
 use crate::net::upstream::UpstreamStream;
-use crate::server::ServerContext;
+use crate::session::context::ServerContext;
 use crate::session::relay::{Backend, Frontend, Pump, RelayError};
 use crate::tracker::{SessionInfo, Tracker};
 use crate::wire::error_response::{fatal, ProxyError};

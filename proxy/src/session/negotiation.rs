@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::log_limit::{self, LogLimiter};
 use crate::net::stream::MaybeTls;
-use crate::server::ServerContext;
+use crate::session::context::ServerContext;
 use crate::session::{send_and_close, ClientStream};
 use crate::tracker::SessionInfo;
 use crate::wire::error_response::ProxyError;

@@ -28,13 +28,13 @@
 //! no difference, so the budget bounds memory without refusing anyone.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::limits::{HeldBudget, HeldBytes, UNCHARGED_BYTES};
+use crate::net::stream::WaitReadable;
 use crate::tracker::{Tracker, Verdict};
 use crate::wire::backend;
 use crate::wire::error_response::ProxyError;
@@ -81,19 +81,11 @@ fn give_back(mut buf: BytesMut) {
     });
 }
 
-/// A source that can wait for data without a buffer to put it in.
-pub trait WaitReadable {
-    /// Resolves once a read is likely to return data, end of stream or an
-    /// error. A source that cannot tell resolves at once (and the pump then
-    /// holds a buffer while its read waits).
-    fn wait_readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
-}
-
 /// Why a direction stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// Reading from the source or writing to the destination failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// A message header was impossible or over the cap.
     #[error(transparent)]
@@ -458,7 +450,7 @@ mod tests {
     }
 
     impl WaitReadable for Chunked {
-        fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        fn wait_readable(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send {
             std::future::ready(Ok(()))
         }
     }

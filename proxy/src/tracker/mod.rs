@@ -33,56 +33,11 @@ use std::time::{Instant, SystemTime};
 use qproxy_analyzer::event::{Outcome, Protocol, QueryEvent, SessionEvent, TxStatus};
 use smallvec::SmallVec;
 
+pub use crate::config::TrackerLimits;
 use crate::events::EventSink;
 use crate::limits::{HeldBudget, HeldBytes, StartupSlot};
 use crate::session::cancel::CancelKeys;
 use crate::wire::error_response::ProxyError;
-
-/// Caps on per-connection tracking state, so a client cannot make the proxy
-/// grow without bound.
-#[derive(Debug, Clone, Copy)]
-pub struct TrackerLimits {
-    /// Replies the server may owe before the tracker gives up on the
-    /// connection (a pipeline deeper than this is still forwarded).
-    pub max_pending: usize,
-    /// Named prepared statements remembered per connection.
-    pub max_statements: usize,
-    /// Named portals remembered per connection.
-    pub max_portals: usize,
-    /// Per-parameter hashes kept per execution (all parameters still count
-    /// toward the tuple hash).
-    pub max_param_hashes: usize,
-    /// Rows per execution whose values are hashed for parent matching.
-    pub result_rows_hashed: u64,
-    /// Columns per row whose values are hashed.
-    pub result_columns_hashed: usize,
-    /// Values longer than this are not hashed (ids and keys are short).
-    pub result_value_max_len: usize,
-    /// Statements of one simple Query that are analysed; events for later
-    /// ones are not built (they are counted as not analysed), so a Query of
-    /// a hundred thousand statements costs the analyzer a thousand.
-    pub max_statements_per_message: usize,
-    /// Portals suspended mid-result (a cursor between two fetches) whose
-    /// execution is kept open per connection; past it the oldest is
-    /// reported with the rows fetched so far (see [`suspended`]).
-    pub max_suspended_portals: usize,
-}
-
-impl Default for TrackerLimits {
-    fn default() -> Self {
-        TrackerLimits {
-            max_pending: 65_536,
-            max_statements: 10_000,
-            max_portals: 1_000,
-            max_param_hashes: 32,
-            result_rows_hashed: 32,
-            result_columns_hashed: 8,
-            result_value_max_len: 64,
-            max_statements_per_message: 1_000,
-            max_suspended_portals: 64,
-        }
-    }
-}
 
 /// Who the connection belongs to, from its StartupMessage.
 #[derive(Debug, Clone, Default)]
@@ -371,11 +326,6 @@ impl Tracker {
     /// Whether authentication has finished (the first ReadyForQuery).
     pub fn is_started(&self) -> bool {
         self.phase != Phase::Startup
-    }
-
-    /// The backend's cancel key, once the server sent BackendKeyData.
-    pub fn backend_key(&self) -> Option<&(i32, Box<[u8]>)> {
-        self.backend_key.as_ref()
     }
 
     /// The session is over: executions still in flight end as aborted and

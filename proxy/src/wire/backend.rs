@@ -19,18 +19,12 @@ pub mod tag {
     pub const COMMAND_COMPLETE: u8 = b'C';
     /// An error.
     pub const ERROR_RESPONSE: u8 = b'E';
-    /// A notice (forwarded, not read).
-    pub const NOTICE_RESPONSE: u8 = b'N';
-    /// LISTEN/NOTIFY delivery (forwarded, not read).
-    pub const NOTIFICATION_RESPONSE: u8 = b'A';
     /// Reply to Parse.
     pub const PARSE_COMPLETE: u8 = b'1';
     /// Reply to Bind.
     pub const BIND_COMPLETE: u8 = b'2';
     /// Reply to Close.
     pub const CLOSE_COMPLETE: u8 = b'3';
-    /// Reply to Describe of a statement: its parameter types.
-    pub const PARAMETER_DESCRIPTION: u8 = b't';
     /// Result columns.
     pub const ROW_DESCRIPTION: u8 = b'T';
     /// Describe of something that returns no rows.
@@ -47,14 +41,8 @@ pub mod tag {
     pub const COPY_OUT_RESPONSE: u8 = b'H';
     /// COPY BOTH (replication) starts.
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
-    /// COPY data (counted, never buffered).
-    pub const COPY_DATA: u8 = b'd';
-    /// End of COPY TO STDOUT data.
-    pub const COPY_DONE: u8 = b'c';
     /// Reply to a fast-path FunctionCall.
     pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
-    /// The server speaks an older minor protocol version.
-    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 }
 
 /// Whether the tracker must see the whole message rather than its header.
@@ -162,14 +150,6 @@ impl<'a> ErrorFields<'a> {
     pub fn sqlstate(&self) -> Option<[u8; 5]> {
         self.field(b'C')?.try_into().ok()
     }
-
-    /// Whether the error ends the session (severity FATAL or PANIC).
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self.field(b'V').or_else(|| self.field(b'S')),
-            Some(b"FATAL") | Some(b"PANIC")
-        )
-    }
 }
 
 /// The SQLSTATE of an ErrorResponse of which only the first `prefix` bytes
@@ -180,15 +160,8 @@ pub fn error_sqlstate_in_prefix(prefix: &[u8]) -> Option<[u8; 5]> {
 
 /// Authentication request codes the proxy cares about.
 pub mod auth {
-    /// Authentication succeeded.
-    pub const OK: i32 = 0;
     /// SASL: the message lists the mechanisms the server offers.
     pub const SASL: i32 = 10;
-}
-
-/// The request code of an Authentication message.
-pub fn auth_code(msg: &[u8]) -> Result<i32, DecodeError> {
-    Fields::new(body(msg), "Authentication").i32()
 }
 
 /// If an AuthenticationSASL message offers `-PLUS` (channel binding)
@@ -267,10 +240,7 @@ mod tests {
         );
         let e = ErrorFields::decode(&m).unwrap();
         assert_eq!(e.sqlstate(), Some(*b"42P01"));
-        assert!(!e.is_fatal());
         assert!(ErrorFields::decode(&msg(b'E', b"SERROR\0C42")).is_err());
-        let fatal = msg(b'E', b"SFATAL\0VFATAL\0C28P01\0Mpassword\0\0");
-        assert!(ErrorFields::decode(&fatal).unwrap().is_fatal());
     }
 
     #[test]

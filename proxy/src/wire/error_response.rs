@@ -14,8 +14,6 @@ pub enum ProxyError {
     /// "terminating connection due to administrator command", which
     /// drivers already treat as "reconnect").
     ShuttingDown,
-    /// The upstream connection broke mid-session (08006).
-    UpstreamLost,
     /// The proxy is at its connection limit (53300, as PostgreSQL's "sorry,
     /// too many clients already").
     TooManyConnections,
@@ -35,7 +33,6 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable => "08001",
             ProxyError::ProtocolViolation => "08P01",
             ProxyError::ShuttingDown => "57P01",
-            ProxyError::UpstreamLost => "08006",
             ProxyError::TooManyConnections => "53300",
             ProxyError::UnsupportedProtocol => "0A000",
             ProxyError::ChannelBindingImpossible => "08P01",

@@ -26,20 +26,14 @@ pub mod tag {
     pub const CLOSE: u8 = b'C';
     /// Extended protocol: end of a batch; the server answers ReadyForQuery.
     pub const SYNC: u8 = b'S';
-    /// Extended protocol: send what is pending without ending the batch.
-    pub const FLUSH: u8 = b'H';
     /// Fast-path function call (large objects).
     pub const FUNCTION_CALL: u8 = b'F';
-    /// COPY data.
-    pub const COPY_DATA: u8 = b'd';
     /// End of COPY FROM STDIN data.
     pub const COPY_DONE: u8 = b'c';
     /// The client aborts COPY FROM STDIN.
     pub const COPY_FAIL: u8 = b'f';
     /// Password, SASL initial and SASL response messages: never decoded.
     pub const PASSWORD: u8 = b'p';
-    /// The client closes the session.
-    pub const TERMINATE: u8 = b'X';
 }
 
 /// Whether the tracker must see the whole message (and so the relay must
@@ -167,11 +161,6 @@ impl<'a> Bind<'a> {
     /// all text, one applies to all, else one per parameter).
     pub fn param_is_binary(&self, i: usize) -> bool {
         format_is_binary(self.formats, i)
-    }
-
-    /// Number of parameter values.
-    pub fn param_count(&self) -> usize {
-        self.param_count as usize
     }
 
     /// The parameter values in order; `None` is SQL NULL.
@@ -352,7 +341,7 @@ mod tests {
         let bind = Bind::decode(&msg).unwrap();
         assert_eq!(bind.portal, "portal");
         assert_eq!(bind.statement, "stmt");
-        assert_eq!(bind.param_count(), 3);
+        assert_eq!(bind.params().count(), 3);
         let got: Vec<_> = bind.params().collect();
         assert_eq!(got, values);
     }

@@ -14,8 +14,8 @@
 //! every element with `textContent`, since request tags and SQL come from
 //! clients.
 
-pub mod page;
-pub mod snapshot;
+pub(crate) mod page;
+pub(crate) mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,7 +4,7 @@
 //! one of every finding kind plus clean controls, then stops the proxy
 //! (which flushes its findings) and prints the report.
 
-mod postgres;
+pub mod postgres;
 mod workload;
 
 use anyhow::{Context, Result};
@@ -27,7 +27,7 @@ pub struct DemoArgs {
 /// Runs the demo end to end and prints the report to stdout.
 pub async fn run(_args: DemoArgs) -> Result<()> {
     eprintln!("demo: starting a throwaway PostgreSQL ...");
-    let pg = Postgres::start()?;
+    let pg = Postgres::start_default()?;
     eprintln!("demo: loading the schema (50,000 posts, 100,000 comments, 100,000 events) ...");
     let (setup, conn) = tokio_postgres::connect(&pg.url("postgres"), NoTls).await?;
     tokio::spawn(conn);
