@@ -12,6 +12,8 @@
 //! - [`net`]: streams, TLS on both sides, and reaching the upstream.
 //! - [`session`]: one client connection: negotiation, upstream connect,
 //!   both relay directions, and forwarding CancelRequests.
+//! - [`app`]: the whole proxy wired once (listener, analysis thread,
+//!   store, admin server, upstream checker) and stopped in one order.
 //! - [`server`]: the listener, connection cap and graceful drain;
 //!   [`workers`]: the threads that forward traffic.
 //! - [`events`]: the bounded, never-blocking queue to the analyzer.
@@ -29,6 +31,7 @@
 
 pub mod admin;
 pub mod analysis;
+pub mod app;
 pub mod commands;
 pub mod config;
 pub mod events;
