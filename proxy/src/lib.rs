@@ -17,8 +17,10 @@
 //! - [`net`]: streams (and the I/O traits the relay waits on), TLS on both
 //!   sides, and reaching the upstream.
 //! - [`session`]: one client connection: negotiation, upstream connect,
-//!   both relay directions, forwarding CancelRequests, and the context
-//!   every session shares.
+//!   both relay directions, forwarding CancelRequests, the drain, and the
+//!   context every session shares.
+//! - [`app`]: the whole proxy wired once (listener, analysis thread,
+//!   store, admin server, upstream checker) and stopped in one order.
 //! - [`server`]: the listener, connection cap and graceful drain;
 //!   `workers`: the threads that forward traffic.
 //! - [`events`]: the bounded, never-blocking queue to the analyzer.
@@ -40,6 +42,7 @@
 
 pub mod admin;
 pub mod analysis;
+pub mod app;
 pub mod commands;
 pub mod config;
 pub mod events;

@@ -3,16 +3,14 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use qproxy::admin::{AdminServer, Health};
-use qproxy::analysis::store_target;
-use qproxy::config::{LogFormat, PasswordSource, ServeArgs, StoreTarget};
-use qproxy::metrics::Metrics;
-use qproxy::server::Server;
+use qproxy::app;
+use qproxy::config::StoreTarget;
+use qproxy::config::{LogFormat, PasswordSource, ServeArgs};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// A PostgreSQL proxy that finds N+1 queries, unindexed filters and
 /// unbounded SELECTs.
@@ -82,7 +80,15 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        builder.json().flatten_event(true).init();
+        // The event's fields at the top level, and the span it happened
+        // in (a session's carries its connection id, peer, user and
+        // database) under "span".
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
@@ -113,96 +119,13 @@ fn serve(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let store = store_target::location(&config.store)
-        .map_err(anyhow::Error::from)
-        .and_then(|location| {
-            Ok(qproxy::analysis::StoreSink::open_with(
-                location,
-                &config.instance,
-                config.store_writer.clone(),
-            )?)
-        })
-        .with_context(|| format!("cannot open the findings store {}", config.store))?;
-    tracing::info!(
-        store = %config.store,
-        instance = %config.instance,
-        retention_s = config.store_writer.retention.map(|r| r.as_secs()),
-        "findings store open"
-    );
-    let store_stats = store.stats();
     runtime.block_on(async move {
-        let config_analysis = config.analysis.clone();
-        let admin_listen = config.admin_listen;
-        let metrics_top_k = config.metrics_top_k;
-        let check_timeout = config.connect_timeout.min(qproxy::admin::CHECK_INTERVAL);
-        let mut server = Server::bind(config).await?;
-        let events = server.take_events().expect("events not taken yet");
-        let event_stats = server.context().sink.stats().clone();
-        let metrics = Arc::new(
-            Metrics::new(
-                metrics_top_k,
-                server.context().stats.clone(),
-                event_stats.clone(),
-            )
-            .with_store_stats(store_stats),
-        );
-        let health = Arc::new(Health::default());
-        let live = qproxy::admin::live::LiveFeed::new();
-        let admin = AdminServer::bind(admin_listen, metrics.clone(), health.clone())
-            .await
-            .with_context(|| format!("cannot listen on {admin_listen} (--admin-listen)"))?
-            .with_live_view(live.clone());
-        let admin_addr = admin
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::info!(
-            admin_listen = %admin_addr,
-            live_view = %format!("http://{admin_addr}/"),
-            "admin server listening (/metrics, /healthz, /readyz, and the live view at /)"
-        );
-        let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let checker = tokio::spawn(qproxy::admin::check_upstream(
-            server.context().upstream.clone(),
-            qproxy::admin::CHECK_INTERVAL,
-            check_timeout,
-            health.clone(),
-            metrics.clone(),
-            stopped(admin_stop_rx.clone()),
-        ));
-        let admin = tokio::spawn(admin.run(stopped(admin_stop_rx)));
-        // Its own thread and runtime: nothing analysis does can hold up
-        // accepting clients or the admin port, which run on this runtime.
-        let analysis = qproxy::analysis::AnalysisThread::spawn(
-            events,
-            config_analysis,
-            event_stats,
-            Some(qproxy::analysis::catalog::CatalogConnector::new(
-                server.context().upstream.clone(),
-            )),
-            Box::new(store),
-            Some(metrics),
-            Some(live),
-        )
-        .context("cannot start the analysis thread")?;
-        let draining = health.clone();
-        server
-            .run(async move {
-                shutdown_signal().await;
-                // Not ready from the first moment of the drain, so the
-                // load balancer stops sending new clients.
-                draining.set_draining();
-            })
-            .await;
-        // Sessions are drained (or past their grace period): analyse what is
-        // queued, end every open request and flush.
-        analysis.finish().await;
-        let _ = admin_stop.send(true);
-        let _ = admin.await;
-        let _ = checker.await;
+        // Installed before the listener is bound, so a SIGTERM that comes
+        // as soon as the port answers drains instead of killing.
+        let signals = ShutdownSignals::install();
+        let app = app::start(config, app::Events::Analysed).await?;
+        signals.recv().await;
+        app.shutdown().await;
         anyhow::Ok(())
     })
 }
@@ -216,18 +139,43 @@ fn demo(args: qproxy::commands::demo::DemoArgs) -> anyhow::Result<()> {
         .block_on(qproxy::commands::demo::run(args))
 }
 
-/// Resolves on SIGTERM or SIGINT: both drain gracefully.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install SIGTERM handler");
-            return std::future::pending().await;
+/// SIGTERM and SIGINT: both drain gracefully.
+struct ShutdownSignals {
+    /// `None` where the handler could not be installed: that signal then
+    /// keeps its default action (the process ends without draining).
+    term: Option<Signal>,
+    interrupt: Option<Signal>,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers (within the runtime).
+    fn install() -> ShutdownSignals {
+        let install = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, signal = name, "cannot install signal handler");
+                None
+            }
+        };
+        ShutdownSignals {
+            term: install(SignalKind::terminate(), "SIGTERM"),
+            interrupt: install(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+
+    /// Resolves on SIGTERM or SIGINT.
+    async fn recv(self) {
+        async fn received(signal: Option<Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = received(self.term) => tracing::info!("SIGTERM received"),
+            () = received(self.interrupt) => tracing::info!("SIGINT received"),
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The listener: accepts clients, runs one session task each, and drains on
-//! shutdown (stop accepting, let sessions finish within the grace period,
-//! then return).
+//! shutdown: stop accepting, start the drain ([`Drain`]), at the end of the
+//! grace period cut the sessions still in a transaction, and return once
+//! every session task has ended itself (they are tracked by one
+//! [`TaskTracker`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
 use qproxy_analyzer::event::SessionEvent;
 
@@ -62,9 +65,10 @@ pub const STARTUP_EVICTION_AGE: Duration = Duration::from_secs(1);
 pub struct Server {
     listener: TcpListener,
     ctx: Arc<ServerContext>,
-    shutdown_tx: watch::Sender<bool>,
     events: Option<mpsc::Receiver<SessionEvent>>,
     workers: WorkerPool,
+    /// Every session task, so the drain knows when the last has ended.
+    sessions: TaskTracker,
 }
 
 impl Server {
@@ -87,7 +91,6 @@ impl Server {
                 })?;
         let workers = WorkerPool::start(config.workers).map_err(ServeError::Workers)?;
         let (sink, events) = EventSink::channel(config.event_queue);
-        let (shutdown_tx, shutdown) = watch::channel(false);
         let stats = Arc::new(ServerStats {
             held: Arc::new(HeldBudget::new(config.max_held_bytes)),
             ..ServerStats::default()
@@ -102,7 +105,7 @@ impl Server {
             tls,
             sink,
             cancel_keys: Arc::default(),
-            shutdown,
+            drain: Arc::default(),
             stats,
             startup,
             next_connection_id: AtomicU64::new(0),
@@ -110,9 +113,9 @@ impl Server {
         Ok(Server {
             listener,
             ctx,
-            shutdown_tx,
             events: Some(events),
             workers,
+            sessions: TaskTracker::new(),
         })
     }
 
@@ -133,8 +136,9 @@ impl Server {
     }
 
     /// Accepts clients until `shutdown` resolves, then drains: no new
-    /// connections, sessions close when idle or at the end of the grace
-    /// period, and this returns once all are gone.
+    /// connections; each session closes at its next boundary (idle, or at
+    /// the end of its transaction), those still in a transaction when the
+    /// grace period is over are cut; this returns once all are gone.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         // Without a consumer the queue would only fill up; drop it so
         // emit() counts drops instead of holding events.
@@ -164,16 +168,25 @@ impl Server {
             }
         }
         drop(self.listener);
-        let open = self.ctx.stats.client_connections.load(Ordering::Relaxed);
-        tracing::info!(open_sessions = open, grace = ?self.ctx.config.shutdown_grace, "draining");
-        let _ = self.shutdown_tx.send(true);
-        let all = self.ctx.config.max_connections as u32;
-        let wait = self.ctx.config.shutdown_grace + Duration::from_secs(2);
-        if tokio::time::timeout(wait, permits.acquire_many(all))
-            .await
-            .is_err()
-        {
-            tracing::warn!("sessions still open after the grace period; exiting anyway");
+        tracing::info!(
+            open_sessions = self.sessions.len(),
+            grace = ?self.ctx.config.shutdown_grace,
+            "draining"
+        );
+        self.ctx.drain.start();
+        self.sessions.close();
+        // One timer for the whole drain.
+        let grace = tokio::time::sleep(self.ctx.config.shutdown_grace);
+        tokio::select! {
+            () = self.sessions.wait() => {}
+            () = grace => {
+                tracing::info!(
+                    open_sessions = self.sessions.len(),
+                    "grace period over; closing the sessions still in a transaction"
+                );
+                self.ctx.drain.end_grace();
+                self.sessions.wait().await;
+            }
         }
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
@@ -210,11 +223,15 @@ impl Server {
             );
             return;
         };
+        // Tracked from before it is handed over, so the drain waits for a
+        // session still on its way to a worker.
+        let session = self.sessions.token();
         self.workers.submit(socket, move |socket| async move {
             ctx.stats.client_connections.fetch_add(1, Ordering::Relaxed);
             crate::session::run(socket, ctx.clone(), slot).await;
             ctx.stats.client_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
+            drop(session);
         });
     }
 

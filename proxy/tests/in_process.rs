@@ -4,42 +4,39 @@
 
 use std::time::Duration;
 
+use qproxy::app::{self, Events, Running};
 use qproxy::config::ServeArgs;
-use qproxy::server::Server;
 use qproxy_analyzer::event::{Outcome, Protocol, QueryEvent, SessionEvent};
 use qproxy_tests::{PgCluster, SUPERUSER, TEST_DB};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 
 struct InProcess {
     _cluster: PgCluster,
     port: u16,
     events: mpsc::Receiver<SessionEvent>,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
+    proxy: Running,
 }
 
 async fn start() -> InProcess {
     let cluster = PgCluster::start().expect("start PostgreSQL");
     let args = ServeArgs {
         listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         upstream: Some(cluster.url(SUPERUSER, "postgres", "disable").into()),
         shutdown_grace: Some(2.0),
         ..Default::default()
     };
-    let mut server = Server::bind(args.resolve().unwrap()).await.unwrap();
-    let port = server.local_addr().unwrap().port();
-    let events = server.take_events().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
+    let mut proxy = app::start(args.resolve().unwrap(), Events::Caller)
+        .await
+        .unwrap();
+    let port = proxy.listen_addr().port();
+    let events = proxy.take_events().unwrap();
     InProcess {
         _cluster: cluster,
         port,
         events,
-        stop: Some(stop),
-        server,
+        proxy,
     }
 }
 
@@ -67,12 +64,10 @@ impl InProcess {
         out
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.server)
+    async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(10), self.proxy.shutdown())
             .await
-            .expect("server drains")
-            .unwrap();
+            .expect("the proxy drains");
     }
 }
 

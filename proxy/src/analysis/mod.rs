@@ -20,7 +20,8 @@ use qproxy_analyzer::event::SessionEvent;
 use qproxy_analyzer::finding::{Finding, Summary};
 use qproxy_analyzer::pipeline::Analyzer;
 use qproxy_analyzer::routes::RouteStats;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::admin::live::{LiveFeed, LiveView};
 use crate::analysis::background::{Background, Finished};
@@ -63,9 +64,10 @@ const CATALOG_WAIT_AT_EXIT: Duration = Duration::from_secs(5);
 /// that worker's queue, from running).
 #[derive(Debug)]
 pub struct AnalysisThread {
-    stop: Option<oneshot::Sender<()>>,
-    done: oneshot::Receiver<Analyzer>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Stops the task when dropped: by [`AnalysisThread::finish`], or with
+    /// a handle dropped without it.
+    stop: Option<DropGuard>,
+    thread: Option<std::thread::JoinHandle<Analyzer>>,
 }
 
 impl AnalysisThread {
@@ -82,12 +84,12 @@ impl AnalysisThread {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (finished, done) = oneshot::channel();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("qproxy-analysis".into())
             .spawn(move || {
-                let analyzer = runtime.block_on(run_with_metrics(
+                runtime.block_on(run_with_metrics(
                     events,
                     settings,
                     event_stats,
@@ -95,16 +97,11 @@ impl AnalysisThread {
                     sink,
                     metrics,
                     live,
-                    async move {
-                        // A dropped handle stops it too.
-                        let _ = stopped.await;
-                    },
-                ));
-                let _ = finished.send(analyzer);
+                    stopped.cancelled_owned(),
+                ))
             })?;
         Ok(AnalysisThread {
-            stop: Some(stop),
-            done,
+            stop: Some(stop.drop_guard()),
             thread: Some(thread),
         })
     }
@@ -113,14 +110,12 @@ impl AnalysisThread {
     /// ended and the findings flushed) and waits for it; `None` if the
     /// thread died.
     pub async fn finish(mut self) -> Option<Analyzer> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let analyzer = (&mut self.done).await.ok();
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-        analyzer
+        drop(self.stop.take());
+        let thread = self.thread.take()?;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .ok()?
+            .ok()
     }
 }
 /// Consumes events until every sender is gone or `stop` resolves (then the

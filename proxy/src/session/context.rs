@@ -1,11 +1,10 @@
 //! What every session shares: the configuration, the way to the upstream,
-//! the event queue, counters and the shutdown signal. The server builds it
+//! the event queue, counters and the drain. The server builds it
 //! once and owns the rest (the listener, the workers, the drain).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServeConfig;
@@ -13,6 +12,7 @@ use crate::events::EventSink;
 use crate::limits::StartupSlots;
 use crate::net::upstream::Upstream;
 use crate::session::cancel::CancelKeys;
+use crate::session::drain::Drain;
 use crate::stats::ServerStats;
 
 /// What every session shares.
@@ -27,8 +27,9 @@ pub struct ServerContext {
     pub sink: EventSink,
     /// Cancel keys of live sessions.
     pub cancel_keys: Arc<CancelKeys>,
-    /// Becomes `true` when the proxy starts draining.
-    pub shutdown: watch::Receiver<bool>,
+    /// The drain: started when the proxy stops accepting; each session
+    /// ends itself by it.
+    pub(crate) drain: Arc<Drain>,
     /// Counters.
     pub stats: Arc<ServerStats>,
     /// Slots for connections that have not finished startup.

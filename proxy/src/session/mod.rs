@@ -11,9 +11,20 @@
 //! Until that first ReadyForQuery the session holds a startup slot
 //! ([`StartupSlot`]); if a newer connection is given the slot, the session
 //! is closed, whichever phase it is in.
+//!
+//! When the proxy drains ([`drain`]), a session idle at that moment is
+//! closed at once with 57P01; one in a transaction or with a query in
+//! flight goes on to its next boundary, which its relay sees where the
+//! messages pass, and is closed there with 57P01; only when the grace
+//! period is over is a session still in a transaction cut (57P01 first).
+//!
+//! The session runs inside a `session` tracing span that carries its
+//! connection id, peer, user and database, so its log events do not name
+//! them one by one.
 
 pub(crate) mod cancel;
 pub(crate) mod context;
+pub(crate) mod drain;
 pub(crate) mod negotiation;
 pub mod relay;
 
@@ -26,13 +37,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::limits::{Eviction, StartupSlot};
 use crate::log_limit::{self, LogLimiter};
 use crate::net::stream::{MaybeTls, ReadHalf, WriteHalf};
 use crate::net::upstream::UpstreamStream;
 use crate::session::context::ServerContext;
-use crate::session::relay::{Backend, Frontend, Pump, RelayError};
+use crate::session::relay::{Backend, Frontend, Pump, RelayError, Stopped};
 use crate::tracker::{SessionInfo, Tracker};
 use crate::wire::error_response::{fatal, ProxyError};
 use negotiation::Peer;
@@ -58,38 +70,56 @@ struct Established {
 }
 
 /// Serves one accepted connection to completion; `slot` is its startup
-/// slot.
+/// slot. Everything it logs is inside its `session` span.
 ///
 /// Negotiation and connecting (TLS handshakes included) need far more task
 /// state than forwarding does; they run boxed, so the task that lives as
 /// long as the connection holds only the relay's state.
 pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>, slot: StartupSlot) {
-    let Some(session) = Box::pin(establish(socket, &ctx, slot)).await else {
-        return;
-    };
-    relay(session, &ctx).await;
+    let connection_id = ctx.next_connection_id();
+    let peer = Peer::of(&socket);
+    let span = tracing::info_span!(
+        "session",
+        connection_id,
+        %peer,
+        user = tracing::field::Empty,
+        database = tracing::field::Empty,
+    );
+    async move {
+        let Some(session) = Box::pin(establish(socket, &ctx, connection_id, peer, slot)).await
+        else {
+            return;
+        };
+        relay(session, &ctx).await;
+    }
+    .instrument(span)
+    .await;
 }
 
 /// Negotiates with the client, connects upstream and forwards the
 /// StartupMessage; `None` when the session ended on the way (or was
-/// evicted from its startup slot: then its socket is simply closed).
+/// evicted from its startup slot: then its socket is simply closed; or the
+/// drain's grace period ended first).
 async fn establish(
     socket: TcpStream,
     ctx: &Arc<ServerContext>,
+    connection_id: u64,
+    peer: Peer,
     slot: StartupSlot,
 ) -> Option<Box<Established>> {
-    let connection_id = ctx.next_connection_id();
     socket.set_nodelay(true).ok();
-    let peer = Peer::of(&socket);
     let eviction = slot.eviction();
     tokio::select! {
         biased;
         () = eviction.wait() => {
             tracing::info!(
-                connection_id,
                 %peer,
                 "closing a connection still in startup to make room for a newer one (--max-startup-connections)"
             );
+            None
+        }
+        () = ctx.drain.grace_over() => {
+            tracing::debug!("closing a connection still in startup: the drain's grace period is over");
             None
         }
         established = negotiate_and_connect(socket, ctx, connection_id, peer, slot) => {
@@ -107,16 +137,12 @@ async fn negotiate_and_connect(
     slot: StartupSlot,
 ) -> Option<Established> {
     let eviction = slot.eviction();
-    let (client, packet, mut info) = negotiation::startup(socket, ctx, connection_id, peer).await?;
+    let (client, packet, mut info) = negotiation::startup(socket, ctx, peer).await?;
     info.connection_id = connection_id;
-    tracing::debug!(
-        connection_id,
-        %peer,
-        user = info.user.as_deref(),
-        database = info.database.as_deref(),
-        tls = client.is_tls(),
-        "client connected"
-    );
+    let span = tracing::Span::current();
+    span.record("user", info.user.as_deref());
+    span.record("database", info.database.as_deref());
+    tracing::debug!(tls = client.is_tls(), "client connected");
     let (client, upstream, tracker) = connect(client, packet, info, ctx, slot).await?;
     let (client_rd, client_wr) = client.into_split();
     let (server_rd, server_wr) = upstream.into_split();
@@ -139,13 +165,12 @@ async fn connect(
     ctx: &Arc<ServerContext>,
     slot: StartupSlot,
 ) -> Option<(ClientStream, UpstreamStream, Box<Mutex<Tracker>>)> {
-    let connection_id = info.connection_id;
     let mut upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
         Err(e) => {
             ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
             if UPSTREAM_FAILURES.should_log() {
-                tracing::warn!(connection_id, error = %e, "upstream unreachable");
+                tracing::warn!(error = %e, "upstream unreachable");
             }
             let _ =
                 send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
@@ -160,7 +185,7 @@ async fn connect(
     {
         ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
         if UPSTREAM_FAILURES.should_log() {
-            tracing::warn!(connection_id, error = %e, "upstream closed before the StartupMessage");
+            tracing::warn!(error = %e, "upstream closed before the StartupMessage");
         }
         let _ = send_and_close(&mut client, ProxyError::UpstreamUnreachable, &e.to_string()).await;
         return None;
@@ -186,14 +211,35 @@ pub(crate) async fn send_and_close<S: AsyncWrite + Unpin>(
     s.shutdown().await
 }
 
+/// How long the last words of a drained session (57P01 to the client,
+/// Terminate to the server) may take: a client that stopped reading its
+/// socket must not hold the drain open.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How the relay ended.
 enum End {
     Client(Result<(), RelayError>),
     Server(Result<(), RelayError>),
-    Drain,
+    /// The proxy drains and the session reached a boundary (or was idle
+    /// when the drain started).
+    Drained,
+    /// The proxy drains and the grace period ended while the session was
+    /// still in a transaction or a query.
+    GraceOver,
     StartupTimeout,
     /// Still authenticating when a newer connection was given its slot.
     Evicted,
+}
+
+impl End {
+    /// How the relay ended when one direction stopped: `side` says which.
+    fn of(stopped: Result<Stopped, RelayError>, side: fn(Result<(), RelayError>) -> End) -> End {
+        match stopped {
+            Ok(Stopped::Drained) => End::Drained,
+            Ok(Stopped::Closed) => side(Ok(())),
+            Err(e) => side(Err(e)),
+        }
+    }
 }
 
 async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
@@ -205,26 +251,27 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         tracker,
         eviction,
     } = *session;
-    let connection_id = crate::lock(&tracker).connection_id();
     let held = &ctx.stats.held;
-    let mut frontend = Pump::with_budget(ctx.config.max_message_bytes, held.clone());
-    let mut backend = Pump::with_budget(ctx.config.max_message_bytes, held.clone());
+    let mut frontend =
+        Pump::with_budget(ctx.config.max_message_bytes, held.clone()).with_drain(ctx.drain.clone());
+    let mut backend =
+        Pump::with_budget(ctx.config.max_message_bytes, held.clone()).with_drain(ctx.drain.clone());
     let end = {
         let to_server = frontend.run::<Frontend, _, _>(&mut client_rd, &mut server_wr, &tracker);
         let to_client = backend.run::<Backend, _, _>(&mut server_rd, &mut client_wr, &tracker);
         tokio::pin!(to_server, to_client);
         tokio::select! {
-            r = &mut to_server => End::Client(r),
-            r = &mut to_client => End::Server(r),
+            r = &mut to_server => End::of(r, End::Client),
+            r = &mut to_client => End::of(r, End::Server),
             end = OnWake::new(watchdog(ctx, &tracker, &eviction)) => end,
         }
     };
     match end {
         End::Client(Ok(())) => {
-            tracing::debug!(connection_id, "client closed the connection");
+            tracing::debug!("client closed the connection");
         }
         End::Client(Err(RelayError::Io(e))) => {
-            tracing::debug!(connection_id, error = %e, "client connection lost");
+            tracing::debug!(error = %e, "client connection lost");
         }
         End::Client(Err(RelayError::Refused { kind, message })) => {
             // The tracker logged why; the server's half-done login is
@@ -232,7 +279,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
             let _ = send_and_close(&mut client_wr, kind, message).await;
         }
         End::Client(Err(e)) => {
-            tracing::warn!(connection_id, error = %e, "closing connection: protocol violation by the client");
+            tracing::warn!(error = %e, "closing connection: protocol violation by the client");
             let _ = send_and_close(
                 &mut client_wr,
                 ProxyError::ProtocolViolation,
@@ -241,28 +288,35 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
             .await;
         }
         End::Server(Ok(())) => {
-            tracing::debug!(connection_id, "server closed the connection");
+            tracing::debug!("server closed the connection");
         }
         End::Server(Err(e)) => {
             ctx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(connection_id, error = %e, "upstream connection lost");
+            tracing::warn!(error = %e, "upstream connection lost");
         }
-        End::Drain => {
-            tracing::debug!(connection_id, "closing session for shutdown");
-            let _ = send_and_close(
-                &mut client_wr,
-                ProxyError::ShuttingDown,
-                "the proxy is shutting down",
-            )
-            .await;
-            // Terminate, so the server ends the session at once and cleanly.
-            let _ = server_wr.write_all(b"X\0\0\0\x04").await;
+        End::Drained | End::GraceOver => {
+            if matches!(end, End::GraceOver) {
+                tracing::info!(
+                    "grace period over: closing a session in a transaction for shutdown"
+                );
+            } else {
+                tracing::debug!("closing session for shutdown");
+            }
+            let farewell = async {
+                let _ = send_and_close(
+                    &mut client_wr,
+                    ProxyError::ShuttingDown,
+                    "the proxy is shutting down",
+                )
+                .await;
+                // Terminate, so the server ends the session at once and
+                // cleanly (rolling back a transaction that was cut).
+                let _ = server_wr.write_all(b"X\0\0\0\x04").await;
+            };
+            let _ = tokio::time::timeout(FAREWELL_TIMEOUT, farewell).await;
         }
         End::StartupTimeout => {
-            tracing::info!(
-                connection_id,
-                "client did not finish authentication in time"
-            );
+            tracing::info!("client did not finish authentication in time");
             let _ = send_and_close(
                 &mut client_wr,
                 ProxyError::ProtocolViolation,
@@ -272,7 +326,6 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         }
         End::Evicted => {
             tracing::info!(
-                connection_id,
                 "closing a connection still authenticating to make room for a newer one (--max-startup-connections)"
             );
             let _ = send_and_close(
@@ -283,21 +336,28 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
             .await;
         }
     }
-    let _ = client_wr.shutdown().await;
-    let _ = server_wr.shutdown().await;
+    // Bounded like the farewell: a peer that stopped reading (a TLS
+    // close_notify is a write) must not hold the session, or the drain, open.
+    let close = async {
+        let _ = client_wr.shutdown().await;
+        let _ = server_wr.shutdown().await;
+    };
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, close).await;
     crate::lock(&tracker).close();
 }
 
 /// Ends the session from outside its traffic: when authentication has not
 /// finished by the startup timeout or its startup slot went to a newer
-/// connection, or when the proxy drains and the session is idle (no query,
-/// no transaction) or out of grace. One future in phases, so a session
-/// carries one timer, not two.
+/// connection; when the proxy starts draining and the session is idle (no
+/// query, no transaction) or still authenticating; and when the drain's
+/// grace period is over. A session busy when the drain starts is ended by
+/// its relay at its next boundary instead. No polling: the watchdog wakes
+/// for the startup deadline, the drain's start and the grace's end, and
+/// one future in phases means a session carries one timer, not two.
 async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>, eviction: &Eviction) -> End {
-    let mut shutdown = ctx.shutdown.clone();
     // Boxed: the startup timer is freed once the startup timeout has passed
     // instead of staying in the session's state for its whole life.
-    let startup = Box::pin(until_startup_deadline(ctx, &mut shutdown, eviction)).await;
+    let startup = Box::pin(until_startup_deadline(ctx, eviction)).await;
     if startup != StartupEnd::Draining {
         if !crate::lock(tracker).is_started() {
             return match startup {
@@ -305,22 +365,17 @@ async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>, eviction: &Evic
                 _ => End::StartupTimeout,
             };
         }
-        if shutdown.wait_for(|draining| *draining).await.is_err() {
-            // The sender is gone only when the server is dropped: never drain.
-            std::future::pending::<()>().await;
-        }
+        ctx.drain.started().await;
     }
-    let deadline = tokio::time::Instant::now() + ctx.config.shutdown_grace;
-    loop {
-        let idle = {
-            let t = crate::lock(tracker);
-            t.is_idle() || !t.is_started()
-        };
-        if idle || tokio::time::Instant::now() >= deadline {
-            return End::Drain;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let idle = {
+        let t = crate::lock(tracker);
+        t.is_idle() || !t.is_started()
+    };
+    if idle {
+        return End::Drained;
     }
+    ctx.drain.grace_over().await;
+    End::GraceOver
 }
 
 /// How the startup phase of the watchdog ended.
@@ -336,26 +391,11 @@ enum StartupEnd {
 
 /// Waits out the startup timeout, unless the proxy drains or the session
 /// is evicted from its startup slot first.
-async fn until_startup_deadline(
-    ctx: &ServerContext,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    eviction: &Eviction,
-) -> StartupEnd {
-    let deadline = tokio::time::sleep(ctx.config.startup_timeout);
-    tokio::pin!(deadline);
-    let draining = tokio::select! {
-        () = &mut deadline => return StartupEnd::Deadline,
-        () = eviction.wait() => return StartupEnd::Evicted,
-        r = shutdown.wait_for(|draining| *draining) => r.is_ok(),
-    };
-    if draining {
-        return StartupEnd::Draining;
-    }
-    // No sender: the server was dropped and never drains; only the
-    // deadline and eviction are left.
+async fn until_startup_deadline(ctx: &ServerContext, eviction: &Eviction) -> StartupEnd {
     tokio::select! {
-        () = &mut deadline => StartupEnd::Deadline,
+        () = tokio::time::sleep(ctx.config.startup_timeout) => StartupEnd::Deadline,
         () = eviction.wait() => StartupEnd::Evicted,
+        () = ctx.drain.started() => StartupEnd::Draining,
     }
 }
 

@@ -139,7 +139,6 @@ enum Negotiated {
 pub(crate) async fn startup(
     socket: TcpStream,
     ctx: &ServerContext,
-    connection_id: u64,
     peer: Peer,
 ) -> Option<(ClientStream, Vec<u8>, SessionInfo)> {
     let negotiated = tokio::time::timeout(ctx.config.startup_timeout, negotiate(socket, ctx)).await;
@@ -147,7 +146,6 @@ pub(crate) async fn startup(
         Err(_) => {
             if NEGOTIATION_FAILURES.should_log() {
                 tracing::info!(
-                    connection_id,
                     %peer,
                     "{}",
                     NegotiationError::StartupTimeout(ctx.config.startup_timeout)
@@ -157,14 +155,14 @@ pub(crate) async fn startup(
         }
         Ok(Err(e)) => {
             if NEGOTIATION_FAILURES.should_log() {
-                tracing::info!(connection_id, %peer, error = %e, "connection closed during negotiation");
+                tracing::info!(%peer, error = %e, "connection closed during negotiation");
             }
             None
         }
         Ok(Ok(Negotiated::Cancelled)) => None,
         Ok(Ok(Negotiated::Refused { mut client, error })) => {
             if NEGOTIATION_FAILURES.should_log() {
-                tracing::info!(connection_id, %peer, error = %error, "startup refused");
+                tracing::info!(%peer, error = %error, "startup refused");
             }
             if let Some(kind) = error.answer() {
                 answer(&mut client, kind, &error.to_string()).await;

@@ -26,6 +26,11 @@
 //! only its first bytes ([`Direction::unheld`]), enough to keep following
 //! the protocol while not analysing what the message runs. The client sees
 //! no difference, so the budget bounds memory without refusing anyone.
+//!
+//! While the proxy drains, the pump decides at message boundaries whether
+//! the session ends there (see [`Direction::DRAIN_BEFORE_FORWARD`]): the
+//! drain flag is read once per read batch, and the tracker is asked only
+//! once the flag is up.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -35,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::limits::{HeldBudget, HeldBytes, UNCHARGED_BYTES};
 use crate::net::stream::WaitReadable;
+use crate::session::drain::Drain;
 use crate::tracker::{Tracker, Verdict};
 use crate::wire::backend;
 use crate::wire::error_response::ProxyError;
@@ -100,8 +106,24 @@ pub enum RelayError {
     },
 }
 
+/// How a direction stopped without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The source closed.
+    Closed,
+    /// The proxy drains and the session is at a boundary where it may end
+    /// without losing work: nothing in flight, no transaction open.
+    Drained,
+}
+
 /// Which way the bytes flow; decides which messages the tracker reads.
 pub trait Direction {
+    /// Where a draining session meets its boundary in this direction:
+    /// before a read batch is forwarded (a client's next request, sent
+    /// while the session is idle, is answered with 57P01 instead of
+    /// reaching the server) or after it (the server's ReadyForQuery that
+    /// ends a transaction reaches the client first).
+    const DRAIN_BEFORE_FORWARD: bool;
     /// Whether the tracker needs the whole message with this tag.
     fn inspected(tracker: &Tracker, tag: u8) -> bool;
     /// Shows a whole message to the tracker.
@@ -128,6 +150,7 @@ pub trait Direction {
 pub enum Frontend {}
 
 impl Direction for Frontend {
+    const DRAIN_BEFORE_FORWARD: bool = true;
     fn inspected(tracker: &Tracker, tag: u8) -> bool {
         tracker.frontend_inspects(tag)
     }
@@ -153,6 +176,7 @@ impl Direction for Frontend {
 pub enum Backend {}
 
 impl Direction for Backend {
+    const DRAIN_BEFORE_FORWARD: bool = false;
     fn inspected(_tracker: &Tracker, tag: u8) -> bool {
         backend::is_inspected(tag)
     }
@@ -190,6 +214,9 @@ pub struct Pump {
     /// The reservation behind `buf` while it is a buffer made for one
     /// large message; returned when that buffer is freed.
     held: Option<HeldBytes>,
+    /// The proxy's drain, when the session may end at a boundary; `None`
+    /// never drains (fuzz targets and tests).
+    drain: Option<Arc<Drain>>,
 }
 
 /// The outcome of scanning the buffer.
@@ -216,6 +243,7 @@ impl Pump {
             max_message,
             budget: None,
             held: None,
+            drain: None,
         }
     }
 
@@ -228,13 +256,30 @@ impl Pump {
         }
     }
 
-    /// Forwards from `src` to `dst` until `src` ends (`Ok`) or fails.
+    /// Ends the run at the session's next boundary once `drain` has
+    /// started.
+    pub(crate) fn with_drain(mut self, drain: Arc<Drain>) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// Whether the proxy drains and the session may end here: at a
+    /// message boundary (not inside a streamed message), nothing in flight
+    /// and no transaction open. One relaxed load while not draining.
+    fn drain_boundary(&self, tracker: &Mutex<Tracker>) -> bool {
+        self.skip == 0
+            && self.drain.as_ref().is_some_and(|d| d.is_draining())
+            && crate::lock(tracker).is_idle()
+    }
+
+    /// Forwards from `src` to `dst` until `src` ends, the session reaches
+    /// a boundary while the proxy drains, or either side fails.
     pub async fn run<D: Direction, R, W>(
         &mut self,
         src: &mut R,
         dst: &mut W,
         tracker: &Mutex<Tracker>,
-    ) -> Result<(), RelayError>
+    ) -> Result<Stopped, RelayError>
     where
         R: AsyncRead + WaitReadable + Unpin,
         W: AsyncWrite + Unpin,
@@ -255,7 +300,10 @@ impl Pump {
                 self.buf.reserve(INITIAL_BUFFER.max(self.buf.len()));
             }
             if src.read_buf(&mut self.buf).await? == 0 {
-                return Ok(());
+                return Ok(Stopped::Closed);
+            }
+            if D::DRAIN_BEFORE_FORWARD && self.drain_boundary(tracker) {
+                return Ok(Stopped::Drained);
             }
             loop {
                 let scan = {
@@ -278,6 +326,9 @@ impl Pump {
                 }
             }
             dst.flush().await?;
+            if !D::DRAIN_BEFORE_FORWARD && self.drain_boundary(tracker) {
+                return Ok(Stopped::Drained);
+            }
         }
     }
 
@@ -687,6 +738,82 @@ mod tests {
         let q = msg(b'Q', &body);
         let out = relay::<Frontend>(&q, vec![65536; 200], 64 << 20).unwrap();
         assert_eq!(out, q);
+    }
+
+    /// Relays `data` (split into `sizes`) through a pump of direction `D`
+    /// while the proxy drains; `tracker` has seen what came before.
+    fn relay_draining<D: Direction>(
+        data: &[u8],
+        sizes: Vec<usize>,
+        tracker: &Mutex<Tracker>,
+    ) -> (Stopped, Vec<u8>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let drain = Arc::new(Drain::default());
+        drain.start();
+        rt.block_on(async {
+            let mut src = Chunked {
+                data: data.to_vec(),
+                pos: 0,
+                sizes,
+                next: 0,
+                probe: None,
+            };
+            let mut out = Vec::new();
+            let stopped = Pump::new(1 << 20)
+                .with_drain(drain)
+                .run::<D, _, _>(&mut src, &mut out, tracker)
+                .await
+                .unwrap();
+            (stopped, out)
+        })
+    }
+
+    fn query(sql: &str) -> Vec<u8> {
+        msg(b'Q', &[sql.as_bytes(), b"\0"].concat())
+    }
+
+    #[test]
+    fn a_draining_idle_session_does_not_forward_the_next_request() {
+        let t = tracker();
+        let (stopped, out) = relay_draining::<Frontend>(&query("begin"), vec![], &t);
+        assert_eq!(stopped, Stopped::Drained);
+        assert!(out.is_empty(), "the BEGIN reached the server");
+    }
+
+    #[test]
+    fn a_draining_session_in_a_transaction_forwards_its_requests() {
+        let t = tracker();
+        {
+            let mut t = crate::lock(&t);
+            t.frontend(&query("begin"));
+            t.backend(&msg(b'C', b"BEGIN\0"));
+            t.backend(b"Z\0\0\0\x05T");
+        }
+        let data = [query("insert into t values (1)"), query("commit")].concat();
+        let (stopped, out) = relay_draining::<Frontend>(&data, vec![], &t);
+        assert_eq!(stopped, Stopped::Closed);
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn a_draining_session_ends_after_the_ready_for_query_that_ends_its_transaction() {
+        let t = tracker();
+        crate::lock(&t).frontend(&query("begin"));
+        // The transaction opens (no boundary), then the client commits.
+        let begun = [msg(b'C', b"BEGIN\0"), msg(b'Z', b"T")].concat();
+        let (stopped, out) = relay_draining::<Backend>(&begun, vec![], &t);
+        assert_eq!((stopped, out), (Stopped::Closed, begun));
+        crate::lock(&t).frontend(&query("commit"));
+        let committed = [msg(b'C', b"COMMIT\0"), msg(b'Z', b"I")].concat();
+        // A notice the server sends later is not read: the session ended
+        // at the ReadyForQuery, which the client got.
+        let notice = msg(b'N', b"SNOTICE\0Mlater\0\0");
+        let data = [committed.clone(), notice].concat();
+        let (stopped, out) = relay_draining::<Backend>(&data, vec![committed.len(), 100], &t);
+        assert_eq!(stopped, Stopped::Drained);
+        assert_eq!(out, committed);
     }
 
     proptest! {

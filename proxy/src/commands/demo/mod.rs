@@ -10,9 +10,9 @@ mod workload;
 use anyhow::{Context, Result};
 use tokio_postgres::NoTls;
 
-use crate::analysis::StoreSink;
+use crate::app::{self, Events};
 use crate::config::ServeArgs;
-use crate::server::Server;
+use crate::config::StoreArg;
 
 pub use postgres::Postgres;
 
@@ -48,45 +48,28 @@ pub async fn run(_args: DemoArgs) -> Result<()> {
     }
     drop(setup);
 
-    let args = ServeArgs {
-        listen: Some("127.0.0.1:0".parse()?),
-        upstream: Some(pg.url("blog").into()),
-        shutdown_grace: Some(5.0),
-        ..Default::default()
-    };
     let store_path = _args
         .store
         .clone()
         .unwrap_or_else(|| pg.dir().join("findings.db"));
-    let store = StoreSink::open(&store_path, "demo")?;
-    let config = args.resolve()?;
-    let analysis_settings = config.analysis.clone();
-    let mut server = Server::bind(config).await?;
-    let port = server.local_addr()?.port();
-    let events = server.take_events().expect("events not taken");
-    let event_stats = server.context().sink.stats().clone();
-    let analysis = crate::analysis::AnalysisThread::spawn(
-        events,
-        analysis_settings,
-        event_stats,
-        Some(crate::analysis::catalog::CatalogConnector::new(
-            server.context().upstream.clone(),
-        )),
-        Box::new(store),
-        None,
-        None,
-    )?;
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async move {
-        let _ = server_stopped.await;
-    }));
+    let args = ServeArgs {
+        listen: Some("127.0.0.1:0".parse()?),
+        // Port 0: the demo must not collide with a proxy running here.
+        admin_listen: Some("127.0.0.1:0".parse()?),
+        upstream: Some(pg.url("blog").into()),
+        store: Some(StoreArg::from(store_path.as_path())),
+        instance: Some("demo".into()),
+        shutdown_grace: Some(5.0),
+        ..Default::default()
+    };
+    let proxy = app::start(args.resolve()?, Events::Analysed).await?;
+    let port = proxy.listen_addr().port();
     eprintln!("demo: qproxy listening on 127.0.0.1:{port}; running the workload through it ...");
     let url = format!("postgres://postgres@127.0.0.1:{port}/blog?sslmode=disable");
     let requests = workload::run(&url).await?;
     eprintln!("demo: {requests} requests done; stopping the proxy ...");
-    let _ = stop_server.send(());
-    let _ = serving.await;
-    analysis.finish().await;
+    // Drains the sessions, then analyses what is queued and flushes.
+    proxy.shutdown().await;
     let report = qproxy_analyzer::store::Store::open_read_only(&store_path)?
         .load_report(&qproxy_analyzer::store::RunSelection::Latest)?;
     let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
