@@ -13,6 +13,7 @@
 //! is closed, whichever phase it is in.
 
 pub mod cancel;
+pub mod effects;
 pub mod negotiation;
 pub mod relay;
 
@@ -31,8 +32,9 @@ use crate::log_limit::{self, LogLimiter};
 use crate::net::stream::{MaybeTls, ReadHalf, WriteHalf};
 use crate::net::upstream::UpstreamStream;
 use crate::server::ServerContext;
-use crate::session::relay::{Backend, Frontend, Pump, RelayError};
-use crate::tracker::{SessionInfo, Tracker};
+use crate::session::effects::SessionEffects;
+use crate::session::relay::{Pump, RelayError};
+use crate::tracker::{Backend, Frontend, SessionInfo, Tracker};
 use crate::wire::error_response::{fatal, ProxyError};
 use negotiation::Peer;
 
@@ -51,8 +53,11 @@ struct Established {
     server_rd: ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>,
     server_wr: WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
     tracker: Box<Mutex<Tracker>>,
-    /// Raised if the startup slot (held by the tracker until the first
-    /// ReadyForQuery) is given to a newer connection.
+    /// Acts on what the tracker reports (events, the cancel key, the end of
+    /// startup).
+    effects: Arc<SessionEffects>,
+    /// Raised if the startup slot (held until the first ReadyForQuery) is
+    /// given to a newer connection.
     eviction: Arc<Eviction>,
 }
 
@@ -116,7 +121,7 @@ async fn negotiate_and_connect(
         tls = client.is_tls(),
         "client connected"
     );
-    let (client, upstream, tracker) = connect(client, packet, info, ctx, slot).await?;
+    let (client, upstream, tracker, effects) = connect(client, packet, info, ctx, slot).await?;
     let (client_rd, client_wr) = client.into_split();
     let (server_rd, server_wr) = upstream.into_split();
     Some(Established {
@@ -125,6 +130,7 @@ async fn negotiate_and_connect(
         server_rd,
         server_wr,
         tracker,
+        effects,
         eviction,
     })
 }
@@ -137,7 +143,12 @@ async fn connect(
     info: SessionInfo,
     ctx: &Arc<ServerContext>,
     slot: StartupSlot,
-) -> Option<(ClientStream, UpstreamStream, Box<Mutex<Tracker>>)> {
+) -> Option<(
+    ClientStream,
+    UpstreamStream,
+    Box<Mutex<Tracker>>,
+    Arc<SessionEffects>,
+)> {
     let connection_id = info.connection_id;
     let mut upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
@@ -167,11 +178,17 @@ async fn connect(
     // The client never shares the upstream's TLS session (the proxy either
     // terminates the client's TLS or the client has none), so channel
     // binding can never succeed across the proxy: `-PLUS` is always removed.
-    let tracker = Tracker::new(info, ctx.sink.clone(), ctx.config.tracker_limits, true)
+    let tracker = Tracker::new(info, ctx.config.tracker_limits, true, effects::now())
+        .with_budget(ctx.stats.held.clone());
+    let effects = SessionEffects::new(connection_id, ctx.sink.clone())
         .with_cancel_keys(ctx.cancel_keys.clone())
-        .with_budget(ctx.stats.held.clone())
         .with_startup_slot(slot);
-    Some((client, upstream, Box::new(Mutex::new(tracker))))
+    Some((
+        client,
+        upstream,
+        Box::new(Mutex::new(tracker)),
+        Arc::new(effects),
+    ))
 }
 
 /// Sends a FATAL ErrorResponse and closes the stream.
@@ -202,12 +219,15 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         mut server_rd,
         mut server_wr,
         tracker,
+        effects,
         eviction,
     } = *session;
     let connection_id = crate::lock(&tracker).connection_id();
     let held = &ctx.stats.held;
-    let mut frontend = Pump::with_budget(ctx.config.max_message_bytes, held.clone());
-    let mut backend = Pump::with_budget(ctx.config.max_message_bytes, held.clone());
+    let mut frontend =
+        Pump::with_budget(ctx.config.max_message_bytes, held.clone()).with_effects(effects.clone());
+    let mut backend =
+        Pump::with_budget(ctx.config.max_message_bytes, held.clone()).with_effects(effects.clone());
     let end = {
         let to_server = frontend.run::<Frontend, _, _>(&mut client_rd, &mut server_wr, &tracker);
         let to_client = backend.run::<Backend, _, _>(&mut server_rd, &mut client_wr, &tracker);
@@ -284,7 +304,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
     }
     let _ = client_wr.shutdown().await;
     let _ = server_wr.shutdown().await;
-    crate::lock(&tracker).close();
+    effects.close(&mut crate::lock(&tracker), effects::now());
 }
 
 /// Ends the session from outside its traffic: when authentication has not
