@@ -25,6 +25,10 @@ pub struct Now {
 }
 
 /// One thing the connection must do, in the order the tracker saw it.
+// Nearly every effect is an event, which moves on into the analyzer's queue
+// by value: boxing it would allocate once per query, while the outbox's
+// slots are reused.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Effect {
     /// Hand this to the analyzer (`EventSink::emit`).

@@ -734,3 +734,40 @@ fn the_cancel_key_is_reported_for_the_connection_to_register() {
         .collect();
     assert_eq!(keys, [(256, vec![9, 9, 9, 9])]);
 }
+
+#[test]
+fn the_tracker_and_the_scanner_do_no_io_read_no_clock_and_log_nothing() {
+    // The agreement that keeps them testable, fuzzable and benchmarkable,
+    // checked rather than reviewed: what they do is returned as effects.
+    let sources = [
+        ("tracker/mod.rs", include_str!("mod.rs")),
+        ("tracker/frontend.rs", include_str!("frontend.rs")),
+        ("tracker/backend.rs", include_str!("backend.rs")),
+        ("tracker/suspended.rs", include_str!("suspended.rs")),
+        ("tracker/effect.rs", include_str!("effect.rs")),
+        ("tracker/inspect.rs", include_str!("inspect.rs")),
+        ("wire/scan.rs", include_str!("../wire/scan.rs")),
+    ];
+    let forbidden = [
+        "tokio",
+        "tracing::",
+        "crate::events",
+        "crate::session",
+        "crate::net",
+        "StartupSlot",
+        "CancelKeys",
+        "Instant::now",
+        "SystemTime::now",
+        "static ",
+    ];
+    for (file, source) in sources {
+        // Unit tests below a file's `#[cfg(test)]` may read clocks.
+        let code = source
+            .split("#[cfg(test)]\nmod tests {")
+            .next()
+            .unwrap_or(source);
+        for word in forbidden {
+            assert!(!code.contains(word), "{file} uses `{word}`");
+        }
+    }
+}
