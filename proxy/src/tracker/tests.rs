@@ -758,7 +758,9 @@ fn the_tracker_and_the_scanner_do_no_io_read_no_clock_and_log_nothing() {
         "CancelKeys",
         "Instant::now",
         "SystemTime::now",
-        "static ",
+        "static mut",
+        "thread_local!",
+        "LazyLock",
     ];
     for (file, source) in sources {
         // Unit tests below a file's `#[cfg(test)]` may read clocks.
