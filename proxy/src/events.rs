@@ -1,4 +1,5 @@
-//! The bounded channel from the protocol trackers to the analyzer task.
+//! The bounded channel from the sessions (the events their protocol
+//! trackers report) to the analyzer task.
 //!
 //! Analysis must never slow traffic: [`EventSink::emit`] uses `try_send`, and
 //! when the channel is full the event is dropped and counted, never awaited.

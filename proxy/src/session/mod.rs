@@ -25,6 +25,7 @@
 pub(crate) mod cancel;
 pub(crate) mod context;
 pub(crate) mod drain;
+pub(crate) mod effects;
 pub(crate) mod negotiation;
 pub mod relay;
 
@@ -44,8 +45,9 @@ use crate::log_limit::{self, LogLimiter};
 use crate::net::stream::{MaybeTls, ReadHalf, WriteHalf};
 use crate::net::upstream::UpstreamStream;
 use crate::session::context::ServerContext;
-use crate::session::relay::{Backend, Frontend, Pump, RelayError, Stopped};
-use crate::tracker::{SessionInfo, Tracker};
+use crate::session::effects::SessionEffects;
+use crate::session::relay::{Pump, RelayError, Stopped};
+use crate::tracker::{Backend, Frontend, SessionInfo, Tracker};
 use crate::wire::error_response::{fatal, ProxyError};
 use negotiation::Peer;
 
@@ -64,8 +66,11 @@ struct Established {
     server_rd: ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>,
     server_wr: WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
     tracker: Box<Mutex<Tracker>>,
-    /// Raised if the startup slot (held by the tracker until the first
-    /// ReadyForQuery) is given to a newer connection.
+    /// Acts on what the tracker reports (events, the cancel key, the end of
+    /// startup).
+    effects: Arc<SessionEffects>,
+    /// Raised if the startup slot (held until the first ReadyForQuery) is
+    /// given to a newer connection.
     eviction: Arc<Eviction>,
 }
 
@@ -143,7 +148,7 @@ async fn negotiate_and_connect(
     span.record("user", info.user.as_deref());
     span.record("database", info.database.as_deref());
     tracing::debug!(tls = client.is_tls(), "client connected");
-    let (client, upstream, tracker) = connect(client, packet, info, ctx, slot).await?;
+    let (client, upstream, tracker, effects) = connect(client, packet, info, ctx, slot).await?;
     let (client_rd, client_wr) = client.into_split();
     let (server_rd, server_wr) = upstream.into_split();
     Some(Established {
@@ -152,6 +157,7 @@ async fn negotiate_and_connect(
         server_rd,
         server_wr,
         tracker,
+        effects,
         eviction,
     })
 }
@@ -164,7 +170,12 @@ async fn connect(
     info: SessionInfo,
     ctx: &Arc<ServerContext>,
     slot: StartupSlot,
-) -> Option<(ClientStream, UpstreamStream, Box<Mutex<Tracker>>)> {
+) -> Option<(
+    ClientStream,
+    UpstreamStream,
+    Box<Mutex<Tracker>>,
+    Arc<SessionEffects>,
+)> {
     let mut upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
         Err(e) => {
@@ -193,11 +204,17 @@ async fn connect(
     // The client never shares the upstream's TLS session (the proxy either
     // terminates the client's TLS or the client has none), so channel
     // binding can never succeed across the proxy: `-PLUS` is always removed.
-    let tracker = Tracker::new(info, ctx.sink.clone(), ctx.config.tracker_limits, true)
+    let tracker = Tracker::new(info, ctx.config.tracker_limits, true, effects::now())
+        .with_budget(ctx.stats.held.clone());
+    let effects = SessionEffects::new(ctx.sink.clone())
         .with_cancel_keys(ctx.cancel_keys.clone())
-        .with_budget(ctx.stats.held.clone())
         .with_startup_slot(slot);
-    Some((client, upstream, Box::new(Mutex::new(tracker))))
+    Some((
+        client,
+        upstream,
+        Box::new(Mutex::new(tracker)),
+        Arc::new(effects),
+    ))
 }
 
 /// Sends a FATAL ErrorResponse and closes the stream.
@@ -249,13 +266,16 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         mut server_rd,
         mut server_wr,
         tracker,
+        effects,
         eviction,
     } = *session;
     let held = &ctx.stats.held;
-    let mut frontend =
-        Pump::with_budget(ctx.config.max_message_bytes, held.clone()).with_drain(ctx.drain.clone());
-    let mut backend =
-        Pump::with_budget(ctx.config.max_message_bytes, held.clone()).with_drain(ctx.drain.clone());
+    let mut frontend = Pump::with_budget(ctx.config.max_message_bytes, held.clone())
+        .with_drain(ctx.drain.clone())
+        .with_effects(effects.clone());
+    let mut backend = Pump::with_budget(ctx.config.max_message_bytes, held.clone())
+        .with_drain(ctx.drain.clone())
+        .with_effects(effects.clone());
     let end = {
         let to_server = frontend.run::<Frontend, _, _>(&mut client_rd, &mut server_wr, &tracker);
         let to_client = backend.run::<Backend, _, _>(&mut server_rd, &mut client_wr, &tracker);
@@ -343,7 +363,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         let _ = server_wr.shutdown().await;
     };
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, close).await;
-    crate::lock(&tracker).close();
+    effects.close(&mut crate::lock(&tracker), effects::now());
 }
 
 /// Ends the session from outside its traffic: when authentication has not

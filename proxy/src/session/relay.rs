@@ -1,7 +1,8 @@
 //! Forwarding one direction of a session: read what arrived, let the tracker
 //! look at the messages it needs, write the original bytes on.
 //!
-//! Messages are found by their 5-byte header. A message the tracker does
+//! Messages are found by their 5-byte header (the frame scanner,
+//! [`crate::wire::scan`], decides what each is). A message the tracker does
 //! not read (DataRow, CopyData, notices) is counted by its header and its
 //! bytes pass through as they arrive, however large; a message the tracker
 //! reads is held until it is whole, up to a configured cap. Past the cap, a
@@ -23,7 +24,7 @@
 //! buffer of exactly that size, freed (and the reservation returned) once
 //! the message is forwarded. When the budget cannot cover it, the message
 //! is not held: it streams through like a DataRow, and the tracker is shown
-//! only its first bytes ([`Direction::unheld`]), enough to keep following
+//! only its first bytes ([`Direction::not_held`]), enough to keep following
 //! the protocol while not analysing what the message runs. The client sees
 //! no difference, so the budget bounds memory without refusing anyone.
 //!
@@ -31,6 +32,9 @@
 //! the session ends there (see [`Direction::DRAIN_BEFORE_FORWARD`]): the
 //! drain flag is read once per read batch, and the tracker is asked only
 //! once the flag is up.
+//!
+//! The tracker returns what it saw as effects; the pump applies them
+//! ([`SessionEffects`]) right after each batch, under the same lock.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -41,19 +45,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::limits::{HeldBudget, HeldBytes, UNCHARGED_BYTES};
 use crate::net::stream::WaitReadable;
 use crate::session::drain::Drain;
-use crate::tracker::{Tracker, Verdict};
-use crate::wire::backend;
+use crate::session::effects::{now, SessionEffects};
+use crate::tracker::{Direction, Now, Tracker, Verdict};
 use crate::wire::error_response::ProxyError;
-use crate::wire::framing::{self, FrameError, Header};
+use crate::wire::framing::FrameError;
+use crate::wire::scan::{Frame, FrameScanner, NotHeld};
 
 /// Read buffer size to start with; it grows for large inspected messages,
 /// and a grown buffer is freed once emptied (see [`give_back`]), so one
 /// large query does not pin memory for the life of the connection.
 const INITIAL_BUFFER: usize = 16 * 1024;
-
-/// How much of a message over the cap is held before it streams through:
-/// no more than the smallest cap allowed (1 KiB).
-const OVER_CAP_PREFIX: usize = 1024;
 
 /// Spare read buffers kept per thread for the next readable socket.
 const SPARE_BUFFERS: usize = 64;
@@ -115,99 +116,12 @@ pub enum Stopped {
     /// without losing work: nothing in flight, no transaction open.
     Drained,
 }
-
-/// Which way the bytes flow; decides which messages the tracker reads.
-pub trait Direction {
-    /// Where a draining session meets its boundary in this direction:
-    /// before a read batch is forwarded (a client's next request, sent
-    /// while the session is idle, is answered with 57P01 instead of
-    /// reaching the server) or after it (the server's ReadyForQuery that
-    /// ends a transaction reaches the client first).
-    const DRAIN_BEFORE_FORWARD: bool;
-    /// Whether the tracker needs the whole message with this tag.
-    fn inspected(tracker: &Tracker, tag: u8) -> bool;
-    /// Shows a whole message to the tracker.
-    fn observe(tracker: &mut Tracker, msg: &[u8]) -> Verdict;
-    /// A message the tracker would read is over the cap on held messages:
-    /// an error ends the session; `Ok` streams it through unread (the
-    /// tracker has been told, with the `prefix` of it at hand).
-    fn over_cap(
-        tracker: &mut Tracker,
-        header: Header,
-        prefix: &[u8],
-        cap: usize,
-    ) -> Result<(), FrameError>;
-    /// Shows a message that streams through: its tag, and its bytes when
-    /// the whole message is already in the buffer.
-    fn streamed(tracker: &mut Tracker, tag: u8, whole: Option<&[u8]>);
-    /// Shows the start of an inspected message that is forwarded without
-    /// being held whole, because the budget for held bytes is spent.
-    fn unheld(tracker: &mut Tracker, prefix: &[u8]);
-}
-
-/// Client → server.
-#[derive(Debug)]
-pub enum Frontend {}
-
-impl Direction for Frontend {
-    const DRAIN_BEFORE_FORWARD: bool = true;
-    fn inspected(tracker: &Tracker, tag: u8) -> bool {
-        tracker.frontend_inspects(tag)
-    }
-    fn observe(tracker: &mut Tracker, msg: &[u8]) -> Verdict {
-        tracker.frontend(msg)
-    }
-    fn over_cap(
-        _tracker: &mut Tracker,
-        header: Header,
-        _prefix: &[u8],
-        cap: usize,
-    ) -> Result<(), FrameError> {
-        framing::check_cap(header, cap)
-    }
-    fn streamed(_tracker: &mut Tracker, _tag: u8, _whole: Option<&[u8]>) {}
-    fn unheld(tracker: &mut Tracker, prefix: &[u8]) {
-        tracker.frontend_unheld(prefix)
-    }
-}
-
-/// Server → client.
-#[derive(Debug)]
-pub enum Backend {}
-
-impl Direction for Backend {
-    const DRAIN_BEFORE_FORWARD: bool = false;
-    fn inspected(_tracker: &Tracker, tag: u8) -> bool {
-        backend::is_inspected(tag)
-    }
-    fn observe(tracker: &mut Tracker, msg: &[u8]) -> Verdict {
-        tracker.backend(msg)
-    }
-    fn over_cap(
-        tracker: &mut Tracker,
-        header: Header,
-        prefix: &[u8],
-        _cap: usize,
-    ) -> Result<(), FrameError> {
-        tracker.backend_unread(header.tag, prefix);
-        Ok(())
-    }
-    fn streamed(tracker: &mut Tracker, tag: u8, whole: Option<&[u8]>) {
-        tracker.backend_streamed(tag, whole)
-    }
-    fn unheld(tracker: &mut Tracker, prefix: &[u8]) {
-        tracker.backend_unheld(prefix)
-    }
-}
-
 /// The framing state of one direction.
 #[derive(Debug)]
 pub struct Pump {
     buf: BytesMut,
-    /// Bytes of a streamed message that have not arrived yet.
-    skip: usize,
-    /// Cap for messages that must be held whole.
-    max_message: usize,
+    /// Message boundaries across reads, and the cap on held messages.
+    scanner: FrameScanner,
     /// Where memory for large held messages is reserved; `None` holds any
     /// message up to the cap (fuzz targets and tests).
     budget: Option<Arc<HeldBudget>>,
@@ -217,6 +131,8 @@ pub struct Pump {
     /// The proxy's drain, when the session may end at a boundary; `None`
     /// never drains (fuzz targets and tests).
     drain: Option<Arc<Drain>>,
+    /// Where the tracker's effects go; `None` discards them (tests).
+    effects: Option<Arc<SessionEffects>>,
 }
 
 /// The outcome of scanning the buffer.
@@ -239,11 +155,11 @@ impl Pump {
     pub fn new(max_message: usize) -> Self {
         Pump {
             buf: BytesMut::new(),
-            skip: 0,
-            max_message,
+            scanner: FrameScanner::new(max_message),
             budget: None,
             held: None,
             drain: None,
+            effects: None,
         }
     }
 
@@ -267,9 +183,16 @@ impl Pump {
     /// message boundary (not inside a streamed message), nothing in flight
     /// and no transaction open. One relaxed load while not draining.
     fn drain_boundary(&self, tracker: &Mutex<Tracker>) -> bool {
-        self.skip == 0
+        !self.scanner.in_message()
             && self.drain.as_ref().is_some_and(|d| d.is_draining())
             && crate::lock(tracker).is_idle()
+    }
+
+    /// Applies what the tracker reports to the session (see
+    /// [`SessionEffects`]).
+    pub fn with_effects(mut self, effects: Arc<SessionEffects>) -> Self {
+        self.effects = Some(effects);
+        self
     }
 
     /// Forwards from `src` to `dst` until `src` ends, the session reaches
@@ -308,7 +231,12 @@ impl Pump {
             loop {
                 let scan = {
                     let mut t = crate::lock(tracker);
-                    self.scan::<D>(&mut t)?
+                    let scan = self.scan::<D>(&mut t, now());
+                    match &self.effects {
+                        Some(effects) => effects.apply_all(&mut t),
+                        None => t.drain_effects().for_each(drop),
+                    }
+                    scan?
                 };
                 if scan.forward > 0 {
                     dst.write_all(&self.buf[..scan.forward]).await?;
@@ -349,92 +277,73 @@ impl Pump {
     }
 
     /// Walks the complete messages at the front of the buffer.
-    fn scan<D: Direction>(&mut self, tracker: &mut Tracker) -> Result<Scan, RelayError> {
-        let buf = &self.buf[..];
-        let mut pos = 0;
+    fn scan<D: Direction>(&mut self, tracker: &mut Tracker, now: Now) -> Result<Scan, RelayError> {
+        let capacity = self.buf.capacity();
+        let mut frames = self.scanner.frames(&self.buf, D::OVER_CAP);
         loop {
-            if self.skip > 0 {
-                let n = self.skip.min(buf.len() - pos);
-                pos += n;
-                self.skip -= n;
-                if self.skip > 0 {
-                    return Ok(Scan::forward(pos));
-                }
-                continue;
-            }
-            let Some(header) = framing::peek_header(&buf[pos..])? else {
-                return Ok(Scan::forward(pos));
-            };
-            let available = buf.len() - pos;
-            let mut held = D::inspected(tracker, header.tag);
-            if held && header.total > self.max_message {
-                // Its first bytes are waited for, so that the tracker sees
-                // the leading fields (an error's SQLSTATE).
-                let want = header.total.min(OVER_CAP_PREFIX);
-                if available < want {
-                    return Ok(Scan {
-                        need: want,
-                        ..Scan::forward(pos)
-                    });
-                }
-                let prefix = &buf[pos..buf.len().min(pos + header.total)];
-                D::over_cap(tracker, header, prefix, self.max_message)?;
-                held = false;
-            }
-            if held {
-                if available < header.total {
-                    // Held if it fits the ordinary buffer (or the one made
-                    // for it) or the budget covers it; else streamed once
-                    // its first bytes are here for the tracker.
-                    let room = self.buf.capacity() - pos;
-                    let reservation = match &self.budget {
-                        _ if header.total <= UNCHARGED_BYTES.max(room) => None,
-                        None => None,
-                        Some(budget) => match budget.try_reserve(header.total) {
-                            Some(reserved) => Some(reserved),
-                            None if available < UNCHARGED_BYTES => {
-                                return Ok(Scan {
-                                    need: UNCHARGED_BYTES,
-                                    ..Scan::forward(pos)
-                                });
-                            }
-                            None => {
-                                budget.note_not_held();
-                                D::unheld(tracker, &buf[pos..]);
-                                self.skip = header.total - available;
-                                pos = buf.len();
-                                continue;
-                            }
-                        },
-                    };
-                    return Ok(Scan {
-                        need: header.total,
-                        reservation,
-                        ..Scan::forward(pos)
-                    });
-                }
-                match D::observe(tracker, &buf[pos..pos + header.total]) {
-                    Verdict::Forward => pos += header.total,
+            let header = match frames.next(|tag| D::inspected(tracker, tag))? {
+                Frame::Whole(msg) => match D::observe(tracker, msg, now) {
+                    Verdict::Forward => continue,
                     Verdict::Replace(bytes) => {
                         return Ok(Scan {
-                            replace: Some((header.total, bytes)),
-                            ..Scan::forward(pos)
+                            replace: Some((msg.len(), bytes)),
+                            ..Scan::forward(frames.pos() - msg.len())
                         })
                     }
                     Verdict::Refuse { kind, message } => {
                         return Err(RelayError::Refused { kind, message })
                     }
+                },
+                Frame::Streamed { tag, whole } => {
+                    D::streamed(tracker, tag, whole);
+                    continue;
                 }
-            } else {
-                if available >= header.total {
-                    D::streamed(tracker, header.tag, Some(&buf[pos..pos + header.total]));
-                    pos += header.total;
-                } else {
-                    D::streamed(tracker, header.tag, None);
-                    self.skip = header.total - available;
-                    pos = buf.len();
+                Frame::NotHeld { tag, prefix, why } => {
+                    D::not_held(tracker, tag, prefix, why, now);
+                    continue;
                 }
-            }
+                Frame::Wait { need } => {
+                    return Ok(Scan {
+                        need,
+                        ..Scan::forward(frames.pos())
+                    })
+                }
+                Frame::Incomplete(header) => header,
+            };
+            // An inspected message not whole yet: held if it fits the
+            // ordinary buffer (or the one made for it) or the budget covers
+            // it; else it passes through once its first bytes are here for
+            // the tracker.
+            let pos = frames.pos();
+            let available = self.buf.len() - pos;
+            let room = capacity - pos;
+            let reservation = match &self.budget {
+                _ if header.total <= UNCHARGED_BYTES.max(room) => None,
+                None => None,
+                Some(budget) => match budget.try_reserve(header.total) {
+                    Some(reserved) => Some(reserved),
+                    None if available < UNCHARGED_BYTES => {
+                        return Ok(Scan {
+                            need: UNCHARGED_BYTES,
+                            ..Scan::forward(pos)
+                        });
+                    }
+                    None => {
+                        budget.note_not_held();
+                        if let Frame::NotHeld { tag, prefix, why } =
+                            frames.pass_through(header, NotHeld::OverBudget)
+                        {
+                            D::not_held(tracker, tag, prefix, why, now);
+                        }
+                        continue;
+                    }
+                },
+            };
+            return Ok(Scan {
+                need: header.total,
+                reservation,
+                ..Scan::forward(pos)
+            });
         }
     }
 }
@@ -451,31 +360,6 @@ impl Scan {
     }
 }
 
-/// Runs framing and the tracker over bytes already in memory, without I/O:
-/// the entry point for fuzz targets. Returns how many bytes would have been
-/// forwarded; a trailing partial message is left unforwarded.
-pub fn inspect_all<D: Direction>(
-    data: &[u8],
-    tracker: &mut Tracker,
-    max_message: usize,
-) -> Result<usize, RelayError> {
-    let mut pump = Pump::new(max_message);
-    pump.buf.extend_from_slice(data);
-    let mut forwarded = 0;
-    loop {
-        let scan = pump.scan::<D>(tracker)?;
-        pump.buf.advance(scan.forward);
-        forwarded += scan.forward;
-        match scan.replace {
-            Some((len, _)) => {
-                pump.buf.advance(len);
-                forwarded += len;
-            }
-            None => return Ok(forwarded),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -486,8 +370,7 @@ mod tests {
     use tokio::io::ReadBuf;
 
     use super::*;
-    use crate::events::EventSink;
-    use crate::tracker::{SessionInfo, TrackerLimits};
+    use crate::tracker::{Backend, Frontend, SessionInfo, TrackerLimits};
 
     /// A reader that hands out its data in the given chunk sizes, the way
     /// a socket may split messages anywhere.
@@ -532,14 +415,14 @@ mod tests {
 
     /// A tracker past authentication, so every decoder is exercised.
     fn tracker() -> Mutex<Tracker> {
-        let (sink, _rx) = EventSink::channel(16);
         let mut t = Tracker::new(
             SessionInfo::default(),
-            sink,
             TrackerLimits::default(),
             false,
+            now(),
         );
-        t.backend(b"Z\0\0\0\x05I");
+        t.backend(b"Z\0\0\0\x05I", now());
+        t.drain_effects().for_each(drop);
         Mutex::new(t)
     }
 
@@ -787,9 +670,9 @@ mod tests {
         let t = tracker();
         {
             let mut t = crate::lock(&t);
-            t.frontend(&query("begin"));
-            t.backend(&msg(b'C', b"BEGIN\0"));
-            t.backend(b"Z\0\0\0\x05T");
+            t.frontend(&query("begin"), now());
+            t.backend(&msg(b'C', b"BEGIN\0"), now());
+            t.backend(b"Z\0\0\0\x05T", now());
         }
         let data = [query("insert into t values (1)"), query("commit")].concat();
         let (stopped, out) = relay_draining::<Frontend>(&data, vec![], &t);
@@ -800,12 +683,12 @@ mod tests {
     #[test]
     fn a_draining_session_ends_after_the_ready_for_query_that_ends_its_transaction() {
         let t = tracker();
-        crate::lock(&t).frontend(&query("begin"));
+        crate::lock(&t).frontend(&query("begin"), now());
         // The transaction opens (no boundary), then the client commits.
         let begun = [msg(b'C', b"BEGIN\0"), msg(b'Z', b"T")].concat();
         let (stopped, out) = relay_draining::<Backend>(&begun, vec![], &t);
         assert_eq!((stopped, out), (Stopped::Closed, begun));
-        crate::lock(&t).frontend(&query("commit"));
+        crate::lock(&t).frontend(&query("commit"), now());
         let committed = [msg(b'C', b"COMMIT\0"), msg(b'Z', b"I")].concat();
         // A notice the server sends later is not read: the session ended
         // at the ReadyForQuery, which the client got.
@@ -832,22 +715,6 @@ mod tests {
         ) {
             let _ = relay::<Frontend>(&data, sizes.clone(), 4096);
             let _ = relay::<Backend>(&data, sizes, 4096);
-        }
-
-        #[test]
-        fn arbitrary_interleavings_never_panic(
-            chunks in proptest::collection::vec(
-                (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64)), 0..40)
-        ) {
-            let t = tracker();
-            let mut t = t.lock().unwrap();
-            for (to_server, bytes) in chunks {
-                let _ = if to_server {
-                    inspect_all::<Frontend>(&bytes, &mut t, 4096)
-                } else {
-                    inspect_all::<Backend>(&bytes, &mut t, 4096)
-                };
-            }
         }
     }
 }

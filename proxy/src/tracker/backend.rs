@@ -5,9 +5,10 @@ use std::sync::Arc;
 use qproxy_analyzer::event::{Outcome, TxStatus};
 use qproxy_analyzer::values::value_hash;
 
-use super::{Execution, Pending, Phase, Tracker, Verdict};
+use super::{Effect, Execution, Note, Now, Pending, Phase, Tracker, Unread, Verdict};
 use crate::wire::backend::{self as be, tag, ErrorFields};
 use crate::wire::frontend::format_is_binary;
+use crate::wire::scan::NotHeld;
 use crate::wire::DecodeError;
 
 /// The SQLSTATE recorded for an error whose code the tracker could not read
@@ -18,11 +19,12 @@ impl Tracker {
     /// Observes one whole server message whose tag is in
     /// [`be::is_inspected`]. Server messages are trusted: one that does not
     /// decode is forwarded anyway and only ends analysis of the connection.
-    pub fn backend(&mut self, msg: &[u8]) -> Verdict {
+    pub fn backend(&mut self, msg: &[u8], now: Now) -> Verdict {
+        self.now = now;
         match self.on_backend(msg) {
             Ok(v) => v,
             Err(e) => {
-                tracing::debug!(connection_id = self.info.connection_id, error = %e, "undecodable server message");
+                self.outbox.push(Effect::Note(Note::UndecodableServer(e)));
                 if self.phase != Phase::Desynced {
                     self.desync();
                 }
@@ -31,18 +33,23 @@ impl Tracker {
         }
     }
 
-    /// A server message the tracker would read is larger than
-    /// `--max-message-bytes`: the relay streams it to the client without
-    /// holding it, and the tracker follows it by its tag. `prefix` is as
-    /// much of it as the relay has (header included), enough for the
+    /// Observes a server message the tracker would read that the relay
+    /// forwards without holding it whole: over `--max-message-bytes`, or
+    /// too large for the budget for held bytes (see [`NotHeld`]). `prefix`
+    /// is as much of it as the relay has (header included), enough for the
     /// SQLSTATE of an ErrorResponse, which PostgreSQL sends among the first
-    /// fields (a huge error is a huge message text, not a huge code).
-    pub fn backend_unread(&mut self, t: u8, prefix: &[u8]) {
-        self.unread("server message over --max-message-bytes", &(t as char));
+    /// fields (a huge error is a huge message text, not a huge code). The
+    /// tracker follows it by its tag; one that cannot be that large means
+    /// it cannot follow any more, and it stops analysing.
+    pub fn backend_unheld(&mut self, t: u8, prefix: &[u8], why: NotHeld, now: Now) {
+        self.now = now;
+        if why == NotHeld::OverCap {
+            self.unread(Unread::ServerOverCap { tag: t });
+        }
         match t {
             tag::ERROR_RESPONSE => {
-                let sqlstate = be::error_sqlstate_in_prefix(prefix).unwrap_or(UNKNOWN_SQLSTATE);
-                self.on_error(sqlstate);
+                let sqlstate = ErrorFields::prefix(prefix).sqlstate();
+                self.on_error(sqlstate.unwrap_or(UNKNOWN_SQLSTATE));
             }
             // Content the FIFO does not need: an authentication exchange
             // (the `-PLUS` strip only ever rewrites a short list), or a
@@ -81,27 +88,6 @@ impl Tracker {
         }
     }
 
-    /// Observes a server message the relay forwards without holding it
-    /// whole (too large for the budget for held bytes); `prefix` is its
-    /// header and as much of its body as had arrived. Only an error, a
-    /// RowDescription or a ParameterStatus can be that large; an
-    /// ErrorResponse still ends its statement with the SQLSTATE when that
-    /// field is in `prefix` (the server sends it third). Anything else
-    /// means the tracker cannot follow any more: it stops analysing.
-    pub fn backend_unheld(&mut self, prefix: &[u8]) {
-        match prefix.first().copied() {
-            Some(tag::ERROR_RESPONSE) => {
-                let sqlstate = ErrorFields::prefix(prefix).sqlstate();
-                self.on_error(sqlstate.unwrap_or(*b"XX000"));
-            }
-            Some(tag::ROW_DESCRIPTION) => {
-                self.pop_if(|p| matches!(p, Pending::Describe));
-            }
-            Some(tag::PARAMETER_STATUS) | None => {}
-            Some(_) => self.desync(),
-        }
-    }
-
     fn on_backend(&mut self, msg: &[u8]) -> Result<Verdict, DecodeError> {
         let Some(&t) = msg.first() else {
             return Ok(Verdict::Forward);
@@ -115,10 +101,10 @@ impl Tracker {
             }
             tag::BACKEND_KEY_DATA => {
                 let (pid, secret) = be::backend_key_data(msg)?;
-                if let Some(keys) = &self.cancel_keys {
-                    keys.insert(pid, secret);
-                }
-                self.backend_key = Some((pid, Box::from(secret)));
+                self.outbox.push(Effect::BackendKey {
+                    pid,
+                    secret: Box::from(secret),
+                });
             }
             tag::PARAMETER_STATUS => {
                 let (name, value) = be::parameter_status(msg)?;
@@ -230,7 +216,7 @@ impl Tracker {
                 let Some(Pending::Query { exec, .. }) = self.pending.front_mut() else {
                     return;
                 };
-                let next = exec.next_statement(tx_status);
+                let next = exec.next_statement(tx_status, self.now);
                 let index = exec.statement_index;
                 let finished = std::mem::replace(exec, next);
                 if let Some(Pending::Query { exec, .. }) = self.pending.front_mut() {
@@ -268,7 +254,7 @@ impl Tracker {
                 if !*failed {
                     *failed = true;
                     let first = exec.statement_index == 0;
-                    let next = exec.next_statement(tx_status);
+                    let next = exec.next_statement(tx_status, self.now);
                     let finished = std::mem::replace(exec, next);
                     if first {
                         self.end_suspended_before_query(false);
@@ -343,7 +329,7 @@ impl Tracker {
         if self.phase == Phase::Startup {
             self.phase = Phase::Ready;
             // Authenticated: no longer one of the connections in startup.
-            self.startup_slot = None;
+            self.outbox.push(Effect::Started);
             return;
         }
         // Pop through the request this ReadyForQuery answers. Anything

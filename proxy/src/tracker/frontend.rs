@@ -1,9 +1,7 @@
 //! The client → server half of the tracker.
 
 use std::borrow::Cow;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use qproxy_analyzer::event::Protocol;
 use qproxy_analyzer::offset::{decode_bound_offset, top_level_offset, OffsetClause};
@@ -11,7 +9,10 @@ use qproxy_analyzer::values::value_hash;
 use smallvec::SmallVec;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{Execution, HeldBytes, Pending, Phase, Portal, Statement, Tracker, Verdict};
+use super::{
+    Effect, Execution, HeldBytes, Note, Now, Pending, Phase, Portal, Statement, Tracker, Unread,
+    Verdict,
+};
 use crate::limits::UNCHARGED_BYTES;
 use crate::wire::error_response::ProxyError;
 use crate::wire::frontend::{self as fe, tag, Bind, Execute, Parse, Target, TargetRef};
@@ -48,7 +49,8 @@ impl Tracker {
     /// offer it, sees a downgrade, and fails the login with a puzzling
     /// "channel binding negotiation error"; the client is told the real
     /// cause and the fixes instead.
-    pub fn frontend(&mut self, msg: &[u8]) -> Verdict {
+    pub fn frontend(&mut self, msg: &[u8], now: Now) -> Verdict {
+        self.now = now;
         let Some(&t) = msg.first() else {
             return Verdict::Forward;
         };
@@ -75,10 +77,7 @@ impl Tracker {
         }
         match fe::sasl_channel_binding_flag(msg) {
             Ok(Some(b'y')) => {
-                tracing::info!(
-                    connection_id = self.info.connection_id,
-                    "client announced SCRAM channel binding, which cannot work through the proxy; refused"
-                );
+                self.outbox.push(Effect::Note(Note::ChannelBindingRefused));
                 Verdict::Refuse {
                     kind: ProxyError::ChannelBindingImpossible,
                     message: CHANNEL_BINDING_IMPOSSIBLE,
@@ -91,7 +90,7 @@ impl Tracker {
     /// A client message that does not decode is followed as a request
     /// whose answer is the server's error (see [`Pending::Unreadable`]).
     fn unreadable(&mut self, t: u8, e: DecodeError) {
-        self.unread("undecodable client message", &e);
+        self.unread(Unread::UndecodableClient(e));
         match t {
             tag::QUERY => self.push(Pending::Unreadable { simple: true }),
             tag::PARSE | tag::BIND | tag::EXECUTE | tag::DESCRIBE | tag::CLOSE => {
@@ -107,12 +106,15 @@ impl Tracker {
             tag::QUERY => {
                 let sql = fe::query(msg)?;
                 let exec = match self.keep_text(None, sql) {
-                    Some((sql, hold)) => {
+                    Ok((sql, hold)) => {
                         let mut exec = self.new_execution(sql, None, Protocol::Simple);
                         exec.hold = hold;
                         exec
                     }
-                    None => self.unanalysed_execution(Protocol::Simple),
+                    Err(note) => {
+                        self.outbox.push(Effect::Note(note));
+                        self.unanalysed_execution(Protocol::Simple)
+                    }
                 };
                 self.push(Pending::Query {
                     exec,
@@ -166,7 +168,8 @@ impl Tracker {
     /// usual, so the replies still match, but what it runs is counted, not
     /// analysed. When even the names it refers to are not in `prefix`, the
     /// tracker cannot follow the connection any more and stops analysing it.
-    pub fn frontend_unheld(&mut self, prefix: &[u8]) {
+    pub fn frontend_unheld(&mut self, prefix: &[u8], now: Now) {
+        self.now = now;
         let Some(&t) = prefix.first() else {
             return;
         };
@@ -210,8 +213,10 @@ impl Tracker {
         let generation = self.next_generation;
         self.next_generation += 1;
         if name.is_empty() {
-            let statement = self.statement(self.unnamed_statement.as_ref(), query, generation);
+            let (statement, note) =
+                self.statement(self.unnamed_statement.as_ref(), query, generation);
             self.unnamed_statement = Some(statement);
+            self.outbox.extend(note.map(Effect::Note));
             self.push(Pending::Parse {
                 name: None,
                 generation,
@@ -225,7 +230,9 @@ impl Tracker {
             // Over the cap: the statement still reaches the server, but its
             // executions are not analysed (counted as untracked).
         } else {
-            let statement = self.statement(self.statements.get(name.as_ref()), query, generation);
+            let (statement, note) =
+                self.statement(self.statements.get(name.as_ref()), query, generation);
+            self.outbox.extend(note.map(Effect::Note));
             self.statements.insert(
                 Box::from(name.as_ref()),
                 Statement {
@@ -243,14 +250,18 @@ impl Tracker {
     /// The statement a Parse creates (its name is set by the caller): the
     /// text shared with `previous` when identical, or a new copy charged to
     /// the budget when large; not analysed when `query` was not held or the
-    /// budget could not cover the copy.
+    /// budget could not cover the copy (then the note to log says so).
     fn statement(
         &self,
         previous: Option<&Statement>,
         query: Option<Cow<'_, str>>,
         generation: u64,
-    ) -> Statement {
-        let kept = query.and_then(|q| self.keep_text(previous, q));
+    ) -> (Statement, Option<Note>) {
+        let (kept, note) = match query.map(|q| self.keep_text(previous, q)) {
+            Some(Ok(kept)) => (Some(kept), None),
+            Some(Err(note)) => (None, Some(note)),
+            None => (None, None),
+        };
         let analysed = kept.is_some();
         let (sql, hold) = kept.unwrap_or_else(|| (Arc::from(""), None));
         // A reused text keeps what was read from it; a new one is scanned
@@ -260,15 +271,16 @@ impl Tracker {
             Some(p) if Arc::ptr_eq(&p.sql, &sql) => p.offset_param,
             _ => offset_parameter(&sql),
         };
-        Statement {
+        let statement = Statement {
             sql,
             hold,
             analysed,
             name: None,
-            parsed_at: SystemTime::now(),
+            parsed_at: self.now.wall,
             generation,
             offset_param,
-        }
+        };
+        (statement, note)
     }
 
     /// A Bind; `bind` is `None` when the message was not held whole (its
@@ -351,7 +363,7 @@ impl Tracker {
                 Some(exec)
             }
             None => {
-                self.sink.stats().untracked.fetch_add(1, Ordering::Relaxed);
+                self.outbox.push(Effect::Untracked);
                 None
             }
         };
@@ -363,30 +375,25 @@ impl Tracker {
     /// The text to keep for analysis: the previous statement's when the new
     /// one is identical (an ORM that re-sends the same Parse for every query
     /// costs no allocation), else a copy; a large copy is charged to the
-    /// budget, and `None` means the budget could not cover it.
+    /// budget, and an error means the budget could not cover it.
     fn keep_text(
         &self,
         previous: Option<&Statement>,
         sql: Cow<'_, str>,
-    ) -> Option<(Arc<str>, Option<Arc<HeldBytes>>)> {
+    ) -> Result<(Arc<str>, Option<Arc<HeldBytes>>), Note> {
         if let Some(p) = previous.filter(|p| p.analysed && *p.sql == *sql) {
-            return Some((p.sql.clone(), p.hold.clone()));
+            return Ok((p.sql.clone(), p.hold.clone()));
         }
         let hold = match &self.budget {
             Some(budget) if sql.len() > UNCHARGED_BYTES => {
                 let Some(held) = budget.try_reserve(sql.len()) else {
-                    tracing::debug!(
-                        connection_id = self.info.connection_id,
-                        bytes = sql.len(),
-                        "SQL text too large for the held-bytes budget; not analysed"
-                    );
-                    return None;
+                    return Err(Note::TextOverBudget { bytes: sql.len() });
                 };
                 Some(Arc::new(held))
             }
             _ => None,
         };
-        Some((Arc::from(sql.as_ref()), hold))
+        Ok((Arc::from(sql.as_ref()), hold))
     }
 }
 

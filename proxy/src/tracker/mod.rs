@@ -14,19 +14,40 @@
 //! A portal fetched in chunks (Execute with a row limit, PortalSuspended,
 //! Execute again) is one execution, not one per chunk: see [`suspended`].
 //!
+//! The tracker is a pure state machine: messages in, [`Effect`]s out. It
+//! does no I/O, reads no clock (each call takes [`Now`] from the caller) and
+//! logs nothing; what happened (events, the cancel key, the end of startup,
+//! counts and log-worthy conditions) goes to an outbox the caller drains
+//! after each batch ([`Tracker::drain_effects`]), reused so that the
+//! per-message path allocates nothing for it.
+//!
 //! Both relay directions share one tracker behind a mutex; each direction
 //! locks it once per read batch, never across an await.
+//!
+//! # Layout
+//! - this file: the state ([`Tracker`], statements, portals, the FIFO of
+//!   replies owed) and the events it builds.
+//! - `frontend.rs` / `backend.rs`: the client → server and server → client
+//!   halves.
+//! - [`suspended`]: portals fetched in chunks.
+//! - [`effect`]: what the tracker reports ([`Effect`]) and the time it is
+//!   given ([`Now`]).
+//! - [`inspect`]: the two directions ([`Direction`]) and [`inspect_all`],
+//!   the frame scanner (`wire::scan`) and the tracker over bytes in memory.
 
 mod backend;
+pub mod effect;
 mod frontend;
+pub mod inspect;
 #[cfg(test)]
 mod portal_tests;
 mod suspended;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -34,9 +55,10 @@ use qproxy_analyzer::event::{Outcome, Protocol, QueryEvent, SessionEvent, TxStat
 use smallvec::SmallVec;
 
 pub use crate::config::TrackerLimits;
-use crate::events::EventSink;
-use crate::limits::{HeldBudget, HeldBytes, StartupSlot};
-use crate::session::cancel::CancelKeys;
+pub use effect::{Effect, Note, Now, Unread};
+pub use inspect::{inspect_all, Backend, Direction, Frontend, InspectError};
+
+use crate::limits::{HeldBudget, HeldBytes};
 use crate::wire::error_response::ProxyError;
 
 /// Who the connection belongs to, from its StartupMessage.
@@ -155,6 +177,7 @@ impl Execution {
         statement_name: Option<Arc<str>>,
         protocol: Protocol,
         tx_status: TxStatus,
+        now: Now,
     ) -> Box<Execution> {
         Box::new(Execution {
             sql,
@@ -164,8 +187,8 @@ impl Execution {
             protocol,
             params_hash: None,
             param_hashes: SmallVec::new(),
-            started_at: SystemTime::now(),
-            started: Instant::now(),
+            started_at: now.wall,
+            started: now.instant,
             rows: 0,
             statement_index: 0,
             tx_status,
@@ -179,8 +202,8 @@ impl Execution {
     }
 
     /// The execution of the next statement of the same simple Query.
-    fn next_statement(&self, tx_status: TxStatus) -> Box<Execution> {
-        let mut next = Execution::start(self.sql.clone(), None, self.protocol, tx_status);
+    fn next_statement(&self, tx_status: TxStatus, now: Now) -> Box<Execution> {
+        let mut next = Execution::start(self.sql.clone(), None, self.protocol, tx_status, now);
         next.hold = self.hold.clone();
         next.analysed = self.analysed;
         next
@@ -226,8 +249,12 @@ enum Pending {
 #[derive(Debug)]
 pub struct Tracker {
     info: SessionInfo,
-    sink: EventSink,
     limits: TrackerLimits,
+    /// What happened since the caller last drained it (see the module
+    /// docs); its allocation is kept between batches.
+    outbox: Vec<Effect>,
+    /// The time of the call being handled, from the caller.
+    now: Now,
     phase: Phase,
     tx_status: TxStatus,
     /// Rewrite AuthenticationSASL without `-PLUS` mechanisms (the proxy
@@ -247,28 +274,25 @@ pub struct Tracker {
     suspended: suspended::SuspendedPortals,
     pending: VecDeque<Pending>,
     next_generation: u64,
-    /// The backend's cancel key, once seen.
-    backend_key: Option<(i32, Box<[u8]>)>,
-    /// Where live sessions' cancel keys are registered.
-    cancel_keys: Option<Arc<CancelKeys>>,
     /// Where large SQL texts kept for analysis are charged; `None`: no limit.
+    /// A plain counter shared with the relay, not I/O.
     budget: Option<Arc<HeldBudget>>,
-    /// The connection's startup slot, freed at the first ReadyForQuery.
-    startup_slot: Option<StartupSlot>,
 }
 
 impl Tracker {
-    /// A tracker for a session that has just sent its StartupMessage.
+    /// A tracker for a session that has just sent its StartupMessage (at
+    /// `now`).
     pub fn new(
         info: SessionInfo,
-        sink: EventSink,
         limits: TrackerLimits,
         strip_channel_binding: bool,
+        now: Now,
     ) -> Self {
         Tracker {
             info,
-            sink,
             limits,
+            outbox: Vec::new(),
+            now,
             phase: Phase::Startup,
             tx_status: TxStatus::Idle,
             strip_channel_binding,
@@ -281,10 +305,7 @@ impl Tracker {
             suspended: suspended::SuspendedPortals::new(limits.max_suspended_portals),
             pending: VecDeque::new(),
             next_generation: 0,
-            backend_key: None,
-            cancel_keys: None,
             budget: None,
-            startup_slot: None,
         }
     }
 
@@ -295,18 +316,10 @@ impl Tracker {
         self
     }
 
-    /// Holds the connection's startup slot until authentication finishes
-    /// (the first ReadyForQuery) or the session ends.
-    pub fn with_startup_slot(mut self, slot: StartupSlot) -> Self {
-        self.startup_slot = Some(slot);
-        self
-    }
-
-    /// Registers the session's cancel key here when the server sends it,
-    /// and removes it when the session closes.
-    pub fn with_cancel_keys(mut self, keys: Arc<CancelKeys>) -> Self {
-        self.cancel_keys = Some(keys);
-        self
+    /// What happened since the last call, oldest first. The caller drains
+    /// it after every batch of messages (the outbox grows until it does).
+    pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.outbox.drain(..)
     }
 
     /// True when nothing is in flight and no transaction is open: the
@@ -328,12 +341,11 @@ impl Tracker {
         self.phase != Phase::Startup
     }
 
-    /// The session is over: executions still in flight end as aborted and
-    /// the analyzer is told the connection closed.
-    pub fn close(&mut self) {
-        if let (Some(keys), Some((pid, secret))) = (&self.cancel_keys, &self.backend_key) {
-            keys.remove(*pid, secret);
-        }
+    /// The session is over (at `now`): executions still in flight end as
+    /// aborted and the analyzer is told the connection closed. The caller
+    /// unregisters the cancel key it registered.
+    pub fn close(&mut self, now: Now) {
+        self.now = now;
         // A portal the client stopped fetching from fetched what it fetched.
         self.end_suspended_all();
         let pending = std::mem::take(&mut self.pending);
@@ -347,11 +359,11 @@ impl Tracker {
                 _ => {}
             }
         }
-        self.sink.emit(SessionEvent::Closed {
+        self.outbox.push(Effect::Event(SessionEvent::Closed {
             connection_id: self.info.connection_id,
-            at: SystemTime::now(),
+            at: now.wall,
             tx_status: (self.phase == Phase::Ready).then_some(self.tx_status),
-        });
+        }));
     }
 
     fn push(&mut self, p: Pending) {
@@ -365,17 +377,9 @@ impl Tracker {
         self.pending.push_back(p);
     }
 
-    /// Counts a message forwarded without the tracker reading it.
-    fn unread(&self, what: &'static str, detail: &dyn std::fmt::Display) {
-        self.sink
-            .stats()
-            .unread_messages
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            connection_id = self.info.connection_id,
-            detail = %detail,
-            "{what} forwarded without being analysed"
-        );
+    /// Reports a message forwarded without the tracker reading it.
+    fn unread(&mut self, why: Unread) {
+        self.outbox.push(Effect::Unread(why));
     }
 
     fn desync(&mut self) {
@@ -385,14 +389,7 @@ impl Tracker {
         self.phase = Phase::Desynced;
         self.pending.clear();
         self.suspended.clear();
-        self.sink
-            .stats()
-            .desynced_connections
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            connection_id = self.info.connection_id,
-            "protocol tracker lost sync; traffic is still forwarded but this connection is no longer analysed"
-        );
+        self.outbox.push(Effect::Desynced);
     }
 
     fn new_execution(
@@ -401,20 +398,17 @@ impl Tracker {
         statement_name: Option<Arc<str>>,
         protocol: Protocol,
     ) -> Box<Execution> {
-        Execution::start(sql, statement_name, protocol, self.tx_status)
+        Execution::start(sql, statement_name, protocol, self.tx_status, self.now)
     }
 
-    fn emit(&self, exec: Execution, outcome: Outcome) {
+    fn emit(&mut self, exec: Execution, outcome: Outcome) {
         if self.phase == Phase::Desynced {
             return;
         }
         if !exec.analysed
             || usize::from(exec.statement_index) >= self.limits.max_statements_per_message
         {
-            self.sink
-                .stats()
-                .statements_not_analysed
-                .fetch_add(1, Ordering::Relaxed);
+            self.outbox.push(Effect::NotAnalysed);
             return;
         }
         let event = QueryEvent {
@@ -430,10 +424,10 @@ impl Tracker {
             result_hashes: exec.result_hashes,
             offset: exec.offset,
             started_at: exec.started_at,
-            duration: exec.suspended_at.map_or_else(
-                || exec.started.elapsed(),
-                |at| at.saturating_duration_since(exec.started),
-            ),
+            duration: exec
+                .suspended_at
+                .unwrap_or(self.now.instant)
+                .saturating_duration_since(exec.started),
             rows: exec.rows,
             outcome,
             tx_status: exec.tx_status,
@@ -441,6 +435,6 @@ impl Tracker {
             database: self.info.database.clone(),
             user: self.info.user.clone(),
         };
-        self.sink.emit(SessionEvent::Query(event));
+        self.outbox.push(Effect::Event(SessionEvent::Query(event)));
     }
 }

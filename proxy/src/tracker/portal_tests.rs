@@ -3,32 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use postgres_protocol::message::frontend as fe;
 use qproxy_analyzer::event::Outcome;
 
-use super::tests::{b, bind, cc, enc, err, harness, harness_with, parse, query, row, sync};
+use super::test_support::{
+    b, bind, cc, close_portal, err, fetch, flush, harness, harness_with, parse, query, row, rows,
+    suspended, sync, Harness,
+};
 use super::TrackerLimits;
-
-/// Execute with a row limit, as a cursor fetch sends it.
-fn fetch(portal: &str, rows: i32) -> Vec<u8> {
-    enc(|buf| fe::execute(portal, rows, buf).unwrap())
-}
-
-fn close_portal(portal: &str) -> Vec<u8> {
-    enc(|buf| fe::close(b'P', portal, buf).unwrap())
-}
-
-fn flush() -> Vec<u8> {
-    enc(fe::flush)
-}
-
-fn suspended() -> Vec<u8> {
-    b('s', b"")
-}
-
-fn rows(n: usize) -> Vec<Vec<u8>> {
-    (0..n).map(|_| row()).collect()
-}
 
 fn complete() -> Outcome {
     Outcome::Complete {
@@ -38,7 +19,7 @@ fn complete() -> Outcome {
 
 /// BEGIN, then a named portal bound and fetched two rows at a time
 /// (asyncpg's `Cursor.fetch(2)`: Execute + Flush, then Sync at the end).
-fn begin_and_bind(h: &mut super::tests::Harness, portal: &str) {
+fn begin_and_bind(h: &mut Harness, portal: &str) {
     h.client(&[query("begin")]);
     h.server(&[cc("BEGIN"), b('Z', b"T")]);
     h.client(&[
@@ -49,7 +30,7 @@ fn begin_and_bind(h: &mut super::tests::Harness, portal: &str) {
     h.server(&[b('1', b""), b('2', b""), b('Z', b"T")]);
 }
 
-fn fetch_chunk(h: &mut super::tests::Harness, portal: &str, n: usize, last: bool) {
+fn fetch_chunk(h: &mut Harness, portal: &str, n: usize, last: bool) {
     h.client(&[fetch(portal, 2), flush()]);
     h.server(&rows(n));
     if last {
@@ -274,7 +255,7 @@ fn suspended_portals_are_capped_per_connection() {
     assert_eq!(ev.len(), 1);
     assert_eq!((ev[0].rows, &ev[0].outcome), (2, &Outcome::Suspended));
     // The other two are still open, and end with the session.
-    h.t.close();
+    h.close();
     let ev = h.events();
     assert_eq!(ev.len(), 2);
     assert!(ev

@@ -36,11 +36,10 @@
 //! [`TrackerLimits::max_suspended_portals`]: super::TrackerLimits::max_suspended_portals
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use qproxy_analyzer::event::Outcome;
 
-use super::{Execution, Tracker};
+use super::{Effect, Execution, Note, Tracker};
 
 /// The parked executions of one connection, oldest first.
 #[derive(Debug)]
@@ -109,13 +108,11 @@ impl Tracker {
             return;
         };
         let mut exec = exec;
-        exec.suspended_at = Some(Instant::now());
+        exec.suspended_at = Some(self.now.instant);
         if let Some(oldest) = self.suspended.park(portal, exec) {
-            tracing::debug!(
-                connection_id = self.info.connection_id,
-                cap = self.limits.max_suspended_portals,
-                "too many suspended portals; the oldest is reported with the rows fetched so far"
-            );
+            self.outbox.push(Effect::Note(Note::SuspendedPortalsFull {
+                cap: self.limits.max_suspended_portals,
+            }));
             self.emit(*oldest, Outcome::Suspended);
         }
     }

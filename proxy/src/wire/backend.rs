@@ -152,12 +152,6 @@ impl<'a> ErrorFields<'a> {
     }
 }
 
-/// The SQLSTATE of an ErrorResponse of which only the first `prefix` bytes
-/// (header included) are at hand: the `C` field, if it is complete there.
-pub fn error_sqlstate_in_prefix(prefix: &[u8]) -> Option<[u8; 5]> {
-    ErrorFields { body: body(prefix) }.sqlstate()
-}
-
 /// Authentication request codes the proxy cares about.
 pub mod auth {
     /// SASL: the message lists the mechanisms the server offers.
@@ -247,10 +241,10 @@ mod tests {
     fn sqlstate_from_the_start_of_an_error() {
         let m = msg(b'E', b"SERROR\0VERROR\0CP0001\0Mxxxxxxxxxxxxxxxx\0\0");
         // The message is cut inside its text: the code is there.
-        assert_eq!(error_sqlstate_in_prefix(&m[..30]), Some(*b"P0001"));
+        assert_eq!(ErrorFields::prefix(&m[..30]).sqlstate(), Some(*b"P0001"));
         // Cut inside the code, or before it: unknown.
-        assert_eq!(error_sqlstate_in_prefix(&m[..22]), None);
-        assert_eq!(error_sqlstate_in_prefix(&m[..3]), None);
+        assert_eq!(ErrorFields::prefix(&m[..22]).sqlstate(), None);
+        assert_eq!(ErrorFields::prefix(&m[..3]).sqlstate(), None);
     }
 
     #[test]

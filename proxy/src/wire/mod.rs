@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`framing`]: finding message boundaries in a byte stream by the 5-byte
 //!   header, with a size cap.
+//! - [`scan`]: splitting a read buffer into messages (whole, passing
+//!   through, waited for) for one relay direction.
 //! - [`startup`]: the untagged first messages (SSLRequest, GSSENCRequest,
 //!   CancelRequest, StartupMessage).
 //! - [`frontend`]: client → server messages the tracker inspects.
@@ -22,6 +24,7 @@ mod conformance;
 pub mod error_response;
 pub mod framing;
 pub mod frontend;
+pub mod scan;
 pub mod startup;
 
 use std::borrow::Cow;
