@@ -35,8 +35,10 @@
 //!
 //! The same rules serve any feature that plans a client's statement
 //! (hypopg verification today, generic plans of slow queries next):
-//! [`explain_as_client`] is the whole of it in one call.
+//! [`explain_as_client`] is the whole of it in one call. [`hypopg`] is
+//! the hypopg verification's connection work built on it.
 
+pub mod hypopg;
 mod references;
 
 use serde_json::Value;

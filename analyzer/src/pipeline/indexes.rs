@@ -34,7 +34,7 @@ use super::verify_queue::{VerificationConfig, VerifyQueue};
 pub use super::verify_queue::{VerifyBatch, VerifyRequest};
 use crate::catalog::Catalog;
 use crate::detect::unindexed::{self, SkipReason, UnindexedConfig, Verification};
-use crate::finding::{finding_id, Finding, FindingKind, Severity};
+use crate::finding::{Finding, FindingKind, Severity};
 use crate::fingerprint::FingerprintId;
 
 pub use super::catalogs::CATALOG_REFRESH;
@@ -245,31 +245,8 @@ impl IndexAdvisor {
             .collect();
         let mut templates: Vec<Finding> = issues
             .into_iter()
-            .map(|issue| Finding {
-                id: finding_id(
-                    issue.kind,
-                    &fingerprint,
-                    Some(&issue.table),
-                    &issue.columns,
-                    None,
-                    None,
-                ),
-                kind: issue.kind,
-                severity: issue.severity,
-                fingerprint: fingerprint.clone(),
-                query: normalized.to_string(),
-                table: Some(issue.table),
-                columns: issue.columns,
-                count: None,
-                occurrences: 0,
-                request: None,
-                parent: None,
-                rows: None,
-                suggestion: Some(issue.suggestion),
-                database: Some(key.0.to_string()),
-                details: issue.details,
-                first_seen: now,
-                last_seen: now,
+            .map(|issue| {
+                super::findings::issue_template(issue, &fingerprint, normalized, &key.0, now)
             })
             .collect();
         // hypopg checks what an index does to this statement's plan: an
@@ -520,10 +497,6 @@ fn promote_if_proven(t: &mut Finding, withheld: &mut bool, verdict: &Verificatio
 
 /// Folds a verdict into a finding's details (and severity).
 fn apply_verdict(t: &mut Finding, verdict: &Verification) {
-    if verdict.improves() == Some(false) {
-        // The planner would not use the index: keep the finding, but as a
-        // note, not a recommendation.
-        t.severity = Severity::Info;
-    }
+    t.severity = verdict.weigh(t.severity);
     t.details.extend(verdict.to_details());
 }

@@ -86,7 +86,8 @@
 //! suggestion leaves the lists out instead), then at most one range or
 //! prefix-LIKE column. Under a non-C collation a prefix LIKE column gets
 //! `text_pattern_ops`. Identifiers are quoted only when needed.
-//! [`verify_with_hypopg`] checks a suggestion against the real planner.
+//! [`crate::explain::hypopg`] checks a suggestion against the real
+//! planner; [`judge_plans`] reads its verdict from the two plans.
 //!
 //! # Limits
 //! Statements over [`MAX_ANALYZED_BYTES`] or with more than
@@ -102,8 +103,9 @@
 //!   to a suggestion.
 //! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`).
 //! - `normal_form.rs`: comparable text of expressions.
-//! - `verify.rs`: hypopg verification over a short-lived connection, as
-//!   the client (see [`crate::explain`]).
+//! - `verify.rs`: the hypopg verdict from two plans, and what it does to a
+//!   finding's severity (the connection work is
+//!   [`crate::explain::hypopg`]: nothing here does I/O).
 //! - `non_sargable.rs`, `paging.rs`, `foreign_key.rs`: the other kinds,
 //!   each with its rules, severity and typed `details`.
 
@@ -130,12 +132,12 @@ mod selectivity;
 mod serve;
 mod verify;
 
+pub(crate) use ddl::quote_ident;
 pub use foreign_key::UnindexedForeignKeyDetails;
 pub use non_sargable::NonSargableDetails;
 pub use paging::{OffsetPaginationConfig, OffsetPaginationDetails};
 pub use verify::{
-    verify_batch, verify_with_hypopg, SkipReason, Verification, VerifyJob,
-    APPLICATION_NAME as VERIFY_APPLICATION_NAME,
+    judge_plans, plain_create_index, IndexDdlError, PlanError, SkipReason, Verification,
 };
 
 /// Statements longer than this are skipped: they are machine-generated
