@@ -453,7 +453,7 @@ impl IndexAdvisor {
             for (t, _) in s.templates.iter().zip(&s.withheld).filter(|(_, w)| !**w) {
                 let mut f = t.clone();
                 let (hits, last_seen) = if t.kind == FindingKind::OffsetPagination {
-                    f.severity = f.severity.max(s.offsets.severity.unwrap_or(f.severity));
+                    f.severity = unindexed::offset_severity(f.severity, s.offsets.severity);
                     f.details
                         .insert("max_offset".into(), s.offsets.magnitude.into());
                     (s.offsets.hits, s.offsets.last_seen)

@@ -10,6 +10,23 @@
 //! The pipeline is synchronous and single-threaded: the proxy runs it on
 //! its analysis task, fed by the bounded event queue, so nothing here is
 //! ever on the forwarding path.
+//!
+//! # Layout
+//! - `mod.rs`: the [`Analyzer`] and what it answers (findings, summary,
+//!   counters); `config.rs`: its settings.
+//! - `query.rs`: one query event through the pipeline; `cursors.rs`: SQL
+//!   cursors whose FETCHes add up to one execution.
+//! - `findings.rs`: the detectors' typed verdicts → [`Finding`]s, the one
+//!   place a finding is assembled; `grouping.rs`: what a finding says
+//!   about its request; `suggest.rs`: the wording of fixes.
+//! - `indexes.rs` (with `catalogs.rs`, `verify_queue.rs`): the index
+//!   advisor's catalogs, statement shapes and queued hypopg checks (the
+//!   checks themselves run in the proxy, through
+//!   [`crate::explain::hypopg`]).
+//! - `tables.rs`: findings waiting for their catalog to qualify a table;
+//!   `book.rs`: findings gathered between flushes; `facts.rs`,
+//!   `request_tags.rs`, `live.rs`: per-shape and per-text caches and the
+//!   live view.
 
 mod book;
 mod catalogs;

@@ -101,7 +101,8 @@
 //! - `serve.rs`: whether an index serves predicates or a sort.
 //! - `selectivity.rs`: estimates from column statistics and what they do
 //!   to a suggestion.
-//! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`).
+//! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`),
+//!   with typed `details` (`details.rs`).
 //! - `normal_form.rs`: comparable text of expressions.
 //! - `verify.rs`: the hypopg verdict from two plans, and what it does to a
 //!   finding's severity (the connection work is
@@ -119,6 +120,7 @@ use crate::catalog::Catalog;
 use crate::finding::{FindingKind, Severity};
 
 mod ddl;
+mod details;
 mod evaluate;
 mod extract;
 mod facts;
@@ -133,9 +135,12 @@ mod serve;
 mod verify;
 
 pub(crate) use ddl::quote_ident;
+pub use details::{PartialIndexDetails, UnindexedDetails};
 pub use foreign_key::UnindexedForeignKeyDetails;
 pub use non_sargable::NonSargableDetails;
-pub use paging::{OffsetPaginationConfig, OffsetPaginationDetails};
+pub use paging::{
+    counted_severity as offset_severity, OffsetPaginationConfig, OffsetPaginationDetails,
+};
 pub use verify::{
     judge_plans, plain_create_index, IndexDdlError, PlanError, SkipReason, Verification,
 };
@@ -198,13 +203,10 @@ pub struct UnindexedIssue {
     pub severity: Severity,
     /// `CREATE INDEX CONCURRENTLY ...;` to paste, or the rewrite to make.
     pub suggestion: String,
-    /// Evidence. Unindexed filters and sorts: `rows_estimate`, `predicates`
-    /// by kind, `join_columns`, `sort`, `limited`, `existing_indexes`,
-    /// `foreign_key`, and with column statistics `selectivity`
-    /// (`estimated_fraction`, `source`, per `columns`, `left_out`) and
-    /// `partial_index`. The other kinds: their details struct
-    /// ([`NonSargableDetails`], [`OffsetPaginationDetails`],
-    /// [`UnindexedForeignKeyDetails`]) serialized.
+    /// Evidence: the kind's details struct serialized
+    /// ([`UnindexedDetails`] for unindexed filters and sorts,
+    /// [`NonSargableDetails`], [`OffsetPaginationDetails`],
+    /// [`UnindexedForeignKeyDetails`]).
     pub details: Map<String, Value>,
     /// Set (with the reason) when column statistics say the filter selects
     /// so much of the table that the planner would read it whole anyway:

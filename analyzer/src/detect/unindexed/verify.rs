@@ -3,7 +3,8 @@
 //! verdict does to the finding. Pure: the connection work that gets the
 //! plans is [`crate::explain::hypopg`].
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
@@ -86,24 +87,32 @@ impl Verification {
     /// `{"hypopg": {"verified": false, "reason": ..}}`, and for a skipped
     /// check the same plus `"skipped": "queue_full|refused|error"`.
     pub fn to_details(&self) -> Map<String, Value> {
-        let value = match self {
+        let hypopg = match self {
             Verification::Verified {
                 cost_before,
                 cost_after,
                 uses_index,
-            } => json!({
-                "verified": true,
-                "cost_before": cost_before,
-                "cost_after": cost_after,
-                "uses_index": uses_index,
-            }),
-            Verification::Unverified { reason } => json!({"verified": false, "reason": reason}),
-            Verification::Skipped { why, reason } => {
-                json!({"verified": false, "reason": reason, "skipped": why.as_str()})
-            }
+            } => HypopgDetails {
+                verified: true,
+                cost_before: Some(*cost_before),
+                cost_after: Some(*cost_after),
+                uses_index: Some(*uses_index),
+                ..HypopgDetails::default()
+            },
+            Verification::Unverified { reason } => HypopgDetails {
+                reason: Some(reason),
+                ..HypopgDetails::default()
+            },
+            Verification::Skipped { why, reason } => HypopgDetails {
+                reason: Some(reason),
+                skipped: Some(why.as_str()),
+                ..HypopgDetails::default()
+            },
         };
         let mut details = Map::new();
-        details.insert("hypopg".into(), value);
+        if let Ok(value) = serde_json::to_value(hypopg) {
+            details.insert("hypopg".into(), value);
+        }
         details
     }
 
@@ -131,6 +140,22 @@ impl Verification {
             Verification::Unverified { .. } | Verification::Skipped { .. } => None,
         }
     }
+}
+
+/// `details.hypopg` of a checked (or unchecked) index suggestion.
+#[derive(Debug, Default, Serialize)]
+struct HypopgDetails<'a> {
+    verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_before: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_after: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uses_index: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'static str>,
 }
 
 /// Why a suggested index cannot be given to hypopg.
@@ -205,6 +230,8 @@ fn mentions_index(plan: &Value, index: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
