@@ -3,6 +3,7 @@
 //! - [`n_plus_one`]: per-request bookkeeping and the `n_plus_one` /
 //!   `repeated_query` / `n_plus_one_write` verdicts, with the parent query
 //!   when it can be shown.
+//! - [`n_plus_one_read`]: how an N+1 read or a repeated query is reported.
 //! - [`n_plus_one_write`]: how an N+1 write is reported.
 //! - [`too_many_queries`]: the per-request query budget.
 //! - [`idle_in_transaction`]: transactions held open while the application
@@ -22,6 +23,7 @@
 
 pub mod idle_in_transaction;
 pub mod n_plus_one;
+pub mod n_plus_one_read;
 pub mod n_plus_one_write;
 pub mod slow_query;
 pub mod too_many_queries;

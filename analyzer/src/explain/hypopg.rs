@@ -1,6 +1,6 @@
 //! Checking a suggested index against the real planner with hypopg: the
 //! connection work. What a pair of plans means is decided in
-//! [`crate::detect::unindexed`] ([`judge_plans`]); this module only gets
+//! [`crate::detect::unindexed`] (`judge_plans`); this module only gets
 //! the plans.
 //!
 //! hypopg adds *hypothetical* indexes, visible only to the planner of the

@@ -17,9 +17,9 @@ use crate::detect::n_plus_one::Detection;
 use crate::detect::slow_query::SlowQuery;
 use crate::detect::too_many_queries::OverBudget;
 use crate::detect::unbounded::UnboundedSelect;
-use crate::detect::unindexed::UnindexedIssue;
+use crate::detect::unindexed::{offset_severity, UnindexedIssue, Verification};
 use crate::finding::{
-    details_map, finding_id, Finding, FindingKind, ParentRef, RequestRef, RowStats,
+    details_map, finding_id, Finding, FindingKind, ParentRef, RequestRef, RowStats, Severity,
 };
 use crate::fingerprint::Fingerprint;
 use crate::source::SourceLocation;
@@ -327,6 +327,36 @@ pub(super) fn slow_finding(slow: &SlowQuery, table: Option<String>) -> Finding {
         first_seen: to_offset(slow.first_slow),
         last_seen: to_offset(slow.last_slow),
     }
+}
+
+/// A held-back suggestion whose hypopg verdict shows the planner would use
+/// the index and it lowers the cost is reported after all, saying why.
+pub(super) fn promote_if_proven(t: &mut Finding, withheld: &mut bool, verdict: &Verification) {
+    let proven = verdict.improves() == Some(true);
+    if *withheld && proven {
+        *withheld = false;
+        t.details.insert(
+            "unselective_but_verified".into(),
+            "column statistics call the filter unselective, but hypopg shows the planner uses \
+             the index and it lowers the cost"
+                .into(),
+        );
+    }
+}
+
+/// Folds a verdict into a finding's details (and severity).
+pub(super) fn apply_verdict(t: &mut Finding, verdict: &Verification) {
+    t.severity = verdict.weigh(t.severity);
+    t.details.extend(verdict.to_details());
+}
+
+/// An `offset_pagination` finding as its counted executions left it: its
+/// severity by the detector's rule ([`offset_severity`]) and the largest
+/// OFFSET's order of magnitude (`details.max_offset`, see
+/// [`OffsetPaginationDetails`](crate::detect::unindexed::OffsetPaginationDetails)).
+pub(super) fn count_offsets(f: &mut Finding, magnitude: u64, worst: Option<Severity>) {
+    f.severity = offset_severity(f.severity, worst);
+    f.details.insert("max_offset".into(), magnitude.into());
 }
 
 fn to_offset(t: SystemTime) -> OffsetDateTime {

@@ -87,7 +87,7 @@
 //! prefix-LIKE column. Under a non-C collation a prefix LIKE column gets
 //! `text_pattern_ops`. Identifiers are quoted only when needed.
 //! [`crate::explain::hypopg`] checks a suggestion against the real
-//! planner; [`judge_plans`] reads its verdict from the two plans.
+//! planner; `judge_plans` (`verify.rs`) reads its verdict from the two plans.
 //!
 //! # Limits
 //! Statements over [`MAX_ANALYZED_BYTES`] or with more than
@@ -141,9 +141,8 @@ pub use non_sargable::NonSargableDetails;
 pub use paging::{
     counted_severity as offset_severity, OffsetPaginationConfig, OffsetPaginationDetails,
 };
-pub use verify::{
-    judge_plans, plain_create_index, IndexDdlError, PlanError, SkipReason, Verification,
-};
+pub(crate) use verify::{judge_plans, plain_create_index, IndexDdlError, PlanError};
+pub use verify::{SkipReason, Verification};
 
 /// Statements longer than this are skipped: they are machine-generated
 /// (bulk loads, huge IN lists), and their tree would cost more than the

@@ -160,7 +160,7 @@ struct HypopgDetails<'a> {
 
 /// Why a suggested index cannot be given to hypopg.
 #[derive(Debug, thiserror::Error)]
-pub enum IndexDdlError {
+pub(crate) enum IndexDdlError {
     /// The DDL does not parse.
     #[error("index DDL does not parse: {0}")]
     Parse(#[source] ParserError),
@@ -171,7 +171,7 @@ pub enum IndexDdlError {
 
 /// Why an EXPLAIN result could not be judged.
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     /// The plan has no top-level total cost.
     #[error("unexpected EXPLAIN output: no \"Total Cost\" in the plan")]
     NoTotalCost,
@@ -179,7 +179,7 @@ pub enum PlanError {
 
 /// `CREATE [UNIQUE] INDEX [CONCURRENTLY] ...` → the same without
 /// CONCURRENTLY (hypopg wants it so); anything else is refused.
-pub fn plain_create_index(ddl: &str) -> Result<String, IndexDdlError> {
+pub(crate) fn plain_create_index(ddl: &str) -> Result<String, IndexDdlError> {
     let parsed = Parser::new(&PostgreSqlDialect {})
         .try_with_sql(ddl)
         .and_then(|mut p| p.parse_statements())
@@ -200,7 +200,7 @@ pub fn plain_create_index(ddl: &str) -> Result<String, IndexDdlError> {
 /// The verdict from the plans (EXPLAIN `FORMAT JSON`) of a statement
 /// without and with the hypothetical index `index_name`: their costs, and
 /// whether the second uses the index anywhere.
-pub fn judge_plans(
+pub(crate) fn judge_plans(
     before: &Value,
     after: &Value,
     index_name: &str,
