@@ -13,9 +13,14 @@
 //!   over a short-lived connection.
 //! - [`detect`]: the detectors (N+1 reads and writes, the query budget, idle
 //!   transactions, slow queries, unbounded SELECT, unindexed filters/sorts,
-//!   non-sargable filters, offset pagination, unindexed foreign keys).
-//! - [`explain`]: EXPLAIN a client's statement with the client's rights only.
-//! - [`pipeline`]: fingerprint → correlate → detect, per event; findings for the store.
+//!   non-sargable filters, offset pagination, unindexed foreign keys). Each
+//!   returns a typed verdict with typed details and its own severity rule;
+//!   none does I/O.
+//! - [`explain`]: EXPLAIN a client's statement with the client's rights
+//!   only, and the hypopg check built on it ([`explain::hypopg`]).
+//! - [`pipeline`]: fingerprint → correlate → detect, per event; turns the
+//!   detectors' verdicts into findings in one place (`pipeline/findings.rs`)
+//!   for the store.
 //! - [`finding`]: findings and the report summary, as DESIGN's JSON schema.
 //! - [`source`]: where in the application a statement was issued, from its
 //!   tags.

@@ -500,6 +500,16 @@ pub struct QueryCountRegressionDetails {
 }
 
 impl Regression {
+    /// The severity rule: a warning; an error from four times the
+    /// baseline's median, as the query budget's.
+    pub fn severity(&self) -> Severity {
+        if self.ratio() >= 4.0 {
+            Severity::Error
+        } else {
+            Severity::Warning
+        }
+    }
+
     /// `after / before` median statements per request.
     pub fn ratio(&self) -> f64 {
         let before = self.before.statements.median.max(1);
@@ -541,12 +551,7 @@ impl Regression {
                 None,
             ),
             kind: FindingKind::QueryCountRegression,
-            // An error from four times the baseline, as the query budget's.
-            severity: if ratio >= 4.0 {
-                Severity::Error
-            } else {
-                Severity::Warning
-            },
+            severity: self.severity(),
             fingerprint: top.map(|s| s.fingerprint.clone()).unwrap_or_default(),
             query: top.map(|s| s.query.clone()).unwrap_or_default(),
             table: None,
@@ -799,6 +804,18 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("22 times per request, up from 2"));
+    }
+
+    #[test]
+    fn a_regression_is_an_error_from_four_times_the_baseline() {
+        let regression = |after: u64| Regression {
+            before: figures("/a", 10, &[]),
+            after: figures("/a", after, &[]),
+            grown: Vec::new(),
+        };
+        assert_eq!(regression(20).severity(), Severity::Warning);
+        assert_eq!(regression(39).severity(), Severity::Warning);
+        assert_eq!(regression(40).severity(), Severity::Error);
     }
 
     #[test]

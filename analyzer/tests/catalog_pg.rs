@@ -5,9 +5,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use qproxy_analyzer::catalog::{self, CatalogError, IndexMethod, KeyExpr};
-use qproxy_analyzer::detect::unindexed::{
-    analyze, verify_batch, verify_with_hypopg, SkipReason, UnindexedConfig, Verification, VerifyJob,
-};
+use qproxy_analyzer::detect::unindexed::{analyze, SkipReason, UnindexedConfig, Verification};
+use qproxy_analyzer::explain::hypopg::{verify_batch, verify_with_hypopg, VerifyJob};
 use qproxy_analyzer::finding::FindingKind;
 use qproxy_tests::{PgCluster, SUPERUSER, TRUST};
 use tokio_postgres::NoTls;

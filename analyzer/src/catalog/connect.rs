@@ -32,9 +32,6 @@ pub enum CatalogError {
     /// The whole session took longer than allowed.
     #[error("catalog introspection timed out after {0:?}")]
     Timeout(Duration),
-    /// Verification was asked for something it must not run.
-    #[error("not verified: {0}")]
-    Refused(String),
 }
 
 /// Connect timeout used when the caller's config sets none: introspection

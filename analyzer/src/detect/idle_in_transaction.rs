@@ -312,6 +312,18 @@ fn starts_with_keyword(sql: &str, keyword: &str) -> bool {
             .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_')
 }
 
+/// The severity rule: a warning from the threshold; an error from ten
+/// times it, or at any length when the transaction holds locks (`locks`:
+/// one of its statements took row or table locks), since other sessions
+/// can wait behind it.
+pub fn severity(config: &IdleInTransactionConfig, idle: Duration, locks: bool) -> Severity {
+    if locks || idle >= config.threshold * 10 {
+        Severity::Error
+    } else {
+        Severity::Warning
+    }
+}
+
 fn idle_gap(
     config: &IdleInTransactionConfig,
     conn: &Connection,
@@ -319,16 +331,11 @@ fn idle_gap(
     failed: bool,
     next: Option<StatementRef>,
 ) -> IdleGap {
-    let severe = conn.lock.is_some() || idle >= config.threshold * 10;
     IdleGap {
         fingerprint: conn.last.0,
         normalized: conn.last.1.clone(),
         request: conn.request.as_ref().map(|(_, r)| r.clone()),
-        severity: if severe {
-            Severity::Error
-        } else {
-            Severity::Warning
-        },
+        severity: severity(config, idle, conn.lock.is_some()),
         started_at: conn.last_end,
         details: IdleInTransactionDetails {
             idle_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
@@ -527,5 +534,18 @@ mod tests {
             idle.observe(&s, ContextId(id), RequestLabels::default);
         }
         assert_eq!(idle.len(), 2);
+    }
+
+    #[test]
+    fn an_idle_gap_is_an_error_from_ten_times_the_threshold_or_under_a_lock() {
+        let config = IdleInTransactionConfig::default();
+        let t = config.threshold;
+        assert_eq!(severity(&config, t, false), Severity::Warning);
+        assert_eq!(
+            severity(&config, t * 10 - Duration::from_millis(1), false),
+            Severity::Warning
+        );
+        assert_eq!(severity(&config, t * 10, false), Severity::Error);
+        assert_eq!(severity(&config, t, true), Severity::Error);
     }
 }

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::n_plus_one::WriteStats;
+use super::n_plus_one::{Detection, WriteStats};
 use crate::finding::Severity;
 
 /// `details` of an `n_plus_one_write` finding.
@@ -41,6 +41,37 @@ pub struct NPlusOneWriteDetails {
 }
 
 impl NPlusOneWriteDetails {
+    /// The details of an N+1 write verdict; `grouping`: how its request
+    /// was grouped when the application did not name it.
+    pub fn of(d: &Detection, grouping: Option<&str>) -> Self {
+        let parent_evidence = match &d.parent {
+            Some(p) => format!(
+                "{} of {} checked executions used values this query returned",
+                p.matched, p.checked
+            ),
+            None => "no earlier query in the request returned the parameter values these \
+                     executions used"
+                .to_string(),
+        };
+        let mut details = NPlusOneWriteDetails {
+            statement: serde_json::to_value(d.statement)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            distinct_parameters: d.distinct,
+            round_trips: 0,
+            pipelined_executions: 0,
+            set_based_executions: 0,
+            total_duration_ms: (d.total_duration.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            parent_evidence,
+            grouping: grouping.map(str::to_string),
+        };
+        if let Some(w) = &d.writes {
+            details.counts(w);
+        }
+        details
+    }
+
     /// The write counters of a verdict.
     pub fn counts(&mut self, w: &WriteStats) {
         self.round_trips = u64::from(w.looped);

@@ -88,6 +88,17 @@ pub struct OverBudget {
     pub details: TooManyQueriesDetails,
 }
 
+/// The severity rule: a warning over the budget, an error from four
+/// times it (a page that runs four times its budget spends most of its
+/// time on round trips).
+pub fn severity(statements: u64, budget: u64) -> Severity {
+    if statements >= budget.saturating_mul(4) {
+        Severity::Error
+    } else {
+        Severity::Warning
+    }
+}
+
 const COUNTED: &str = "application statements only: transaction control, session settings \
      and request-id statements are not counted";
 
@@ -102,11 +113,7 @@ pub fn evaluate(
     if statements <= config.budget || source == CorrelationSource::IdleGap {
         return None;
     }
-    let severity = if statements >= config.budget.saturating_mul(4) {
-        Severity::Error
-    } else {
-        Severity::Warning
-    };
+    let severity = severity(statements, config.budget);
     let top = work.top_shapes(TOP_SHAPES);
     let details = TooManyQueriesDetails {
         statements,
@@ -194,5 +201,12 @@ mod tests {
         assert!(evaluate(&c, CorrelationSource::Comment, n, &work).is_none());
         assert!(evaluate(&c, CorrelationSource::Comment, 50, &work).is_none());
         assert!(evaluate(&c, CorrelationSource::IdleGap, 500, &work).is_none());
+    }
+
+    #[test]
+    fn over_budget_is_an_error_from_four_times_the_budget() {
+        assert_eq!(severity(51, 50), Severity::Warning);
+        assert_eq!(severity(199, 50), Severity::Warning);
+        assert_eq!(severity(200, 50), Severity::Error);
     }
 }

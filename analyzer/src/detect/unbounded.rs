@@ -8,7 +8,7 @@
 //! that returns a handful of rows today is not worth a warning. Severity
 //! follows the most rows one execution returned.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::finding::Severity;
 
@@ -52,6 +52,57 @@ impl UnboundedConfig {
     }
 }
 
+/// How the rows of an unbounded SELECT were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returned {
+    /// By one execution.
+    Execution,
+    /// Through a SQL cursor's FETCHes, added up.
+    Cursor,
+}
+
+/// `details` of an `unbounded_select` finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnboundedDetails {
+    /// The reporting threshold in force ([`UnboundedConfig::info_rows`]).
+    pub rows_threshold: u64,
+    /// Said when the rows were fetched through a SQL cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<&'static str>,
+}
+
+/// One execution (or cursor) of a candidate that returned enough rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnboundedSelect {
+    /// Rows it returned.
+    pub rows: u64,
+    /// From [`UnboundedConfig::severity`].
+    pub severity: Severity,
+    /// The evidence.
+    pub details: UnboundedDetails,
+}
+
+/// Judges a candidate ([`is_candidate`]) that returned `rows`: `None`
+/// below the reporting threshold.
+pub fn evaluate(
+    config: &UnboundedConfig,
+    rows: u64,
+    returned: Returned,
+) -> Option<UnboundedSelect> {
+    let severity = config.severity(rows)?;
+    Some(UnboundedSelect {
+        rows,
+        severity,
+        details: UnboundedDetails {
+            rows_threshold: config.info_rows,
+            fetched: match returned {
+                Returned::Execution => None,
+                Returned::Cursor => Some("through a SQL cursor: the rows of all its FETCHes"),
+            },
+        },
+    })
+}
+
 /// Whether a statement can be an unbounded SELECT at all.
 pub fn is_candidate(
     is_select: bool,
@@ -84,7 +135,30 @@ mod tests {
         assert_eq!(c.severity(99), None);
         assert_eq!(c.severity(100), Some(Severity::Info));
         assert_eq!(c.severity(5_000), Some(Severity::Warning));
+        assert_eq!(c.severity(999), Some(Severity::Info));
+        assert_eq!(c.severity(1_000), Some(Severity::Warning));
+        assert_eq!(c.severity(9_999), Some(Severity::Warning));
         assert_eq!(c.severity(10_000), Some(Severity::Error));
+    }
+
+    #[test]
+    fn a_verdict_carries_its_threshold_and_how_rows_were_read() {
+        let c = UnboundedConfig::default();
+        assert_eq!(evaluate(&c, 99, Returned::Execution), None);
+        let v = evaluate(&c, 1_000, Returned::Execution).unwrap();
+        assert_eq!(v.severity, Severity::Warning);
+        assert_eq!(
+            serde_json::to_value(&v.details).unwrap(),
+            serde_json::json!({"rows_threshold": 100})
+        );
+        let cursor = evaluate(&c, 100, Returned::Cursor).unwrap();
+        assert_eq!(
+            serde_json::to_value(&cursor.details).unwrap(),
+            serde_json::json!({
+                "rows_threshold": 100,
+                "fetched": "through a SQL cursor: the rows of all its FETCHes",
+            })
+        );
     }
 
     #[test]

@@ -35,8 +35,10 @@
 //!
 //! The same rules serve any feature that plans a client's statement
 //! (hypopg verification today, generic plans of slow queries next):
-//! [`explain_as_client`] is the whole of it in one call.
+//! [`explain_as_client`] is the whole of it in one call. [`hypopg`] is
+//! the hypopg verification's connection work built on it.
 
+pub mod hypopg;
 mod references;
 
 use serde_json::Value;
@@ -73,7 +75,7 @@ pub enum ExplainError {
     Query(#[from] tokio_postgres::Error),
     /// EXPLAIN returned something that is not a plan.
     #[error("unexpected EXPLAIN output: {0}")]
-    Plan(String),
+    Plan(#[source] serde_json::Error),
 }
 
 /// A statement that passed the checks of the module docs and may be
@@ -469,7 +471,7 @@ async fn explain(client: &Client, sql: &str, params: usize) -> Result<Value, Exp
         client.execute("DEALLOCATE qproxy_probe", &[]).await?;
         row.get::<_, JsonText>(0).0
     };
-    serde_json::from_str(&text).map_err(|e| ExplainError::Plan(e.to_string()))
+    serde_json::from_str(&text).map_err(ExplainError::Plan)
 }
 
 #[cfg(test)]

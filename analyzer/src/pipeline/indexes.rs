@@ -30,11 +30,12 @@ use std::time::Instant;
 use time::OffsetDateTime;
 
 use super::catalogs::{CatalogSlots, CatalogState};
+use super::findings;
 use super::verify_queue::{VerificationConfig, VerifyQueue};
 pub use super::verify_queue::{VerifyBatch, VerifyRequest};
 use crate::catalog::Catalog;
 use crate::detect::unindexed::{self, SkipReason, UnindexedConfig, Verification};
-use crate::finding::{finding_id, Finding, FindingKind, Severity};
+use crate::finding::{Finding, FindingKind, Severity};
 use crate::fingerprint::FingerprintId;
 
 pub use super::catalogs::CATALOG_REFRESH;
@@ -245,32 +246,7 @@ impl IndexAdvisor {
             .collect();
         let mut templates: Vec<Finding> = issues
             .into_iter()
-            .map(|issue| Finding {
-                id: finding_id(
-                    issue.kind,
-                    &fingerprint,
-                    Some(&issue.table),
-                    &issue.columns,
-                    None,
-                    None,
-                ),
-                kind: issue.kind,
-                severity: issue.severity,
-                fingerprint: fingerprint.clone(),
-                query: normalized.to_string(),
-                table: Some(issue.table),
-                columns: issue.columns,
-                count: None,
-                occurrences: 0,
-                request: None,
-                parent: None,
-                rows: None,
-                suggestion: Some(issue.suggestion),
-                database: Some(key.0.to_string()),
-                details: issue.details,
-                first_seen: now,
-                last_seen: now,
-            })
+            .map(|issue| findings::issue_template(issue, &fingerprint, normalized, &key.0, now))
             .collect();
         // hypopg checks what an index does to this statement's plan: an
         // index suggestion for its own filter or sort. A foreign key's
@@ -293,7 +269,7 @@ impl IndexAdvisor {
                 let verdict = Verification::Unverified {
                     reason: "the hypopg extension is not installed in this database".into(),
                 };
-                apply_verdict(t, &verdict);
+                findings::apply_verdict(t, &verdict);
                 continue;
             }
             let request = VerifyRequest {
@@ -305,8 +281,8 @@ impl IndexAdvisor {
                 key: key.clone(),
             };
             if let Some(verdict) = self.verifications.push(request) {
-                apply_verdict(t, &verdict);
-                promote_if_proven(t, held, &verdict);
+                findings::apply_verdict(t, &verdict);
+                findings::promote_if_proven(t, held, &verdict);
             }
         }
         self.statements.insert(
@@ -443,8 +419,8 @@ impl IndexAdvisor {
             .zip(&mut s.withheld)
             .filter(|(t, _)| t.id == request.finding_id)
         {
-            apply_verdict(t, &verdict);
-            promote_if_proven(t, withheld, &verdict);
+            findings::apply_verdict(t, &verdict);
+            findings::promote_if_proven(t, withheld, &verdict);
             // Make sure the verdict reaches the store even if the statement
             // does not run again.
             s.hits = s.hits.max(1);
@@ -476,9 +452,7 @@ impl IndexAdvisor {
             for (t, _) in s.templates.iter().zip(&s.withheld).filter(|(_, w)| !**w) {
                 let mut f = t.clone();
                 let (hits, last_seen) = if t.kind == FindingKind::OffsetPagination {
-                    f.severity = f.severity.max(s.offsets.severity.unwrap_or(f.severity));
-                    f.details
-                        .insert("max_offset".into(), s.offsets.magnitude.into());
+                    findings::count_offsets(&mut f, s.offsets.magnitude, s.offsets.severity);
                     (s.offsets.hits, s.offsets.last_seen)
                 } else {
                     (s.hits, s.last_seen)
@@ -501,29 +475,4 @@ impl IndexAdvisor {
         }
         out
     }
-}
-
-/// A held-back suggestion whose hypopg verdict shows the planner would use
-/// the index and it lowers the cost is reported after all, saying why.
-fn promote_if_proven(t: &mut Finding, withheld: &mut bool, verdict: &Verification) {
-    let proven = verdict.improves() == Some(true);
-    if *withheld && proven {
-        *withheld = false;
-        t.details.insert(
-            "unselective_but_verified".into(),
-            "column statistics call the filter unselective, but hypopg shows the planner uses \
-             the index and it lowers the cost"
-                .into(),
-        );
-    }
-}
-
-/// Folds a verdict into a finding's details (and severity).
-fn apply_verdict(t: &mut Finding, verdict: &Verification) {
-    if verdict.improves() == Some(false) {
-        // The planner would not use the index: keep the finding, but as a
-        // note, not a recommendation.
-        t.severity = Severity::Info;
-    }
-    t.details.extend(verdict.to_details());
 }

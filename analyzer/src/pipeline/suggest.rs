@@ -1,6 +1,6 @@
 //! The fixes qproxy suggests for per-request findings (N+1 reads and
 //! writes, repeated queries, the query budget, idle transactions) and slow
-//! queries: the SQL shape that fixes it, and the idiom of the application's
+//! queries, and for unbounded SELECTs: the SQL shape that fixes it, and the idiom of the application's
 //! ORM or driver when a framework or `db_driver` tag names it.
 
 use std::time::Duration;
@@ -9,6 +9,14 @@ use crate::detect::n_plus_one::Detection;
 use crate::detect::slow_query::SlowQueryDetails;
 use crate::finding::FindingKind;
 use crate::fingerprint::StatementKind;
+
+/// The suggestion for an unbounded SELECT that returned `rows` in one
+/// execution.
+pub fn for_unbounded(rows: u64) -> String {
+    format!(
+        "This SELECT has no LIMIT and returned {rows} rows in one execution: paginate it (LIMIT with keyset pagination on an indexed column), or aggregate in the database if only a summary is needed."
+    )
+}
 
 /// The suggestion text for a per-request detection.
 pub fn for_detection(

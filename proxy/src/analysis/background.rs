@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use qproxy_analyzer::catalog::Catalog;
-use qproxy_analyzer::detect::unindexed::{SkipReason, Verification, VerifyJob};
+use qproxy_analyzer::detect::unindexed::{SkipReason, Verification};
+use qproxy_analyzer::explain::hypopg::VerifyJob;
 use qproxy_analyzer::pipeline::indexes::VerifyRequest;
 use qproxy_analyzer::pipeline::Analyzer;
 use tokio::sync::mpsc;

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use qproxy_analyzer::catalog::{self, Catalog, CatalogError};
-use qproxy_analyzer::detect::unindexed::{verify_batch, Verification, VerifyJob};
+use qproxy_analyzer::detect::unindexed::Verification;
+use qproxy_analyzer::explain::hypopg::{verify_batch, VerifyJob};
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 

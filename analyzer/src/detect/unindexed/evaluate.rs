@@ -28,13 +28,14 @@
 //! reads the table whole anyway) and no key column, and a rare value of a
 //! skewed column makes the suggestion a partial index.
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 use super::ddl::{create_index, create_partial_index, pattern_opclass, quote_ident, KeyDef};
+use super::details::{PartialIndexDetails, UnindexedDetails};
 use super::facts::{PredKind, Predicate, ScopeFacts, SourceFacts, Target};
 use super::selectivity::{FilterPlan, Partial};
 use super::serve::{constant, serves_filter, serves_sort, unique_lookup, usable};
-use super::{foreign_key, non_sargable, UnindexedConfig, UnindexedIssue, VerifyDdl};
+use super::{foreign_key, non_sargable, to_details, UnindexedConfig, UnindexedIssue, VerifyDdl};
 use crate::catalog::{Catalog, Index, Table};
 use crate::finding::{FindingKind, Severity};
 
@@ -163,19 +164,18 @@ pub(crate) fn evaluate(
             }
         }
         let severity = size_severity(table, config);
-        let mut details = base_details(table, source);
-        details.insert("join_columns".into(), json!(join_columns));
-        if plan.has_stats(table) {
-            details.insert("selectivity".into(), plan.details(&left_out));
-        }
         let fk = table.foreign_keys.iter().find(|fk| {
             !fk.columns.is_empty()
                 && fk.columns.len() <= keys.len()
                 && fk.columns.iter().zip(&keys).all(|(c, k)| *c == k.column)
         });
-        if let Some(fk) = fk {
-            details.insert("foreign_key".into(), json!(fk.name));
-        }
+        let details = UnindexedDetails {
+            join_columns: Some(join_columns.iter().map(|c| c.to_string()).collect()),
+            selectivity: plan.has_stats(table).then(|| plan.details(&left_out)),
+            foreign_key: fk.map(|fk| fk.name.clone()),
+            partial_index: partial.map(PartialIndexDetails::of),
+            ..base_details(table, source)
+        };
         let mut found = issue(
             FindingKind::UnindexedFilter,
             table,
@@ -207,8 +207,10 @@ pub(crate) fn evaluate(
         if keys.is_empty() {
             continue;
         }
-        let mut details = base_details(table, source);
-        details.insert("selectivity".into(), plan.details(&[]));
+        let details = UnindexedDetails {
+            selectivity: Some(plan.details(&[])),
+            ..base_details(table, source)
+        };
         let mut held = issue(
             FindingKind::UnindexedFilter,
             table,
@@ -270,16 +272,18 @@ pub(crate) fn evaluate(
         let partial = plans[sort.source].as_ref().and_then(|p| p.partial.as_ref());
         let skip: Vec<&str> = partial.map(|p| p.column.as_str()).into_iter().collect();
         let index_keys = suggested_keys(table, source, &[], Some(&keys), false, bytewise, &skip);
-        let mut details = base_details(table, source);
-        details.insert(
-            "sort".into(),
-            json!(KeyDef::for_sort(&keys)
-                .iter()
-                .map(KeyDef::describe)
-                .collect::<Vec<_>>()),
-        );
-        details.insert("limited".into(), json!(sort.limited));
-        details.insert("filter_served_by_index".into(), json!(served[sort.source]));
+        let details = UnindexedDetails {
+            sort: Some(
+                KeyDef::for_sort(&keys)
+                    .iter()
+                    .map(KeyDef::describe)
+                    .collect(),
+            ),
+            limited: Some(sort.limited),
+            filter_served_by_index: Some(served[sort.source]),
+            partial_index: partial.map(PartialIndexDetails::of),
+            ..base_details(table, source)
+        };
         let mut found = issue(
             FindingKind::UnindexedSort,
             table,
@@ -384,17 +388,6 @@ fn restrict_to(found: &mut UnindexedIssue, table: &Table, keys: &[KeyDef], p: &P
         keys,
         &format!("{column} = {}", p.literal_sql),
     )));
-    found.details.insert(
-        "partial_index".into(),
-        json!({
-            "column": p.column,
-            "value_frequency": (p.frequency * 10_000.0).round() / 10_000.0,
-            "most_common_frequency": (p.most_common * 10_000.0).round() / 10_000.0,
-            "why": "the statement compares this skewed column with one of its rare most common \
-                    values (the value is data and is not shown); an index restricted to it holds \
-                    only the rows the statement reads",
-        }),
-    );
 }
 
 fn with_join_key(source: &SourceFacts<'_>, column: &str) -> Vec<Predicate> {
@@ -406,9 +399,16 @@ fn with_join_key(source: &SourceFacts<'_>, column: &str) -> Vec<Predicate> {
     preds
 }
 
-/// Warning from `min_table_rows`, error from `error_table_rows`.
+/// Warning from `min_table_rows`, error from `error_table_rows`: the
+/// severity rule of every kind read from a statement and the catalog (an
+/// unlimited sort's own tier aside).
 pub(crate) fn size_severity(table: &Table, config: &UnindexedConfig) -> Severity {
-    if table.estimated_rows() >= config.error_table_rows as f64 {
+    rows_severity(table.estimated_rows(), config)
+}
+
+/// [`size_severity`] of a table of `rows` estimated rows.
+fn rows_severity(rows: f64, config: &UnindexedConfig) -> Severity {
+    if rows >= config.error_table_rows as f64 {
         Severity::Error
     } else {
         Severity::Warning
@@ -481,8 +481,8 @@ fn suggested_keys(
     keys
 }
 
-fn base_details(table: &Table, source: &SourceFacts<'_>) -> Map<String, Value> {
-    let mut predicates = Map::new();
+fn base_details(table: &Table, source: &SourceFacts<'_>) -> UnindexedDetails {
+    let mut predicates = BTreeMap::new();
     for (name, kind) in [
         ("equality", PredKind::Eq { single: true }),
         ("in_list", PredKind::Eq { single: false }),
@@ -490,27 +490,24 @@ fn base_details(table: &Table, source: &SourceFacts<'_>) -> Map<String, Value> {
         ("range", PredKind::Range),
         ("prefix_like", PredKind::Prefix),
     ] {
-        let targets: Vec<&str> = source
+        let targets: Vec<String> = source
             .predicates
             .iter()
             .filter(|p| p.kind == kind)
             .map(|p| match &p.target {
-                Target::Column(c) | Target::Expression(c) => c.as_str(),
+                Target::Column(c) | Target::Expression(c) => c.clone(),
             })
             .collect();
         if !targets.is_empty() {
-            predicates.insert(name.into(), json!(targets));
+            predicates.insert(name, targets);
         }
     }
-    let existing: Vec<String> = table.indexes.iter().take(10).map(describe_index).collect();
-    let mut details = Map::new();
-    details.insert(
-        "rows_estimate".into(),
-        json!(table.estimated_rows().round() as u64),
-    );
-    details.insert("predicates".into(), Value::Object(predicates));
-    details.insert("existing_indexes".into(), json!(existing));
-    details
+    UnindexedDetails {
+        rows_estimate: table.estimated_rows().round() as u64,
+        predicates,
+        existing_indexes: table.indexes.iter().take(10).map(describe_index).collect(),
+        ..UnindexedDetails::default()
+    }
 }
 
 /// `name method (keys) [WHERE ..] [INVALID]`, as findings list indexes.
@@ -543,7 +540,7 @@ fn issue(
     table: &Table,
     keys: &[KeyDef],
     severity: Severity,
-    details: Map<String, Value>,
+    details: UnindexedDetails,
 ) -> UnindexedIssue {
     let suggestion = create_index(table, keys);
     UnindexedIssue {
@@ -552,8 +549,21 @@ fn issue(
         columns: keys.iter().map(|k| k.column.clone()).collect(),
         severity,
         suggestion,
-        details,
+        details: to_details(&details),
         withheld: None,
         verify_ddl: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_table_is_an_error_from_the_error_size() {
+        let config = UnindexedConfig::default();
+        assert_eq!(rows_severity(10_000.0, &config), Severity::Warning);
+        assert_eq!(rows_severity(999_999.0, &config), Severity::Warning);
+        assert_eq!(rows_severity(1_000_000.0, &config), Severity::Error);
     }
 }

@@ -86,7 +86,8 @@
 //! suggestion leaves the lists out instead), then at most one range or
 //! prefix-LIKE column. Under a non-C collation a prefix LIKE column gets
 //! `text_pattern_ops`. Identifiers are quoted only when needed.
-//! [`verify_with_hypopg`] checks a suggestion against the real planner.
+//! [`crate::explain::hypopg`] checks a suggestion against the real
+//! planner; `judge_plans` (`verify.rs`) reads its verdict from the two plans.
 //!
 //! # Limits
 //! Statements over [`MAX_ANALYZED_BYTES`] or with more than
@@ -100,10 +101,12 @@
 //! - `serve.rs`: whether an index serves predicates or a sort.
 //! - `selectivity.rs`: estimates from column statistics and what they do
 //!   to a suggestion.
-//! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`).
+//! - `evaluate.rs`: reachability, severity and the suggestion (`ddl.rs`),
+//!   with typed `details` (`details.rs`).
 //! - `normal_form.rs`: comparable text of expressions.
-//! - `verify.rs`: hypopg verification over a short-lived connection, as
-//!   the client (see [`crate::explain`]).
+//! - `verify.rs`: the hypopg verdict from two plans, and what it does to a
+//!   finding's severity (the connection work is
+//!   [`crate::explain::hypopg`]: nothing here does I/O).
 //! - `non_sargable.rs`, `paging.rs`, `foreign_key.rs`: the other kinds,
 //!   each with its rules, severity and typed `details`.
 
@@ -117,6 +120,7 @@ use crate::catalog::Catalog;
 use crate::finding::{FindingKind, Severity};
 
 mod ddl;
+mod details;
 mod evaluate;
 mod extract;
 mod facts;
@@ -130,13 +134,15 @@ mod selectivity;
 mod serve;
 mod verify;
 
+pub(crate) use ddl::quote_ident;
+pub use details::{PartialIndexDetails, UnindexedDetails};
 pub use foreign_key::UnindexedForeignKeyDetails;
 pub use non_sargable::NonSargableDetails;
-pub use paging::{OffsetPaginationConfig, OffsetPaginationDetails};
-pub use verify::{
-    verify_batch, verify_with_hypopg, SkipReason, Verification, VerifyJob,
-    APPLICATION_NAME as VERIFY_APPLICATION_NAME,
+pub use paging::{
+    counted_severity as offset_severity, OffsetPaginationConfig, OffsetPaginationDetails,
 };
+pub(crate) use verify::{judge_plans, plain_create_index, IndexDdlError, PlanError};
+pub use verify::{SkipReason, Verification};
 
 /// Statements longer than this are skipped: they are machine-generated
 /// (bulk loads, huge IN lists), and their tree would cost more than the
@@ -196,13 +202,10 @@ pub struct UnindexedIssue {
     pub severity: Severity,
     /// `CREATE INDEX CONCURRENTLY ...;` to paste, or the rewrite to make.
     pub suggestion: String,
-    /// Evidence. Unindexed filters and sorts: `rows_estimate`, `predicates`
-    /// by kind, `join_columns`, `sort`, `limited`, `existing_indexes`,
-    /// `foreign_key`, and with column statistics `selectivity`
-    /// (`estimated_fraction`, `source`, per `columns`, `left_out`) and
-    /// `partial_index`. The other kinds: their details struct
-    /// ([`NonSargableDetails`], [`OffsetPaginationDetails`],
-    /// [`UnindexedForeignKeyDetails`]) serialized.
+    /// Evidence: the kind's details struct serialized
+    /// ([`UnindexedDetails`] for unindexed filters and sorts,
+    /// [`NonSargableDetails`], [`OffsetPaginationDetails`],
+    /// [`UnindexedForeignKeyDetails`]).
     pub details: Map<String, Value>,
     /// Set (with the reason) when column statistics say the filter selects
     /// so much of the table that the planner would read it whole anyway:

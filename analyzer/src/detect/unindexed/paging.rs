@@ -68,6 +68,14 @@ impl OffsetPaginationConfig {
     }
 }
 
+/// The severity rule of a shape's `offset_pagination` finding once its
+/// executions are counted: the prepared finding's (a warning), raised to
+/// the worst that any counted execution's OFFSET gave
+/// ([`OffsetPaginationConfig::severity`]).
+pub fn counted_severity(prepared: Severity, worst_offset: Option<Severity>) -> Severity {
+    worst_offset.map_or(prepared, |worst| prepared.max(worst))
+}
+
 /// The evidence of an `offset_pagination` finding (its `details`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetPaginationDetails {
@@ -85,7 +93,8 @@ pub struct OffsetPaginationDetails {
 }
 
 /// The `offset_pagination` issue a block would give if its executions use a
-/// large OFFSET (see the module docs); severity is the pipeline's.
+/// large OFFSET (see the module docs); its severity once counted is
+/// [`counted_severity`].
 pub(crate) fn evaluate(
     facts: &ScopeFacts<'_>,
     config: &UnindexedConfig,
@@ -282,4 +291,31 @@ fn suggestion(table: &Table, ordered: bool, keyset: Option<&[(String, bool)]>) -
             order.join(", ")
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_is_reported_from_the_minimum_and_an_error_from_the_error_offset() {
+        let c = OffsetPaginationConfig::default();
+        assert_eq!(c.severity(999), None);
+        assert_eq!(c.severity(1_000), Some(Severity::Warning));
+        assert_eq!(c.severity(99_999), Some(Severity::Warning));
+        assert_eq!(c.severity(100_000), Some(Severity::Error));
+    }
+
+    #[test]
+    fn the_counted_finding_takes_the_worst_offset() {
+        assert_eq!(counted_severity(Severity::Warning, None), Severity::Warning);
+        assert_eq!(
+            counted_severity(Severity::Warning, Some(Severity::Error)),
+            Severity::Error
+        );
+        assert_eq!(
+            counted_severity(Severity::Error, Some(Severity::Warning)),
+            Severity::Error
+        );
+    }
 }

@@ -1,44 +1,15 @@
-//! Checking a suggested index against the real planner with hypopg.
-//!
-//! hypopg adds *hypothetical* indexes, visible only to the planner of the
-//! session that made them: EXPLAIN before and after shows whether the
-//! index would be used and what it would save, without building anything.
-//!
-//! Safety: the statement is EXPLAINed, never executed (no ANALYZE), inside
-//! a READ ONLY transaction that is rolled back, over the extended protocol
-//! (one statement per message, so nothing can be smuggled behind a `;`),
-//! and only as the client who sent it, after the checks of
-//! [`crate::explain`]: a statement that could run code from outside
-//! `pg_catalog` while being planned, or that the client's role could not
-//! run, is skipped and the finding says why. The hypopg functions are
-//! called by the upstream role, schema-qualified, with an explicitly typed
-//! argument and `search_path = pg_catalog, pg_temp`, so the client cannot
-//! substitute them. The extension is never created here: if the database
-//! lacks it, the answer is [`Verification::Unverified`].
-//!
-//! Several suggestions for one database are checked on one connection
-//! ([`verify_batch`]), each in its own rolled-back transaction, and the
-//! connection is closed after the last (DESIGN non-negotiable 6).
+//! The verdict on a suggested index: what hypopg's two plans of a
+//! statement (without and with the hypothetical index) say, and what that
+//! verdict does to the finding. Pure: the connection work that gets the
+//! plans is [`crate::explain::hypopg`].
 
-use std::time::Duration;
-
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
-use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{Client, Config, Socket};
+use sqlparser::parser::{Parser, ParserError};
 
-use super::ddl::quote_ident;
-use crate::catalog::{begin_read_only, with_connection, CatalogError};
-use crate::explain::{ClientStatement, ExplainError};
-
-/// `application_name` of the verification connection.
-pub const APPLICATION_NAME: &str = "qproxy-hypopg";
-
-/// `statement_timeout` of every query in a verification; `lock_timeout`
-/// is capped lower by [`begin_read_only`].
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::finding::Severity;
 
 /// Why a suggestion that hypopg could have checked was not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,25 +87,44 @@ impl Verification {
     /// `{"hypopg": {"verified": false, "reason": ..}}`, and for a skipped
     /// check the same plus `"skipped": "queue_full|refused|error"`.
     pub fn to_details(&self) -> Map<String, Value> {
-        let value = match self {
+        let hypopg = match self {
             Verification::Verified {
                 cost_before,
                 cost_after,
                 uses_index,
-            } => json!({
-                "verified": true,
-                "cost_before": cost_before,
-                "cost_after": cost_after,
-                "uses_index": uses_index,
-            }),
-            Verification::Unverified { reason } => json!({"verified": false, "reason": reason}),
-            Verification::Skipped { why, reason } => {
-                json!({"verified": false, "reason": reason, "skipped": why.as_str()})
-            }
+            } => HypopgDetails {
+                verified: true,
+                cost_before: Some(*cost_before),
+                cost_after: Some(*cost_after),
+                uses_index: Some(*uses_index),
+                ..HypopgDetails::default()
+            },
+            Verification::Unverified { reason } => HypopgDetails {
+                reason: Some(reason),
+                ..HypopgDetails::default()
+            },
+            Verification::Skipped { why, reason } => HypopgDetails {
+                reason: Some(reason),
+                skipped: Some(why.as_str()),
+                ..HypopgDetails::default()
+            },
         };
         let mut details = Map::new();
-        details.insert("hypopg".into(), value);
+        if let Ok(value) = serde_json::to_value(hypopg) {
+            details.insert("hypopg".into(), value);
+        }
         details
+    }
+
+    /// The severity rule of a checked suggestion: one the planner would
+    /// not use stays a finding, but as a note (info), not a
+    /// recommendation; otherwise the detector's severity stands.
+    pub fn weigh(&self, severity: Severity) -> Severity {
+        if self.improves() == Some(false) {
+            Severity::Info
+        } else {
+            severity
+        }
     }
 
     /// `Some(true)` when the planner would use the index and it lowers
@@ -152,191 +142,50 @@ impl Verification {
     }
 }
 
-/// One suggestion to check.
-#[derive(Debug, Clone, Copy)]
-pub struct VerifyJob<'a> {
-    /// The statement as the client sent it.
-    pub sql: &'a str,
-    /// The suggested `CREATE INDEX [CONCURRENTLY] ...`, its table
-    /// schema-qualified as suggestions are: hypopg reads it under
-    /// `search_path = pg_catalog, pg_temp`. hypopg wants it without
-    /// CONCURRENTLY, so that is removed.
-    pub ddl: &'a str,
-    /// The user the client connected as: the statement is planned with
-    /// this role's rights, and not at all when it is unknown.
-    pub user: Option<&'a str>,
+/// `details.hypopg` of a checked (or unchecked) index suggestion.
+#[derive(Debug, Default, Serialize)]
+struct HypopgDetails<'a> {
+    verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_before: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_after: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uses_index: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'static str>,
 }
 
-/// Checks one suggestion on its own short-lived connection to the database
-/// `config` names: [`verify_batch`] of one.
-pub async fn verify_with_hypopg<T>(
-    config: &Config,
-    tls: T,
-    job: VerifyJob<'_>,
-) -> Result<Verification, CatalogError>
-where
-    T: MakeTlsConnect<Socket>,
-{
-    let mut verdicts = verify_batch(config, tls, &[job]).await?;
-    Ok(verdicts.pop().unwrap_or_else(|| {
-        Verification::skipped(SkipReason::Error, "not verified: no verdict came back")
-    }))
+/// Why a suggested index cannot be given to hypopg.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IndexDdlError {
+    /// The DDL does not parse.
+    #[error("index DDL does not parse: {0}")]
+    Parse(#[source] ParserError),
+    /// It parses, but is not exactly one CREATE INDEX.
+    #[error("expected one CREATE INDEX statement")]
+    NotCreateIndex,
 }
 
-/// Checks every job on one connection to the database `config` names, each
-/// in its own rolled-back transaction, then disconnects. One verdict per
-/// job, in order; `Err` only when the connection itself failed (then none
-/// was checked).
-pub async fn verify_batch<T>(
-    config: &Config,
-    tls: T,
-    jobs: &[VerifyJob<'_>],
-) -> Result<Vec<Verification>, CatalogError>
-where
-    T: MakeTlsConnect<Socket>,
-{
-    // Room for every job to run into a statement timeout or two.
-    let jobs_n = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
-    let timeout = Duration::from_secs(15) + STATEMENT_TIMEOUT.saturating_mul(3 * jobs_n);
-    with_connection(config, tls, APPLICATION_NAME, timeout, async |client| {
-        let mut verdicts = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            verdicts.push(verify_one(client, job).await);
-        }
-        Ok(verdicts)
-    })
-    .await
-}
-
-/// One job in its own transaction; whatever happens, the session is left
-/// clean for the next one (rolled back, no hypothetical index, no prepared
-/// statement).
-async fn verify_one(client: &Client, job: &VerifyJob<'_>) -> Verification {
-    let Some(user) = job.user else {
-        return Verification::skipped(
-            SkipReason::Refused,
-            "not verified: the client's user is unknown, and the proxy never plans a client's \
-             statement with its own rights",
-        );
-    };
-    let ddl = match plain_create_index(job.ddl) {
-        Ok(ddl) => ddl,
-        Err(e) => return Verification::skipped(SkipReason::Refused, e.to_string()),
-    };
-    let mut hypopg: Option<String> = None;
-    let outcome = check(client, user, job.sql, &ddl, &mut hypopg).await;
-    let mut clean = client.batch_execute("ROLLBACK").await;
-    if let (Some(schema), Ok(())) = (&hypopg, &clean) {
-        // Hypothetical indexes live in the session, not the transaction.
-        clean = client
-            .batch_execute(&format!("SELECT {schema}.hypopg_reset()"))
-            .await;
-    }
-    if outcome.is_err() && clean.is_ok() {
-        // A failed EXPLAIN EXECUTE leaves its prepared statement behind.
-        clean = client.batch_execute("DEALLOCATE ALL").await;
-    }
-    match (outcome, clean) {
-        (Ok(verdict), Ok(())) => verdict,
-        (Err(e), _) => skipped_because(e),
-        (Ok(_), Err(e)) => Verification::skipped(
-            SkipReason::Error,
-            format!("not verified: hypopg check failed: {}", error_code(&e)),
-        ),
-    }
-}
-
-/// The verdict for one job, inside its transaction. `hypopg` gets the
-/// extension's (quoted) schema once a hypothetical index may exist.
-async fn check(
-    client: &Client,
-    user: &str,
-    sql: &str,
-    ddl: &str,
-    hypopg: &mut Option<String>,
-) -> Result<Verification, ExplainError> {
-    begin_read_only(client, STATEMENT_TIMEOUT)
-        .await
-        .map_err(|e| match e {
-            CatalogError::Query(e) => ExplainError::Query(e),
-            other => ExplainError::Plan(other.to_string()),
-        })?;
-    let statement = ClientStatement::clear(client, user, sql).await?;
-    // hypopg's functions live in whatever schema it was created in, which
-    // need not be on the search path.
-    let schema: Option<String> = client
-        .query_opt(
-            "SELECT n.nspname::text FROM pg_extension e \
-             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'",
-            &[],
-        )
-        .await?
-        .map(|row| row.get(0));
-    let Some(schema) = schema.as_deref().map(quote_ident) else {
-        return Ok(Verification::Unverified {
-            reason: "the hypopg extension is not installed in this database".into(),
-        });
-    };
-    if statement.params() > 0 {
-        client
-            .batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            .await?;
-    }
-    let before = statement.explain(client).await?;
-    *hypopg = Some(schema.clone());
-    // As the upstream role, schema-qualified and with the argument's type
-    // spelled out, so no overload the client created can be chosen.
-    let created = client
-        .query_one(
-            &format!(
-                "SELECT indexname::text FROM {schema}.hypopg_create_index($1::pg_catalog.text)"
-            ),
-            &[&ddl],
-        )
-        .await?;
-    let index_name: String = created.get(0);
-    let after = statement.explain(client).await?;
-    Ok(Verification::Verified {
-        cost_before: total_cost(&before)?,
-        cost_after: total_cost(&after)?,
-        uses_index: mentions_index(&after, &index_name),
-    })
-}
-
-/// The skipped verdict for a check that did not get to both plans.
-fn skipped_because(e: ExplainError) -> Verification {
-    let (why, reason) = match e {
-        ExplainError::Refused(why) => (SkipReason::Refused, why),
-        ExplainError::ClientCannotRun => (SkipReason::Refused, e.to_string()),
-        ExplainError::Failed { .. } | ExplainError::Plan(_) => (SkipReason::Error, e.to_string()),
-        ExplainError::Query(e) => (
-            SkipReason::Error,
-            format!("hypopg check failed: {}", error_code(&e)),
-        ),
-    };
-    Verification::skipped(why, format!("not verified: {reason}"))
-}
-
-/// A server error by its SQLSTATE (its message may quote values), anything
-/// else as itself.
-fn error_code(e: &tokio_postgres::Error) -> String {
-    match e.code() {
-        Some(code) => format!("SQLSTATE {}", code.code()),
-        None => e.to_string(),
-    }
+/// Why an EXPLAIN result could not be judged.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PlanError {
+    /// The plan has no top-level total cost.
+    #[error("unexpected EXPLAIN output: no \"Total Cost\" in the plan")]
+    NoTotalCost,
 }
 
 /// `CREATE [UNIQUE] INDEX [CONCURRENTLY] ...` → the same without
-/// CONCURRENTLY; anything else is refused.
-fn plain_create_index(ddl: &str) -> Result<String, CatalogError> {
+/// CONCURRENTLY (hypopg wants it so); anything else is refused.
+pub(crate) fn plain_create_index(ddl: &str) -> Result<String, IndexDdlError> {
     let parsed = Parser::new(&PostgreSqlDialect {})
         .try_with_sql(ddl)
         .and_then(|mut p| p.parse_statements())
-        .map_err(|e| CatalogError::Refused(format!("index DDL does not parse: {e}")))?;
+        .map_err(IndexDdlError::Parse)?;
     if !matches!(&parsed[..], [Statement::CreateIndex(_)]) {
-        return Err(CatalogError::Refused(
-            "expected one CREATE INDEX statement".into(),
-        ));
+        return Err(IndexDdlError::NotCreateIndex);
     }
     let mut text = ddl.trim().trim_end_matches(';').trim_end().to_owned();
     let lower = text.to_ascii_lowercase();
@@ -348,10 +197,25 @@ fn plain_create_index(ddl: &str) -> Result<String, CatalogError> {
     Ok(text)
 }
 
-fn total_cost(plan: &Value) -> Result<f64, ExplainError> {
+/// The verdict from the plans (EXPLAIN `FORMAT JSON`) of a statement
+/// without and with the hypothetical index `index_name`: their costs, and
+/// whether the second uses the index anywhere.
+pub(crate) fn judge_plans(
+    before: &Value,
+    after: &Value,
+    index_name: &str,
+) -> Result<Verification, PlanError> {
+    Ok(Verification::Verified {
+        cost_before: total_cost(before)?,
+        cost_after: total_cost(after)?,
+        uses_index: mentions_index(after, index_name),
+    })
+}
+
+fn total_cost(plan: &Value) -> Result<f64, PlanError> {
     plan.pointer("/0/Plan/Total Cost")
         .and_then(Value::as_f64)
-        .ok_or_else(|| ExplainError::Plan("no \"Total Cost\" in the plan".into()))
+        .ok_or(PlanError::NoTotalCost)
 }
 
 fn mentions_index(plan: &Value, index: &str) -> bool {
@@ -366,6 +230,8 @@ fn mentions_index(plan: &Value, index: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -379,39 +245,40 @@ mod tests {
     }
 
     #[test]
-    fn skipped_checks_say_why_in_the_details() {
-        let v = skipped_because(ExplainError::ClientCannotRun);
-        assert_eq!(v.improves(), None);
-        let d = &v.to_details()["hypopg"];
-        assert_eq!(d["verified"], false);
-        assert_eq!(d["skipped"], "refused");
-        assert_eq!(
-            d["reason"],
-            "not verified: the client role cannot run this statement"
-        );
-        let refused = skipped_because(ExplainError::Refused(
-            "calls public.evil(), a function outside pg_catalog that planning could run".into(),
-        ));
-        assert!(refused.to_details()["hypopg"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("public.evil()"));
-        let failed = skipped_because(ExplainError::Failed {
-            sqlstate: "57014".into(),
-        });
-        assert_eq!(failed.to_details()["hypopg"]["skipped"], "error");
-        assert!(!failed.to_details()["hypopg"]
-            .as_object()
-            .unwrap()
-            .contains_key("cost_before"));
-    }
-
-    #[test]
     fn finds_the_index_anywhere_in_the_plan() {
         let plan =
             json!([{"Plan": {"Total Cost": 8.3, "Plans": [{"Index Name": "<1>btree_t_a"}]}}]);
         assert!(mentions_index(&plan, "<1>btree_t_a"));
         assert!(!mentions_index(&plan, "<2>btree_t_b"));
         assert_eq!(total_cost(&plan).unwrap(), 8.3);
+    }
+
+    #[test]
+    fn the_verdict_reads_both_plans() {
+        let before = json!([{"Plan": {"Total Cost": 100.0}}]);
+        let after = json!([{"Plan": {"Total Cost": 8.0, "Index Name": "<1>btree_t_a"}}]);
+        let v = judge_plans(&before, &after, "<1>btree_t_a").unwrap();
+        assert_eq!(v.improves(), Some(true));
+        let unused = judge_plans(&before, &before, "<1>btree_t_a").unwrap();
+        assert_eq!(unused.improves(), Some(false));
+        assert!(judge_plans(&json!([]), &after, "x").is_err());
+    }
+
+    #[test]
+    fn an_index_the_planner_would_not_use_makes_the_finding_a_note() {
+        let unused = Verification::Verified {
+            cost_before: 10.0,
+            cost_after: 10.0,
+            uses_index: false,
+        };
+        assert_eq!(unused.weigh(Severity::Error), Severity::Info);
+        let useful = Verification::Verified {
+            cost_before: 10.0,
+            cost_after: 2.0,
+            uses_index: true,
+        };
+        assert_eq!(useful.weigh(Severity::Error), Severity::Error);
+        let unchecked = Verification::skipped(SkipReason::QueueFull, "full");
+        assert_eq!(unchecked.weigh(Severity::Warning), Severity::Warning);
     }
 }
