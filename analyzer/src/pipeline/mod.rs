@@ -607,9 +607,10 @@ impl Analyzer {
                     user: q.user.as_ref(),
                     at: to_offset(q.started_at),
                 };
-                self.indexes.executed(execution, || statement_text(q), now);
+                self.indexes
+                    .executed(execution, || statement_text(q, fp), now);
                 if facts.offset {
-                    self.check_offset(db, fp.id, q);
+                    self.check_offset(db, fp, q);
                 }
             }
         }
@@ -617,7 +618,7 @@ impl Analyzer {
     }
 
     fn facts_for(&mut self, fp: &Fingerprint, q: &QueryEvent) -> Arc<StatementFacts> {
-        self.facts_for_text(fp, statement_text(q), q.database.as_ref())
+        self.facts_for_text(fp, statement_text(q, fp), q.database.as_ref())
     }
 
     fn facts_for_text(
@@ -729,10 +730,11 @@ impl Analyzer {
     /// Reads this execution's OFFSET (bound, or a literal in its text),
     /// compares it with the threshold and hands on only its order of
     /// magnitude (see [`crate::offset`]).
-    fn check_offset(&mut self, db: &Arc<str>, fingerprint: FingerprintId, q: &QueryEvent) {
+    fn check_offset(&mut self, db: &Arc<str>, fp: &Fingerprint, q: &QueryEvent) {
+        let fingerprint = fp.id;
         let offset = q
             .offset
-            .or_else(|| match top_level_offset(statement_text(q)) {
+            .or_else(|| match top_level_offset(statement_text(q, fp)) {
                 Some(OffsetClause::Literal(v)) => Some(v),
                 _ => None,
             });
@@ -909,9 +911,12 @@ fn rows_changed(tag: &str) -> Option<u64> {
     tag.rsplit(' ').next()?.parse().ok()
 }
 
-/// The one statement of a (possibly multi-statement) text the event is about.
-fn statement_text(q: &QueryEvent) -> &str {
-    crate::correlation::statement::nth_statement(&q.sql, q.statement_index).unwrap_or(&q.sql)
+/// The text of the statement `fp` fingerprints in the event's (possibly
+/// multi-statement) text: the range the same split that numbered it found,
+/// so the statement the facts, index advice and OFFSET are read from is
+/// always the one the fingerprint is of.
+fn statement_text<'a>(q: &'a QueryEvent, fp: &Fingerprint) -> &'a str {
+    q.sql.get(fp.span.clone()).unwrap_or(&q.sql)
 }
 
 fn to_offset(t: SystemTime) -> OffsetDateTime {
@@ -989,5 +994,23 @@ mod tests {
         analyzer.tick(now);
         assert_eq!(Arc::strong_count(&hold), 1);
         assert_eq!(Arc::strong_count(&sql), 1);
+    }
+    #[test]
+    fn a_statements_text_comes_from_the_split_that_numbered_it() {
+        // Vertical tab: whitespace to the lexer (and to PostgreSQL 16+), so
+        // the second statement is the SELECT, not the `\x0b` between.
+        let sql: Arc<str> = Arc::from("SELECT 1;\x0b; SELECT a FROM t OFFSET 5; SELECT 2");
+        let mut cache = FingerprintCache::default();
+        let fps = cache.get(&sql);
+        let texts: Vec<_> = fps
+            .iter()
+            .map(|fp| {
+                let SessionEvent::Query(q) = statement(&sql, fp.statement_index, None) else {
+                    unreachable!("a query event");
+                };
+                statement_text(&q, fp).trim().to_owned()
+            })
+            .collect();
+        assert_eq!(texts, ["SELECT 1", "SELECT a FROM t OFFSET 5", "SELECT 2"]);
     }
 }

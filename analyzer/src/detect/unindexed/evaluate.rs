@@ -32,10 +32,11 @@ use serde_json::{json, Map, Value};
 
 use super::ddl::{create_index, create_partial_index, pattern_opclass, quote_ident, KeyDef};
 use super::facts::{PredKind, Predicate, ScopeFacts, SourceFacts, Target};
+use super::finding_parts::{describe_index, size_severity};
 use super::selectivity::{FilterPlan, Partial};
 use super::serve::{constant, serves_filter, serves_sort, unique_lookup, usable};
 use super::{foreign_key, non_sargable, UnindexedConfig, UnindexedIssue, VerifyDdl};
-use crate::catalog::{Catalog, Index, Table};
+use crate::catalog::{Catalog, Table};
 use crate::finding::{FindingKind, Severity};
 
 /// Appends the block's issues to `out`.
@@ -406,15 +407,6 @@ fn with_join_key(source: &SourceFacts<'_>, column: &str) -> Vec<Predicate> {
     preds
 }
 
-/// Warning from `min_table_rows`, error from `error_table_rows`.
-pub(crate) fn size_severity(table: &Table, config: &UnindexedConfig) -> Severity {
-    if table.estimated_rows() >= config.error_table_rows as f64 {
-        Severity::Error
-    } else {
-        Severity::Warning
-    }
-}
-
 /// Equality columns (join keys, single values, IS NULL, then lists) →
 /// sort columns → at most one range or prefix column; never a column of
 /// `skip` (left out as unselective, or the partial-index column). A list of values
@@ -511,31 +503,6 @@ fn base_details(table: &Table, source: &SourceFacts<'_>) -> Map<String, Value> {
     details.insert("predicates".into(), Value::Object(predicates));
     details.insert("existing_indexes".into(), json!(existing));
     details
-}
-
-/// `name method (keys) [WHERE ..] [INVALID]`, as findings list indexes.
-pub(crate) fn describe_index(index: &Index) -> String {
-    let keys: Vec<String> = index
-        .keys
-        .iter()
-        .map(|k| match &k.expr {
-            crate::catalog::KeyExpr::Column(c) => c.clone(),
-            crate::catalog::KeyExpr::Expression(e) => format!("({e})"),
-        })
-        .collect();
-    let mut s = format!(
-        "{} {} ({})",
-        index.name,
-        index.method.as_str(),
-        keys.join(", ")
-    );
-    if let Some(p) = &index.predicate {
-        s.push_str(&format!(" WHERE {p}"));
-    }
-    if !index.valid {
-        s.push_str(" INVALID");
-    }
-    s
 }
 
 fn issue(
