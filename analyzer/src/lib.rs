@@ -4,6 +4,8 @@
 //! later) and can be used and tested without the proxy.
 //!
 //! # Layout
+//! - `sql`: the one lexer and statement splitter every part below reads
+//!   SQL text with (a leaf; crate-private).
 //! - [`event`]: the events the proxy's protocol tracker emits.
 //! - [`fingerprint`]: normalization and stable 64-bit fingerprints of SQL.
 //! - [`correlation`]: which executions belong to one request.
@@ -43,5 +45,6 @@ pub mod pipeline;
 pub mod report;
 pub mod routes;
 pub mod source;
+mod sql;
 pub mod store;
 pub mod values;

@@ -17,7 +17,7 @@
 //! statement), and a text without the letters `offset` is rejected by a
 //! byte scan before any lexing. Decoding at Bind is a few bytes.
 
-use crate::fingerprint::lexer::{Lexer, TokenKind};
+use crate::sql::lexer::{Lexer, TokenKind};
 
 /// Where a statement's top-level OFFSET takes its value from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

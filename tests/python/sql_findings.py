@@ -61,6 +61,14 @@ def offset(conn):
     with psycopg.ClientCursor(conn) as cur:
         cur.execute(f"SELECT id, bio FROM accounts ORDER BY id LIMIT 10 OFFSET %s {tag()}", (7654,))
         print(f"ok {len(cur.fetchall())} rows: client-side literal OFFSET")
+        # The OFFSET is read from the second statement of one simple Query: the text the
+        # analyzer reads must be the statement the proxy numbered, not the first one.
+        cur.execute(
+            f"SELECT 1; SELECT email, handle FROM accounts ORDER BY id LIMIT 10 OFFSET %s {tag()}",
+            (3333,),
+        )
+        assert cur.nextset(), "two result sets"
+        print(f"ok {len(cur.fetchall())} rows: second statement's literal OFFSET")
     # Controls: the first pages of a large table, a deep page of a small one, keyset paging.
     for page in range(3):
         run(conn, "SELECT id, score FROM accounts ORDER BY id LIMIT %s OFFSET %s", (20, 20 * page))

@@ -12,6 +12,8 @@ use std::borrow::Cow;
 
 use smallvec::SmallVec;
 
+use crate::sql::lexer::{block_comment_end, Lexer, TokenKind};
+
 /// Bytes examined at each end of the text. A tag comment is short; a comment
 /// that starts further in than this is not a request tag.
 const END_WINDOW: usize = 8 * 1024;
@@ -86,59 +88,44 @@ fn trailing_comments<'a>(sql: &'a str, out: &mut SmallVec<[&'a str; 4]>) -> usiz
     end
 }
 
+/// Pushes the bodies of the block comments before the first token that is
+/// not whitespace or a comment, read with the crate's lexer within the
+/// first `limit` bytes (a comment must close inside them).
 fn leading_comments<'a>(sql: &'a str, limit: usize, out: &mut SmallVec<[&'a str; 4]>) {
-    let b = sql.as_bytes();
-    let limit = limit.min(END_WINDOW);
-    let mut i = 0;
+    let mut end = limit.min(END_WINDOW);
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    let window = &sql[..end];
     let mut taken = 0;
-    while i < limit && taken < MAX_COMMENTS_PER_END {
-        match b[i] {
-            c if c.is_ascii_whitespace() => i += 1,
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                match b[i..limit].iter().position(|&c| c == b'\n') {
-                    Some(n) => i += n + 1,
-                    None => return,
+    for tok in Lexer::new(window) {
+        if taken >= MAX_COMMENTS_PER_END {
+            return;
+        }
+        let text = tok.text(window);
+        match tok.kind {
+            TokenKind::Whitespace => {}
+            // A line comment counts as read only with its newline in the
+            // window.
+            TokenKind::Comment if text.starts_with("--") => {
+                if tok.end == window.len() {
+                    return;
                 }
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let Some((close, nested)) = block_comment_end(b, i, limit) else {
+            TokenKind::Comment => {
+                if block_comment_end(window.as_bytes(), tok.start).is_none() {
                     return;
-                };
-                if !nested && close - i - 2 <= MAX_COMMENT_LEN {
-                    out.push(&sql[i + 2..close]);
+                }
+                let body = &text[2..text.len() - 2];
+                // `/* a /* b */ c */`: nested, not ours.
+                if !body.contains("/*") && body.len() <= MAX_COMMENT_LEN {
+                    out.push(body);
                 }
                 taken += 1;
-                i = close + 2;
             }
             _ => return,
         }
     }
-}
-
-/// For a `/*` at `start`, the offset of its matching `*/` (PostgreSQL nests
-/// block comments) and whether it contained a nested comment.
-fn block_comment_end(b: &[u8], start: usize, limit: usize) -> Option<(usize, bool)> {
-    let mut depth = 0usize;
-    let mut nested = false;
-    let mut i = start;
-    while i + 1 < limit {
-        match (b[i], b[i + 1]) {
-            (b'/', b'*') => {
-                depth += 1;
-                nested |= depth > 1;
-                i += 2;
-            }
-            (b'*', b'/') => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some((i, nested));
-                }
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {

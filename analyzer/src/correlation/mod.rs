@@ -83,14 +83,12 @@ mod comment;
 mod config;
 mod context;
 mod correlator;
-mod lexer;
 pub mod statement;
 pub mod tags;
 
 pub(crate) use config::duration as duration_setting;
 pub use config::CorrelationConfig;
 pub use correlator::Correlator;
-pub(crate) use lexer::Lexer;
 pub use statement::{request_id_signal, statement_role, RequestIdSignal, SetScope, StatementRole};
 pub use tags::{extract as extract_tags, LabelKey, Labels, RequestTags};
 

@@ -2,17 +2,17 @@
 //! tag: transaction control, session settings, and the statements that set
 //! `qproxy.request_id`.
 //!
-//! This is a deliberately small lexer, not a parser: it must never fail, it
-//! runs for every event, and it looks only at a statement's first few tokens.
-//! The work per event is bounded by [`MAX_SCAN`].
+//! This is a deliberately small reader, not a parser: it must never fail,
+//! it runs for every event, and it looks only at a statement's first few
+//! tokens, read with the crate's one lexer and statement splitter
+//! (`crate::sql`). The work per event is bounded by [`MAX_SCAN`].
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::lexer::{contains_ci, find_ci, is_ident_byte, Lexer};
 use crate::event::{Outcome, QueryEvent};
-
-pub use super::lexer::nth_statement;
+use crate::sql::reader::{is_word_byte, Reader};
+use crate::sql::split;
 
 /// Bytes of a SQL text scanned when locating a statement of a multi-statement
 /// query or looking for `qproxy.request_id`. Correlation statements are short;
@@ -154,7 +154,7 @@ pub(crate) fn classify(ev: &QueryEvent) -> Classified {
 
 fn by_keyword(stmt: &str) -> (StatementRole, TxEffect, SessionEffect) {
     use StatementRole::*;
-    let mut lx = Lexer::new(stmt);
+    let mut lx = Reader::new(stmt);
     let Some(first) = lx.word() else {
         return (Normal, TxEffect::None, SessionEffect::None);
     };
@@ -233,7 +233,7 @@ fn by_tag(tag: &str) -> (StatementRole, TxEffect) {
     }
 }
 
-fn is_set_config_call(lx: &mut Lexer<'_>) -> bool {
+fn is_set_config_call(lx: &mut Reader<'_>) -> bool {
     match lx.word() {
         Some(w) if w.eq_ignore_ascii_case("set_config") => true,
         Some(w) if w.eq_ignore_ascii_case("pg_catalog") => {
@@ -255,7 +255,7 @@ fn is_set_config_call(lx: &mut Lexer<'_>) -> bool {
 /// is read as `false`). Anything else, including a value computed by an
 /// expression, is `None`.
 pub fn request_id_signal(stmt: &str, param_hashes: &[Option<u64>]) -> Option<RequestIdSignal> {
-    let mut lx = Lexer::new(stmt);
+    let mut lx = Reader::new(stmt);
     let first = lx.word()?;
     if first.eq_ignore_ascii_case("set") {
         let scope = if lx.keyword("local") {
@@ -281,16 +281,17 @@ pub fn request_id_signal(stmt: &str, param_hashes: &[Option<u64>]) -> Option<Req
             .then_some(RequestIdSignal::Clear);
     }
     // set_config(...) may sit anywhere in a SELECT list; a few tries suffice.
+    let text = lx.text();
     let mut from = 0;
     for _ in 0..8 {
-        let Some(at) = find_ci(&lx.s[from..], "set_config").map(|i| from + i) else {
+        let Some(at) = find_ci(&text[from..], "set_config").map(|i| from + i) else {
             break;
         };
         from = at + "set_config".len();
-        if at > 0 && is_ident_byte(lx.s.as_bytes()[at - 1]) {
+        if at > 0 && is_word_byte(text.as_bytes()[at - 1]) {
             continue;
         }
-        let mut lx = Lexer { s: lx.s, i: from };
+        let mut lx = lx.at(from);
         if let Some(signal) = set_config_args(&mut lx, param_hashes) {
             return Some(signal);
         }
@@ -298,7 +299,7 @@ pub fn request_id_signal(stmt: &str, param_hashes: &[Option<u64>]) -> Option<Req
     None
 }
 
-fn set_config_args(lx: &mut Lexer<'_>, params: &[Option<u64>]) -> Option<RequestIdSignal> {
+fn set_config_args(lx: &mut Reader<'_>, params: &[Option<u64>]) -> Option<RequestIdSignal> {
     if !lx.punct(b'(') || !lx.string()?.eq_ignore_ascii_case(REQUEST_VAR) || !lx.punct(b',') {
         return None;
     }
@@ -350,6 +351,62 @@ fn set_signal(value: &str, scope: SetScope) -> RequestIdSignal {
     }
 }
 
+/// The `index`-th (0-based) non-empty statement of a possibly
+/// multi-statement text, split by the crate's one splitter (quotes, dollar
+/// quotes and comments respected, as PostgreSQL does). `None` when there
+/// are fewer statements, or when the statement starts beyond [`MAX_SCAN`]
+/// bytes. A statement running past the scan limit is returned truncated.
+pub fn nth_statement(sql: &str, index: u16) -> Option<&str> {
+    split::nth_statement(head(sql, MAX_SCAN), index)
+}
+
+/// ASCII case-insensitive search within the first [`MAX_SCAN`] bytes. The
+/// first byte is looked for on its own (see [`next_byte`]), so text without
+/// candidates costs a fraction of a comparison per byte.
+fn find_ci(hay: &str, needle: &str) -> Option<usize> {
+    let hay = &hay.as_bytes()[..hay.len().min(MAX_SCAN)];
+    let needle = needle.as_bytes();
+    let (&first, rest) = needle.split_first()?;
+    let first = first.to_ascii_lowercase();
+    let last_start = hay.len().checked_sub(needle.len())?;
+    let candidate = |c: u8| c.to_ascii_lowercase() == first;
+    let mut i = 0;
+    loop {
+        i = next_byte(hay, i, last_start + 1, candidate);
+        if i > last_start {
+            return None;
+        }
+        if hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest) {
+            return Some(i);
+        }
+        i += 1;
+    }
+}
+
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    find_ci(hay, needle).is_some()
+}
+
+/// The offset of the first byte in `b[i..limit]` that is `wanted`; `limit`
+/// if none. Looks 16 bytes per step (a loop the compiler vectorizes), so
+/// the long runs of text without a candidate cost a fraction of a
+/// comparison per byte.
+fn next_byte(b: &[u8], mut i: usize, limit: usize, wanted: impl Fn(u8) -> bool) -> usize {
+    while i + 16 <= limit {
+        if b[i..i + 16]
+            .iter()
+            .fold(false, |found, &c| found | wanted(c))
+        {
+            break;
+        }
+        i += 16;
+    }
+    b[i..limit]
+        .iter()
+        .position(|&c| wanted(c))
+        .map_or(limit, |p| i + p)
+}
+
 /// The first `max` bytes of `s`, cut on a character boundary.
 fn head(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);
@@ -357,4 +414,42 @@ fn head(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_ci_matches_case_insensitively() {
+        assert_eq!(
+            find_ci("SET QProxy.Request_ID = 1", "qproxy.request_id"),
+            Some(4)
+        );
+        assert_eq!(find_ci("qproxy.request_i", "qproxy.request_id"), None);
+        assert_eq!(find_ci("", "x"), None);
+        assert_eq!(find_ci("é qproxy", "qproxy"), Some(3));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn find_ci_agrees_with_a_naive_search(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    ";", "'", "$", "-", "/*", " ", "SELECT", "x", "é", "qproxy.request_id",
+                    "QProxy.Request_ID", "set_config", "abcdefghijklmnopqrstuvwxyz0123456789",
+                ]),
+                0..40,
+            )
+        ) {
+            let sql = parts.concat();
+            for needle in ["qproxy.request_id", "set_config", "$"] {
+                let hay = &sql.as_bytes()[..sql.len().min(MAX_SCAN)];
+                let naive = hay
+                    .windows(needle.len())
+                    .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
+                proptest::prop_assert_eq!(find_ci(&sql, needle), naive);
+            }
+        }
+    }
 }

@@ -135,6 +135,8 @@ impl FingerprintCache {
             if let Some(entry) = self.shapes.get(shape) {
                 let mut fingerprint = entry.value.clone();
                 fingerprint.literal_hashes = std::mem::take(&mut only.literal_hashes);
+                // Same shape, but this text's own statement bounds.
+                fingerprint.span = only.start..only.end;
                 let fingerprints: Arc<[Fingerprint]> = Arc::from([fingerprint]);
                 self.stats.shape_hits += 1;
                 self.remember_text(key, &fingerprints, 0);

@@ -3,7 +3,7 @@
 
 use sqlparser::ast::{BinaryOperator, Expr, Parens};
 
-use super::normalize::{is_placeholder, placeholder_expr};
+use super::placeholder::{is_placeholder, placeholder_expr};
 
 /// `x IN ($1, $2, ...)` → `x = ANY($1)`, `x NOT IN (...)` → `x <> ALL($1)`,
 /// `(a, b) IN (($1, $2), ($3, $4))` → `(a, b) IN (($1, $2))`.

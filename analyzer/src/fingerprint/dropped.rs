@@ -7,12 +7,10 @@
 //! statement kind has one fingerprint.
 
 use sqlparser::ast::{
-    CloseCursor, Expr, Ident, ObjectName, Set, SetSessionAuthorizationParamKind, Statement, Value,
-    ValueWithSpan,
+    CloseCursor, Ident, ObjectName, Set, SetSessionAuthorizationParamKind, Statement,
 };
-use sqlparser::tokenizer::Span;
 
-use super::normalize::PLACEHOLDER;
+use super::placeholder::placeholder_expr;
 
 /// Replacement for dropped names: a valid identifier that reads as
 /// "don't care".
@@ -20,13 +18,6 @@ const ANONYMOUS: &str = "_";
 
 fn anonymous() -> Ident {
     Ident::new(ANONYMOUS)
-}
-
-fn placeholder_expr() -> Expr {
-    Expr::Value(ValueWithSpan {
-        value: Value::Placeholder(PLACEHOLDER.to_owned()),
-        span: Span::empty(),
-    })
 }
 
 /// Drops the names and values of statements whose names and values do not

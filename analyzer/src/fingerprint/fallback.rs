@@ -26,9 +26,9 @@ use std::iter::Peekable;
 use smallvec::SmallVec;
 
 use super::kind::{classify_words, StatementKind};
-use super::lexer::{Lexer, Token, TokenKind};
 use super::render::is_json_key_operator;
 use super::Shape;
+use crate::sql::lexer::{Lexer, Token, TokenKind};
 
 /// What the last emitted piece of output was, for spacing and collapsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@
 //!
 //! # Algorithm (stable: any change here changes fingerprints and must be called out)
 //!
-//! 1. Split the text into statements at top-level `;` with the crate's own
-//!    lexer; each non-empty statement gets one fingerprint, numbered by
-//!    `statement_index` from 0.
+//! 1. Split the text into statements at top-level `;` with the crate's one
+//!    lexer and splitter (`crate::sql`); each non-empty statement gets one
+//!    fingerprint, numbered by `statement_index` from 0.
 //! 2. Parse the statement with sqlparser 0.63, PostgreSQL dialect.
 //! 3. Rewrite the tree:
 //!    - every literal (numbers, all string flavours, dollar-quoted bodies,
@@ -66,11 +66,12 @@
 //! limit does not catch are parsed on a helper thread with a large stack).
 //!
 //! # Layout
-//! - `lexer.rs`: a PostgreSQL lexer that accepts any input.
+//! The lexer and the statement splitter are the crate's (`crate::sql`).
 //! - `scan.rs`, `literal.rs`: the first pass (statements, stack guard,
 //!   literal hashes, shape keys).
 //! - `normalize.rs` (with `alias.rs`, `collapse.rs`, `dropped.rs`,
-//!   `reserved.rs`): the tree rewrite.
+//!   `reserved.rs`, and the leaf `placeholder.rs` they share): the tree
+//!   rewrite.
 //! - `render.rs`: placeholder numbering on the printed text.
 //! - `fallback.rs`: the token digest.
 //! - `kind.rs`: [`StatementKind`].
@@ -78,6 +79,7 @@
 //!   new texts of a known shape cost one scan.
 
 use std::fmt;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -93,9 +95,9 @@ mod collapse;
 mod dropped;
 mod fallback;
 mod kind;
-pub(crate) mod lexer;
 mod literal;
 mod normalize;
+mod placeholder;
 mod render;
 pub(crate) mod reserved;
 mod scan;
@@ -215,6 +217,12 @@ pub struct Fingerprint {
     /// Position of the statement in a multi-statement text (0-based, empty
     /// statements not counted), matching `QueryEvent::statement_index`.
     pub statement_index: u16,
+    /// Byte range of the statement in the text it was fingerprinted from
+    /// (without its `;`), from the same split that numbered it: the
+    /// pipeline reads the statement's text through it, so an index and a
+    /// text can never come from two splits.
+    #[serde(skip)]
+    pub(crate) span: Range<usize>,
 }
 
 fn serialize_arc_str<S: serde::Serializer>(s: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -264,7 +272,7 @@ pub(crate) fn fingerprint_scanned(
                 None => (fallback::digest(text), true),
             };
             shape.literal_hashes = span.literal_hashes;
-            build(shape, fallback, index)
+            build(shape, fallback, index, span.start..span.end)
         })
         .collect()
 }
@@ -327,7 +335,7 @@ pub(crate) struct Shape {
     pub has_limit: bool,
 }
 
-fn build(d: Shape, fallback: bool, statement_index: u16) -> Fingerprint {
+fn build(d: Shape, fallback: bool, statement_index: u16, span: Range<usize>) -> Fingerprint {
     let id = FingerprintId(xxh3_64(d.text.as_bytes()));
     let mut text = d.text;
     if text.len() > MAX_NORMALIZED_BYTES {
@@ -347,5 +355,6 @@ fn build(d: Shape, fallback: bool, statement_index: u16) -> Fingerprint {
         literal_hashes: d.literal_hashes,
         has_limit: d.has_limit,
         statement_index,
+        span,
     }
 }

@@ -14,16 +14,11 @@ use sqlparser::ast::{
     Statement, TableFactor, TableObject, UnaryOperator, UpdateTableFromKind, Value, ValueWithSpan,
     VisitMut, VisitorMut,
 };
-use sqlparser::tokenizer::Span;
 
 use super::alias::{collect_factors, ident_key, object_key, Factors, Origin, Scopes};
 use super::collapse::{collapse_in_list, collapse_rows};
 use super::dropped;
-
-/// How every placeholder (replaced literal or `$n`) looks in the tree until
-/// the final pass numbers them (`$1`, `$2`, ... in order of appearance).
-/// All look alike so that rows and tuples compare equal.
-pub(crate) const PLACEHOLDER: &str = "$0";
+use super::placeholder::{is_placeholder, placeholder_expr, PLACEHOLDER};
 
 /// Rewrites `stmt` in place (see the module docs for the rules) and returns
 /// the referenced tables, folded, in order of appearance, deduplicated.
@@ -86,23 +81,6 @@ impl Normalizer {
         };
         self.tables.push((pos, key));
     }
-}
-
-pub(crate) fn placeholder_expr() -> Expr {
-    Expr::Value(ValueWithSpan {
-        value: Value::Placeholder(PLACEHOLDER.to_owned()),
-        span: Span::empty(),
-    })
-}
-
-pub(crate) fn is_placeholder(e: &Expr) -> bool {
-    matches!(
-        e,
-        Expr::Value(ValueWithSpan {
-            value: Value::Placeholder(_),
-            ..
-        })
-    )
 }
 
 /// Operators whose right-hand literal is a JSON key or path, part of the

@@ -8,7 +8,7 @@
 //! `?|` or `?&`, or inside an `ARRAY[...]` right after one of them.
 //! This is the guarantee that no string value survives into a fingerprint.
 
-use super::lexer::{Lexer, TokenKind};
+use crate::sql::lexer::{Lexer, TokenKind};
 
 /// Whether `op` takes a JSON key or path as its right operand.
 pub(crate) fn is_json_key_operator(op: &str) -> bool {

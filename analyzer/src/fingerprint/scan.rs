@@ -1,7 +1,9 @@
-//! One pass of the [`Lexer`] over the input, before any parsing.
+//! One pass of the [`Lexer`](crate::sql::lexer::Lexer) over the input,
+//! before any parsing.
 //!
 //! For each statement it finds:
-//! - its boundaries (top-level `;`);
+//! - its boundaries, by the crate's one splitting rule
+//!   ([`Splitter`](crate::sql::split::Splitter), fed the tokens read here);
 //! - a depth score, the stack guard's estimate of how deep sqlparser's tree
 //!   can get: left-associative chains (`a OR b OR ...`, `1 + 1 + ...`,
 //!   `UNION` chains, `::` casts) are built by loops in the parser, so its
@@ -28,9 +30,10 @@
 use smallvec::SmallVec;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::lexer::{Lexer, Token, TokenKind};
 use super::literal;
 use super::render::is_json_key_operator;
+use crate::sql::lexer::{Lexer, Token, TokenKind};
+use crate::sql::split::Splitter;
 
 /// What the scan found about one statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,8 +112,9 @@ pub(crate) fn scan(src: &str, want_shape: bool) -> Vec<StatementScan> {
     let mut out = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut st = StatementState::new(0, want_shape);
+    let mut splitter = Splitter::default();
     for tok in Lexer::new(src) {
-        if tok.kind == TokenKind::Semicolon && st.brackets.is_empty() {
+        if splitter.ends_statement(&tok) {
             finish(&mut out, st, tok.start, &mut buf);
             st = StatementState::new(tok.end, want_shape);
             continue;
@@ -388,16 +392,6 @@ mod tests {
         let scans = scan(sql, true);
         assert_eq!(scans.len(), 1, "{sql}");
         scans[0].shape
-    }
-
-    #[test]
-    fn splits_on_top_level_semicolons_only() {
-        let src = "select ';'; select $$;$$ ; /* ; */ ;; select (1;2)";
-        let parts: Vec<_> = scan(src, false)
-            .iter()
-            .map(|s| src[s.start..s.end].trim())
-            .collect();
-        assert_eq!(parts, vec!["select ';'", "select $$;$$", "select (1;2)"]);
     }
 
     #[test]

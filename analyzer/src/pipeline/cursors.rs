@@ -27,10 +27,10 @@ use time::OffsetDateTime;
 
 use super::facts::statement_facts;
 use super::{indexes, statement_text, Analyzer, Returned};
-use crate::correlation::Lexer;
 use crate::detect::unbounded;
 use crate::event::{Outcome, QueryEvent};
 use crate::fingerprint::{Fingerprint, StatementKind};
+use crate::sql::reader::Reader;
 
 /// Open cursors followed per connection; a connection with more open at
 /// once is rare (one per streamed export), and past it new ones are not
@@ -64,7 +64,7 @@ pub enum CursorStatement<'a> {
 /// Reads a DECLARE, FETCH, MOVE or CLOSE; `None` for anything else or a
 /// form it does not follow.
 pub fn cursor_statement(stmt: &str) -> Option<CursorStatement<'_>> {
-    let mut lx = Lexer::new(stmt);
+    let mut lx = Reader::new(stmt);
     let first = lx.word()?;
     let kw = |w: &str| first.eq_ignore_ascii_case(w);
     if kw("declare") {
@@ -81,7 +81,7 @@ pub fn cursor_statement(stmt: &str) -> Option<CursorStatement<'_>> {
                 hold = true;
             }
         }
-        let query = stmt.get(lx.i..)?.trim();
+        let query = stmt.get(lx.pos()..)?.trim();
         let query = query.strip_suffix(';').unwrap_or(query).trim_end();
         (!query.is_empty()).then_some(CursorStatement::Declare { name, hold, query })
     } else if kw("fetch") || kw("move") {
@@ -100,7 +100,7 @@ pub fn cursor_statement(stmt: &str) -> Option<CursorStatement<'_>> {
 
 /// An identifier: a quoted one as written, an unquoted one lower-cased
 /// (PostgreSQL's folding).
-fn identifier<'a>(lx: &mut Lexer<'a>) -> Option<Cow<'a, str>> {
+fn identifier<'a>(lx: &mut Reader<'a>) -> Option<Cow<'a, str>> {
     if let Some(quoted) = lx.quoted_identifier() {
         return Some(quoted);
     }
@@ -113,11 +113,10 @@ fn identifier<'a>(lx: &mut Lexer<'a>) -> Option<Cow<'a, str>> {
 }
 
 /// The last identifier of the statement, skipping numbers and signs.
-fn last_identifier<'a>(lx: &mut Lexer<'a>) -> Option<Cow<'a, str>> {
+fn last_identifier<'a>(lx: &mut Reader<'a>) -> Option<Cow<'a, str>> {
     let mut last = None;
     loop {
-        lx.trivia();
-        if lx.i >= lx.s.len() {
+        if !lx.more() {
             return last;
         }
         if let Some(id) = identifier(lx) {
@@ -126,10 +125,10 @@ fn last_identifier<'a>(lx: &mut Lexer<'a>) -> Option<Cow<'a, str>> {
             return last;
         } else {
             // A number or a sign of a direction's count.
-            let before = lx.i;
+            let before = lx.pos();
             let _ = lx.word_or_number();
-            if lx.i == before {
-                lx.i += 1;
+            if lx.pos() == before {
+                lx.skip();
             }
             last = None;
         }
@@ -233,7 +232,7 @@ impl Analyzer {
             StatementKind::Cursor => {}
             _ => return,
         }
-        let text = statement_text(q);
+        let text = statement_text(q, fp);
         match cursor_statement(text) {
             Some(CursorStatement::Declare { name, hold, query }) => {
                 if !matches!(q.outcome, Outcome::Complete { .. }) {

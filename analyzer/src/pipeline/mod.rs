@@ -425,7 +425,10 @@ impl Analyzer {
     }
 }
 
-/// The one statement of a (possibly multi-statement) text the event is about.
-fn statement_text(q: &QueryEvent) -> &str {
-    crate::correlation::statement::nth_statement(&q.sql, q.statement_index).unwrap_or(&q.sql)
+/// The text of the statement `fp` fingerprints in the event's (possibly
+/// multi-statement) text: the range the same split that numbered it found,
+/// so the statement the facts, index advice and OFFSET are read from is
+/// always the one the fingerprint is of.
+fn statement_text<'a>(q: &'a QueryEvent, fp: &crate::fingerprint::Fingerprint) -> &'a str {
+    q.sql.get(fp.span.clone()).unwrap_or(&q.sql)
 }

@@ -21,7 +21,7 @@ use crate::detect::n_plus_one::{Execution, ShapeClass};
 use crate::detect::slow_query::{self, Timed};
 use crate::detect::unbounded;
 use crate::event::{Outcome, QueryEvent};
-use crate::fingerprint::{Fingerprint, FingerprintCache, FingerprintId, StatementKind};
+use crate::fingerprint::{Fingerprint, FingerprintCache, StatementKind};
 use crate::offset::{magnitude, top_level_offset, OffsetClause};
 
 impl Analyzer {
@@ -191,9 +191,10 @@ impl Analyzer {
                     user: q.user.as_ref(),
                     at: to_offset(q.started_at),
                 };
-                self.indexes.executed(execution, || statement_text(q), now);
+                self.indexes
+                    .executed(execution, || statement_text(q, fp), now);
                 if facts.offset {
-                    self.check_offset(db, fp.id, q);
+                    self.check_offset(db, fp, q);
                 }
             }
         }
@@ -201,7 +202,7 @@ impl Analyzer {
     }
 
     fn facts_for(&mut self, fp: &Fingerprint, q: &QueryEvent) -> Arc<StatementFacts> {
-        self.facts_for_text(fp, statement_text(q), q.database.as_ref())
+        self.facts_for_text(fp, statement_text(q, fp), q.database.as_ref())
     }
 
     pub(super) fn facts_for_text(
@@ -274,10 +275,11 @@ impl Analyzer {
     /// Reads this execution's OFFSET (bound, or a literal in its text),
     /// compares it with the threshold and hands on only its order of
     /// magnitude (see [`crate::offset`]).
-    fn check_offset(&mut self, db: &Arc<str>, fingerprint: FingerprintId, q: &QueryEvent) {
+    fn check_offset(&mut self, db: &Arc<str>, fp: &Fingerprint, q: &QueryEvent) {
+        let fingerprint = fp.id;
         let offset = q
             .offset
-            .or_else(|| match top_level_offset(statement_text(q)) {
+            .or_else(|| match top_level_offset(statement_text(q, fp)) {
                 Some(OffsetClause::Literal(v)) => Some(v),
                 _ => None,
             });
@@ -378,5 +380,24 @@ mod tests {
         analyzer.tick(now);
         assert_eq!(Arc::strong_count(&hold), 1);
         assert_eq!(Arc::strong_count(&sql), 1);
+    }
+
+    #[test]
+    fn a_statements_text_comes_from_the_split_that_numbered_it() {
+        // Vertical tab: whitespace to the lexer (and to PostgreSQL 16+), so
+        // the second statement is the SELECT, not the `\x0b` between.
+        let sql: Arc<str> = Arc::from("SELECT 1;\x0b; SELECT a FROM t OFFSET 5; SELECT 2");
+        let mut cache = FingerprintCache::default();
+        let fps = cache.get(&sql);
+        let texts: Vec<_> = fps
+            .iter()
+            .map(|fp| {
+                let SessionEvent::Query(q) = statement(&sql, fp.statement_index, None) else {
+                    unreachable!("a query event");
+                };
+                statement_text(&q, fp).trim().to_owned()
+            })
+            .collect();
+        assert_eq!(texts, ["SELECT 1", "SELECT a FROM t OFFSET 5", "SELECT 2"]);
     }
 }

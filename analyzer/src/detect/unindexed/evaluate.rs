@@ -33,10 +33,11 @@ use std::collections::BTreeMap;
 use super::ddl::{create_index, create_partial_index, pattern_opclass, quote_ident, KeyDef};
 use super::details::{PartialIndexDetails, UnindexedDetails};
 use super::facts::{PredKind, Predicate, ScopeFacts, SourceFacts, Target};
+use super::finding_parts::{describe_index, size_severity};
 use super::selectivity::{FilterPlan, Partial};
 use super::serve::{constant, serves_filter, serves_sort, unique_lookup, usable};
 use super::{foreign_key, non_sargable, to_details, UnindexedConfig, UnindexedIssue, VerifyDdl};
-use crate::catalog::{Catalog, Index, Table};
+use crate::catalog::{Catalog, Table};
 use crate::finding::{FindingKind, Severity};
 
 /// Appends the block's issues to `out`.
@@ -399,22 +400,6 @@ fn with_join_key(source: &SourceFacts<'_>, column: &str) -> Vec<Predicate> {
     preds
 }
 
-/// Warning from `min_table_rows`, error from `error_table_rows`: the
-/// severity rule of every kind read from a statement and the catalog (an
-/// unlimited sort's own tier aside).
-pub(crate) fn size_severity(table: &Table, config: &UnindexedConfig) -> Severity {
-    rows_severity(table.estimated_rows(), config)
-}
-
-/// [`size_severity`] of a table of `rows` estimated rows.
-fn rows_severity(rows: f64, config: &UnindexedConfig) -> Severity {
-    if rows >= config.error_table_rows as f64 {
-        Severity::Error
-    } else {
-        Severity::Warning
-    }
-}
-
 /// Equality columns (join keys, single values, IS NULL, then lists) →
 /// sort columns → at most one range or prefix column; never a column of
 /// `skip` (left out as unselective, or the partial-index column). A list of values
@@ -510,31 +495,6 @@ fn base_details(table: &Table, source: &SourceFacts<'_>) -> UnindexedDetails {
     }
 }
 
-/// `name method (keys) [WHERE ..] [INVALID]`, as findings list indexes.
-pub(crate) fn describe_index(index: &Index) -> String {
-    let keys: Vec<String> = index
-        .keys
-        .iter()
-        .map(|k| match &k.expr {
-            crate::catalog::KeyExpr::Column(c) => c.clone(),
-            crate::catalog::KeyExpr::Expression(e) => format!("({e})"),
-        })
-        .collect();
-    let mut s = format!(
-        "{} {} ({})",
-        index.name,
-        index.method.as_str(),
-        keys.join(", ")
-    );
-    if let Some(p) = &index.predicate {
-        s.push_str(&format!(" WHERE {p}"));
-    }
-    if !index.valid {
-        s.push_str(" INVALID");
-    }
-    s
-}
-
 fn issue(
     kind: FindingKind,
     table: &Table,
@@ -552,18 +512,5 @@ fn issue(
         details: to_details(&details),
         withheld: None,
         verify_ddl: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_large_table_is_an_error_from_the_error_size() {
-        let config = UnindexedConfig::default();
-        assert_eq!(rows_severity(10_000.0, &config), Severity::Warning);
-        assert_eq!(rows_severity(999_999.0, &config), Severity::Warning);
-        assert_eq!(rows_severity(1_000_000.0, &config), Severity::Error);
     }
 }

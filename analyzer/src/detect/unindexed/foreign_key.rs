@@ -32,8 +32,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::ddl::{create_index, KeyDef};
-use super::evaluate::{describe_index, size_severity};
 use super::facts::{Modification, PredKind, Predicate, ScopeFacts, SourceFacts, Target};
+use super::finding_parts::{describe_index, size_severity};
 use super::serve::{serves_filter, usable};
 use super::{to_details, UnindexedConfig, UnindexedIssue};
 use crate::catalog::{Catalog, ForeignKey, Table};

@@ -109,6 +109,9 @@
 //!   [`crate::explain::hypopg`]: nothing here does I/O).
 //! - `non_sargable.rs`, `paging.rs`, `foreign_key.rs`: the other kinds,
 //!   each with its rules, severity and typed `details`.
+//! - `finding_parts.rs`: the size-based severity and the index wording
+//!   those kinds share with `evaluate.rs` (below all of them, so none
+//!   imports `evaluate.rs` back).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -124,6 +127,7 @@ mod details;
 mod evaluate;
 mod extract;
 mod facts;
+mod finding_parts;
 mod foreign_key;
 mod non_sargable;
 mod normal_form;

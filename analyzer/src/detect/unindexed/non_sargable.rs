@@ -50,8 +50,8 @@ use sqlparser::ast::{
 };
 
 use super::ddl::quote_ident;
-use super::evaluate::{describe_index, size_severity};
 use super::facts::{PredKind, Predicate, ScopeFacts, Target, Wrapped, Wrapper};
+use super::finding_parts::{describe_index, size_severity};
 use super::normal_form::{fold, normalize};
 use super::scope::{Operand, Ref, Scope};
 use super::serve::{serves_filter, usable};

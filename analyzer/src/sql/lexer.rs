@@ -1,20 +1,22 @@
-//! A small PostgreSQL lexer that never fails.
+//! The analyzer's one PostgreSQL lexer; it never fails.
 //!
 //! sqlparser's tokenizer rejects input it cannot parse (unterminated strings,
-//! stray characters), but a fingerprint is still owed for such input. This
-//! lexer follows PostgreSQL's lexical rules closely enough to find string
-//! literals (plain, `E''`, `B''`, `X''`, `N''`, `U&''`, dollar-quoted), numbers,
-//! `$n` parameters, comments (nested `/* */` and `--`), quoted identifiers and
-//! operators, and it accepts anything: an unterminated construct simply runs
-//! to the end of the input. Every token advances by at least one byte and
-//! token boundaries always fall on `char` boundaries (bytes >= 0x80 only ever
-//! appear inside words, strings, identifiers and comments), so slicing the
-//! source with a token's range cannot panic.
+//! stray characters), but a fingerprint, a statement boundary and a request
+//! tag are still owed for such input. This lexer follows PostgreSQL's
+//! lexical rules closely enough to find string literals (plain, `E''`,
+//! `B''`, `X''`, `N''`, `U&''`, dollar-quoted), numbers, `$n` parameters,
+//! comments (nested `/* */` and `--`), quoted identifiers and operators, and
+//! it accepts anything: an unterminated construct simply runs to the end of
+//! the input. Every token advances by at least one byte and token boundaries
+//! always fall on `char` boundaries (bytes >= 0x80 only ever appear inside
+//! words, strings, identifiers and comments), so slicing the source with a
+//! token's range cannot panic.
 //!
-//! It is used for three things: the scan of the input (statement
-//! boundaries, depth estimate, literal hashes, shape key; see `scan.rs`),
-//! the fallback digest when sqlparser fails, and the final pass over
-//! sqlparser's printed output (placeholder numbering).
+//! Everything that needs to know where a string, comment or statement
+//! starts and ends reads it here: the statement splitter (`split.rs`), the
+//! token reader of correlation and cursors (`reader.rs`), the comment
+//! windows of request tags, and in fingerprinting the scan of the input,
+//! the fallback digest and the pass over sqlparser's printed output.
 
 /// What a token is; only the distinctions the fingerprint needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,55 +79,36 @@ pub(crate) struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     pub fn new(src: &'a str) -> Self {
+        Self::at(src, 0)
+    }
+
+    /// A lexer that starts at byte `pos` of `src` (a token boundary, or at
+    /// least a `char` boundary, for the tokens to make sense).
+    pub fn at(src: &'a str, pos: usize) -> Self {
         Lexer {
             bytes: src.as_bytes(),
-            pos: 0,
+            pos: pos.min(src.len()),
         }
+    }
+
+    /// The byte offset the next token starts at.
+    pub fn pos(&self) -> usize {
+        self.pos
     }
 
     fn peek(&self, offset: usize) -> Option<u8> {
         self.bytes.get(self.pos + offset).copied()
     }
 
-    /// Advances past a single-quoted body starting at the opening quote.
+    /// Advances past a quoted body starting at the opening quote.
     /// `backslash_escapes` is true for `E'...'` strings.
     fn skip_quoted(&mut self, quote: u8, backslash_escapes: bool) {
-        self.pos += 1; // opening quote
-        while let Some(b) = self.peek(0) {
-            if backslash_escapes && b == b'\\' {
-                self.pos = (self.pos + 2).min(self.bytes.len());
-                continue;
-            }
-            self.pos += 1;
-            if b == quote {
-                if self.peek(0) == Some(quote) {
-                    self.pos += 1; // doubled quote is an escaped quote
-                } else {
-                    return;
-                }
-            }
-        }
+        self.pos =
+            quoted_end(self.bytes, self.pos, quote, backslash_escapes).unwrap_or(self.bytes.len());
     }
 
     fn skip_block_comment(&mut self) {
-        self.pos += 2;
-        let mut depth = 1usize;
-        while self.pos < self.bytes.len() {
-            match (self.bytes[self.pos], self.peek(1)) {
-                (b'*', Some(b'/')) => {
-                    self.pos += 2;
-                    depth -= 1;
-                    if depth == 0 {
-                        return;
-                    }
-                }
-                (b'/', Some(b'*')) => {
-                    self.pos += 2;
-                    depth += 1;
-                }
-                _ => self.pos += 1,
-            }
-        }
+        self.pos = block_comment_end(self.bytes, self.pos).unwrap_or(self.bytes.len());
     }
 
     /// At a `$`: a dollar-quoted string (`$$...$$`, `$tag$...$tag$`), or
@@ -367,6 +350,58 @@ fn is_ident_part(b: u8) -> bool {
 
 fn is_operator_char(b: u8) -> bool {
     CLASSES[usize::from(b)] & OPERATOR != 0
+}
+
+/// For a quote at `open` (`'` or `"`), the offset just after its closing
+/// quote; a doubled quote is an escaped one, and with `backslash_escapes`
+/// (`E'...'`) a backslash escapes the next byte. `None` when it never
+/// closes (the lexer's token then runs to the end).
+pub(crate) fn quoted_end(
+    bytes: &[u8],
+    open: usize,
+    quote: u8,
+    backslash_escapes: bool,
+) -> Option<usize> {
+    let mut pos = open + 1;
+    while let Some(&b) = bytes.get(pos) {
+        if backslash_escapes && b == b'\\' {
+            pos += 2;
+            continue;
+        }
+        pos += 1;
+        if b == quote {
+            if bytes.get(pos) == Some(&quote) {
+                pos += 1; // doubled quote is an escaped quote
+            } else {
+                return Some(pos);
+            }
+        }
+    }
+    None
+}
+
+/// For a `/*` at `start`, the offset just after its matching `*/`
+/// (PostgreSQL nests block comments); `None` when it never closes.
+pub(crate) fn block_comment_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut pos = start + 2;
+    let mut depth = 1usize;
+    while pos < bytes.len() {
+        match (bytes[pos], bytes.get(pos + 1)) {
+            (b'*', Some(b'/')) => {
+                pos += 2;
+                depth -= 1;
+                if depth == 0 {
+                    return Some(pos);
+                }
+            }
+            (b'/', Some(b'*')) => {
+                pos += 2;
+                depth += 1;
+            }
+            _ => pos += 1,
+        }
+    }
+    None
 }
 
 fn find_subslice(haystack: &[u8], needle: &[u8]) -> Option<usize> {
