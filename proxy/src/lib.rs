@@ -5,15 +5,18 @@
 //! Data flows one way: [`net`] → [`session`] → `wire` / [`tracker`] →
 //! [`events`] → [`analysis`] (the `qproxy-analyzer` crate's detectors and
 //! store). Each folder owns one thing, and modules import each other in
-//! one direction only (`tests/module_graph.rs` fails on an import circle):
+//! one direction only (`tests/tests/module_graph.rs` fails on an import circle):
 //! - [`config`]: flags, env and TOML merged into one configuration, each
 //!   default defined once; a leaf that imports no other module, so the
 //!   pure values it hands out (the upstream URL, the store target, the
 //!   tracker's caps, the analysis settings) live there.
-//! - `wire`: framing and allocation-free decoding of the messages the
-//!   analysis reads; no I/O.
+//! - `wire`: framing (`wire::scan` finds message boundaries in a read
+//!   buffer) and allocation-free decoding of the messages the analysis
+//!   reads; no I/O.
 //! - [`tracker`]: per-connection protocol state (extended-protocol FIFO,
-//!   COPY, errors skipping to Sync) that turns traffic into query events.
+//!   COPY, errors skipping to Sync), a pure state machine: messages and
+//!   the time in, query events and effects out; the session applies the
+//!   effects (`session::effects`: queue, cancel keys, startup slot, logs).
 //! - [`net`]: streams (and the I/O traits the relay waits on), TLS on both
 //!   sides, and reaching the upstream.
 //! - [`session`]: one client connection: negotiation, upstream connect,
