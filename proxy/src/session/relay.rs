@@ -457,29 +457,41 @@ mod tests {
         v
     }
 
-    fn relay<D: Direction>(
+    /// Runs `pump` over `data`, read in chunks of `sizes`, to completion on
+    /// a runtime of its own: how it stopped, what it forwarded, and the
+    /// source (whose probe recorded the budget's peak use, when given one).
+    fn pump_through<D: Direction>(
+        pump: Pump,
         data: &[u8],
         sizes: Vec<usize>,
-        cap: usize,
-    ) -> Result<Vec<u8>, RelayError> {
+        probe: Option<Arc<HeldBudget>>,
+        tracker: &Mutex<Tracker>,
+    ) -> (Result<Stopped, RelayError>, Vec<u8>, Chunked) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(async {
+            let mut pump = pump;
             let mut src = Chunked {
                 data: data.to_vec(),
                 pos: 0,
                 sizes,
                 next: 0,
-                probe: None,
+                probe: probe.map(|budget| (budget, 0)),
             };
             let mut out = Vec::new();
-            let t = tracker();
-            Pump::new(cap)
-                .run::<D, _, _>(&mut src, &mut out, &t)
-                .await?;
-            Ok(out)
+            let stopped = pump.run::<D, _, _>(&mut src, &mut out, tracker).await;
+            (stopped, out, src)
         })
+    }
+
+    fn relay<D: Direction>(
+        data: &[u8],
+        sizes: Vec<usize>,
+        cap: usize,
+    ) -> Result<Vec<u8>, RelayError> {
+        let (stopped, out, _) = pump_through::<D>(Pump::new(cap), data, sizes, None, &tracker());
+        stopped.map(|_| out)
     }
 
     fn backend_stream() -> Vec<u8> {
@@ -555,25 +567,12 @@ mod tests {
         sizes: Vec<usize>,
         budget: &Arc<HeldBudget>,
     ) -> (Vec<u8>, u64, Mutex<Tracker>) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut src = Chunked {
-                data: data.to_vec(),
-                pos: 0,
-                sizes,
-                next: 0,
-                probe: Some((budget.clone(), 0)),
-            };
-            let mut out = Vec::new();
-            let t = tracker();
-            Pump::with_budget(64 << 20, budget.clone())
-                .run::<Frontend, _, _>(&mut src, &mut out, &t)
-                .await
-                .unwrap();
-            (out, src.probe.unwrap().1, t)
-        })
+        let t = tracker();
+        let pump = Pump::with_budget(64 << 20, budget.clone());
+        let (stopped, out, src) =
+            pump_through::<Frontend>(pump, data, sizes, Some(budget.clone()), &t);
+        stopped.unwrap();
+        (out, src.probe.unwrap().1, t)
     }
 
     /// A large Query and a Sync behind it.
@@ -630,27 +629,11 @@ mod tests {
         sizes: Vec<usize>,
         tracker: &Mutex<Tracker>,
     ) -> (Stopped, Vec<u8>) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
         let drain = Arc::new(Drain::default());
         drain.start();
-        rt.block_on(async {
-            let mut src = Chunked {
-                data: data.to_vec(),
-                pos: 0,
-                sizes,
-                next: 0,
-                probe: None,
-            };
-            let mut out = Vec::new();
-            let stopped = Pump::new(1 << 20)
-                .with_drain(drain)
-                .run::<D, _, _>(&mut src, &mut out, tracker)
-                .await
-                .unwrap();
-            (stopped, out)
-        })
+        let pump = Pump::new(1 << 20).with_drain(drain);
+        let (stopped, out, _) = pump_through::<D>(pump, data, sizes, None, tracker);
+        (stopped.unwrap(), out)
     }
 
     fn query(sql: &str) -> Vec<u8> {
