@@ -13,6 +13,7 @@
 #   BENCH_MODES="simple extended prepared"
 #   BENCH_CLIENTS="1 8 64 512"
 #   BENCH_IDLE=1000          idle connections for the memory test (0 skips it)
+#   BENCH_IDLE_SETTLE=5      seconds the idle sessions are held before their memory is read
 #   PG_BIN=/usr/lib/postgresql/15/bin
 #   QPROXY_WORKERS=N         qproxy's forwarding threads (default: half the CPUs), e.g. 1 to
 #                            compare one thread with pgbouncer's one process
@@ -23,6 +24,7 @@ BENCH_SECONDS="${BENCH_SECONDS:-10}"
 BENCH_MODES="${BENCH_MODES:-simple extended prepared}"
 BENCH_CLIENTS="${BENCH_CLIENTS:-1 8 64 512}"
 BENCH_IDLE="${BENCH_IDLE:-1000}"
+BENCH_IDLE_SETTLE="${BENCH_IDLE_SETTLE:-5}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -301,7 +303,9 @@ measure_idle() { # $1 name, $2 port, $3 pid; sets MEAS_BEFORE / MEAS_AFTER (KiB)
         sleep 0.5
     done
     grep -q '^ready' "$out" || die "idle client holder for $1 timed out"
-    sleep 2
+    # Idle means idle past the analyzer's request grace (2 s after a 250 ms idle gap): by then
+    # the requests the sessions' SELECT 1 opened have ended, as they would for any idle session.
+    sleep "$BENCH_IDLE_SETTLE"
     MEAS_AFTER="$(rss_kb "$3")"
     # How many server backends the held sessions occupy (the proxy's catalog connection aside).
     MEAS_BACKENDS="$(psql -X -At -p "$PG_PORT" -c "SELECT count(*) - 1 FROM pg_stat_activity

@@ -8,6 +8,11 @@
 //! each in one batch per direction; `one_at_a_time` sends each query in its
 //! own batch and its replies in another, as an interactive client does.
 //!
+//! `one_at_a_time/lent_outbox` runs the batches as the relay now does, with
+//! a spare outbox lent to the tracker per batch (an idle session holds
+//! none); `session_span/enter_exit` is what the relay stopped doing on
+//! every wakeup of a session's task.
+//!
 //! Run: `cargo bench -p qproxy --bench tracker -- --warm-up-time 1 --measurement-time 3`
 //! Criterion reports time per query (throughput: elements = queries).
 //!
@@ -208,6 +213,29 @@ fn bench(c: &mut Criterion) {
             assert_eq!(events, 2);
         })
     });
+    // As the relay runs a batch now: the thread's spare outbox lent to the
+    // tracker for the batch and taken back, so an idle session keeps none.
+    group.bench_function("one_at_a_time/lent_outbox", |b| {
+        let (mut t, sink, mut rx) = tracker();
+        let mut spare = Vec::new();
+        b.iter(|| {
+            for (i, data) in batches.iter().enumerate() {
+                t.swap_outbox(&mut spare);
+                if i % 2 == 0 {
+                    batch::<Frontend>(data, &mut t, &sink);
+                } else {
+                    batch::<Backend>(data, &mut t, &sink);
+                }
+                t.swap_outbox(&mut spare);
+            }
+            let mut events = 0;
+            while let Ok(e) = rx.try_recv() {
+                black_box(e);
+                events += 1;
+            }
+            assert_eq!(events, 2);
+        })
+    });
     // What the old `inspect_all` (before the scanner moved to `wire::scan`)
     // spent per batch besides scanning and tracking: copying its input into
     // a fresh buffer. Subtract it for an A/B of the scanning and tracking
@@ -233,6 +261,55 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Reading a SQL text from a message: the lossy conversion the wire
+    // decoder used to run on every text, against the standard validator it
+    // now runs first (falling back to the lossy one only for invalid bytes).
+    let short = b"SELECT abalance FROM pgbench_accounts WHERE aid = $1;".to_vec();
+    let long = format!(
+        "SELECT {} FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = $1",
+        (0..60)
+            .map(|i| format!("o.column_{i} AS o_column_{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+    .into_bytes();
+    let mut group = c.benchmark_group("sql_text");
+    for (name, text) in [("short", &short), ("long", &long)] {
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(format!("{name}/lossy"), |b| {
+            b.iter(|| black_box(String::from_utf8_lossy(black_box(text)).len()))
+        });
+        group.bench_function(format!("{name}/validate"), |b| {
+            b.iter(|| {
+                let text: std::borrow::Cow<'_, str> = match std::str::from_utf8(black_box(text)) {
+                    Ok(t) => std::borrow::Cow::Borrowed(t),
+                    Err(_) => String::from_utf8_lossy(text),
+                };
+                black_box(text.len())
+            })
+        });
+    }
+    group.finish();
+
+    // What the relay no longer does on every wakeup of a session's task:
+    // enter and leave the session's span (with the subscriber `qproxy
+    // serve` installs: fmt with an env filter). A query wakes the task
+    // about twice.
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("session", connection_id = 1u64, peer = "127.0.0.1:5000");
+        let mut group = c.benchmark_group("session_span");
+        group.bench_function("enter_exit", |b| {
+            b.iter(|| {
+                let _in = black_box(&span).enter();
+            })
+        });
+        group.finish();
+    });
 }
 
 criterion_group!(benches, bench);

@@ -212,19 +212,29 @@ impl StartupSlot {
 impl Drop for StartupSlot {
     fn drop(&mut self) {
         crate::lock(&self.slots.starting).remove(&self.id);
+        self.eviction.release();
     }
 }
 
-/// Tells a connection in startup that its slot was given to a newer one.
+/// Tells a connection in startup that its slot was given to a newer one,
+/// or that it no longer holds one.
 #[derive(Debug, Default)]
 pub struct Eviction {
     evicted: AtomicBool,
+    /// The slot was given back (startup finished or the connection ended):
+    /// it can no longer be evicted.
+    released: AtomicBool,
     notify: Notify,
 }
 
 impl Eviction {
     fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn release(&self) {
+        self.released.store(true, Ordering::Release);
         self.notify.notify_waiters();
     }
 
@@ -236,13 +246,25 @@ impl Eviction {
     /// Resolves once the connection is evicted (at once if it already
     /// was); cancel-safe.
     pub async fn wait(&self) {
+        self.until(|e| e.is_evicted()).await;
+    }
+
+    /// Resolves once the connection is evicted or its slot is given back
+    /// (at once if either happened already); cancel-safe. Whether it was
+    /// evicted is [`Eviction::is_evicted`].
+    pub async fn settled(&self) {
+        self.until(|e| e.is_evicted() || e.released.load(Ordering::Acquire))
+            .await;
+    }
+
+    async fn until(&self, done: impl Fn(&Self) -> bool) {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
-            // Registered before the flag is checked, so an eviction between
+            // Registered before the flags are checked, so a change between
             // the check and the await still wakes it.
             notified.as_mut().enable();
-            if self.is_evicted() {
+            if done(self) {
                 return;
             }
             notified.await;
@@ -354,6 +376,35 @@ mod tests {
                 .unwrap();
             // Waiting again after the fact returns at once.
             first.eviction().wait().await;
+        });
+    }
+
+    #[test]
+    fn giving_a_slot_back_settles_its_eviction_without_evicting() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let slots = Arc::new(StartupSlots::new(1, Duration::ZERO));
+            let (slot, _) = slots.admit(Instant::now()).unwrap();
+            let eviction = slot.eviction();
+            let waiter = {
+                let eviction = eviction.clone();
+                tokio::spawn(async move { eviction.settled().await })
+            };
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished());
+            drop(slot);
+            tokio::time::timeout(Duration::from_secs(10), waiter)
+                .await
+                .expect("the waiter wakes")
+                .unwrap();
+            assert!(!eviction.is_evicted());
+            // A slot given back is not evicted by a later admission.
+            let _next = slots.admit(Instant::now()).unwrap();
+            assert!(!eviction.is_evicted());
+            eviction.settled().await;
         });
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -226,12 +227,16 @@ impl Server {
         // Tracked from before it is handed over, so the drain waits for a
         // session still on its way to a worker.
         let session = self.sessions.token();
-        self.workers.submit(socket, move |socket| async move {
+        // A closure run when the session ends rather than an async block
+        // around it: what such a block captures would stay in every
+        // session's task for its whole life.
+        self.workers.submit(socket, move |socket| {
             ctx.stats.client_connections.fetch_add(1, Ordering::Relaxed);
-            crate::session::run(socket, ctx.clone(), slot).await;
-            ctx.stats.client_connections.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-            drop(session);
+            crate::session::run(socket, ctx.clone(), slot).map(move |()| {
+                ctx.stats.client_connections.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+                drop(session);
+            })
         });
     }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -111,10 +112,9 @@ impl WorkerPool {
         // The session future is spawned by value (one allocation for the
         // task and its state), not boxed behind a trait object.
         let job: Job = Box::new(move |socket, live| {
-            tokio::spawn(async move {
-                session(socket).await;
+            tokio::spawn(session(socket).map(move |()| {
                 live.fetch_sub(1, Ordering::Relaxed);
-            });
+            }));
         });
         if worker.queue.send((socket, job)).is_err() {
             // The worker thread is gone (it only ends when the pool is

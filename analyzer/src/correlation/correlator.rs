@@ -22,7 +22,9 @@ use crate::event::{Outcome, QueryEvent, TxStatus};
 pub struct Correlator<S> {
     config: CorrelationConfig,
     registry: Registry<S>,
-    connections: HashMap<u64, Connection>,
+    /// Boxed: the map keeps room for up to twice as many entries as it
+    /// holds, and an idle connection should cost its state, not that.
+    connections: HashMap<u64, Box<Connection>>,
 }
 
 /// Where the resolution step decided a statement goes.
@@ -96,7 +98,7 @@ impl<S: Default> Correlator<S> {
         } = self;
         let conn = connections
             .entry(ev.connection_id)
-            .or_insert_with(|| Connection::new(ev.connection_id, now));
+            .or_insert_with(|| Box::new(Connection::new(ev.connection_id, now)));
         conn.last_active = now;
         if conn.current.is_some_and(|c| registry.get(c).is_none()) {
             conn.current = None;

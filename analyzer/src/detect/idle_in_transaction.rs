@@ -169,7 +169,9 @@ struct Connection {
 pub struct IdleTransactions {
     config: IdleInTransactionConfig,
     max_connections: usize,
-    connections: HashMap<u64, Connection>,
+    /// Boxed: the map keeps room for up to twice as many entries as it
+    /// holds, and an idle connection should cost its state, not that.
+    connections: HashMap<u64, Box<Connection>>,
 }
 
 const MEASURED: &str = "from the server's completion of the statement before the gap to the \
@@ -201,15 +203,14 @@ impl IdleTransactions {
         }
         let in_tx = matches!(s.tx_status, TxStatus::InTransaction | TxStatus::Failed);
         let threshold = self.config.threshold;
-        let conn = self
-            .connections
-            .entry(s.connection_id)
-            .or_insert_with(|| Connection {
+        let conn = self.connections.entry(s.connection_id).or_insert_with(|| {
+            Box::new(Connection {
                 last_end: s.ended_at,
                 last: (s.fingerprint, s.normalized.clone()),
                 lock: None,
                 request: None,
-            });
+            })
+        });
         let mut gap = None;
         if in_tx && s.statement_index == 0 {
             let idle = s

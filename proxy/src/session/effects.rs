@@ -35,6 +35,8 @@ pub struct SessionEffects {
     /// The connection's startup slot, given back when authentication
     /// finishes or the session ends.
     startup_slot: Mutex<Option<StartupSlot>>,
+    /// The session's span, entered only for effects that log.
+    span: tracing::Span,
 }
 
 impl SessionEffects {
@@ -46,7 +48,19 @@ impl SessionEffects {
             cancel_keys: None,
             registered: Mutex::new(None),
             startup_slot: Mutex::new(None),
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Logs in `span` (the session's).
+    pub fn with_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
+    }
+
+    /// The session's span.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Registers the session's cancel key in `keys` when the server sends
@@ -85,6 +99,11 @@ impl SessionEffects {
 
     fn apply(&self, effect: Effect) {
         let stats = self.sink.stats();
+        let _in_span = matches!(
+            effect,
+            Effect::Unread(_) | Effect::Desynced | Effect::Note(_)
+        )
+        .then(|| self.span.enter());
         match effect {
             Effect::Event(event) => self.sink.emit(event),
             Effect::BackendKey { pid, secret } => {
@@ -192,6 +211,40 @@ mod tests {
         assert!(!keys.contains(256, &[9, 9, 9, 9]), "forgotten at close");
         assert!(matches!(rx.try_recv(), Ok(SessionEvent::Closed { .. })));
         assert_eq!(sink.stats().emitted.load(Ordering::Relaxed), 1);
+    }
+
+    /// Collects what a fmt subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn effects_that_log_do_so_in_the_session_span() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let (sink, _rx) = EventSink::channel(4);
+            let span = tracing::info_span!("session", connection_id = 41u64);
+            let effects = SessionEffects::new(sink).with_span(span);
+            // Applied outside the span, as the relay does.
+            effects.apply(Effect::Desynced);
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("lost sync"), "{text}");
+        assert!(text.contains("session{connection_id=41}"), "{text}");
     }
 
     #[test]

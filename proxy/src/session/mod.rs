@@ -74,13 +74,32 @@ struct Established {
     eviction: Arc<Eviction>,
 }
 
+impl Established {
+    /// Moves the session out of its box and frees the box (moving out of
+    /// a box in place keeps its allocation until the end of the scope, here
+    /// the session's life).
+    #[allow(clippy::boxed_local)] // taking the box is the point: it is freed here
+    fn unbox(boxed: Box<Established>) -> Established {
+        *boxed
+    }
+}
+
 /// Serves one accepted connection to completion; `slot` is its startup
-/// slot. Everything it logs is inside its `session` span.
+/// slot. Everything it logs is inside its `session` span. The span is
+/// entered where the session logs, not around every poll of the relay
+/// (entering and leaving a span on each wakeup cost more per query than
+/// the tracker's look at the messages).
 ///
 /// Negotiation and connecting (TLS handshakes included) need far more task
 /// state than forwarding does; they run boxed, so the task that lives as
-/// long as the connection holds only the relay's state.
-pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>, slot: StartupSlot) {
+/// long as the connection holds only the relay's state. The boxed part is
+/// made here rather than inside the returned future: a value an async block
+/// captures keeps its room for the block's whole life, even once moved on.
+pub fn run(
+    socket: TcpStream,
+    ctx: Arc<ServerContext>,
+    slot: StartupSlot,
+) -> impl Future<Output = ()> + Send {
     let connection_id = ctx.next_connection_id();
     let peer = Peer::of(&socket);
     let span = tracing::info_span!(
@@ -90,15 +109,13 @@ pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>, slot: StartupSlot) 
         user = tracing::field::Empty,
         database = tracing::field::Empty,
     );
+    let established =
+        Box::pin(establish(socket, ctx.clone(), connection_id, peer, slot).instrument(span));
     async move {
-        let Some(session) = Box::pin(establish(socket, &ctx, connection_id, peer, slot)).await
-        else {
-            return;
-        };
-        relay(session, &ctx).await;
+        if let Some(session) = established.await {
+            relay(session, &ctx).await;
+        }
     }
-    .instrument(span)
-    .await;
 }
 
 /// Negotiates with the client, connects upstream and forwards the
@@ -107,11 +124,12 @@ pub async fn run(socket: TcpStream, ctx: Arc<ServerContext>, slot: StartupSlot) 
 /// drain's grace period ended first).
 async fn establish(
     socket: TcpStream,
-    ctx: &Arc<ServerContext>,
+    ctx: Arc<ServerContext>,
     connection_id: u64,
     peer: Peer,
     slot: StartupSlot,
 ) -> Option<Box<Established>> {
+    let ctx = &ctx;
     socket.set_nodelay(true).ok();
     let eviction = slot.eviction();
     tokio::select! {
@@ -207,6 +225,7 @@ async fn connect(
     let tracker = Tracker::new(info, ctx.config.tracker_limits, true, effects::now())
         .with_budget(ctx.stats.held.clone());
     let effects = SessionEffects::new(ctx.sink.clone())
+        .with_span(tracing::Span::current())
         .with_cancel_keys(ctx.cancel_keys.clone())
         .with_startup_slot(slot);
     Some((
@@ -268,7 +287,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         tracker,
         effects,
         eviction,
-    } = *session;
+    } = Established::unbox(session);
     let held = &ctx.stats.held;
     let mut frontend = Pump::with_budget(ctx.config.max_message_bytes, held.clone())
         .with_drain(ctx.drain.clone())
@@ -286,6 +305,23 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
             end = OnWake::new(watchdog(ctx, &tracker, &eviction)) => end,
         }
     };
+    let span = effects.span().clone();
+    async {
+        finish(end, ctx, &mut client_wr, &mut server_wr).await;
+        effects.close(&mut crate::lock(&tracker), effects::now());
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Says goodbye as `end` requires (logging why) and closes both
+/// connections.
+async fn finish(
+    end: End,
+    ctx: &ServerContext,
+    client_wr: &mut WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>,
+    server_wr: &mut WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+) {
     match end {
         End::Client(Ok(())) => {
             tracing::debug!("client closed the connection");
@@ -296,16 +332,11 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         End::Client(Err(RelayError::Refused { kind, message })) => {
             // The tracker logged why; the server's half-done login is
             // dropped with the connection.
-            let _ = send_and_close(&mut client_wr, kind, message).await;
+            let _ = send_and_close(client_wr, kind, message).await;
         }
         End::Client(Err(e)) => {
             tracing::warn!(error = %e, "closing connection: protocol violation by the client");
-            let _ = send_and_close(
-                &mut client_wr,
-                ProxyError::ProtocolViolation,
-                &e.to_string(),
-            )
-            .await;
+            let _ = send_and_close(client_wr, ProxyError::ProtocolViolation, &e.to_string()).await;
         }
         End::Server(Ok(())) => {
             tracing::debug!("server closed the connection");
@@ -324,7 +355,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
             }
             let farewell = async {
                 let _ = send_and_close(
-                    &mut client_wr,
+                    client_wr,
                     ProxyError::ShuttingDown,
                     "the proxy is shutting down",
                 )
@@ -338,7 +369,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         End::StartupTimeout => {
             tracing::info!("client did not finish authentication in time");
             let _ = send_and_close(
-                &mut client_wr,
+                client_wr,
                 ProxyError::ProtocolViolation,
                 "authentication did not complete in time",
             )
@@ -349,7 +380,7 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
                 "closing a connection still authenticating to make room for a newer one (--max-startup-connections)"
             );
             let _ = send_and_close(
-                &mut client_wr,
+                client_wr,
                 ProxyError::TooManyConnections,
                 "too many connections are still starting up; this one waited longest (--max-startup-connections)",
             )
@@ -363,7 +394,6 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
         let _ = server_wr.shutdown().await;
     };
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, close).await;
-    effects.close(&mut crate::lock(&tracker), effects::now());
 }
 
 /// Ends the session from outside its traffic: when authentication has not
@@ -375,8 +405,9 @@ async fn relay(session: Box<Established>, ctx: &Arc<ServerContext>) {
 /// for the startup deadline, the drain's start and the grace's end, and
 /// one future in phases means a session carries one timer, not two.
 async fn watchdog(ctx: &ServerContext, tracker: &Mutex<Tracker>, eviction: &Eviction) -> End {
-    // Boxed: the startup timer is freed once the startup timeout has passed
-    // instead of staying in the session's state for its whole life.
+    // Boxed: the startup timer is freed once authentication finishes (or
+    // the timeout passes) instead of staying in the session's state for its
+    // whole life.
     let startup = Box::pin(until_startup_deadline(ctx, eviction)).await;
     if startup != StartupEnd::Draining {
         if !crate::lock(tracker).is_started() {
@@ -407,14 +438,20 @@ enum StartupEnd {
     Draining,
     /// The startup slot was given to a newer connection.
     Evicted,
+    /// The startup slot was given back: authentication finished.
+    Started,
 }
 
-/// Waits out the startup timeout, unless the proxy drains or the session
-/// is evicted from its startup slot first.
+/// Waits out the startup timeout, unless authentication finishes, the proxy
+/// drains or the session is evicted from its startup slot first.
 async fn until_startup_deadline(ctx: &ServerContext, eviction: &Eviction) -> StartupEnd {
     tokio::select! {
         () = tokio::time::sleep(ctx.config.startup_timeout) => StartupEnd::Deadline,
-        () = eviction.wait() => StartupEnd::Evicted,
+        () = eviction.settled() => if eviction.is_evicted() {
+            StartupEnd::Evicted
+        } else {
+            StartupEnd::Started
+        },
         () = ctx.drain.started() => StartupEnd::Draining,
     }
 }
@@ -529,5 +566,24 @@ mod tests {
         let waker = inner_waker.lock().unwrap().take().unwrap();
         waker.wake();
         assert_eq!(gated.as_mut().poll(&mut cx), Poll::Ready(2));
+    }
+}
+#[cfg(test)]
+mod state_size {
+    use super::*;
+
+    fn output_size<A, B, C, R>(_f: fn(A, B, C) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// What an idle session's task holds is mostly this future: captured
+    /// values that stay after being moved on, or a second copy of a
+    /// future awaited from inside an async block, show up here.
+    #[test]
+    fn a_sessions_future_stays_small() {
+        let run = output_size::<TcpStream, Arc<ServerContext>, StartupSlot, _>(run);
+        assert!(run <= 1024, "session future {run} bytes");
+        let tracker = std::mem::size_of::<Mutex<Tracker>>();
+        assert!(tracker <= 640, "tracker {tracker} bytes");
     }
 }

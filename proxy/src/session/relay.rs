@@ -36,7 +36,7 @@
 //! The tracker returns what it saw as effects; the pump applies them
 //! ([`SessionEffects`]) right after each batch, under the same lock.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
@@ -46,7 +46,7 @@ use crate::limits::{HeldBudget, HeldBytes, UNCHARGED_BYTES};
 use crate::net::stream::WaitReadable;
 use crate::session::drain::Drain;
 use crate::session::effects::{now, SessionEffects};
-use crate::tracker::{Direction, Now, Tracker, Verdict};
+use crate::tracker::{Direction, Effect, Now, Tracker, Verdict};
 use crate::wire::error_response::ProxyError;
 use crate::wire::framing::FrameError;
 use crate::wire::scan::{Frame, FrameScanner, NotHeld};
@@ -61,6 +61,21 @@ const SPARE_BUFFERS: usize = 64;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    /// The outbox lent to the tracker for one batch ([`with_spare_outbox`]).
+    static OUTBOX: Cell<Vec<Effect>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` (a batch and the draining of its effects) with this thread's
+/// spare outbox lent to the tracker, and takes it back afterwards: the
+/// room for a batch's effects is kept once per thread rather than once per
+/// session.
+fn with_spare_outbox<R>(tracker: &mut Tracker, f: impl FnOnce(&mut Tracker) -> R) -> R {
+    let mut spare = OUTBOX.take();
+    tracker.swap_outbox(&mut spare);
+    let result = f(tracker);
+    tracker.swap_outbox(&mut spare);
+    OUTBOX.set(spare);
+    result
 }
 
 /// A read buffer from this thread's spares, or a new one.
@@ -231,12 +246,14 @@ impl Pump {
             loop {
                 let scan = {
                     let mut t = crate::lock(tracker);
-                    let scan = self.scan::<D>(&mut t, now());
-                    match &self.effects {
-                        Some(effects) => effects.apply_all(&mut t),
-                        None => t.drain_effects().for_each(drop),
-                    }
-                    scan?
+                    with_spare_outbox(&mut t, |t| {
+                        let scan = self.scan::<D>(t, now());
+                        match &self.effects {
+                            Some(effects) => effects.apply_all(t),
+                            None => t.drain_effects().for_each(drop),
+                        }
+                        scan
+                    })?
                 };
                 if scan.forward > 0 {
                     dst.write_all(&self.buf[..scan.forward]).await?;
@@ -638,6 +655,45 @@ mod tests {
 
     fn query(sql: &str) -> Vec<u8> {
         msg(b'Q', &[sql.as_bytes(), b"\0"].concat())
+    }
+
+    #[test]
+    fn the_outbox_is_lent_per_batch_so_an_idle_session_holds_none() {
+        let t = tracker();
+        // The tracker's own outbox was used (and grown) at login.
+        crate::lock(&t).frontend(&query("select 1"), now());
+        let mut own = Vec::new();
+        crate::lock(&t).swap_outbox(&mut own);
+        assert!(own.capacity() > 0);
+        crate::lock(&t).swap_outbox(&mut Vec::new());
+        let replies = [msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat();
+        let (stopped, out, _) =
+            pump_through::<Backend>(Pump::new(1 << 20), &replies, vec![], None, &t);
+        assert_eq!((stopped.unwrap(), out), (Stopped::Closed, replies));
+        // The query's event went through this thread's outbox, which keeps
+        // the room; the session's tracker holds none.
+        let mut held = Vec::new();
+        crate::lock(&t).swap_outbox(&mut held);
+        assert_eq!(held.capacity(), 0);
+        assert!(OUTBOX.take().capacity() > 0);
+    }
+
+    #[test]
+    fn swapping_the_outbox_keeps_undrained_effects() {
+        let t = tracker();
+        let mut t = crate::lock(&t);
+        t.frontend(&query("select 1"), now());
+        t.backend(&msg(b'C', b"SELECT 1\0"), now());
+        t.backend(&msg(b'Z', b"I"), now());
+        let mut spare = Vec::with_capacity(8);
+        t.swap_outbox(&mut spare);
+        assert!(spare.is_empty());
+        assert!(matches!(
+            t.drain_effects().next(),
+            Some(Effect::Event(qproxy_analyzer::event::SessionEvent::Query(
+                _
+            )))
+        ));
     }
 
     #[test]

@@ -322,6 +322,17 @@ impl Tracker {
         self.outbox.drain(..)
     }
 
+    /// Exchanges the outbox's allocation with `spare`'s; effects not yet
+    /// drained stay in the tracker's outbox and `spare` is left empty. A
+    /// caller that drains after every batch lends the tracker a vector for
+    /// the batch and takes it back, so an idle session holds no outbox (an
+    /// effect is the size of an event, and a grown outbox keeps room for
+    /// four) while the per-batch path still allocates nothing.
+    pub fn swap_outbox(&mut self, spare: &mut Vec<Effect>) {
+        std::mem::swap(&mut self.outbox, spare);
+        self.outbox.append(spare);
+    }
+
     /// True when nothing is in flight and no transaction is open: the
     /// moment a draining proxy may close the session without losing work.
     pub fn is_idle(&self) -> bool {

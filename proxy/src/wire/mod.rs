@@ -105,11 +105,33 @@ impl<'a> Fields<'a> {
     /// non-UTF-8 client_encoding (LATIN1, SQL_ASCII), so invalid bytes are
     /// replaced rather than rejected; valid UTF-8 is borrowed, not copied.
     pub fn text(&mut self) -> Result<Cow<'a, str>, DecodeError> {
-        Ok(String::from_utf8_lossy(self.cstr()?))
+        let bytes = self.cstr()?;
+        // The standard validator first: it checks ASCII a word at a time,
+        // several times faster than the lossy conversion's walk, and nearly
+        // every SQL text is valid.
+        Ok(match std::str::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        })
     }
 }
 
 /// The body of a whole tagged message (after the 5-byte header).
 pub fn body(msg: &[u8]) -> &[u8] {
     msg.get(5..).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn text_borrows_valid_utf8_and_replaces_invalid_bytes() {
+        let mut f = Fields::new(b"select 'caf\xc3\xa9'\0select '\xe9t\xe9'\0", "Query");
+        assert!(matches!(f.text().unwrap(), Cow::Borrowed("select 'café'")));
+        let latin1 = f.text().unwrap();
+        assert!(matches!(latin1, Cow::Owned(_)));
+        assert_eq!(latin1, "select '\u{fffd}t\u{fffd}'");
+        assert!(matches!(f.text(), Err(DecodeError::Truncated("Query"))));
+    }
 }
