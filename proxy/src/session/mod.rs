@@ -18,9 +18,10 @@
 //! messages pass, and is closed there with 57P01; only when the grace
 //! period is over is a session still in a transaction cut (57P01 first).
 //!
-//! The session runs inside a `session` tracing span that carries its
+//! The session logs inside a `session` tracing span that carries its
 //! connection id, peer, user and database, so its log events do not name
-//! them one by one.
+//! them one by one. The span is entered where the session logs
+//! (negotiation, effects that log, the end), not around the relay.
 
 pub(crate) mod cancel;
 pub(crate) mod context;

@@ -18,8 +18,10 @@
 //! does no I/O, reads no clock (each call takes [`Now`] from the caller) and
 //! logs nothing; what happened (events, the cancel key, the end of startup,
 //! counts and log-worthy conditions) goes to an outbox the caller drains
-//! after each batch ([`Tracker::drain_effects`]), reused so that the
-//! per-message path allocates nothing for it.
+//! after each batch ([`Tracker::drain_effects`]); the relay lends it a
+//! per-thread vector for each batch ([`Tracker::swap_outbox`]), so the
+//! per-message path allocates nothing for it and an idle session keeps no
+//! room for effects.
 //!
 //! Both relay directions share one tracker behind a mutex; each direction
 //! locks it once per read batch, never across an await.
