@@ -356,13 +356,18 @@ mod tests {
         assert!(!evicted && !third.eviction().is_evicted());
     }
 
-    #[test]
-    fn eviction_wakes_a_waiter_and_is_remembered() {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    /// Runs `f` on a current-thread runtime with timers.
+    fn with_timers(f: impl std::future::Future<Output = ()>) {
+        tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-            .unwrap();
-        rt.block_on(async {
+            .unwrap()
+            .block_on(f);
+    }
+
+    #[test]
+    fn eviction_wakes_a_waiter_and_is_remembered() {
+        with_timers(async {
             let slots = Arc::new(StartupSlots::new(1, Duration::ZERO));
             let (first, _) = slots.admit(Instant::now()).unwrap();
             let eviction = first.eviction();
@@ -381,11 +386,7 @@ mod tests {
 
     #[test]
     fn giving_a_slot_back_settles_its_eviction_without_evicting() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        with_timers(async {
             let slots = Arc::new(StartupSlots::new(1, Duration::ZERO));
             let (slot, _) = slots.admit(Instant::now()).unwrap();
             let eviction = slot.eviction();
