@@ -99,11 +99,8 @@ impl SessionEffects {
 
     fn apply(&self, effect: Effect) {
         let stats = self.sink.stats();
-        let _in_span = matches!(
-            effect,
-            Effect::Unread(_) | Effect::Desynced | Effect::Note(_)
-        )
-        .then(|| self.span.enter());
+        // The session's span is entered by the arms that log, and only
+        // there: the per-query arms stay free of it.
         match effect {
             Effect::Event(event) => self.sink.emit(event),
             Effect::BackendKey { pid, secret } => {
@@ -119,10 +116,13 @@ impl SessionEffects {
                 stats.untracked.fetch_add(1, Ordering::Relaxed);
             }
             Effect::NotAnalysed => {
-                stats.statements_not_analysed.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .statements_not_analysed
+                    .fetch_add(1, Ordering::Relaxed);
             }
             Effect::Unread(why) => {
                 stats.unread_messages.fetch_add(1, Ordering::Relaxed);
+                let _in = self.span.enter();
                 match why {
                     Unread::ServerOverCap { tag } => tracing::debug!(
                         detail = %char::from(tag),
@@ -136,11 +136,14 @@ impl SessionEffects {
             }
             Effect::Desynced => {
                 stats.desynced_connections.fetch_add(1, Ordering::Relaxed);
+                let _in = self.span.enter();
                 tracing::warn!(
                     "protocol tracker lost sync; traffic is still forwarded but this connection is no longer analysed"
                 );
             }
-            Effect::Note(note) => match note {
+            Effect::Note(note) => {
+                let _in = self.span.enter();
+                match note {
                 Note::UndecodableServer(e) => {
                     tracing::debug!(error = %e, "undecodable server message")
                 }
@@ -155,7 +158,8 @@ impl SessionEffects {
                 Note::ChannelBindingRefused => tracing::info!(
                     "client announced SCRAM channel binding, which cannot work through the proxy; refused"
                 ),
-            },
+                }
+            }
         }
     }
 }

@@ -568,10 +568,6 @@ mod tests {
         waker.wake();
         assert_eq!(gated.as_mut().poll(&mut cx), Poll::Ready(2));
     }
-}
-#[cfg(test)]
-mod state_size {
-    use super::*;
 
     fn output_size<A, B, C, R>(_f: fn(A, B, C) -> R) -> usize {
         std::mem::size_of::<R>()
